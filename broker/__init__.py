@@ -1,0 +1,1 @@
+"""The sockpool broker: a threaded TCP server around a pure queue core."""

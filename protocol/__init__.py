@@ -1,0 +1,41 @@
+"""sockpool's wire protocol: frames, messages and the handshake, with no I/O.
+
+Every side (broker, worker, client) speaks through this package and nothing
+here opens a socket, starts a thread or reads a clock. The specification in
+prose is docs/PROTOCOL.md.
+"""
+
+from .defaults import DEFAULT_HOST, DEFAULT_PORT, MAX_FRAME_BYTES
+from .errors import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
+from .framing import FrameDecoder, frame, pack_body, unpack_body
+from .handshake import check_hello
+from .messages import (
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    ROLE_WORKER,
+    Accepted,
+    Credit,
+    Error,
+    Hello,
+    Jobs,
+    Message,
+    Ping,
+    Pong,
+    Results,
+    Submit,
+    Welcome,
+    decode,
+    encode,
+    error_value,
+    from_wire,
+)
+from .stream import Decoder
+
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
+    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "ConnectionLost", "Credit", "Decoder",
+    "Error", "FrameDecoder", "HandshakeRefused", "Hello", "Jobs", "Message", "Ping",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "Submit", "Welcome",
+    "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
+    "pack_body", "unpack_body",
+]

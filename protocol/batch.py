@@ -1,0 +1,85 @@
+"""Result batches that skip a decode and re-encode on the way through.
+
+A worker's pool processes pack their results into msgpack arrays
+themselves; the worker's main process then splices several of those arrays
+into one `results` frame without unpacking them. This keeps per-result
+Python work out of the worker's busiest thread, and checks in the pool
+process, where it is cheap to recover, that every result can be encoded.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from .errors import ProtocolError
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def array_items(packed: bytes) -> tuple[int, memoryview]:
+    """Split a packed msgpack array into its length and its packed items.
+
+    Raises:
+        ProtocolError: `packed` does not start with an array header.
+    """
+    view = memoryview(packed)
+    first = packed[0] if packed else -1
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, view[1:]
+    if first == 0xDC:
+        return _U16.unpack_from(packed, 1)[0], view[3:]
+    if first == 0xDD:
+        return _U32.unpack_from(packed, 1)[0], view[5:]
+    raise ProtocolError("not a packed msgpack array")
+
+
+def array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + _U16.pack(count)
+    return b"\xdd" + _U32.pack(count)
+
+
+_RESULTS_HEAD = b"\x83" + msgpack.packb("type") + msgpack.packb("results") + msgpack.packb("results")
+_CREDIT_KEY = msgpack.packb("credit")
+
+
+def results_body(packed_arrays: list[bytes], credit: int) -> bytes:
+    """The body of a `results` message joining already-packed result arrays.
+
+    Equal to `pack_body(Results(concatenated, credit).to_wire())`, without
+    unpacking anything.
+    """
+    count = 0
+    parts: list[bytes | memoryview] = []
+    for packed in packed_arrays:
+        n, items = array_items(packed)
+        count += n
+        parts.append(items)
+    return b"".join(
+        [_RESULTS_HEAD, array_header(count), *parts, _CREDIT_KEY, msgpack.packb(credit)]
+    )
+
+
+def pack_results(entries: list[list[Any]], on_unencodable: Any) -> bytes:
+    """Pack result entries; an entry msgpack refuses is replaced, not fatal.
+
+    `on_unencodable(entry, exc)` returns the entry to send instead.
+    """
+    try:
+        return msgpack.packb(entries, use_bin_type=True)  # type: ignore[no-any-return]
+    except Exception:
+        pass
+    safe = []
+    for entry in entries:
+        try:
+            msgpack.packb(entry, use_bin_type=True)
+        except Exception as exc:
+            entry = on_unencodable(entry, exc)
+        safe.append(entry)
+    return msgpack.packb(safe, use_bin_type=True)  # type: ignore[no-any-return]

@@ -1,0 +1,261 @@
+"""The messages of the sockpool wire protocol (spec: docs/PROTOCOL.md).
+
+Every frame body is a msgpack map with a string `type` tag; each tag maps
+to one frozen dataclass below. Optional fields have defaults, so a message
+from an older peer that lacks them still decodes, and unknown keys are
+ignored, so a newer peer may add fields without breaking us.
+
+Jobs and results travel in batches: one `submit`, `jobs` or `results`
+message carries many entries, each a short msgpack array, so the per-job
+cost on the wire is a few bytes and no per-job frame.
+
+    job entry:    [id: int, task: str, args: list, kwargs: map, many: bool]
+    result entry: [id: int, ok: bool, value: any]
+
+With `many` true, `args` is a list of single arguments and the task runs
+once for each; the value is the list of their results (a chunk of a map).
+A failed job's value is an error map, see `error_value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, TypeVar
+
+from .errors import ProtocolError
+from .framing import frame, pack_body, unpack_body
+
+PROTOCOL_VERSION = 1
+
+ROLE_CLIENT = "client"
+ROLE_WORKER = "worker"
+ROLES = (ROLE_CLIENT, ROLE_WORKER)
+
+# Error codes carried by `error` messages and by failed results' `type`.
+E_VERSION = "version_mismatch"
+E_ROLE = "bad_role"
+E_HANDSHAKE = "handshake"
+E_BAD_MESSAGE = "bad_message"
+E_FRAME_TOO_LARGE = "frame_too_large"
+E_UNKNOWN_TASK = "UnknownTask"
+
+_registry: dict[str, type[Message]] = {}
+_field_types: dict[type[Message], list[tuple[str, type, bool]]] = {}
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of every wire message; `type` is the tag on the wire."""
+
+    type: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type}
+        for name, _, _ in _field_types[type(self)]:
+            wire[name] = getattr(self, name)
+        return wire
+
+
+def _message(tag: str) -> Callable[[type[M]], type[M]]:
+    def register(cls: type[M]) -> type[M]:
+        cls = dataclass(frozen=True)(cls)
+        cls.type = tag
+        hints = typing.get_type_hints(cls)
+        spec = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            base = typing.get_origin(hints[f.name]) or hints[f.name]
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            spec.append((f.name, base, required))
+        _field_types[cls] = spec
+        _registry[tag] = cls
+        return cls
+
+    return register
+
+
+@_message("hello")
+class Hello(Message):
+    """First message on every connection, from the connecting side."""
+
+    version: int
+    role: str
+    name: str = ""
+    # Clients: results follow the session, not the TCP connection.
+    session: str = ""
+    # Workers: the task names they serve and how many processes run them.
+    tasks: list[str] = field(default_factory=list)
+    processes: int = 0
+
+
+@_message("welcome")
+class Welcome(Message):
+    """The broker's answer to an accepted hello."""
+
+    version: int
+    broker: str
+    max_frame_bytes: int
+    session: str = ""
+    # Processes of all connected workers, a hint for sizing map chunks.
+    processes: int = 0
+
+
+@_message("error")
+class Error(Message):
+    """A refusal. During the handshake it is followed by a close."""
+
+    code: str
+    message: str
+
+
+@_message("submit")
+class Submit(Message):
+    """Client to broker: a batch of jobs."""
+
+    batch: int
+    jobs: list[list[Any]]
+
+
+@_message("accepted")
+class Accepted(Message):
+    """Broker to client: every job of that submit batch is queued."""
+
+    batch: int
+    count: int
+
+
+@_message("jobs")
+class Jobs(Message):
+    """Broker to worker: jobs to run, never more than the worker's credit."""
+
+    jobs: list[list[Any]]
+
+
+@_message("results")
+class Results(Message):
+    """Worker to broker and broker to client: finished jobs.
+
+    From a worker, `credit` grants the broker that many more jobs.
+    """
+
+    results: list[list[Any]]
+    credit: int = 0
+
+
+@_message("credit")
+class Credit(Message):
+    """Worker to broker: room for this many more jobs."""
+
+    credit: int
+
+
+@_message("ping")
+class Ping(Message):
+    """Heartbeat; the receiver answers `pong`."""
+
+
+@_message("pong")
+class Pong(Message):
+    """Answer to `ping`."""
+
+
+def encode(msg: Message) -> bytes:
+    """One message as a complete frame, prefix included.
+
+    Raises:
+        ProtocolError: a field holds a value msgpack cannot encode.
+    """
+    return frame(pack_body(msg.to_wire()))
+
+
+def decode(body: bytes) -> Message:
+    """One frame body (no prefix) as a message.
+
+    Raises:
+        ProtocolError: invalid msgpack, no or unknown `type`, a missing
+            field or a field of the wrong type.
+    """
+    return from_wire(unpack_body(body))
+
+
+def from_wire(wire: Any) -> Message:
+    """Build and validate a message from a decoded msgpack value.
+
+    Raises:
+        ProtocolError: see `decode`.
+    """
+    if not isinstance(wire, dict):
+        raise ProtocolError(f"message must be a map, not {type(wire).__name__}")
+    tag = wire.get("type")
+    cls = _registry.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {tag!r}")
+    kwargs = {}
+    for name, base, required in _field_types[cls]:
+        if name not in wire:
+            if required:
+                raise ProtocolError(f"{tag}: missing field {name!r}")
+            continue
+        value = wire[name]
+        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+            raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
+        kwargs[name] = value
+    msg = cls(**kwargs)
+    _checks.get(cls, _no_check)(msg)
+    return msg
+
+
+def _no_check(msg: Message) -> None:
+    pass
+
+
+def check_job(entry: Any) -> None:
+    """Raises ProtocolError unless `entry` is a well-formed job entry."""
+    if not (
+        isinstance(entry, list)
+        and len(entry) == 5
+        and type(entry[0]) is int
+        and type(entry[1]) is str
+        and type(entry[2]) is list
+        and type(entry[3]) is dict
+        and type(entry[4]) is bool
+    ):
+        raise ProtocolError(f"malformed job entry {entry!r:.200}")
+
+
+def check_result(entry: Any) -> None:
+    """Raises ProtocolError unless `entry` is a well-formed result entry."""
+    if not (
+        isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is bool
+    ):
+        raise ProtocolError(f"malformed result entry {entry!r:.200}")
+
+
+def _check_jobs(msg: Any) -> None:
+    for entry in msg.jobs:
+        check_job(entry)
+
+
+def _check_results(msg: Any) -> None:
+    for entry in msg.results:
+        check_result(entry)
+
+
+def _check_hello(msg: Any) -> None:
+    if not all(isinstance(t, str) for t in msg.tasks):
+        raise ProtocolError("hello: tasks must be strings")
+
+
+_checks: dict[type[Message], Callable[[Any], None]] = {
+    Submit: _check_jobs,
+    Jobs: _check_jobs,
+    Results: _check_results,
+    Hello: _check_hello,
+}
+
+
+def error_value(type_name: str, message: str, traceback: str = "") -> dict[str, Any]:
+    """The value of a failed result: what the remote exception was."""
+    return {"type": type_name, "message": message, "traceback": traceback}

@@ -1,0 +1,35 @@
+"""A byte stream in, messages out: the whole receive side, without sockets.
+
+    dec = Decoder(max_frame_bytes=MAX_FRAME_BYTES)
+    dec.feed(data)                      # b"" means end of stream
+    while (msg := dec.next_message()) is not None:
+        handle(msg)
+"""
+
+from __future__ import annotations
+
+from .defaults import MAX_FRAME_BYTES
+from .framing import FrameDecoder
+from .messages import Message, decode
+
+
+class Decoder:
+    """Turns received bytes into validated messages.
+
+    Raises ProtocolError (from `next_message`) on anything malformed; after
+    that the stream is unusable and the connection should be closed.
+    """
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._frames = FrameDecoder(max_frame_bytes)
+
+    def feed(self, data: bytes) -> None:
+        self._frames.feed(data)
+
+    def next_message(self) -> Message | None:
+        body = self._frames.next_body()
+        return None if body is None else decode(body)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._frames.at_eof

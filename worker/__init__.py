@@ -1,0 +1,1 @@
+"""A sockpool worker node: a process pool joined to a broker."""

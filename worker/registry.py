@@ -1,0 +1,45 @@
+"""Which functions a worker may run: the built-ins and the modules it loaded.
+
+Nothing else is reachable by name. A task name is looked up in a table
+built when the worker starts; it is never imported, evaluated or resolved
+by attribute access at run time, so a job cannot name `os:system` or
+`builtins:eval` into existence.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+BUILTIN_MODULE = "worker.tasks"
+
+
+def public_functions(module_name: str) -> dict[str, Callable[..., Any]]:
+    """The public top-level functions that `module_name` itself defines.
+
+    Imported names (`from os import system`) do not count: a function is
+    served only where it is defined.
+
+    Raises:
+        ImportError: the module cannot be imported.
+    """
+    module = importlib.import_module(module_name)
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == module.__name__
+    }
+
+
+def load_tasks(modules: list[str]) -> dict[str, Callable[..., Any]]:
+    """Task name -> function, for the built-ins and each of `modules`.
+
+    Raises:
+        ImportError: one of the modules cannot be imported.
+    """
+    tasks = dict(public_functions(BUILTIN_MODULE))
+    for module_name in modules:
+        for name, fn in public_functions(module_name).items():
+            tasks[f"{module_name}:{name}"] = fn
+    return tasks
