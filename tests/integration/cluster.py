@@ -1,0 +1,112 @@
+"""Real broker and worker processes on free loopback ports, for the tests.
+
+The broker binds port 0 and prints the port it got; we read that line
+instead of sleeping. Every wait has a deadline, and teardown terminates,
+waits with a timeout, then kills.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 20.0
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("SOCKPOOL_BROKER", None)
+    return env
+
+
+class Proc:
+    """A child process whose stderr goes to a log file we can read back."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout_s)
+        if self.popen.stdout:
+            self.popen.stdout.close()
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait(10)
+
+
+def start_broker(log_dir: Path, *extra: str) -> tuple[Proc, str]:
+    """Start `python -m broker start` on a free port; returns it and its address."""
+    proc = Proc(python_command("broker", "start", "--port", "0", "--log-level", "debug", *extra), log_dir / "broker.log")
+    assert proc.popen.stdout is not None
+    os.set_blocking(proc.popen.stdout.fileno(), False)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    buffer = b""
+    while time.monotonic() < deadline:
+        chunk = proc.popen.stdout.read()
+        if chunk:
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if line.startswith("listening on "):
+                    return proc, line.removeprefix("listening on ").strip()
+        if proc.popen.poll() is not None:
+            break
+        time.sleep(0.02)
+    log = proc.log()
+    proc.stop()
+    raise RuntimeError(f"broker did not start: {buffer!r}\n{log}")
+
+
+def start_worker(log_dir: Path, address: str, processes: int | None = 2, *extra: str, name: str = "w") -> Proc:
+    sizing = ["--processes", str(processes)] if processes else []
+    args = python_command("worker", "join", address, *sizing, "--name", name, "--log-level", "debug", *extra)
+    return Proc(args, log_dir / f"worker-{name}.log")
+
+
+def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until the broker reports at least `processes` worker processes joined."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while time.monotonic() < deadline:
+        with Client(address, connect_timeout_s=5) as client:
+            seen = client.cluster_processes
+        if seen >= processes:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"only {seen} of {processes} worker processes joined within {timeout_s} s")
+
+
+def run_submit(*args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        python_command("client", *args),
+        cwd=ROOT, env={**environment(), **(env or {})}, capture_output=True, text=True, timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )

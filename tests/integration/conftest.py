@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .cluster import Proc, start_broker, start_worker, wait_for_processes
+
+
+class Cluster:
+    """A broker and the workers a test adds to it, all stopped at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.broker, self.address = start_broker(log_dir)
+        self.workers: list[Proc] = []
+        self.expected_processes = 0
+
+    def add_worker(self, processes: int | None = 2, *extra: str, name: str | None = None, wait: bool = True) -> Proc:
+        """Start a worker (processes=None: let it size its pool) and wait until it joined."""
+        self.expected_processes += processes or len(os.sched_getaffinity(0))
+        proc = start_worker(self.log_dir, self.address, processes, *extra, name=name or f"w{len(self.workers)}")
+        self.workers.append(proc)
+        if wait:
+            wait_for_processes(self.address, self.expected_processes)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.log_path.name}\n{p.log()}" for p in [self.broker, *self.workers])
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.broker]:
+            proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
