@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from client.connection import Connection
 from protocol import ConnectionLost, Error, Hello, Message, ProtocolError, encode
@@ -91,7 +92,7 @@ class BrokerServer:
         self.name = name or f"{socket.gethostname()}:{self.port}"
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
-        self.state = BrokerState(self.name, max_frame_bytes)
+        self.state = BrokerState(self.name, max_frame_bytes, time.monotonic())
         self._lock = threading.Lock()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
@@ -126,6 +127,11 @@ class BrokerServer:
         thread = threading.Thread(target=self.serve_forever, name="broker", daemon=True)
         thread.start()
         return thread
+
+    def status(self) -> dict[str, Any]:
+        """The state's `status`, read under the lock (for /metrics and the dashboard)."""
+        with self._lock:
+            return self.state.status(time.monotonic())
 
     def stop(self) -> None:
         self._stopping.set()

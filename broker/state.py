@@ -33,12 +33,16 @@ from protocol import (
     Pong,
     ProtocolError,
     Results,
+    StatusReply,
+    StatusRequest,
     Submit,
     Welcome,
     check_hello,
     error_value,
 )
 from protocol.messages import E_UNKNOWN_TASK, PROTOCOL_VERSION
+
+from .stats import BrokerStats
 
 # How long results wait for a client that went away before they are dropped.
 SESSION_TTL_S = 600.0
@@ -49,7 +53,9 @@ Outbox = list[tuple[int, Message]]
 class Job:
     """One accepted job. Slots keep a queued job to a few hundred bytes."""
 
-    __slots__ = ("gid", "session", "cid", "task", "args", "kwargs", "many", "worker")
+    __slots__ = (
+        "gid", "session", "cid", "task", "args", "kwargs", "many", "worker", "calls", "submitted_at", "dispatched_at"
+    )
 
     def __init__(
         self, gid: int, session: str, cid: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool
@@ -62,6 +68,11 @@ class Job:
         self.kwargs = kwargs
         self.many = many
         self.worker: int | None = None
+        # For status and metrics: calls in this job, and when it was
+        # submitted and last handed to a worker (the state's `now`).
+        self.calls = len(args) if many else 1
+        self.submitted_at = 0.0
+        self.dispatched_at = 0.0
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
@@ -95,7 +106,7 @@ class Session:
 
 
 class BrokerState:
-    def __init__(self, name: str, max_frame_bytes: int) -> None:
+    def __init__(self, name: str, max_frame_bytes: int, now: float = 0.0) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
         self.jobs: dict[int, Job] = {}
@@ -107,6 +118,11 @@ class BrokerState:
         self.served: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self._next_gid = 1
+        # Observation only: counts for status and metrics, and the `now` of
+        # the event being handled, for the timestamps they need.
+        self.stats = BrokerStats()
+        self.ready_calls = 0
+        self.started_at = self.now = now
 
     # -- connections ---------------------------------------------------
 
@@ -116,6 +132,7 @@ class BrokerState:
         Raises:
             ProtocolError: the hello is unacceptable (the error reply comes first).
         """
+        self.now = now
         refusal = check_hello(hello)
         if refusal is not None:
             return [(conn_id, refusal)]
@@ -147,6 +164,7 @@ class BrokerState:
 
     def on_disconnect(self, conn_id: int, now: float) -> Outbox:
         """Forget a connection: a worker's leases go back to the front of the queue."""
+        self.now = now
         worker = self.workers.pop(conn_id, None)
         if worker is not None:
             self.served.subtract(set(worker.tasks))
@@ -177,13 +195,17 @@ class BrokerState:
         Raises:
             ProtocolError: the message is not one this role may send.
         """
+        self.now = now
+        worker = self.workers.get(conn_id)
+        if worker is not None:
+            worker.last_seen = now  # any message, a pong too, shows it is alive
         if isinstance(msg, Ping):
             return [(conn_id, Pong())]
         if isinstance(msg, Pong):
             return []
-        worker = self.workers.get(conn_id)
+        if isinstance(msg, StatusRequest) and conn_id in self.clients:
+            return [(conn_id, StatusReply(self.status(now)))]
         if worker is not None:
-            worker.last_seen = now
             if isinstance(msg, Results):
                 return self.on_results(worker, msg)
             if isinstance(msg, Credit):
@@ -197,9 +219,12 @@ class BrokerState:
         for cid, task, args, kwargs, many in msg.jobs:
             if self.workers and task not in self.served:
                 refused.append([cid, False, unknown_task(task)])
+                self.stats.on_refused(task, refused[-1][2], self.now)
                 continue
             job = Job(self._next_gid, session.session_id, cid, task, args, kwargs, many)
             self._next_gid += 1
+            job.submitted_at = self.now
+            self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             self._queue(job)
         accepted = len(msg.jobs) - len(refused)
@@ -226,10 +251,7 @@ class BrokerState:
             if job is None:
                 continue  # not ours (any more): a late result after a requeue
             del self.jobs[job.gid]
-            if entry[1]:
-                worker.done += 1
-            else:
-                worker.failed += 1
+            self._count_finished(worker, job, entry[1], entry[2])
             entry[0] = job.cid
             by_session.setdefault(job.session, []).append(entry)
         self.totals["completed"] += sum(len(r) for r in by_session.values())
@@ -247,6 +269,7 @@ class BrokerState:
 
     def tick(self, now: float) -> Outbox:
         """Periodic housekeeping: forget sessions gone longer than their TTL."""
+        self.now = now
         for session_id, session in list(self.sessions.items()):
             if session.gone_since is not None and now - session.gone_since > SESSION_TTL_S:
                 del self.sessions[session_id]
@@ -267,6 +290,7 @@ class BrokerState:
         else:
             queue.append(job)
         self.ready_count += 1
+        self.ready_calls += job.calls
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -302,6 +326,8 @@ class BrokerState:
             while queue and len(batch) < limit:
                 job = queue.popleft()
                 job.worker = worker.conn_id
+                job.dispatched_at = self.now
+                self.ready_calls -= job.calls
                 worker.leased[job.gid] = job
                 batch.append(job.entry())
             if queue is not None and not queue:
@@ -326,6 +352,55 @@ class BrokerState:
             "workers": len(self.workers),
             "clients": len(self.clients),
             **self.totals,
+        }
+
+    # -- observation -----------------------------------------------------
+
+    def _count_finished(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> None:
+        failed = self.stats.on_finished(
+            job.task, job.calls, ok, value,
+            wait_s=job.dispatched_at - job.submitted_at, run_s=self.now - job.dispatched_at,
+            worker=worker.name or worker.address, now=self.now,
+        )
+        worker.done += job.calls - failed
+        worker.failed += failed
+
+    def status(self, now: float) -> dict[str, Any]:
+        """Everything `broker status`, /metrics and the dashboard show, as a
+        plain dict of msgpack- and JSON-ready values. Counts are in calls (a
+        map chunk of N items is N calls); times are seconds ago, not clock
+        readings. `delayed` and `failed` jobs are held by the retry and
+        dead-letter bookkeeping, which reports them here once it exists.
+        """
+        workers = [
+            {
+                "name": w.name,
+                "address": w.address,
+                "processes": w.processes,
+                "tasks": len(w.tasks),
+                "in_flight": sum(job.calls for job in w.leased.values()),
+                "done": w.done,
+                "failed": w.failed,
+                "last_seen_s": now - w.last_seen,
+                "joined_s": now - w.joined_at,
+            }
+            for w in self.workers.values()
+        ]
+        stats = self.stats.to_dict(now)
+        return {
+            "broker": self.name,
+            "uptime_s": now - self.started_at,
+            "workers": workers,
+            "processes": self.total_processes,
+            "clients": len(self.clients),
+            "queue": {
+                "ready": self.ready_calls,
+                "in_flight": sum(w["in_flight"] for w in workers),
+                "delayed": 0,
+                "failed": 0,
+            },
+            **stats,
+            "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": 0},
         }
 
 

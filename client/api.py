@@ -16,7 +16,7 @@ import os
 import threading
 import uuid
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
@@ -30,6 +30,8 @@ from protocol import (
     ProtocolError,
     Results,
     SockpoolError,
+    StatusReply,
+    StatusRequest,
     Submit,
     encode,
     error_value,
@@ -86,6 +88,8 @@ class Client:
         self._batches = itertools.count(1)
         self._futures: dict[int, Future[Any]] = {}
         self._unsent: list[list[Any]] = []
+        # Callers of status(), oldest first: the broker answers in order.
+        self._status_waiters: deque[Future[dict[str, Any]]] = deque()
         self._closed = False
         self._lost: BaseException | None = None
         self._reader = threading.Thread(target=self._read_loop, name="sockpool-results", daemon=True)
@@ -153,6 +157,26 @@ class Client:
                 yield from _chunk_values(future, size, timeout, return_exceptions)
 
         return results()
+
+    def status(self, timeout: float | None = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+        """The broker's view of the cluster: workers, queue depth, totals,
+        throughput, counts per task and recent failures (the dict
+        `broker status --json` prints; see `BrokerState.status`).
+
+        Raises:
+            ConnectionLost: the client is closed or lost its broker.
+            TimeoutError: no answer within `timeout` seconds.
+        """
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            if self._closed or self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost or 'closed by the caller'}")
+            self._status_waiters.append(future)
+        self._conn.send(StatusRequest())
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError(f"the broker did not answer a status request within {timeout} s") from None
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
@@ -226,6 +250,11 @@ class Client:
                 msg = self._conn.recv()
                 if isinstance(msg, Results):
                     self._resolve(msg.results)
+                elif isinstance(msg, StatusReply):
+                    with self._lock:
+                        waiter = self._status_waiters.popleft() if self._status_waiters else None
+                    if waiter is not None:
+                        waiter.set_result(msg.status)
                 elif isinstance(msg, Ping):
                     self._conn.send(Pong())
                 elif isinstance(msg, Error):
@@ -244,10 +273,15 @@ class Client:
         for future, ok, value in futures:
             if future is None:
                 continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
+            # The caller may have cancelled the future; the job ran anyway,
+            # and its result has nowhere to go.
+            try:
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
+            except InvalidStateError:
+                pass
 
     def _fail(self, job_id: int, error: dict[str, Any]) -> None:
         self._resolve([[job_id, False, error]])
@@ -258,10 +292,13 @@ class Client:
                 exc = ConnectionLost("client closed")
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
+            waiters, self._status_waiters = list(self._status_waiters), deque()
             self._lock.notify_all()
-        for future in futures.values():
-            if not future.done():
+        for future in [*futures.values(), *waiters]:
+            try:
                 future.set_exception(ConnectionLost(str(exc)))
+            except InvalidStateError:
+                pass  # done or cancelled meanwhile
 
 
 def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterator[Any]:

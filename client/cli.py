@@ -14,6 +14,7 @@ from protocol import SockpoolError
 from protocol.defaults import BROKER_ENV
 
 from .api import Client, JobFailed
+from .envvars import CONTEXT_SETTINGS, show_envvars
 
 # Distinct errors printed in full; the rest are counted.
 _ERRORS_SHOWN = 5
@@ -31,8 +32,8 @@ def format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-@click.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help=f"Broker address [env: {BROKER_ENV}].")
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON array.")
 @click.option("--local", is_flag=True, help="Run on an embedded broker and worker started for this command.")
 @click.option("--processes", type=click.IntRange(1), default=None, help="With --local: pool size [default: the cores].")
@@ -75,6 +76,9 @@ def main(
     if failures:
         report_failures(failures, args)
         sys.exit(1)
+
+
+show_envvars(main)
 
 
 def report_failures(failures: list[tuple[int, JobFailed]], args: tuple[str, ...]) -> None:

@@ -22,6 +22,8 @@ from .messages import (
     Ping,
     Pong,
     Results,
+    StatusReply,
+    StatusRequest,
     Submit,
     Welcome,
     decode,
@@ -35,7 +37,7 @@ __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
     "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "ConnectionLost", "Credit", "Decoder",
     "Error", "FrameDecoder", "HandshakeRefused", "Hello", "Jobs", "Message", "Ping",
-    "Pong", "ProtocolError", "Results", "SockpoolError", "Submit", "Welcome",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

@@ -39,3 +39,14 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+
+# Broker status, /metrics and the dashboard: throughput is completed calls
+# over the last THROUGHPUT_WINDOW_S seconds, the dashboard's chart covers
+# STATUS_HISTORY_S, and the newest RECENT_FAILURES failures are kept.
+THROUGHPUT_WINDOW_S = 10
+STATUS_HISTORY_S = 300
+RECENT_FAILURES = 20
+# Per-task counts beyond this many task names are summed under one name,
+# so a client naming random tasks cannot grow the broker's tables (or the
+# metrics' label sets) without bound.
+MAX_TRACKED_TASKS = 1000

@@ -151,6 +151,18 @@ class Credit(Message):
     credit: int
 
 
+@_message("status")
+class StatusRequest(Message):
+    """Client to broker: ask for a `status_reply`."""
+
+
+@_message("status_reply")
+class StatusReply(Message):
+    """Broker to client: the broker's counts, as documented in `BrokerState.status`."""
+
+    status: dict[str, Any]
+
+
 @_message("ping")
 class Ping(Message):
     """Heartbeat; the receiver answers `pong`."""

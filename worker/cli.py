@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from client.envvars import CONTEXT_SETTINGS, show_envvars
 from client.logs import configure_logging, log_level_option
 from protocol import HandshakeRefused
 from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S
@@ -19,7 +20,7 @@ from .runner import Runner, default_processes
 log = logging.getLogger("sockpool.worker")
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """A sockpool worker node."""
 
@@ -53,3 +54,6 @@ def join(address: str | None, processes: int | None, modules: tuple[str, ...], n
         raise click.ClickException(f"the broker refused this worker: {exc}") from exc
     finally:
         runner.close()
+
+
+show_envvars(main)

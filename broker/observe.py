@@ -1,0 +1,151 @@
+"""The broker's HTTP side: Prometheus metrics, a live dashboard, JSON status.
+
+    GET /             the dashboard (broker/dashboard.html; no external assets)
+    GET /api/status   BrokerState.status as JSON, which the dashboard polls
+    GET /metrics      Prometheus text format, made by prometheus-client
+
+Every request reads one status snapshot, taken under the broker's lock by
+`BrokerServer.status`, and builds its answer from that outside the lock:
+a scrape never sees counts from two different moments, and never holds
+the lock while it formats or writes. The metrics are custom collectors
+over that snapshot, so nothing here keeps counts of its own.
+
+This port has no authentication: it binds the broker's host, and only
+shows counts and recent error messages, never job arguments or results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+log = logging.getLogger("sockpool.broker.http")
+
+StatusSource = Callable[[], dict[str, Any]]
+
+
+class StatusCollector:
+    """Prometheus metrics read from one broker status snapshot per scrape."""
+
+    def __init__(self, status: StatusSource) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        tasks = status["tasks"]
+        for key, what in (("submitted", "accepted"), ("completed", "completed without error"), ("failed", "failed")):
+            family = CounterMetricFamily(
+                f"sockpool_jobs_{key}", f"Calls {what}, by task (a map chunk of N items is N calls).", labels=["task"]
+            )
+            for task, counts in tasks.items():
+                family.add_metric([task], counts[key])
+            yield family
+        totals = status["totals"]
+        yield CounterMetricFamily(
+            "sockpool_jobs_refused", "Jobs refused at submit (no worker serves the task).", value=totals["refused"]
+        )
+        yield CounterMetricFamily(
+            "sockpool_jobs_requeued", "Jobs put back in the queue after their worker left.", value=totals["requeued"]
+        )
+        yield CounterMetricFamily("sockpool_job_retries", "Jobs retried after a failure.", value=totals["retried"])
+        queue = status["queue"]
+        depth = GaugeMetricFamily("sockpool_queue_depth", "Calls waiting in the broker, by state.", labels=["state"])
+        for state in ("ready", "delayed", "failed"):
+            depth.add_metric([state], queue[state])
+        yield depth
+        yield GaugeMetricFamily("sockpool_jobs_in_flight", "Calls handed to workers, not finished.", value=queue["in_flight"])
+        yield GaugeMetricFamily("sockpool_workers_connected", "Workers connected.", value=len(status["workers"]))
+        yield GaugeMetricFamily("sockpool_worker_processes", "Pool processes of the connected workers.", value=status["processes"])
+        yield GaugeMetricFamily("sockpool_clients_connected", "Clients connected.", value=status["clients"])
+        latency = status["latency"]
+        for key, name, what in (
+            ("queue_wait", "sockpool_job_queue_wait_seconds", "From submit to dispatch to a worker, per job."),
+            ("run", "sockpool_job_run_seconds", "From dispatch to the result reaching the broker, per job."),
+        ):
+            histogram = latency[key]
+            yield HistogramMetricFamily(
+                name, what,
+                buckets=[(_bound(le), count) for le, count in histogram["buckets"]],
+                sum_value=histogram["sum"],
+            )
+
+
+def _bound(le: Any) -> str:
+    return le if isinstance(le, str) else repr(float(le))
+
+
+def metrics_registry(status: StatusSource) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(status))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)  # the broker's own CPU, memory and open files
+    return registry
+
+
+def dashboard_html() -> bytes:
+    return resources.files("broker").joinpath("dashboard.html").read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ObserveServer
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                body, content_type = generate_latest(self.server.registry), CONTENT_TYPE_LATEST
+            elif path == "/api/status":
+                body, content_type = json.dumps(self.server.status()).encode(), "application/json"
+            elif path in ("/", "/index.html"):
+                body, content_type = self.server.page, "text/html; charset=utf-8"
+            else:
+                self.send_error(404, "not found: try /, /metrics or /api/status")
+                return
+        except Exception:  # a broken scrape must not take the broker down
+            log.exception("GET %s failed", path)
+            self.send_error(500)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class ObserveServer(ThreadingHTTPServer):
+    """The HTTP server; `start()` runs it in a daemon thread."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, status: StatusSource) -> None:
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+        self.status = status
+        self.registry = metrics_registry(status)
+        self.page = dashboard_html()
+
+    @property
+    def address(self) -> str:
+        host, port = self.server_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,71 @@
+"""`broker status` as text: the status dict (BrokerState.status) in tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_status(status: dict[str, Any]) -> str:
+    workers = status["workers"]
+    queue = status["queue"]
+    totals = status["totals"]
+    throughput = status["throughput"]
+    lines = [
+        f"broker {status['broker']}  up {format_age(status['uptime_s'])}  "
+        f"{len(workers)} workers ({status['processes']} processes)  {status['clients']} clients",
+        "",
+        f"queue       ready {queue['ready']}  in flight {queue['in_flight']}  "
+        f"delayed or retrying {queue['delayed']}  failed {queue['failed']}",
+        f"totals      submitted {totals['submitted']}  completed {totals['completed']}  failed {totals['failed']}  "
+        f"refused {totals['refused']}  requeued {totals['requeued']}  retried {totals['retried']}",
+        f"throughput  {throughput['per_s']:.1f} calls/s over the last {throughput['window_s']} s",
+        "",
+    ]
+    if workers:
+        lines += table(
+            ["WORKER", "ADDRESS", "PROCESSES", "IN FLIGHT", "DONE", "FAILED", "LAST HEARD"],
+            [
+                [w["name"] or "-", w["address"], w["processes"], w["in_flight"], w["done"], w["failed"],
+                 format_age(w["last_seen_s"]) + " ago"]
+                for w in workers
+            ],
+        )
+    else:
+        lines.append("no workers connected")
+    if status["tasks"]:
+        lines.append("")
+        lines += table(
+            ["TASK", "SUBMITTED", "COMPLETED", "FAILED"],
+            [[task, c["submitted"], c["completed"], c["failed"]] for task, c in status["tasks"].items()],
+        )
+    failures = status["recent_failures"]
+    if failures:
+        lines += ["", "recent failures:"]
+        lines += [
+            f"  {format_age(f['age_s'])} ago  {f['task']}: {f['type']}: {f['message']}".rstrip()
+            for f in failures[:5]
+        ]
+    return "\n".join(lines)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Columns padded to fit; numbers right-aligned, text left-aligned."""
+    cells = [header] + [[str(v) for v in row] for row in rows]
+    numeric = [all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return [
+        "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
+        for r in cells
+    ]
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -1,0 +1,180 @@
+"""What the broker counts for `broker status`, /metrics and the dashboard.
+
+Pure bookkeeping like `state.py`: no I/O, no threads, no clock. The state
+calls in as jobs are submitted and finish, passing `now`, and asks for a
+plain dict (msgpack- and JSON-ready) when someone wants to look.
+
+Counts are in calls, the unit a user submits: a `submit` is one call, a
+map chunk of N items is N calls. Latencies are per job (a chunk is one
+job): queue wait runs from submit to dispatch, run time from dispatch to
+the result reaching the broker, so it includes the trip to the worker.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from typing import Any
+
+from protocol.defaults import MAX_TRACKED_TASKS, RECENT_FAILURES, STATUS_HISTORY_S, THROUGHPUT_WINDOW_S
+
+# From half a millisecond (a tiny job on an idle cluster) to five minutes.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The name per-task counts fall under once MAX_TRACKED_TASKS names are known.
+OTHER_TASKS = "(other)"
+# Error text kept per recent failure: enough to recognise it, bounded.
+_MESSAGE_CHARS = 500
+_TRACEBACK_CHARS = 4000
+
+
+class LatencyHistogram:
+    """Observations counted into fixed buckets, as a Prometheus histogram is."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Cumulative buckets as `[[upper_bound, count], ...]`, the last bound "+Inf"."""
+        buckets: list[list[Any]] = []
+        total = 0
+        for bound, count in zip([*self.bounds, "+Inf"], self.counts):
+            total += count
+            buckets.append([bound, total])
+        return {"buckets": buckets, "sum": self.sum, "count": self.count}
+
+
+class Throughput:
+    """Completed calls per second, as a ring of per-second counts."""
+
+    def __init__(self, history_s: int = STATUS_HISTORY_S) -> None:
+        self.history_s = history_s
+        self._seconds: deque[list[int]] = deque()  # [second, calls], oldest first
+
+    def add(self, now: float, calls: int) -> None:
+        second = math.floor(now)
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += calls
+        else:
+            self._seconds.append([second, calls])
+        while self._seconds[0][0] <= second - self.history_s:
+            self._seconds.popleft()
+
+    def history(self, now: float) -> list[int]:
+        """Calls completed in each of the last `history_s` seconds, oldest first;
+        the last entry is the second now running."""
+        first = math.floor(now) - self.history_s + 1
+        counts = [0] * self.history_s
+        for second, calls in self._seconds:
+            if first <= second < first + self.history_s:
+                counts[second - first] = calls
+        return counts
+
+    def rate(self, now: float, window_s: int = THROUGHPUT_WINDOW_S) -> float:
+        """Calls per second over the last `window_s` whole seconds (the running
+        second is left out: it would read low until it ends)."""
+        current = math.floor(now)
+        calls = sum(c for second, c in self._seconds if current - window_s <= second < current)
+        return calls / window_s
+
+
+class BrokerStats:
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.refused = 0
+        self.tasks: dict[str, list[int]] = {}  # task -> [submitted, completed, failed]
+        self.queue_wait = LatencyHistogram()
+        self.run_time = LatencyHistogram()
+        self.throughput = Throughput()
+        self.recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
+
+    def on_submitted(self, task: str, calls: int) -> None:
+        self.submitted += calls
+        self._task(task)[0] += calls
+
+    def on_refused(self, task: str, error: dict[str, Any], now: float) -> None:
+        # Not per task: a refused name is whatever the client typed.
+        self.refused += 1
+        self._remember_failure(task, "", error, now)
+
+    def on_finished(
+        self, task: str, calls: int, ok: bool, value: Any, wait_s: float, run_s: float, worker: str, now: float
+    ) -> int:
+        """Count a finished job; returns how many of its calls failed."""
+        failed = 0 if ok else failed_calls(value, calls)
+        counts = self._task(task)
+        counts[1] += calls - failed
+        counts[2] += failed
+        self.completed += calls - failed
+        self.failed += failed
+        self.queue_wait.observe(wait_s)
+        self.run_time.observe(run_s)
+        self.throughput.add(now, calls)
+        if failed:
+            self._remember_failure(task, worker, value, now)
+        return failed
+
+    def _task(self, task: str) -> list[int]:
+        counts = self.tasks.get(task)
+        if counts is None:
+            if len(self.tasks) >= MAX_TRACKED_TASKS:
+                task = OTHER_TASKS
+            counts = self.tasks.setdefault(task, [0, 0, 0])
+        return counts
+
+    def _remember_failure(self, task: str, worker: str, error: Any, now: float) -> None:
+        if not isinstance(error, dict):
+            error = {"message": error}
+        self.recent_failures.append({
+            "task": task,
+            "worker": worker,
+            "type": str(error.get("type", "Error")),
+            "message": str(error.get("message", ""))[:_MESSAGE_CHARS],
+            "traceback": str(error.get("traceback", ""))[-_TRACEBACK_CHARS:],
+            "at": now,
+        })
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "totals": {
+                "submitted": self.submitted,
+                "completed": self.completed,
+                "failed": self.failed,
+                "refused": self.refused,
+            },
+            "throughput": {
+                "window_s": THROUGHPUT_WINDOW_S,
+                "per_s": self.throughput.rate(now),
+                "history": self.throughput.history(now),
+            },
+            "tasks": {
+                task: {"submitted": s, "completed": c, "failed": f} for task, (s, c, f) in sorted(self.tasks.items())
+            },
+            "latency": {"queue_wait": self.queue_wait.to_dict(), "run": self.run_time.to_dict()},
+            # Newest first, with an age instead of a monotonic timestamp.
+            "recent_failures": [
+                {**{k: v for k, v in f.items() if k != "at"}, "age_s": now - f["at"]}
+                for f in reversed(self.recent_failures)
+            ],
+        }
+
+
+def failed_calls(value: Any, calls: int) -> int:
+    """How many calls of a failed job failed. A map chunk's error says item
+    by item (`items`, see worker/runner.py); any other failure took them all."""
+    items = value.get("items") if isinstance(value, dict) else None
+    if isinstance(items, list) and len(items) == calls:
+        return sum(1 for item in items if not (isinstance(item, list) and item and item[0] is True))
+    return calls
