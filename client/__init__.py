@@ -1,7 +1,9 @@
-"""The sockpool client: `Client("host:port")` with `submit` and `map`."""
+"""The sockpool client: `Client("host:port")` with `submit` and `map`, and
+`Executor("host:port")`, a `concurrent.futures.Executor` over the cluster."""
 
 from protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
 from .api import Client, JobFailed
+from .executor import Executor
 
-__all__ = ["Client", "ConnectionLost", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]
+__all__ = ["Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]

@@ -34,12 +34,13 @@ def environment() -> dict[str, str]:
 class Proc:
     """A child process whose stderr goes to a log file we can read back."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
+        self.metrics_address: str | None = None
         self._log: IO[bytes] = open(log_path, "wb")
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
+            args, cwd=ROOT, env={**environment(), **(env or {})}, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
         )
 
     def log(self) -> str:
@@ -64,19 +65,36 @@ class Proc:
 
 
 def start_broker(log_dir: Path, *extra: str) -> tuple[Proc, str]:
-    """Start `python -m broker start` on a free port; returns it and its address."""
+    """Start `python -m broker start` on a free port; returns it and its address.
+
+    With `--metrics-port` among `extra`, also waits for the 'metrics on'
+    line and keeps that address as `proc.metrics_address`.
+    """
     proc = Proc(python_command("broker", "start", "--port", "0", "--log-level", "debug", *extra), log_dir / "broker.log")
+    address = read_announcements(proc, "--metrics-port" in extra)
+    return proc, address
+
+
+def read_announcements(proc: Proc, metrics: bool) -> str:
+    """Wait for a starting broker's 'listening on' line (and 'metrics on',
+    kept as `proc.metrics_address`); returns the listening address."""
     assert proc.popen.stdout is not None
     os.set_blocking(proc.popen.stdout.fileno(), False)
+    wanted = ["listening on ", *(["metrics on "] if metrics else [])]
     deadline = time.monotonic() + START_TIMEOUT_S
     buffer = b""
     while time.monotonic() < deadline:
         chunk = proc.popen.stdout.read()
         if chunk:
             buffer += chunk
+            found: dict[str, str] = {}
             for line in buffer.decode(errors="replace").splitlines():
-                if line.startswith("listening on "):
-                    return proc, line.removeprefix("listening on ").strip()
+                for prefix in wanted:
+                    if line.startswith(prefix):
+                        found[prefix] = line.removeprefix(prefix).strip()
+            if len(found) == len(wanted):
+                proc.metrics_address = found.get("metrics on ")
+                return found["listening on "]
         if proc.popen.poll() is not None:
             break
         time.sleep(0.02)
@@ -105,8 +123,15 @@ def wait_for_processes(address: str, processes: int, timeout_s: float = START_TI
 
 
 def run_submit(*args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_module("client", *args, timeout_s=timeout_s, env=env)
+
+
+def run_module(
+    module: str, *args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m MODULE ARGS...` to completion, capturing its output."""
     return subprocess.run(
-        python_command("client", *args),
+        python_command(module, *args),
         cwd=ROOT, env={**environment(), **(env or {})}, capture_output=True, text=True, timeout=timeout_s,
         stdin=subprocess.DEVNULL,
     )

@@ -12,9 +12,9 @@ from .cluster import Proc, start_broker, start_worker, wait_for_processes
 class Cluster:
     """A broker and the workers a test adds to it, all stopped at teardown."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *broker_args: str) -> None:
         self.log_dir = log_dir
-        self.broker, self.address = start_broker(log_dir)
+        self.broker, self.address = start_broker(log_dir, *broker_args)
         self.workers: list[Proc] = []
         self.expected_processes = 0
 
