@@ -11,6 +11,10 @@ def add(a: float, b: float) -> float:
     return a + b
 
 
+def cube(x: int) -> int:
+    return x * x * x
+
+
 def fail(message: str) -> None:
     raise ValueError(message)
 
