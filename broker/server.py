@@ -6,23 +6,58 @@ queue the replies it returns on the peers' outboxes while still holding it,
 so the messages to one peer keep the order the state produced them in. The
 writer threads do the actual sending outside the lock: a slow peer never
 stalls the broker or the other peers.
+
+Strangers and garbage cost little and never crash anything:
+1. At most `max_connections` connections are served at once; the accept
+   thread closes any more at once, so a flood costs no threads.
+2. Until its handshake is done (TLS, hello, authentication) a connection
+   has `handshake_timeout_s` in all, however slowly it sends, and frames
+   of at most HANDSHAKE_MAX_FRAME_BYTES; the queue core never sees it.
+3. Malformed frames, unknown or out-of-order messages close that
+   connection with a logged reason; nothing else is affected.
+4. Encoded messages waiting for a peer are capped at `max_outbox_bytes`:
+   a peer that stops reading is dropped, not buffered for without bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import ipaddress
 import itertools
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
-from collections import deque
 
 from client.connection import Connection
-from protocol import ConnectionLost, Error, Hello, Message, ProtocolError, encode
-from protocol.defaults import HANDSHAKE_TIMEOUT_S, MAX_FRAME_BYTES
-from protocol.messages import E_BAD_MESSAGE, E_HANDSHAKE
+from client.tls import TLSStream
+from protocol import (
+    ROLE_CLIENT,
+    ROLE_WORKER,
+    Auth,
+    AuthFailed,
+    ConnectionLost,
+    Error,
+    FrameTooLarge,
+    Hello,
+    Message,
+    ProtocolError,
+    check_hello,
+    encode,
+)
+from protocol.auth import BrokerAuth, new_nonce
+from protocol.defaults import (
+    HANDSHAKE_MAX_FRAME_BYTES,
+    HANDSHAKE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_FRAME_BYTES,
+    MAX_OUTBOX_BYTES,
+)
+from protocol.handshake import looks_like_tls
+from protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
 
 from .state import BrokerState
 
@@ -37,39 +72,64 @@ _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Peer:
     """One admitted connection and the thread that writes to it."""
 
-    def __init__(self, conn_id: int, conn: Connection) -> None:
+    def __init__(self, conn_id: int, conn: Connection, max_outbox_bytes: int = MAX_OUTBOX_BYTES) -> None:
         self.conn_id = conn_id
         self.conn = conn
-        self._outbox: deque[Message] = deque()
+        self.max_outbox_bytes = max_outbox_bytes
+        # Encoded frames: their size is known when they are queued, so the
+        # cap is exact, and the writer only joins bytes.
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._dropped = False
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
         self._writer.start()
 
     def post(self, msg: Message) -> None:
-        """Queue a message for sending; never blocks on the network."""
+        """Queue a message for sending; never blocks on the network.
+
+        Called with the broker lock held, so it must never wait for the
+        writer: over the cap it cuts the connection instead.
+        """
+        try:
+            data = encode(msg)
+        except ProtocolError as exc:
+            log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
+            self.conn.abort()
+            return
         with self._wake:
-            self._outbox.append(msg)
+            if self._dropped:
+                return
+            self._outbox.append(data)
+            self._outbox_bytes += len(data)
+            over = self._outbox_bytes > self.max_outbox_bytes
+            self._dropped = over
             self._wake.notify()
+        if over:
+            log.warning(
+                "dropping %s: it does not read what it is sent (over %d bytes queued)",
+                self.conn.peer, self.max_outbox_bytes,
+            )
+            self.conn.abort()
 
     def _write_loop(self) -> None:
         while True:
             with self._wake:
                 while not self._outbox and not self.conn.closed:
                     self._wake.wait()
-                batch = list(self._outbox)
-                self._outbox.clear()
+                batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
             if self.conn.closed:
                 return
             # Everything queued goes out in one write.
             try:
-                self.conn.send_bytes(b"".join(encode(m) for m in batch))
-            except ProtocolError as exc:
-                log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
-                self.conn.close()
+                self.conn.send_bytes(b"".join(batch))
             except ConnectionLost:
                 return
 
     def close(self) -> None:
+        # Abort first: the writer may hold the send lock, blocked on a peer
+        # that does not read, and close() needs that lock.
+        self.conn.abort()
         self.conn.close()
         with self._wake:
             self._wake.notify()
@@ -84,22 +144,68 @@ class BrokerServer:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         name: str | None = None,
+        secret: bytes | None = None,
+        worker_secret: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
     ) -> None:
+        """Bind and listen; `serve_forever` or `start` accepts.
+
+        `secret` admits clients, and workers too unless `worker_secret` is
+        given: then only it admits workers, so a client's secret cannot
+        join as a worker and receive other people's jobs. None leaves that
+        role open. `tls` is a server context (client.tls.server_context).
+        """
         self._listener = socket.create_server((host, port), backlog=128)
         bound = self._listener.getsockname()
         self.host, self.port = bound[0], bound[1]
         self.name = name or f"{socket.gethostname()}:{self.port}"
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = max_connections
+        self.max_outbox_bytes = max(max_outbox_bytes, 2 * max_frame_bytes)
+        self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
+        self._tls = tls
         self.state = BrokerState(self.name, max_frame_bytes)
         self._lock = threading.Lock()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
+        # Taken by the accept thread, given back by the connection's thread.
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._turned_away = 0
+        self._last_turned_away_log = -1e9
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def exposure_warnings(self) -> list[str]:
+        """What is unsafe about where and how this broker listens (`broker start`
+        prints these in red; an embedding program should show them too)."""
+        try:
+            if ipaddress.ip_address(self.host).is_loopback:
+                return []
+        except ValueError:
+            pass
+        warnings = []
+        open_roles = [role for role, key in self._keys.items() if key is None]
+        if open_roles:
+            warnings.append(
+                f"listening on {self.address}, reachable from other machines, with no secret "
+                f"for {' or '.join(open_roles)}s: anyone who can reach this port can "
+                + ("submit jobs and read their results" if ROLE_CLIENT in open_roles else "")
+                + (" and " if len(open_roles) == 2 else "")
+                + ("join as a worker and receive other people's jobs" if ROLE_WORKER in open_roles else "")
+                + ". Start the broker with --secret-file (see SECURITY.md)."
+            )
+        if self._tls is None:
+            warnings.append(
+                f"listening on {self.address} without TLS: jobs and results cross the network "
+                "in the clear. On a network you do not trust, use --tls-cert and --tls-key."
+            )
+        return warnings
 
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
@@ -116,10 +222,31 @@ class BrokerServer:
                     time.sleep(0.1)
                     continue
                 raise
+            if not self._slots.acquire(blocking=False):
+                self._turn_away(sock)
+                continue
             conn_id = next(self._ids)
-            threading.Thread(
-                target=self._serve_connection, args=(conn_id, sock), name=f"conn-{conn_id}", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve_connection, args=(conn_id, sock), name=f"conn-{conn_id}", daemon=True
+                ).start()
+            except RuntimeError as exc:  # can't start new thread: out of memory or a ulimit
+                self._slots.release()
+                sock.close()
+                log.warning("cannot serve a new connection: %s", exc)
+
+    def _turn_away(self, sock: socket.socket) -> None:
+        """Close a connection over the limit, logging at most once a second."""
+        sock.close()
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._last_turned_away_log >= 1.0:
+            log.warning(
+                "at the limit of %d connections: closed %d new connection(s) at once",
+                self.max_connections, self._turned_away,
+            )
+            self._turned_away = 0
+            self._last_turned_away_log = now
 
     def start(self) -> threading.Thread:
         """Serve in a background thread (embedded use, tests)."""
@@ -141,47 +268,125 @@ class BrokerServer:
     # -- per connection --------------------------------------------------
 
     def _serve_connection(self, conn_id: int, sock: socket.socket) -> None:
-        conn = Connection(sock, self.max_frame_bytes)
+        conn: Connection | None = None
         peer: Peer | None = None
         try:
-            peer = self._admit(conn_id, conn)
+            deadline = time.monotonic() + self.handshake_timeout_s
+            conn = self._open(sock, deadline)
+            if conn is None:
+                return
+            peer = self._admit(conn_id, conn, deadline)
             if peer is None:
                 return
             while True:
                 msg = conn.recv()
                 with self._lock:
                     self._post(self.state.on_message(conn_id, msg, time.monotonic()))
+        except FrameTooLarge as exc:
+            assert conn is not None
+            log.warning("closing %s: %s", conn.peer, exc)
+            self._send_last_words(conn, Error(E_FRAME_TOO_LARGE, str(exc)))
         except ProtocolError as exc:
+            assert conn is not None
             log.warning("closing %s: protocol error: %s", conn.peer, exc)
-            self._send_last_words(conn, peer, Error(E_BAD_MESSAGE, str(exc)))
+            self._send_last_words(conn, Error(E_BAD_MESSAGE, str(exc)))
         except ConnectionLost as exc:
             log.debug("%s", exc)
         except Exception:  # top of a thread: log, close, move on
-            log.exception("connection %s failed", conn.peer)
+            log.exception("connection %s failed", conn.peer if conn else conn_id)
         finally:
-            self._forget(conn_id, conn, peer)
+            try:
+                self._forget(conn_id, sock, conn, peer)
+            finally:
+                self._slots.release()
 
-    def _admit(self, conn_id: int, conn: Connection) -> Peer | None:
-        """Run the handshake; the peer once admitted, or None if refused."""
-        conn.settimeout(self.handshake_timeout_s)
+    def _open(self, sock: socket.socket, deadline: float) -> Connection | None:
+        """The connection over `sock`, TLS done if we speak TLS; None if it failed.
+
+        The first byte says whether the peer speaks TLS; a peer on the wrong
+        kind of port is told so (as well as it can understand) and closed.
+        """
+        where = _address(sock)
         try:
-            hello = conn.recv()
+            sock.settimeout(self.handshake_timeout_s)
+            head = sock.recv(1, socket.MSG_PEEK)
         except TimeoutError:
-            log.warning("closing %s: no hello within %.0f s", conn.peer, self.handshake_timeout_s)
-            conn.close()
+            log.warning("closing %s: it sent nothing within %.0f s", where, self.handshake_timeout_s)
             return None
-        if not isinstance(hello, Hello):
-            raise ProtocolError(f"expected hello, got {hello.type!r}")
+        except OSError as exc:
+            log.debug("%s went away: %s", where, exc)
+            return None
+        if not head:
+            return None
+        peer_tls = looks_like_tls(head)
+        if self._tls is None:
+            if peer_tls:
+                log.warning("closing %s: TLS handshake on a plaintext port (start the broker with --tls-cert)", where)
+                _drain_and_close(sock)
+                return None
+            return Connection(sock, self.max_frame_bytes)
+        if not peer_tls:
+            log.warning("closing %s: plaintext peer on a TLS port (it needs --tls-ca)", where)
+            # Read its hello first: closing with unread data sends a reset,
+            # which can destroy the answer before the peer reads it.
+            try:
+                sock.settimeout(0.2)
+                sock.recv(64 * 1024)
+            except OSError:
+                pass
+            self._send_last_words(
+                Connection(sock, self.max_frame_bytes),
+                Error(E_TLS, "this broker speaks TLS only; connect with --tls-ca (or set SOCKPOOL_TLS_CA)"),
+            )
+            return None
+        try:
+            stream = TLSStream.server(sock, self._tls, deadline)
+        except TimeoutError:
+            log.warning("closing %s: no TLS handshake within %.0f s", where, self.handshake_timeout_s)
+            return None
+        except ssl.SSLError as exc:
+            log.warning("closing %s: TLS handshake failed: %s", where, exc)
+            return None
+        except OSError as exc:
+            log.debug("%s went away during the TLS handshake: %s", where, exc)
+            return None
+        return Connection(stream, self.max_frame_bytes)
+
+    def _admit(self, conn_id: int, conn: Connection, deadline: float) -> Peer | None:
+        """Run the handshake; the peer once admitted, or None if refused.
+
+        Raises:
+            ProtocolError: the peer sent something other than the handshake.
+            ConnectionLost: the peer went away.
+        """
+        conn.decoder.max_frame_bytes = min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes)
+        try:
+            hello = conn.recv(deadline)
+            if not isinstance(hello, Hello):
+                raise ProtocolError(f"expected hello, got {hello.type!r}")
+            refusal = check_hello(hello)
+            if refusal is not None:
+                self._refuse(conn, refusal)
+                return None
+            proof = self._authenticate(conn, hello, deadline)
+        except TimeoutError:
+            log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
+            return None
+        except AuthFailed as exc:
+            log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
+            self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
+            return None
+        conn.decoder.max_frame_bytes = self.max_frame_bytes
         conn.settimeout(None)
         with self._lock:
             out = self.state.on_hello(conn_id, hello, conn.peer, time.monotonic())
             first = out[0][1]
             if isinstance(first, Error):
-                log.warning("refused %s (%s): %s", conn.peer, first.code, first.message)
-                self._send_last_words(conn, None, first)
-                conn.close()
+                self._refuse(conn, first)
                 return None
-            peer = self._peers[conn_id] = Peer(conn_id, conn)
+            if proof:
+                out[0] = (conn_id, dataclasses.replace(first, proof=proof))
+            peer = self._peers[conn_id] = Peer(conn_id, conn, self.max_outbox_bytes)
             self._post(out)
         if hello.role == "worker":
             log.info(
@@ -192,7 +397,30 @@ class BrokerServer:
             log.info("client %s connected from %s", hello.name or conn_id, conn.peer)
         return peer
 
-    def _send_last_words(self, conn: Connection, peer: Peer | None, error: Error) -> None:
+    def _authenticate(self, conn: Connection, hello: Hello, deadline: float) -> bytes:
+        """Challenge the peer if its role needs a secret; the broker's proof, or b"".
+
+        Raises:
+            AuthFailed: the peer has no secret or the wrong one.
+            TimeoutError: the peer did not answer by `deadline`.
+            ProtocolError: it answered with something other than `auth`.
+        """
+        auth = BrokerAuth(self._keys, new_nonce())
+        challenge = auth.challenge(hello)
+        if challenge is None:
+            return b""
+        conn.settimeout(max(0.001, deadline - time.monotonic()))
+        conn.send(challenge)
+        answer = conn.recv(deadline)
+        if not isinstance(answer, Auth):
+            raise ProtocolError(f"expected auth, got {answer.type!r}")
+        return auth.verify(answer)
+
+    def _refuse(self, conn: Connection, error: Error) -> None:
+        log.warning("refused %s (%s): %s", conn.peer, error.code, error.message)
+        self._send_last_words(conn, error)
+
+    def _send_last_words(self, conn: Connection, error: Error) -> None:
         """Tell the peer why it is being closed, if the socket still takes it."""
         try:
             conn.sock.settimeout(1.0)
@@ -200,16 +428,18 @@ class BrokerServer:
         except Exception:
             pass
 
-    def _forget(self, conn_id: int, conn: Connection, peer: Peer | None) -> None:
+    def _forget(self, conn_id: int, sock: socket.socket, conn: Connection | None, peer: Peer | None) -> None:
         if peer is not None:
             with self._lock:
                 role = self.state.role(conn_id)
                 del self._peers[conn_id]
                 self._post(self.state.on_disconnect(conn_id, time.monotonic()))
             peer.close()
-            log.info("%s %s left", role or "peer", conn.peer)
-        else:
+            log.info("%s %s left", role or "peer", peer.conn.peer)
+        elif conn is not None:
             conn.close()
+        else:
+            sock.close()
 
     def _post(self, out: list[tuple[int, Message]]) -> None:
         """Queue the state's replies on the peers' outboxes; call with the lock held."""
@@ -222,6 +452,26 @@ class BrokerServer:
         while not self._stopping.wait(TICK_S):
             with self._lock:
                 self._post(self.state.tick(time.monotonic()))
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _drain_and_close(sock: socket.socket) -> None:
+    """Close after reading what the peer already sent, so it sees an orderly
+    end of stream rather than a reset that could hide our reason."""
+    try:
+        sock.settimeout(0.2)
+        sock.recv(64 * 1024)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def default_name() -> str:

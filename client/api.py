@@ -34,9 +34,11 @@ from protocol import (
     encode,
     error_value,
 )
+from protocol.defaults import SECRET_ENV, TLS_CA_ENV
 from protocol.defaults import CONNECT_TIMEOUT_S, MAP_WINDOW_CHUNKS, MAX_JOBS_PER_FRAME, MAX_MAP_CHUNK
 
 from .connection import connect, new_hello
+from .credentials import Credentials
 
 log = logging.getLogger("sockpool.client")
 
@@ -68,16 +70,35 @@ class JobFailed(SockpoolError):
 class Client:
     """A connection to a sockpool broker. Thread-safe; use as a context manager."""
 
-    def __init__(self, address: str | None = None, *, name: str = "", connect_timeout_s: float = CONNECT_TIMEOUT_S):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        name: str = "",
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        secret_file: str | None = None,
+        tls_ca: str | None = None,
+        credentials: Credentials | None = None,
+    ):
         """Connect and shake hands.
+
+        The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
+        is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
+        signed the broker's certificate. `credentials` overrides both.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
-            HandshakeRefused: the broker refused us.
+            HandshakeRefused: the broker refused us, or failed to prove it
+                knows our secret, or TLS is on at one end only.
+            ValueError: a secret or CA file cannot be used.
         """
+        if credentials is None:
+            credentials = Credentials.from_files(
+                secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
+            )
         self.session = uuid.uuid4().hex
         hello = new_hello(ROLE_CLIENT, name=name or f"client-{os.getpid()}", session=self.session)
-        self._conn, welcome = connect(address, hello, connect_timeout_s)
+        self._conn, welcome = connect(address, hello, connect_timeout_s, credentials)
         self.broker_name = welcome.broker
         self.max_frame_bytes = welcome.max_frame_bytes
         self.cluster_processes = welcome.processes

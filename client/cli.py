@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from protocol import SockpoolError
-from protocol.defaults import BROKER_ENV
+from protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
 
 from .api import Client, JobFailed
+from .credentials import Credentials
 
 # Distinct errors printed in full; the rest are counted.
 _ERRORS_SHOWN = 5
@@ -38,6 +39,14 @@ def format_value(value: Any) -> str:
 @click.option("--processes", type=click.IntRange(1), default=None, help="With --local: pool size [default: the cores].")
 @click.option("--tasks", "modules", multiple=True, metavar="MODULE", help="With --local: also load MODULE's tasks.")
 @click.option("--chunksize", type=click.IntRange(1), default=None, help="Jobs per batch [default: sized to the cluster].")
+@click.option(
+    "--secret-file", envvar=SECRET_ENV, metavar="PATH",
+    help=f"File holding the secret the broker requires [env: {SECRET_ENV}].",
+)
+@click.option(
+    "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
+    help=f"Connect with TLS, trusting the broker's certificate if this CA signed it [env: {TLS_CA_ENV}].",
+)
 @click.argument("task")
 @click.argument("args", nargs=-1)
 def main(
@@ -47,6 +56,8 @@ def main(
     processes: int | None,
     modules: tuple[str, ...],
     chunksize: int | None,
+    secret_file: str | None,
+    tls_ca: str | None,
     task: str,
     args: tuple[str, ...],
 ) -> None:
@@ -57,14 +68,18 @@ def main(
     """
     values = [parse_arg(a) for a in args]
     try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
         with ExitStack() as stack:
             if local:
                 from .local import LocalCluster
 
-                address = stack.enter_context(LocalCluster(processes, modules)).address
-            client = stack.enter_context(Client(address))
+                # The embedded broker listens on loopback only: no TLS, but
+                # the same secret, so a configured secret keeps working.
+                cluster = stack.enter_context(LocalCluster(processes, modules, secret=credentials.secret))
+                address, credentials = cluster.address, Credentials(secret=credentials.secret)
+            client = stack.enter_context(Client(address, credentials=credentials))
             results = list(client.map(task, values, chunksize=chunksize, return_exceptions=True))
-    except SockpoolError as exc:
+    except (SockpoolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     failures = [(i, r) for i, r in enumerate(results) if isinstance(r, JobFailed)]
     if as_json:

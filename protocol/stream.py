@@ -31,5 +31,17 @@ class Decoder:
         return None if body is None else decode(body)
 
     @property
+    def max_frame_bytes(self) -> int:
+        return self._frames.max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        # The broker lowers it during the handshake, then raises it.
+        self._frames.max_frame_bytes = value
+
+    def peek(self, count: int) -> bytes:
+        return self._frames.peek(count)
+
+    @property
     def at_eof(self) -> bool:
         return self._frames.at_eof

@@ -8,7 +8,8 @@ Long jobs therefore get no prefetch at all, and tiny jobs travel in
 batches big enough to hide the round trip.
 
 If the broker goes away the node reconnects with backoff, forever, and
-says so in its log each time. Results of jobs started on a connection
+says so in its log each time. A refusal (wrong secret, TLS mismatch,
+version) is not retried: `run` raises it, and `worker join` exits. Results of jobs started on a connection
 that has since closed are dropped: the broker has already requeued them.
 """
 
@@ -22,6 +23,7 @@ import threading
 from typing import Any
 
 from client.connection import Connection, connect, new_hello
+from client.credentials import Credentials
 from protocol import (
     ROLE_WORKER,
     ConnectionLost,
@@ -56,8 +58,10 @@ class WorkerNode:
         *,
         name: str | None = None,
         prefetch_target_s: float = PREFETCH_TARGET_S,
+        credentials: Credentials | None = None,
     ) -> None:
         self.address = address
+        self.credentials = credentials or Credentials()
         self.runner = runner
         self.name = name or socket.gethostname()
         self.prefetch_target_s = prefetch_target_s
@@ -83,7 +87,7 @@ class WorkerNode:
                 ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes
             )
             try:
-                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S)
+                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._stopping.wait(delay * random.uniform(0.8, 1.2))
