@@ -184,28 +184,8 @@ class BrokerServer:
     def exposure_warnings(self) -> list[str]:
         """What is unsafe about where and how this broker listens (`broker start`
         prints these in red; an embedding program should show them too)."""
-        try:
-            if ipaddress.ip_address(self.host).is_loopback:
-                return []
-        except ValueError:
-            pass
-        warnings = []
         open_roles = [role for role, key in self._keys.items() if key is None]
-        if open_roles:
-            warnings.append(
-                f"listening on {self.address}, reachable from other machines, with no secret "
-                f"for {' or '.join(open_roles)}s: anyone who can reach this port can "
-                + ("submit jobs and read their results" if ROLE_CLIENT in open_roles else "")
-                + (" and " if len(open_roles) == 2 else "")
-                + ("join as a worker and receive other people's jobs" if ROLE_WORKER in open_roles else "")
-                + ". Start the broker with --secret-file (see SECURITY.md)."
-            )
-        if self._tls is None:
-            warnings.append(
-                f"listening on {self.address} without TLS: jobs and results cross the network "
-                "in the clear. On a network you do not trust, use --tls-cert and --tls-key."
-            )
-        return warnings
+        return exposure_warnings(self.host, self.port, open_roles, self._tls is not None)
 
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
@@ -452,6 +432,39 @@ class BrokerServer:
         while not self._stopping.wait(TICK_S):
             with self._lock:
                 self._post(self.state.tick(time.monotonic()))
+
+
+def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) -> list[str]:
+    """Warnings for a broker bound to `host`, with no secret for `open_roles`.
+
+    Loopback is the machine's own business; any other address is reachable
+    by strangers, who must then not be able to submit jobs or, worse, join
+    as a worker and receive other people's jobs.
+    """
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return []
+    except ValueError:
+        pass  # a name, not an address: assume it is reachable
+    where = f"{host}:{port}"
+    warnings = []
+    if open_roles:
+        dangers = []
+        if ROLE_CLIENT in open_roles:
+            dangers.append("submit jobs that run on the workers")
+        if ROLE_WORKER in open_roles:
+            dangers.append("join as a worker and receive other people's jobs")
+        warnings.append(
+            f"listening on {where}, reachable from other machines, with no secret: anyone who can "
+            f"reach this port can {' and '.join(dangers)}. Start the broker with --secret-file "
+            "(see SECURITY.md)."
+        )
+    if not tls:
+        warnings.append(
+            f"listening on {where} without TLS: jobs and results cross the network in the clear. "
+            "On a network you do not trust, add --tls-cert and --tls-key."
+        )
+    return warnings
 
 
 def _address(sock: socket.socket) -> str:

@@ -10,7 +10,7 @@ When the broker has a secret for the role a peer claims, the handshake is
 
 and the peer checks the welcome's proof before it sends anything else.
 With no secret for that role the broker answers the hello with a welcome
-at once, as before. MAC is HMAC-SHA256 keyed with the secret K.
+at once, as before. MAC is HMAC-SHA256 keyed with SHA-256 of the secret K.
 
 Why each piece is there:
 1. The secret never crosses the wire, only MACs over fresh nonces.
@@ -66,7 +66,17 @@ def make_proof(secret: bytes, direction: str, role: str, peer_nonce: bytes, brok
     if len(peer_nonce) != NONCE_BYTES or len(broker_nonce) != NONCE_BYTES:
         raise ValueError("nonces must be NONCE_BYTES long")
     data = b"\0".join([_LABEL, direction.encode(), role.encode(), peer_nonce + broker_nonce])
-    return hmac.new(secret, data, hashlib.sha256).digest()
+    return hmac.new(_key(secret), data, hashlib.sha256).digest()
+
+
+def _key(secret: bytes) -> bytes:
+    """The HMAC key for a secret: a fixed-length hash of it.
+
+    HMAC itself pads short keys with zero bytes and hashes long ones, so
+    b"k" and b"k\0", or a long secret and its hash, would be one key. Hashing
+    first gives every distinct secret its own key.
+    """
+    return hashlib.sha256(_LABEL + b"\0key\0" + secret).digest()
 
 
 def proof_matches(expected: bytes, given: bytes) -> bool:

@@ -34,5 +34,8 @@ _TLS_RECORD_TYPES = (0x15, 0x16)
 
 
 def looks_like_tls(head: bytes) -> bool:
-    """True if a stream starting with `head` (2 bytes suffice) is TLS."""
-    return len(head) >= 2 and head[0] in _TLS_RECORD_TYPES and head[1] == 0x03
+    """True if a stream starting with `head` is TLS. One byte decides; a
+    second, where there is one, must be the version's major number."""
+    if not head or head[0] not in _TLS_RECORD_TYPES:
+        return False
+    return len(head) < 2 or head[1] == 0x03

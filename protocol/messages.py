@@ -41,7 +41,7 @@ E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
 E_AUTH = "auth_failed"
-E_TLS = "tls_mismatch"
+E_TLS = "tls"
 
 _registry: dict[str, type[Message]] = {}
 _field_types: dict[type[Message], list[tuple[str, type, bool]]] = {}
