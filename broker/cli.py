@@ -16,6 +16,7 @@ from protocol.defaults import (
     HANDSHAKE_TIMEOUT_S,
     MAX_CONNECTIONS,
     MAX_FRAME_BYTES,
+    MAX_OUTBOX_BYTES,
     SECRET_ENV,
 )
 
@@ -50,6 +51,10 @@ def main() -> None:
     help="Connections served at once; more are closed at once.",
 )
 @click.option(
+    "--max-queued-bytes", "max_outbox_bytes", default=MAX_OUTBOX_BYTES, show_default=True,
+    type=click.IntRange(1024), help="Bytes queued for one peer that does not read them before it is dropped.",
+)
+@click.option(
     "--handshake-timeout", "handshake_timeout_s", default=HANDSHAKE_TIMEOUT_S, show_default=True,
     type=click.FloatRange(0.1), help="Seconds a new connection has to finish its handshake.",
 )
@@ -64,6 +69,7 @@ def start(
     tls_cert: str | None,
     tls_key: str | None,
     max_connections: int,
+    max_outbox_bytes: int,
     handshake_timeout_s: float,
     log_level: str,
 ) -> None:
@@ -82,6 +88,7 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, secret=secret, worker_secret=worker_secret,
         tls=tls, max_connections=max_connections, handshake_timeout_s=handshake_timeout_s,
+        max_outbox_bytes=max_outbox_bytes,
     )
     for warning in server.exposure_warnings():
         # Also on stderr whatever the log level: this must not go unseen.

@@ -36,7 +36,7 @@ from protocol import (
     Error,
     frame,
 )
-from protocol.batch import results_body
+from protocol.batch import fit_results, results_body
 from protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAX_CREDIT_PER_PROCESS,
@@ -95,7 +95,7 @@ class WorkerNode:
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
-            self._serve(conn)
+            self._serve(conn, welcome.max_frame_bytes)
             if not self._stopping.is_set():
                 log.warning("lost the broker; reconnecting")
 
@@ -109,13 +109,15 @@ class WorkerNode:
 
     # -- one connection ----------------------------------------------------
 
-    def _serve(self, conn: Connection) -> None:
+    def _serve(self, conn: Connection, max_frame_bytes: int) -> None:
         with self._lock:
             self._epoch += 1
             self._conn = conn
             self._packed, self._finished, self._outstanding, self._unused_credit = [], 0, 0, 0
             epoch = self._epoch
-        sender = threading.Thread(target=self._send_loop, args=(conn, epoch), name="results", daemon=True)
+        sender = threading.Thread(
+            target=self._send_loop, args=(conn, epoch, max_frame_bytes), name="results", daemon=True
+        )
         sender.start()
         try:
             with self._lock:
@@ -154,8 +156,9 @@ class WorkerNode:
             self._finished += count
             self._lock.notify()
 
-    def _send_loop(self, conn: Connection, epoch: int) -> None:
-        """Send finished results as they come, all that are ready in one frame."""
+    def _send_loop(self, conn: Connection, epoch: int, max_frame_bytes: int) -> None:
+        """Send finished results as they come, all that are ready in as few
+        frames under the broker's limit as they fit in."""
         while True:
             with self._lock:
                 while not self._packed and self._conn is conn:
@@ -166,8 +169,11 @@ class WorkerNode:
                 self._outstanding -= self._finished
                 self._finished = 0
                 grant = self._grant_locked()
+            groups = fit_results(packed, max_frame_bytes)
             try:
-                conn.send_bytes(frame(results_body(packed, grant)))
+                for i, group in enumerate(groups):
+                    # The credit rides on the last frame, after the results it makes room for.
+                    conn.send_bytes(frame(results_body(group, grant if i == len(groups) - 1 else 0)))
             except ConnectionLost:
                 return
 

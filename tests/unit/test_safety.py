@@ -51,3 +51,26 @@ def test_a_broker_reachable_from_other_machines_is_warned_about():
     assert len(clients_open) == 1 and "submit jobs" in clients_open[0] and "receive" not in clients_open[0]
     assert exposure_warnings("10.0.0.1", 7341, [], True) == []
     assert len(exposure_warnings("broker.example", 7341, [], False)) == 1
+
+
+def test_results_are_split_to_fit_the_brokers_frames():
+    import msgpack
+
+    from protocol import decode
+    from protocol.batch import fit_results, results_body
+    from protocol.framing import frame
+
+    small = msgpack.packb([[1, True, "a" * 100], [2, True, "b" * 100]])
+    big = msgpack.packb([[3, True, "c" * 3000], [4, True, "d" * 5000], [5, True, "e" * 100]])
+    limit = 4096
+    groups = fit_results([small, big], limit)
+    entries = []
+    for i, group in enumerate(groups):
+        body = results_body(group, 7 if i == len(groups) - 1 else 0)
+        assert len(body) <= limit
+        entries += decode(body).results  # type: ignore[attr-defined]
+    assert [e[0] for e in entries] == [1, 2, 3, 4, 5]
+    too_big = entries[3]
+    assert too_big[1] is False and too_big[2]["type"] == "ResultTooLarge"
+    assert [e[1] for e in entries] == [True, True, True, False, True]
+    assert len(frame(b"")) == 4  # frames add only the prefix
