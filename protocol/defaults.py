@@ -39,3 +39,25 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+
+# Heartbeats: both sides ping this often; HEARTBEAT_MISSES intervals of
+# silence mean the peer is gone (its jobs are requeued, or we reconnect).
+HEARTBEAT_S = 2.0
+HEARTBEAT_MISSES = 4
+
+# Retries: the n-th retry waits RETRY_BASE_S * 2**(n-1), at most RETRY_MAX_S,
+# times a random factor in [0.5, 1.5] so that retries do not stampede.
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 60.0
+
+# A job whose worker died while running it this many times is a poison job.
+MAX_LOST_ATTEMPTS = 3
+# A job requeued this many times because its worker was lost, running or
+# not, fails too: a backstop for jobs that kill workers before they report.
+MAX_REQUEUES = 20
+
+# How long results and failed jobs are kept when nobody acknowledges them.
+RESULT_TTL_S = 7 * 24 * 3600.0
+
+# A stopping worker finishes running jobs for at most this long.
+DRAIN_TIMEOUT_S = 30.0
