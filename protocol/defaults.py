@@ -16,8 +16,10 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # A peer that has not finished its hello by then is cut off.
 HANDSHAKE_TIMEOUT_S = 10.0
 
-# How long a client waits to connect before giving up (it retries meanwhile).
+# How long a client waits to connect before giving up.
 CONNECT_TIMEOUT_S = 10.0
+# How long a client that lost its broker keeps trying to reconnect.
+RECONNECT_TIMEOUT_S = 120.0
 
 # Worker reconnect backoff: starts small, doubles, capped, with jitter.
 RECONNECT_MIN_S = 0.1
