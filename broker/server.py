@@ -19,7 +19,8 @@ import time
 from collections import deque
 
 from client.connection import Connection
-from protocol import Accepted, ConnectionLost, Error, Hello, Message, ProtocolError, encode
+from protocol import Accepted, ConnectionLost, Error, Hello, Message, ProtocolError
+from protocol.messages import encode_to_fit
 from protocol.defaults import HANDSHAKE_TIMEOUT_S, HEARTBEAT_S, MAX_FRAME_BYTES, RESULT_TTL_S
 from protocol.messages import E_BAD_MESSAGE
 
@@ -38,9 +39,10 @@ _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Peer:
     """One admitted connection and the thread that writes to it."""
 
-    def __init__(self, conn_id: int, conn: Connection) -> None:
+    def __init__(self, conn_id: int, conn: Connection, max_frame_bytes: int) -> None:
         self.conn_id = conn_id
         self.conn = conn
+        self.max_frame_bytes = max_frame_bytes  # what the peer accepts, after our welcome
         self._outbox: deque[Message] = deque()
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
@@ -63,7 +65,7 @@ class Peer:
                 return
             # Everything queued goes out in one write.
             try:
-                self.conn.send_bytes(b"".join(encode(m) for m in batch))
+                self.conn.send_bytes(b"".join(f for m in batch for f in encode_to_fit(m, self.max_frame_bytes)))
             except ProtocolError as exc:
                 log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
                 self.conn.close()
@@ -197,7 +199,7 @@ class BrokerServer:
                 self._send_last_words(conn, None, first)
                 conn.close()
                 return None
-            peer = self._peers[conn_id] = Peer(conn_id, conn)
+            peer = self._peers[conn_id] = Peer(conn_id, conn, self.max_frame_bytes)
             self._emit(out)
         if hello.role == "worker":
             log.info(

@@ -39,6 +39,7 @@ from protocol import (
     Welcome,
     encode,
     error_value,
+    unpack_body,
 )
 from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, RECONNECT_MAX_S, RECONNECT_MIN_S
 
@@ -193,6 +194,9 @@ class BrokerLink:
         jobs = self._unaccepted[batch_id]
         try:
             data = encode(Submit(batch_id, jobs))
+            # What msgpack encodes, the broker may still refuse (a map with
+            # integer keys); that would cost us the connection, over and over.
+            unpack_body(memoryview(data)[4:])
         except ProtocolError as exc:
             if len(jobs) == 1:
                 self._refuse(batch_id, error_value("UnencodableArguments", str(exc)))

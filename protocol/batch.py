@@ -28,12 +28,15 @@ def array_items(packed: bytes) -> tuple[int, memoryview]:
     """
     view = memoryview(packed)
     first = packed[0] if packed else -1
-    if 0x90 <= first <= 0x9F:
-        return first & 0x0F, view[1:]
-    if first == 0xDC:
-        return _U16.unpack_from(packed, 1)[0], view[3:]
-    if first == 0xDD:
-        return _U32.unpack_from(packed, 1)[0], view[5:]
+    try:
+        if 0x90 <= first <= 0x9F:
+            return first & 0x0F, view[1:]
+        if first == 0xDC:
+            return _U16.unpack_from(packed, 1)[0], view[3:]
+        if first == 0xDD:
+            return _U32.unpack_from(packed, 1)[0], view[5:]
+    except struct.error as exc:
+        raise ProtocolError("truncated msgpack array header") from exc
     raise ProtocolError("not a packed msgpack array")
 
 

@@ -231,6 +231,37 @@ def encode(msg: Message) -> bytes:
     return frame(pack_body(msg.to_wire()))
 
 
+def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
+    """`msg` as frames whose bodies fit the receiver's limit.
+
+    A `jobs` or `results` batch too large for one frame is split in halves
+    until each part fits. A single result that cannot fit is replaced by an
+    error saying so: the receiver would refuse it and drop the connection.
+
+    Raises:
+        ProtocolError: a field msgpack cannot encode, or a single entry of
+            another kind too large to fit.
+    """
+    data = encode(msg)
+    if len(data) - 4 <= max_body_bytes:
+        return [data]
+    if isinstance(msg, (Jobs, Results)):
+        entries = msg.jobs if isinstance(msg, Jobs) else msg.results
+        if len(entries) > 1:
+            half = len(entries) // 2
+            first, second = (
+                (Jobs(entries[:half]), Jobs(entries[half:]))
+                if isinstance(msg, Jobs)
+                else (Results(entries[:half], msg.credit), Results(entries[half:]))
+            )
+            return encode_to_fit(first, max_body_bytes) + encode_to_fit(second, max_body_bytes)
+        if isinstance(msg, Results):
+            job_id = entries[0][0]
+            error = error_value("ResultTooLarge", f"the result takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}")
+            return [encode(Results([[job_id, False, error]], msg.credit))]
+    raise ProtocolError(f"{msg.type} message of {len(data) - 4} bytes exceeds the limit of {max_body_bytes}")
+
+
 def decode(body: bytes) -> Message:
     """One frame body (no prefix) as a message.
 
@@ -260,7 +291,9 @@ def from_wire(wire: Any) -> Message:
                 raise ProtocolError(f"{tag}: missing field {name!r}")
             continue
         value = wire[name]
-        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        if base is float and type(value) is int:
+            value = float(value)  # an encoder may write 2.0 as 2
+        elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
         kwargs[name] = value
     msg = cls(**kwargs)
