@@ -463,7 +463,9 @@ class BrokerState:
             session.gone_since = now
         self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
-        self._next_gid = max(gids, default=0) + 1
+        # Job ids must not repeat across restarts, even when the store is
+        # empty: start past anything stored and past a clock-based floor.
+        self._next_gid = max(max(gids, default=0) + 1, int(now * 1_000_000))
 
     def snapshot(self) -> dict[str, Any]:
         """Counts for logs and status."""

@@ -153,8 +153,7 @@ class Store:
             return
         try:
             self._db.execute("BEGIN")
-            for journal, _ in queued:
-                self._apply(journal)
+            self._apply([op for journal, _ in queued for op in journal])
             self._db.execute("COMMIT")
         except sqlite3.Error:
             # Nothing is acknowledged that did not commit: clients resend
@@ -170,33 +169,34 @@ class Store:
                 after_commit()
 
     def _apply(self, journal: list[tuple[Any, ...]]) -> None:
-        adds = [op[1] for op in journal if op[0] == "add"]
-        if adds:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
-                [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts) for j in adds],
-            )
+        """Write a flush's journal, one statement per kind of entry.
+
+        Grouping by kind is safe because a job's entries only ever come in
+        this order: add, attempts, finish, failed, forget.
+        """
+        by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for op in journal:
-            kind = op[0]
-            if kind == "attempts":
-                self._db.execute("UPDATE jobs SET attempts = ? WHERE gid = ?", (op[2], op[1]))
-            elif kind == "finish":
-                _, gid, ok, value, finished_at = op
-                self._db.execute(
-                    "UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?",
-                    (int(ok), _pack(value), finished_at, gid),
-                )
-            elif kind == "forget":
-                self._db.executemany("DELETE FROM jobs WHERE gid = ?", [(gid,) for gid in op[1]])
-            elif kind == "failed":
-                f: FailedJob = op[1]
-                self._db.execute(
-                    "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)",
-                    (f.gid, f.task, _pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at),
-                )
-            elif kind == "expire":
-                self._db.execute("DELETE FROM jobs WHERE finished_at < ?", (op[1],))
-                self._db.execute("DELETE FROM failed WHERE finished_at < ?", (op[1],))
+            by_kind.setdefault(op[0], []).append(op)
+        db = self._db
+        db.executemany(
+            "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
+            [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
+             for _, j in by_kind.get("add", ())],
+        )
+        db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", [(n, gid) for _, gid, n in by_kind.get("attempts", ())])
+        db.executemany(
+            "UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?",
+            [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)",
+            [(f.gid, f.task, _pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at)
+             for _, f in by_kind.get("failed", ())],
+        )
+        db.executemany("DELETE FROM jobs WHERE gid = ?", [(gid,) for op in by_kind.get("forget", ()) for gid in op[1]])
+        for _, cutoff in by_kind.get("expire", ()):
+            db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
+            db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
 
 
 def _pack(value: Any) -> bytes:
