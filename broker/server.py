@@ -15,8 +15,9 @@ Strangers and garbage cost little and never crash anything:
    of at most HANDSHAKE_MAX_FRAME_BYTES; the queue core never sees it.
 3. Malformed frames, unknown or out-of-order messages close that
    connection with a logged reason; nothing else is affected.
-4. Encoded messages waiting for a peer are capped at `max_outbox_bytes`:
-   a peer that stops reading is dropped, not buffered for without bound.
+4. A peer that stops reading is dropped once more than
+   `max_outbox_bytes` wait for it and its writer has made no progress for
+   as long as a missed heartbeat takes: it is not buffered for without bound.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import errno
 import ipaddress
 import itertools
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -37,6 +37,7 @@ from client.tls import TLSStream
 from protocol import (
     ROLE_CLIENT,
     ROLE_WORKER,
+    Accepted,
     Auth,
     AuthFailed,
     ConnectionLost,
@@ -46,24 +47,28 @@ from protocol import (
     Message,
     ProtocolError,
     check_hello,
-    encode,
 )
 from protocol.auth import BrokerAuth, new_nonce
 from protocol.defaults import (
     HANDSHAKE_MAX_FRAME_BYTES,
     HANDSHAKE_TIMEOUT_S,
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
     MAX_CONNECTIONS,
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
+    RESULT_TTL_S,
 )
 from protocol.handshake import looks_like_tls
-from protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
+from protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS, encode_to_fit
 
 from .state import BrokerState
+from .store import Store
 
 log = logging.getLogger("sockpool.broker")
 
-TICK_S = 1.0
+# Retries fall due and heartbeats are checked at this resolution.
+TICK_S = 0.1
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -72,14 +77,24 @@ _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Peer:
     """One admitted connection and the thread that writes to it."""
 
-    def __init__(self, conn_id: int, conn: Connection, max_outbox_bytes: int = MAX_OUTBOX_BYTES) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        conn: Connection,
+        max_frame_bytes: int,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
+        stall_s: float = HEARTBEAT_S * HEARTBEAT_MISSES,
+    ) -> None:
         self.conn_id = conn_id
         self.conn = conn
+        self.max_frame_bytes = max_frame_bytes  # what the peer accepts, after our welcome
         self.max_outbox_bytes = max_outbox_bytes
+        self.stall_s = stall_s
         # Encoded frames: their size is known when they are queued, so the
-        # cap is exact, and the writer only joins bytes.
+        # cap is exact, and the writer only sends bytes.
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
+        self._progress = time.monotonic()  # when the writer last got bytes out or had none to send
         self._dropped = False
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
@@ -89,10 +104,10 @@ class Peer:
         """Queue a message for sending; never blocks on the network.
 
         Called with the broker lock held, so it must never wait for the
-        writer: over the cap it cuts the connection instead.
+        writer: a peer that stopped reading is cut off instead.
         """
         try:
-            data = encode(msg)
+            frames = encode_to_fit(msg, self.max_frame_bytes)
         except ProtocolError as exc:
             log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
             self.conn.abort()
@@ -100,31 +115,46 @@ class Peer:
         with self._wake:
             if self._dropped:
                 return
-            self._outbox.append(data)
-            self._outbox_bytes += len(data)
-            over = self._outbox_bytes > self.max_outbox_bytes
-            self._dropped = over
+            self._outbox += frames
+            self._outbox_bytes += sum(len(f) for f in frames)
             self._wake.notify()
-        if over:
-            log.warning(
-                "dropping %s: it does not read what it is sent (over %d bytes queued)",
-                self.conn.peer, self.max_outbox_bytes,
-            )
-            self.conn.abort()
+        self.drop_if_stalled(time.monotonic())
+
+    def drop_if_stalled(self, now: float) -> bool:
+        """Cut the connection if too much waits for a peer that reads nothing.
+
+        Both conditions, so neither a burst to a peer that reads (a worker
+        granted credit for many large jobs) nor a short pause is punished.
+        """
+        with self._wake:
+            if self._dropped or self._outbox_bytes <= self.max_outbox_bytes or now - self._progress <= self.stall_s:
+                return False
+            self._dropped = True
+            queued, self._outbox, self._outbox_bytes = self._outbox_bytes, [], 0
+        log.warning(
+            "dropping %s: it has read nothing for %.0f s and %d bytes wait for it (limit %d)",
+            self.conn.peer, self.stall_s, queued, self.max_outbox_bytes,
+        )
+        self.conn.abort()
+        return True
 
     def _write_loop(self) -> None:
         while True:
             with self._wake:
                 while not self._outbox and not self.conn.closed:
+                    self._progress = time.monotonic()
                     self._wake.wait()
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
             if self.conn.closed:
                 return
-            # Everything queued goes out in one write.
             try:
-                self.conn.send_bytes(b"".join(batch))
+                self.conn.send_frames(batch, self._made_progress)
             except ConnectionLost:
                 return
+
+    def _made_progress(self) -> None:
+        with self._wake:
+            self._progress = time.monotonic()
 
     def close(self) -> None:
         # Abort first: the writer may hold the send lock, blocked on a peer
@@ -149,6 +179,9 @@ class BrokerServer:
         tls: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_outbox_bytes: int = MAX_OUTBOX_BYTES,
+        store: Store | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        result_ttl_s: float = RESULT_TTL_S,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -165,9 +198,18 @@ class BrokerServer:
         self.handshake_timeout_s = handshake_timeout_s
         self.max_connections = max_connections
         self.max_outbox_bytes = max(max_outbox_bytes, 2 * max_frame_bytes)
+        # A peer whose writer is stuck this long is as gone as a silent one.
+        self.stall_s = heartbeat_s * HEARTBEAT_MISSES
         self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
         self._tls = tls
-        self.state = BrokerState(self.name, max_frame_bytes)
+        self.state = BrokerState(self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s)
+        self.store = store
+        if store is not None:
+            jobs, results, failed = store.load()
+            self.state.restore(jobs, results, failed, time.time())
+            if jobs or results:
+                log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
+            store.start()
         self._lock = threading.Lock()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
@@ -235,6 +277,9 @@ class BrokerServer:
         return thread
 
     def stop(self) -> None:
+        """Stop accepting, close every connection, write out the store."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         try:
             self._listener.close()
@@ -244,6 +289,8 @@ class BrokerServer:
             peers = list(self._peers.values())
         for peer in peers:
             peer.close()
+        if self.store is not None:
+            self.store.close()
 
     # -- per connection --------------------------------------------------
 
@@ -261,7 +308,7 @@ class BrokerServer:
             while True:
                 msg = conn.recv()
                 with self._lock:
-                    self._post(self.state.on_message(conn_id, msg, time.monotonic()))
+                    self._emit(self.state.on_message(conn_id, msg, time.time()))
         except FrameTooLarge as exc:
             assert conn is not None
             log.warning("closing %s: %s", conn.peer, exc)
@@ -339,7 +386,7 @@ class BrokerServer:
             ProtocolError: the peer sent something other than the handshake.
             ConnectionLost: the peer went away.
         """
-        conn.decoder.max_frame_bytes = min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes)
+        conn.decoder.set_max_frame_bytes(min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes))
         try:
             hello = conn.recv(deadline)
             if not isinstance(hello, Hello):
@@ -356,18 +403,20 @@ class BrokerServer:
             log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
-        conn.decoder.max_frame_bytes = self.max_frame_bytes
+        conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
         conn.settimeout(None)
         with self._lock:
-            out = self.state.on_hello(conn_id, hello, conn.peer, time.monotonic())
+            out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]
             if isinstance(first, Error):
                 self._refuse(conn, first)
                 return None
             if proof:
                 out[0] = (conn_id, dataclasses.replace(first, proof=proof))
-            peer = self._peers[conn_id] = Peer(conn_id, conn, self.max_outbox_bytes)
-            self._post(out)
+            peer = self._peers[conn_id] = Peer(
+                conn_id, conn, self.max_frame_bytes, self.max_outbox_bytes, self.stall_s
+            )
+            self._emit(out)
         if hello.role == "worker":
             log.info(
                 "worker %s joined from %s: %d processes, tasks %s",
@@ -413,7 +462,7 @@ class BrokerServer:
             with self._lock:
                 role = self.state.role(conn_id)
                 del self._peers[conn_id]
-                self._post(self.state.on_disconnect(conn_id, time.monotonic()))
+                self._emit(self.state.on_disconnect(conn_id, time.time()))
             peer.close()
             log.info("%s %s left", role or "peer", peer.conn.peer)
         elif conn is not None:
@@ -421,8 +470,27 @@ class BrokerServer:
         else:
             sock.close()
 
+    def _emit(self, out: list[tuple[int, Message]]) -> None:
+        """Send the state's replies and store its journal; call with the lock held.
+
+        An `accepted` promises the jobs are durable, so with a store it waits
+        for the commit of everything journalled up to now.
+        """
+        journal = self.state.take_journal()
+        if self.store is None:
+            self._post(out)
+            return
+        accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
+        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        if journal or accepted:
+            self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+
+    def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
+        with self._lock:
+            self._post(out)
+
     def _post(self, out: list[tuple[int, Message]]) -> None:
-        """Queue the state's replies on the peers' outboxes; call with the lock held."""
+        """Queue messages on the peers' outboxes; call with the lock held."""
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
@@ -430,8 +498,18 @@ class BrokerServer:
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(TICK_S):
+            now = time.time()
             with self._lock:
-                self._post(self.state.tick(time.monotonic()))
+                self._emit(self.state.tick(now))
+                silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
+                peers = list(self._peers.values())
+            for peer in silent:
+                # Its reader thread sees the socket close and requeues its jobs.
+                log.warning("%s missed its heartbeats; closing", peer.conn.peer)
+                peer.close()
+            monotonic = time.monotonic()
+            for peer in peers:
+                peer.drop_if_stalled(monotonic)
 
 
 def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) -> list[str]:
@@ -486,6 +564,3 @@ def _drain_and_close(sock: socket.socket) -> None:
         pass
     sock.close()
 
-
-def default_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"

@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from protocol import (
     DEFAULT_HOST,
@@ -48,6 +48,30 @@ from .credentials import Credentials
 from .tls import TLSStream
 
 RECV_BYTES = 256 * 1024
+# Bytes handed to one sendall by send_frames.
+SEND_PIECE_BYTES = 1024 * 1024
+
+
+def _pieces(frames: list[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The bytes of `frames`, in order, as pieces of about `size` bytes."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for data in frames:
+        if len(data) >= size:
+            if pending:
+                yield b"".join(pending)
+                pending, pending_bytes = [], 0
+            view = memoryview(data)
+            for start in range(0, len(view), size):
+                yield view[start : start + size]
+            continue
+        pending.append(data)
+        pending_bytes += len(data)
+        if pending_bytes >= size:
+            yield b"".join(pending)
+            pending, pending_bytes = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def parse_address(address: str | None) -> tuple[str, int]:
@@ -98,6 +122,27 @@ class Connection:
                 raise ConnectionLost(f"connection to {self.peer} is closed")
             try:
                 self.sock.sendall(data)
+            except OSError as exc:
+                self._close_locked()
+                raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
+
+    def send_frames(self, frames: list[bytes], on_progress: Callable[[], None]) -> None:
+        """Send whole frames in order, `on_progress()` after each piece that
+        went out, so a caller can tell a slow peer from one that reads nothing.
+
+        Small frames are joined into one write; large ones go in pieces, all
+        under the send lock, so no other sender can cut into a frame.
+
+        Raises:
+            ConnectionLost: the socket failed; the connection is now closed.
+        """
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionLost(f"connection to {self.peer} is closed")
+            try:
+                for piece in _pieces(frames, SEND_PIECE_BYTES):
+                    self.sock.sendall(piece)
+                    on_progress()
             except OSError as exc:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
@@ -200,6 +245,8 @@ def connect(
     except BaseException:
         conn.close()
         raise
+    # The broker sends frames up to its own limit; take it if it is larger.
+    conn.decoder.set_max_frame_bytes(max(MAX_FRAME_BYTES, welcome.max_frame_bytes))
     conn.settimeout(None)
     return conn, welcome
 

@@ -19,11 +19,12 @@ from client.connection import Connection
 from protocol import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
-    Auth,
     Challenge,
+    ConnectionLost,
     Error,
     HandshakeRefused,
     Hello,
+    Ping,
     Submit,
     Welcome,
     encode,
@@ -313,7 +314,7 @@ def test_oversized_input_gets_a_clear_error_and_the_broker_stays_up(tmp_path):
 
 
 def test_connections_are_bounded_and_handshakes_have_a_deadline(tmp_path):
-    broker, address = start_broker(tmp_path, "--max-connections", "20", "--handshake-timeout", "1")
+    broker, address = start_broker(tmp_path, "--max-connections", "20", "--handshake-timeout-s", "1")
     host, port = address.rsplit(":", 1)
     socks = []
     try:
@@ -343,7 +344,7 @@ def test_connections_are_bounded_and_handshakes_have_a_deadline(tmp_path):
         wait_for_log(broker, "handshake not done within")
 
         with Client(address) as client:
-            assert client.broker_name
+            assert client.max_frame_bytes > 0
     finally:
         for s in socks:
             s.close()
@@ -351,21 +352,33 @@ def test_connections_are_bounded_and_handshakes_have_a_deadline(tmp_path):
 
 
 def test_a_client_that_never_reads_is_dropped_not_buffered(tmp_path):
-    broker, address = start_broker(tmp_path, "--max-frame-bytes", "1048576", "--max-queued-bytes", "2097152")
+    # A stall counts after 4 heartbeats: 1 s here.
+    broker, address = start_broker(
+        tmp_path, "--max-frame-bytes", "1048576", "--max-queued-bytes", "2097152", "--heartbeat-s", "0.25"
+    )
     worker = start_worker(tmp_path, address, 1)
     try:
         wait_for_processes(address, 1)
         conn = raw_connection(address)
         conn.send(Hello(PROTOCOL_VERSION, ROLE_CLIENT, name="deaf"))
         assert isinstance(conn.recv(), Welcome)
-        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         payload = "p" * 500_000
-        # 30 MB of results on their way back to a client that reads none.
+        # 30 MB of results on their way back to a client that reads none of
+        # them, though it keeps sending pings, so it is not silent.
         for batch in range(60):
             conn.send(Submit(batch, [[batch, "echo", [payload], {}, False]]))
-        log = wait_for_log(broker, "does not read what it is sent")
-        assert "deaf" in log or "dropping" in log
+        deadline = time.monotonic() + WAIT_S
+        while "does not read" not in broker.log() and "has read nothing" not in broker.log():
+            assert time.monotonic() < deadline, broker.log()
+            try:
+                conn.send(Ping())
+            except ConnectionLost:
+                break  # dropped; the log line follows
+            time.sleep(0.1)
+        wait_for_log(broker, "has read nothing for")
         conn.close()
+        assert worker.popen.poll() is None  # the worker, which reads, was not touched
+        assert "dropping" not in worker.log()
         done = run_submit("--broker", address, "square", "4")
         assert done.returncode == 0 and done.stdout.split() == ["16"]
     finally:
