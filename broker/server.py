@@ -94,7 +94,7 @@ class Peer:
         # cap is exact, and the writer only sends bytes.
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
-        self._progress = time.monotonic()  # when the writer last got bytes out or had none to send
+        self._progress = time.monotonic()  # when the writer last got bytes out or took a batch
         self._dropped = False
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
@@ -142,8 +142,9 @@ class Peer:
         while True:
             with self._wake:
                 while not self._outbox and not self.conn.closed:
-                    self._progress = time.monotonic()
                     self._wake.wait()
+                # Not stuck until now: the clock of a stall starts here.
+                self._progress = time.monotonic()
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
             if self.conn.closed:
                 return

@@ -226,8 +226,21 @@ def test_tls_with_a_secret_and_the_mismatches_fail_fast(tmp_path, certs):
         # A certificate from a CA we were not told to trust.
         done = run_submit("--broker", address, "--secret-file", secret, "--tls-ca", str(other.ca), "square", "1")
         assert done.returncode != 0 and "does not vouch" in done.stderr
+        # Garbage on the TLS port: a broken ClientHello, random bytes, silence.
+        host, port = address.rsplit(":", 1)
+        for junk in [b"\x16\x03\x01\x00\x05hello" + secrets.token_bytes(300), secrets.token_bytes(500), b""]:
+            with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
+                sock.sendall(junk)
+                sock.shutdown(socket.SHUT_WR)
+                try:
+                    while sock.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        done = run_submit("--broker", address, "--secret-file", secret, "--tls-ca", str(good.ca), "square", "9")
+        assert done.returncode == 0 and done.stdout.split() == ["81"]
         log = wait_for_log(broker, "plaintext peer on a TLS port")
-        assert "TLS handshake failed" in log
+        assert "TLS handshake failed" in log and "Traceback" not in log
     finally:
         worker.stop()
         broker.stop()
