@@ -390,12 +390,16 @@ class BrokerServer:
         conn.decoder.set_max_frame_bytes(min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes))
         try:
             hello = conn.recv(deadline)
-            if not isinstance(hello, Hello):
-                raise ProtocolError(f"expected hello, got {hello.type!r}")
-            refusal = check_hello(hello)
-            if refusal is not None:
-                self._refuse(conn, refusal)
-                return None
+        except TimeoutError:
+            log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
+            return None
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"expected hello, got {hello.type!r}")
+        refusal = check_hello(hello)
+        if refusal is not None:
+            self._refuse(conn, refusal)
+            return None
+        try:
             proof = self._authenticate(conn, hello, deadline)
         except TimeoutError:
             log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
