@@ -247,6 +247,7 @@ class WorkerNode:
             if packed:
                 parts.append(frame(results_body(packed, grant)))
             if released:
+                log.info("handing back %d job(s) that had not started", len(released))
                 parts.append(encode(Release(released)))
             if pong:
                 parts.append(encode(Pong()))
