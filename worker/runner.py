@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import threading
@@ -34,7 +35,7 @@ from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
 from .registry import load_tasks
-from .slots import NO_JOB, Slots, slot_count
+from .slots import NO_JOB, Slots, pid_alive, slot_count
 
 log = logging.getLogger("sockpool.worker")
 
@@ -47,6 +48,21 @@ def default_processes() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+class _Pool(multiprocessing.pool.Pool):
+    """A Pool that hands each process it creates to `on_process`: one that
+    dies right after it started is reaped and gone from the pool's list
+    before the monitor looks, and its exit code with it."""
+
+    def __init__(self, *args: Any, on_process: Callable[[Any], None], **kwargs: Any) -> None:
+        self._on_process = on_process
+        super().__init__(*args, **kwargs)
+
+    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
+        proc = super().Process(ctx, *args, **kwds)
+        self._on_process(proc)
+        return proc
 
 
 class Runner:
@@ -63,10 +79,12 @@ class Runner:
         context.set_forkserver_preload([__name__])
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
-        self.pool = context.Pool(processes, initializer=_init_process, initargs=(modules, self.slots))
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
             died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
+        )
+        self.pool = _Pool(
+            processes, _init_process, (modules, self.slots), context=context, on_process=self.monitor.adopt
         )
         self.monitor.start()
 
@@ -157,6 +175,10 @@ class Runner:
     def _pool_processes(self) -> list[Any]:
         # The pool's own list of its processes: it has no public one.
         return list(getattr(self.pool, "_pool", ()))
+
+    def pool_pids(self) -> list[int]:
+        """The pids of the pool's processes that are alive."""
+        return [proc.pid for proc in self._pool_processes() if pid_alive(proc.pid)]
 
     def kill_processes(self) -> None:
         """SIGKILL every pool process at once (for an impatient exit)."""
