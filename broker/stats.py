@@ -5,9 +5,12 @@ calls in as jobs are submitted and finish, passing `now`, and asks for a
 plain dict (msgpack- and JSON-ready) when someone wants to look.
 
 Counts are in calls, the unit a user submits: a `submit` is one call, a
-map chunk of N items is N calls. Latencies are per job (a chunk is one
-job): queue wait runs from submit to dispatch, run time from dispatch to
-the result reaching the broker, so it includes the trip to the worker.
+map chunk of N items is N calls. A call is completed or failed once, when
+its job is done for good; a failure that will be retried is counted by the
+state as a retry. Latencies are per run of a job (a chunk is one job):
+queue wait runs from entering the ready queue to dispatch, run time from
+dispatch to the result reaching the broker, so it includes the trip to
+the worker and back.
 """
 
 from __future__ import annotations
@@ -107,24 +110,24 @@ class BrokerStats:
     def on_refused(self, task: str, error: dict[str, Any], now: float) -> None:
         # Not per task: a refused name is whatever the client typed.
         self.refused += 1
-        self._remember_failure(task, "", error, now)
+        self.remember_failure(task, "", error, now)
 
-    def on_finished(
-        self, task: str, calls: int, ok: bool, value: Any, wait_s: float, run_s: float, worker: str, now: float
-    ) -> int:
-        """Count a finished job; returns how many of its calls failed."""
+    def on_ran(self, calls: int, ok: bool, value: Any, wait_s: float, run_s: float) -> int:
+        """A worker sent a job's result (perhaps one to be retried): time it;
+        returns how many of its calls failed."""
+        self.queue_wait.observe(wait_s)
+        self.run_time.observe(run_s)
+        return 0 if ok else failed_calls(value, calls)
+
+    def on_finished(self, task: str, calls: int, ok: bool, value: Any, now: float) -> None:
+        """A job is done for good: it succeeded, or failed with no retry left."""
         failed = 0 if ok else failed_calls(value, calls)
         counts = self._task(task)
         counts[1] += calls - failed
         counts[2] += failed
         self.completed += calls - failed
         self.failed += failed
-        self.queue_wait.observe(wait_s)
-        self.run_time.observe(run_s)
         self.throughput.add(now, calls)
-        if failed:
-            self._remember_failure(task, worker, value, now)
-        return failed
 
     def _task(self, task: str) -> list[int]:
         counts = self.tasks.get(task)
@@ -134,7 +137,8 @@ class BrokerStats:
             counts = self.tasks.setdefault(task, [0, 0, 0])
         return counts
 
-    def _remember_failure(self, task: str, worker: str, error: Any, now: float) -> None:
+    def remember_failure(self, task: str, worker: str, error: Any, now: float, retrying: bool = False) -> None:
+        """Keep an error for the dashboard (the newest RECENT_FAILURES of them)."""
         if not isinstance(error, dict):
             error = {"message": error}
         self.recent_failures.append({
@@ -143,6 +147,7 @@ class BrokerStats:
             "type": str(error.get("type", "Error")),
             "message": str(error.get("message", ""))[:_MESSAGE_CHARS],
             "traceback": str(error.get("traceback", ""))[-_TRACEBACK_CHARS:],
+            "retrying": retrying,
             "at": now,
         })
 
@@ -163,7 +168,7 @@ class BrokerStats:
                 task: {"submitted": s, "completed": c, "failed": f} for task, (s, c, f) in sorted(self.tasks.items())
             },
             "latency": {"queue_wait": self.queue_wait.to_dict(), "run": self.run_time.to_dict()},
-            # Newest first, with an age instead of a monotonic timestamp.
+            # Newest first, with an age instead of a timestamp.
             "recent_failures": [
                 {**{k: v for k, v in f.items() if k != "at"}, "age_s": now - f["at"]}
                 for f in reversed(self.recent_failures)

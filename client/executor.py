@@ -25,8 +25,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterable, Iterator
 
-from protocol.defaults import CONNECT_TIMEOUT_S
-
 from .api import Client, _chunk_values
 
 # The module whose functions workers serve under their bare names.
@@ -65,14 +63,16 @@ def task_name(fn: Callable[..., Any]) -> str:
 class Executor(_Executor):
     """Runs calls on the cluster behind the broker at `address`."""
 
-    def __init__(self, address: str | None = None, *, name: str = "", connect_timeout_s: float = CONNECT_TIMEOUT_S):
-        """Connect to the broker.
+    def __init__(self, address: str | None = None, **client_options: Any) -> None:
+        """Connect to the broker. `client_options` go to `Client`: `retries=`
+        and `timeout=` for every call, `secret_file=`, `tls_ca=`, `name=`...
 
         Raises:
             ConnectionLost: the broker cannot be reached.
             HandshakeRefused: the broker refused us.
+            ValueError: a bad option, or a secret or CA file that cannot be used.
         """
-        self._client = Client(address, name=name, connect_timeout_s=connect_timeout_s)
+        self._client = Client(address, **client_options)
         # Reentrant: a future already done runs its callback (_forget) at once.
         self._lock = threading.RLock()
         self._pending: set[Future[Any]] = set()
@@ -93,15 +93,16 @@ class Executor(_Executor):
         """
         task = task_name(fn)
         self._check_open()
-        return self._track(self._client._submit(task, list(args), kwargs, False))
+        return self._track(self._client._submit(task, list(args), kwargs, False, self._client.options))
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
     ) -> Iterator[Any]:
         """Like `ProcessPoolExecutor.map`: every call is submitted now, the
         results come in input order, and `timeout` counts from this call.
-        With one iterable, items travel `chunksize` to a job; with several,
-        each call is its own job (the frames are batched either way).
+        With one iterable, items travel `chunksize` to a job (a job's
+        retries and timeout then apply to its chunk as a whole); with
+        several, each call is its own job (frames are batched either way).
 
         Raises:
             TypeError, RuntimeError, ConnectionLost: as `submit`.
@@ -120,10 +121,10 @@ class Executor(_Executor):
         if len(iterables) == 1:
             items = iter(iterables[0])
             while chunk := list(itertools.islice(items, chunksize)):
-                chunks.append((self._track(self._client._submit(task, chunk, {}, True)), len(chunk)))
+                chunks.append((self._track(self._client._submit(task, chunk, {}, True, self._client.options)), len(chunk)))
         else:
             for call_args in zip(*iterables):
-                chunks.append((self._track(self._client._submit(task, list(call_args), {}, False)), 0))
+                chunks.append((self._track(self._client._submit(task, list(call_args), {}, False, self._client.options)), 0))
         return self._results(chunks, deadline)
 
     def _results(self, chunks: list[tuple[Future[Any], int]], deadline: float | None) -> Iterator[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
+from .messages import error_value
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -28,12 +29,15 @@ def array_items(packed: bytes) -> tuple[int, memoryview]:
     """
     view = memoryview(packed)
     first = packed[0] if packed else -1
-    if 0x90 <= first <= 0x9F:
-        return first & 0x0F, view[1:]
-    if first == 0xDC:
-        return _U16.unpack_from(packed, 1)[0], view[3:]
-    if first == 0xDD:
-        return _U32.unpack_from(packed, 1)[0], view[5:]
+    try:
+        if 0x90 <= first <= 0x9F:
+            return first & 0x0F, view[1:]
+        if first == 0xDC:
+            return _U16.unpack_from(packed, 1)[0], view[3:]
+        if first == 0xDD:
+            return _U32.unpack_from(packed, 1)[0], view[5:]
+    except struct.error as exc:
+        raise ProtocolError("truncated msgpack array header") from exc
     raise ProtocolError("not a packed msgpack array")
 
 
@@ -67,19 +71,75 @@ def results_body(packed_arrays: list[bytes], credit: int) -> bytes:
 
 
 def pack_results(entries: list[list[Any]], on_unencodable: Any) -> bytes:
-    """Pack result entries; an entry msgpack refuses is replaced, not fatal.
+    """Pack result entries; an entry the receiver would refuse is replaced.
 
-    `on_unencodable(entry, exc)` returns the entry to send instead.
+    `on_unencodable(entry, exc)` returns the entry to send instead. What
+    counts is what `unpack_body` accepts, not only what msgpack can encode:
+    a map with integer keys encodes fine but is refused on receipt, and it
+    must not cost the worker its connection.
     """
     try:
-        return msgpack.packb(entries, use_bin_type=True)  # type: ignore[no-any-return]
+        return _checked_pack(entries)
     except Exception:
         pass
     safe = []
     for entry in entries:
         try:
-            msgpack.packb(entry, use_bin_type=True)
+            _checked_pack(entry)
         except Exception as exc:
             entry = on_unencodable(entry, exc)
         safe.append(entry)
     return msgpack.packb(safe, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _checked_pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    msgpack.unpackb(packed, raw=False, strict_map_key=True)
+    return packed
+
+
+# Room in a results body for everything but the entries: the map, its keys,
+# the array header and the credit.
+_RESULTS_OVERHEAD_BYTES = 64
+
+
+def fit_results(packed_arrays: list[bytes], max_frame_bytes: int) -> list[list[bytes]]:
+    """Group packed result arrays so each group's `results_body` fits a frame.
+
+    A broker closes a connection that sends it a frame over its limit, and
+    the worker would then run the same jobs again and again. So an array
+    too big for one frame is split entry by entry, and a single result too
+    big for any frame becomes a `ResultTooLarge` failure: the job ends, with
+    a reason, instead of looping.
+    """
+    budget = max_frame_bytes - _RESULTS_OVERHEAD_BYTES
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for packed in _within(packed_arrays, budget, max_frame_bytes):
+        if current and size + len(packed) > budget:
+            groups.append(current)
+            current, size = [], 0
+        current.append(packed)
+        size += len(packed)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _within(packed_arrays: list[bytes], budget: int, max_frame_bytes: int) -> list[bytes]:
+    fitting = []
+    for packed in packed_arrays:
+        if len(packed) <= budget:
+            fitting.append(packed)
+            continue
+        for entry in msgpack.unpackb(packed, raw=False, strict_map_key=False):
+            one = msgpack.packb([entry], use_bin_type=True)
+            if len(one) > budget:
+                error = error_value(
+                    "ResultTooLarge",
+                    f"the result takes {len(one)} bytes encoded, over the broker's frame limit of {max_frame_bytes}",
+                )
+                one = msgpack.packb([[entry[0], False, error]], use_bin_type=True)
+            fitting.append(one)
+    return fitting

@@ -23,12 +23,23 @@ class Decoder:
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._frames = FrameDecoder(max_frame_bytes)
 
+    def set_max_frame_bytes(self, limit: int) -> None:
+        """Change the limit, for frames not yet begun (after the handshake)."""
+        self._frames.max_frame_bytes = limit
+
     def feed(self, data: bytes) -> None:
         self._frames.feed(data)
 
     def next_message(self) -> Message | None:
         body = self._frames.next_body()
         return None if body is None else decode(body)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._frames.max_frame_bytes
+
+    def peek(self, count: int) -> bytes:
+        return self._frames.peek(count)
 
     @property
     def at_eof(self) -> bool:

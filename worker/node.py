@@ -7,9 +7,22 @@ processes busy for about `prefetch_target_s` beyond what they are running.
 Long jobs therefore get no prefetch at all, and tiny jobs travel in
 batches big enough to hide the round trip.
 
-If the broker goes away the node reconnects with backoff, forever, and
-says so in its log each time. Results of jobs started on a connection
-that has since closed are dropped: the broker has already requeued them.
+Per connection three threads: the caller's reads, `results` writes
+everything (results, release, drain, ping, pong: one writer, so frames
+never interleave and a blocked socket holds up no reader), and `keeper`
+ticks: it asks for a ping every heartbeat with the jobs running right now,
+and if nothing at all came from the broker for HEARTBEAT_MISSES heartbeats
+it cuts the connection, which unblocks everything else. The node then
+reconnects with backoff, forever, and says so in its log each time.
+A refusal (wrong secret, TLS on one side only, version) is not retried:
+`run` raises it, and `worker join` exits.
+Results of jobs started on a connection that has since closed are
+dropped: the broker has already requeued them.
+
+`request_drain()` (safe in a signal handler: it only sets a flag the
+keeper acts on) sends `drain`, hands back jobs not yet started with
+`release`, sends the results of those running, then closes; past
+`drain_timeout_s` it closes anyway and the broker requeues what is left.
 """
 
 from __future__ import annotations
@@ -19,33 +32,48 @@ import math
 import random
 import socket
 import threading
+import time
 from typing import Any
 
 from client.connection import Connection, connect, new_hello
+from client.credentials import Credentials
 from protocol import (
     ROLE_WORKER,
     ConnectionLost,
     Credit,
-    HandshakeRefused,
+    Drain,
+    Error,
     Jobs,
     Ping,
     Pong,
     ProtocolError,
-    Error,
+    Release,
+    Welcome,
+    encode,
     frame,
 )
-from protocol.batch import results_body
+from protocol.batch import fit_results, results_body
 from protocol.defaults import (
     CONNECT_TIMEOUT_S,
+    DRAIN_TIMEOUT_S,
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
     MAX_CREDIT_PER_PROCESS,
     PREFETCH_TARGET_S,
     RECONNECT_MAX_S,
     RECONNECT_MIN_S,
 )
 
+from .outbox import Outbox
 from .runner import Runner
 
 log = logging.getLogger("sockpool.worker")
+
+# How often the keeper looks at the clock and the drain flag.
+TICK_S = 0.05
+# After the last result of a drain, how long to wait for the broker to close
+# its end before we do: its close tells us it read everything.
+CLOSE_GRACE_S = 2.0
 
 
 class WorkerNode:
@@ -56,76 +84,95 @@ class WorkerNode:
         *,
         name: str | None = None,
         prefetch_target_s: float = PREFETCH_TARGET_S,
+        credentials: Credentials | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self.address = address
+        self.credentials = credentials or Credentials()
         self.runner = runner
         self.name = name or socket.gethostname()
         self.prefetch_target_s = prefetch_target_s
+        self.drain_timeout_s = drain_timeout_s
         self._stopping = threading.Event()
-        self._lock = threading.Condition(threading.Lock())
-        self._conn: Connection | None = None
-        self._epoch = 0
-        # Per connection; all guarded by _lock.
-        self._packed: list[bytes] = []
-        self._finished = 0  # jobs whose results are packed, not yet counted
-        self._outstanding = 0  # jobs received, results not yet sent
-        self._unused_credit = 0  # credit granted that the broker has not used
+        # Set from a signal handler, so a plain store: taking a lock there
+        # could deadlock with the interrupted main thread.
+        self._drain_requested = False
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None  # guarded by _lock
+        self._last_received = 0.0  # monotonic; written by the reader only
 
     def run(self) -> None:
-        """Serve until `stop()`, reconnecting whenever the broker goes away.
+        """Serve until `stop()`, or a drain ends; reconnect whenever the
+        broker goes away.
 
         Raises:
             HandshakeRefused: the broker refused us; retrying cannot help.
         """
         delay = RECONNECT_MIN_S
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._drain_requested:
             hello = new_hello(
                 ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes
             )
             try:
-                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S)
+                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
-                self._stopping.wait(delay * random.uniform(0.8, 1.2))
+                self._pause(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
-            self._serve(conn)
+            self._serve(conn, welcome)
+            if self._drain_requested:
+                log.info("drained; leaving the broker")
+                return
             if not self._stopping.is_set():
                 log.warning("lost the broker; reconnecting")
 
+    def request_drain(self) -> None:
+        """Stop taking jobs and leave once those started have finished.
+        Safe to call from a signal handler."""
+        self._drain_requested = True
+
     def stop(self) -> None:
+        """Leave now; jobs running or queued here are the broker's to requeue."""
         self._stopping.set()
         with self._lock:
             conn = self._conn
-            self._lock.notify_all()
         if conn is not None:
             conn.close()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but notice a stop or a drain request within a tick."""
+        deadline = time.monotonic() + seconds
+        while not self._drain_requested and time.monotonic() < deadline:
+            if self._stopping.wait(min(TICK_S, max(0.0, deadline - time.monotonic()))):
+                return
+
     # -- one connection ----------------------------------------------------
 
-    def _serve(self, conn: Connection) -> None:
+    def _serve(self, conn: Connection, welcome: Welcome) -> None:
+        outbox = Outbox(self.credit_window)
         with self._lock:
-            self._epoch += 1
             self._conn = conn
-            self._packed, self._finished, self._outstanding, self._unused_credit = [], 0, 0, 0
-            epoch = self._epoch
-        sender = threading.Thread(target=self._send_loop, args=(conn, epoch), name="results", daemon=True)
-        sender.start()
+        self._last_received = time.monotonic()
+        heartbeat_s = welcome.heartbeat_s if welcome.heartbeat_s > 0 else HEARTBEAT_S
+        threads = [
+            threading.Thread(target=self._send_loop, args=(conn, outbox, welcome.max_frame_bytes), name="results", daemon=True),
+            threading.Thread(target=self._keep_loop, args=(conn, outbox, heartbeat_s), name="keeper", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            with self._lock:
-                grant = self._grant_locked()
-            conn.send(Credit(grant))
+            conn.send(Credit(outbox.first_grant()))
             while True:
                 msg = conn.recv()
+                self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
-                    with self._lock:
-                        self._outstanding += len(msg.jobs)
-                        self._unused_credit -= len(msg.jobs)
-                    self.runner.run(msg.jobs, epoch, self._chunk_done)
+                    if outbox.received([job[0] for job in msg.jobs]):
+                        self.runner.run(msg.jobs, outbox, _chunk_done)
                 elif isinstance(msg, Ping):
-                    conn.send(Pong())
+                    outbox.ask(pong=True)
                 elif isinstance(msg, Error):
                     log.error("broker says %s: %s", msg.code, msg.message)
                 elif not isinstance(msg, Pong):
@@ -136,43 +183,72 @@ class WorkerNode:
             log.error("protocol error from the broker: %s", exc)
         finally:
             conn.close()
+            outbox.close()
             with self._lock:
                 self._conn = None
-                self._lock.notify_all()
-            sender.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=5)
 
-    def _chunk_done(self, epoch: Any, packed: bytes, count: int) -> None:
-        # On the pool's result thread: hand over and return at once.
-        with self._lock:
-            if epoch != self._epoch or self._conn is None:
-                return  # that connection is gone; the broker requeued these jobs
-            self._packed.append(packed)
-            self._finished += count
-            self._lock.notify()
-
-    def _send_loop(self, conn: Connection, epoch: int) -> None:
-        """Send finished results as they come, all that are ready in one frame."""
-        while True:
-            with self._lock:
-                while not self._packed and self._conn is conn:
-                    self._lock.wait()
-                if self._conn is not conn or self._epoch != epoch:
-                    return
-                packed, self._packed = self._packed, []
-                self._outstanding -= self._finished
-                self._finished = 0
-                grant = self._grant_locked()
+    def _send_loop(self, conn: Connection, outbox: Outbox, max_frame_bytes: int) -> None:
+        """Send whatever is due, all of it in one write; results in as few
+        frames under the broker's limit as they fit in."""
+        while (due := outbox.take()) is not None:
+            parts = [encode(Drain())] if due.drain else []
+            if due.packed:
+                groups = fit_results(due.packed, max_frame_bytes)
+                for i, group in enumerate(groups):
+                    # The credit rides on the last frame, after the results it makes room for.
+                    parts.append(frame(results_body(group, due.grant if i == len(groups) - 1 else 0)))
+            if due.released:
+                log.info("handing back %d job(s) that had not started", len(due.released))
+                parts.append(encode(Release(due.released)))
+            if due.pong:
+                parts.append(encode(Pong()))
+            if due.ping:
+                parts.append(encode(Ping(running=self.runner.running_ids(outbox))))
             try:
-                conn.send_bytes(frame(results_body(packed, grant)))
+                conn.send_bytes(b"".join(parts))
             except ConnectionLost:
                 return
+            if due.drained:
+                # Half-close: the broker reads everything, then closes its
+                # end, which ends our reader.
+                log.info("drain done: every job here finished or was handed back")
+                outbox.close()
+                try:
+                    conn.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
 
-    def _grant_locked(self) -> int:
-        """How much more credit to give the broker now (call with _lock held)."""
-        window = self.credit_window()
-        grant = max(0, window - self._outstanding - self._unused_credit)
-        self._unused_credit += grant
-        return grant
+    def _keep_loop(self, conn: Connection, outbox: Outbox, heartbeat_s: float) -> None:
+        """Heartbeats, the broker's silence, and the drain's clock."""
+        silence_limit_s = HEARTBEAT_MISSES * heartbeat_s
+        next_ping = time.monotonic() + heartbeat_s
+        drain_deadline = drained_at = None
+        while not self._stopping.wait(TICK_S) and not conn.closed:
+            now = time.monotonic()
+            if self._drain_requested and drain_deadline is None:
+                drain_deadline = now + self.drain_timeout_s
+                log.info("draining: %d job(s) here finish or go back, for at most %g s",
+                         outbox.outstanding, self.drain_timeout_s)
+                self.runner.drain()
+                outbox.start_drain()
+            if drain_deadline is not None and now > drain_deadline:
+                log.warning("drain timed out after %g s; leaving %d job(s) to the broker",
+                            self.drain_timeout_s, outbox.outstanding)
+                break
+            if outbox.closed and drain_deadline is not None:
+                drained_at = drained_at or now
+                if now > drained_at + CLOSE_GRACE_S:
+                    break
+            if now - self._last_received > silence_limit_s:
+                log.warning("no word from the broker for %.1f s; dropping the connection", now - self._last_received)
+                break
+            if now >= next_ping:
+                outbox.ask(ping=True)
+                next_ping = now + heartbeat_s
+        _abort(conn)
 
     def credit_window(self) -> int:
         """Jobs this node wants on hand: one per process, plus enough queued
@@ -183,3 +259,18 @@ class WorkerNode:
             return processes
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
         return processes * (1 + extra)
+
+
+def _chunk_done(outbox: Any, packed: bytes, count: int, released: list[int]) -> None:
+    # On the pool's result thread or the monitor: hand over and return at once.
+    outbox.finished(packed, count, released)
+
+
+def _abort(conn: Connection) -> None:
+    """Cut the connection even if a send is blocked on it: shutdown first,
+    without the send lock, makes that send fail and let go of the lock."""
+    try:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from client import Client
 
@@ -27,7 +27,9 @@ def python_command(*args: str) -> list[str]:
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SOCKPOOL_BROKER", None)
+    # The tests say what each process gets; nothing leaks in from the shell.
+    for name in ("SOCKPOOL_BROKER", "SOCKPOOL_SECRET_FILE", "SOCKPOOL_TLS_CA"):
+        env.pop(name, None)
     return env
 
 
@@ -40,7 +42,8 @@ class Proc:
         self.metrics_address: str | None = None
         self._log: IO[bytes] = open(log_path, "wb")
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env={**environment(), **(env or {})}, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
+            args, cwd=ROOT, env={**environment(), **(env or {})}, stdout=subprocess.PIPE, stderr=self._log,
+            stdin=subprocess.DEVNULL,
         )
 
     def log(self) -> str:
@@ -64,13 +67,16 @@ class Proc:
         self.popen.wait(10)
 
 
-def start_broker(log_dir: Path, *extra: str) -> tuple[Proc, str]:
-    """Start `python -m broker start` on a free port; returns it and its address.
+def start_broker(log_dir: Path, *extra: str, port: int = 0) -> tuple[Proc, str]:
+    """Start `python -m broker start` (durable, its data in log_dir/data unless
+    `extra` says otherwise); returns it and its address once it listens.
 
     With `--metrics-port` among `extra`, also waits for the 'metrics on'
     line and keeps that address as `proc.metrics_address`.
     """
-    proc = Proc(python_command("broker", "start", "--port", "0", "--log-level", "debug", *extra), log_dir / "broker.log")
+    storage = [] if "--in-memory" in extra or "--data-dir" in extra else ["--data-dir", str(log_dir / "data")]
+    args = python_command("broker", "start", "--port", str(port), "--log-level", "debug", *storage, *extra)
+    proc = Proc(args, log_dir / "broker.log")
     address = read_announcements(proc, "--metrics-port" in extra)
     return proc, address
 
@@ -109,12 +115,15 @@ def start_worker(log_dir: Path, address: str, processes: int | None = 2, *extra:
     return Proc(args, log_dir / f"worker-{name}.log")
 
 
-def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Wait until the broker reports at least `processes` worker processes joined."""
+def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S, **client_options: Any) -> None:
+    """Wait until the broker reports at least `processes` worker processes joined.
+
+    `client_options` go to Client (secret_file=, tls_ca=) for a broker that needs them.
+    """
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        with Client(address, connect_timeout_s=5) as client:
+        with Client(address, connect_timeout_s=5, **client_options) as client:
             seen = client.cluster_processes
         if seen >= processes:
             return

@@ -74,6 +74,7 @@ def test_metrics_count_calls_by_task_and_time_jobs(observed):
     assert samples[("sockpool_job_retries_total", ())] == 0
     assert samples[("sockpool_queue_depth", (("state", "ready"),))] == 0
     assert samples[("sockpool_queue_depth", (("state", "delayed"),))] == 0
+    assert samples[("sockpool_queue_depth", (("state", "failed"),))] == 1  # kept for `broker failed`
     assert samples[("sockpool_jobs_in_flight", ())] == 0
     assert samples[("sockpool_workers_connected", ())] == 1
     assert samples[("sockpool_worker_processes", ())] == 2
@@ -89,6 +90,21 @@ def test_metrics_count_calls_by_task_and_time_jobs(observed):
         )
         assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
     assert samples[("sockpool_job_run_seconds_sum", ())] > 0
+
+
+def test_retries_are_counted_apart_from_final_failures(observed):
+    observed.add_worker(1, "--tasks", "tests.tasks")
+    with Client(observed.address) as client:
+        failed = client.with_options(retries=2).submit("tests.tasks:fail", "still broken").exception(WAIT_S)
+        assert failed is not None
+        status = client.status()
+    samples = scrape(observed.broker.metrics_address)
+    assert samples[("sockpool_job_retries_total", ())] == 2
+    assert samples[("sockpool_jobs_failed_total", (("task", "tests.tasks:fail"),))] == 1
+    assert samples[("sockpool_job_run_seconds_count", ())] == 3  # every run is timed
+    assert status["totals"]["retried"] == 2 and status["totals"]["failed"] == 1
+    assert status["workers"][0]["failed"] == 3  # the worker's view: three runs failed
+    assert [f["retrying"] for f in status["recent_failures"]] == [False, True, True]
 
 
 def test_metrics_show_queue_depth_and_in_flight_while_jobs_wait(observed):
@@ -142,7 +158,8 @@ def test_broker_status_shows_workers_queue_totals_and_tasks(cluster):
     assert workers["alpha"]["failed"] == 1  # only alpha serves tests.tasks
     assert workers["alpha"]["done"] + workers["beta"]["done"] == 50
     assert all(w["in_flight"] == 0 and 0 <= w["last_seen_s"] < WAIT_S for w in workers.values())
-    assert status["queue"] == {"ready": 0, "in_flight": 0, "delayed": 0, "failed": 0}
+    # Calls, except `failed`: the failed jobs the broker keeps for `broker failed`.
+    assert status["queue"] == {"ready": 0, "in_flight": 0, "delayed": 0, "failed": 1}
     totals = status["totals"]
     assert (totals["submitted"], totals["completed"], totals["failed"], totals["refused"]) == (51, 50, 1, 1)
     assert status["tasks"]["square"] == {"submitted": 50, "completed": 50, "failed": 0}
@@ -169,7 +186,8 @@ def test_broker_status_without_a_broker_fails_cleanly(tmp_path):
 def test_every_option_can_come_from_the_environment(tmp_path):
     broker = Proc(
         python_command("broker", "start"), tmp_path / "broker.log",
-        env={"SOCKPOOL_START_PORT": "0", "SOCKPOOL_START_METRICS_PORT": "0", "SOCKPOOL_START_NAME": "from-env"},
+        env={"SOCKPOOL_START_PORT": "0", "SOCKPOOL_START_METRICS_PORT": "0", "SOCKPOOL_START_NAME": "from-env",
+             "SOCKPOOL_START_IN_MEMORY": "1"},
     )
     worker = None
     try:
