@@ -84,7 +84,7 @@ def _bound(le: Any) -> str:
 
 def metrics_registry(status: StatusSource) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(StatusCollector(status))  # type: ignore[arg-type]
+    registry.register(StatusCollector(status))
     ProcessCollector(registry=registry)  # the broker's own CPU, memory and open files
     return registry
 
@@ -139,6 +139,7 @@ class ObserveServer(ThreadingHTTPServer):
     @property
     def address(self) -> str:
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> threading.Thread:
