@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import tests.tasks as tasks
-from client import Executor, JobFailed
+from client import Client, Executor, JobFailed
 from worker import tasks as builtin_tasks
 
 WAIT_S = 30
@@ -89,3 +89,13 @@ def test_shutdown_can_cancel_what_has_no_result_yet(cluster):
     executor.shutdown(wait=True, cancel_futures=True)
     # Had shutdown waited for them, they would hold results, not be cancelled.
     assert all(f.cancelled() for f in futures)
+
+
+def test_a_cancelled_futures_result_is_dropped_quietly(cluster):
+    cluster.add_worker(1, "--tasks", "tests.tasks")
+    with Client(cluster.address) as client:
+        cancelled = client.submit("tests.tasks:busy", 0.3)
+        assert cancelled.cancel()
+        # Same task, one process: this result comes after the cancelled one's.
+        assert isinstance(client.submit("tests.tasks:busy", 0.0).result(WAIT_S), int)
+        assert client.submit("square", 3).result(WAIT_S) == 9  # the client still works
