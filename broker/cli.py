@@ -127,7 +127,12 @@ def start(
         except OSError as exc:
             server.stop()
             raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {exc}") from exc
-    for warning in server.exposure_warnings():
+    warnings = server.exposure_warnings()
+    if http is not None:
+        from .observe import exposure_warning
+
+        warnings += [w for w in [exposure_warning(host, http.address)] if w]
+    for warning in warnings:
         # On stderr whatever the log level: this must not go unseen.
         click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
     for signum in (signal.SIGTERM, signal.SIGINT):

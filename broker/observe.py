@@ -16,6 +16,7 @@ shows counts and recent error messages, never job arguments or results.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -121,6 +122,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def exposure_warning(host: str, address: str) -> str | None:
+    """A warning when the HTTP port is reachable from other machines."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name, not an address: assume it is reachable
+    return (
+        f"metrics and dashboard on {address} have no authentication: anyone who can reach this port "
+        "sees the workers, task names and recent error messages. Firewall it, or bind the broker "
+        "to loopback and put an authenticating proxy in front."
+    )
 
 
 class ObserveServer(ThreadingHTTPServer):

@@ -148,3 +148,13 @@ def test_executor_task_names():
     ]:
         with pytest.raises(TypeError, match=why):
             task_name(fn)
+
+
+def test_metrics_port_beyond_loopback_is_warned_about():
+    from broker.observe import exposure_warning
+
+    assert exposure_warning("127.0.0.1", "127.0.0.1:9341") is None
+    assert exposure_warning("::1", "[::1]:9341") is None
+    for host in ("0.0.0.0", "10.1.2.3", "broker.example"):
+        warning = exposure_warning(host, f"{host}:9341")
+        assert warning is not None and "no authentication" in warning
