@@ -39,3 +39,7 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+
+# `submit` draws a progress bar for at least this many jobs when stdout is
+# a terminal (`--progress` / `--no-progress` override).
+PROGRESS_MIN_JOBS = 1000
