@@ -146,13 +146,14 @@ class Client:
 
         refill()  # start now, not at the first next(), like Pool.map
 
-        def results() -> Iterator[Any]:
+        def chunks() -> Iterator[Iterable[Any]]:
             while window:
                 future, size = window.popleft()
                 refill()
-                yield from _chunk_values(future, size, timeout, return_exceptions)
+                yield _chunk_values(future, size, timeout, return_exceptions)
 
-        return results()
+        # chain walks each chunk's list in C: no Python frame per item.
+        return itertools.chain.from_iterable(chunks())
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
@@ -264,23 +265,26 @@ class Client:
                 future.set_exception(ConnectionLost(str(exc)))
 
 
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterator[Any]:
+def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
+    """The values of one map chunk: its result list, or, if items failed,
+    an iterator that yields up to the first failure and then raises it."""
     try:
-        values = future.result(timeout)
+        return future.result(timeout)  # type: ignore[no-any-return]
     except FutureTimeout:
         raise TimeoutError(f"no result within {timeout} s") from None
     except JobFailed as failed:
         if failed.items is None:  # the chunk failed as a whole: every item did
             if not return_exceptions:
                 raise
-            yield from [failed] * size
-            return
-        for ok, value in failed.items:
-            if ok:
-                yield value
-            elif return_exceptions:
-                yield JobFailed(value)
-            else:
-                raise JobFailed(value) from None
-        return
-    yield from values
+            return [failed] * size
+        return _item_values(failed.items, return_exceptions)
+
+
+def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
+    for ok, value in items:
+        if ok:
+            yield value
+        elif return_exceptions:
+            yield JobFailed(value)
+        else:
+            raise JobFailed(value) from None

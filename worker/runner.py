@@ -10,6 +10,7 @@ Pool callbacks run on the pool's result-handler thread, so the callback a
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -112,13 +113,17 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
             return [job_id, True, fn(*args, **kwargs)]
         except BaseException as exc:  # SystemExit too: it must not kill the pool process
             return [job_id, False, _describe(exc)]
+    call = functools.partial(fn, **kwargs) if kwargs else fn
     values: list[Any] = []
     errors: dict[int, dict[str, Any]] = {}
-    for index, arg in enumerate(args):
+    # One tight loop per run of successes, not a try per item: a failure
+    # records itself and the loop resumes after it.
+    while len(values) < len(args):
         try:
-            values.append(fn(arg, **kwargs))
+            for arg in args[len(values) :] if values else args:
+                values.append(call(arg))
         except BaseException as exc:
-            errors[index] = _describe(exc)
+            errors[len(values)] = _describe(exc)
             values.append(None)
     if not errors:
         return [job_id, True, values]
