@@ -13,22 +13,24 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import socket
 import threading
 import time
 from collections import deque
 
 from client.connection import Connection
-from protocol import ConnectionLost, Error, Hello, Message, ProtocolError, encode
-from protocol.defaults import HANDSHAKE_TIMEOUT_S, MAX_FRAME_BYTES
-from protocol.messages import E_BAD_MESSAGE, E_HANDSHAKE
+from protocol import Accepted, ConnectionLost, Error, Hello, Message, ProtocolError
+from protocol.messages import encode_to_fit
+from protocol.defaults import HANDSHAKE_TIMEOUT_S, HEARTBEAT_S, MAX_FRAME_BYTES, RESULT_TTL_S
+from protocol.messages import E_BAD_MESSAGE
 
 from .state import BrokerState
+from .store import Store
 
 log = logging.getLogger("sockpool.broker")
 
-TICK_S = 1.0
+# Retries fall due and heartbeats are checked at this resolution.
+TICK_S = 0.1
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -37,9 +39,10 @@ _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Peer:
     """One admitted connection and the thread that writes to it."""
 
-    def __init__(self, conn_id: int, conn: Connection) -> None:
+    def __init__(self, conn_id: int, conn: Connection, max_frame_bytes: int) -> None:
         self.conn_id = conn_id
         self.conn = conn
+        self.max_frame_bytes = max_frame_bytes  # what the peer accepts, after our welcome
         self._outbox: deque[Message] = deque()
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
@@ -62,7 +65,7 @@ class Peer:
                 return
             # Everything queued goes out in one write.
             try:
-                self.conn.send_bytes(b"".join(encode(m) for m in batch))
+                self.conn.send_bytes(b"".join(f for m in batch for f in encode_to_fit(m, self.max_frame_bytes)))
             except ProtocolError as exc:
                 log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
                 self.conn.close()
@@ -84,6 +87,9 @@ class BrokerServer:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         name: str | None = None,
+        store: Store | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        result_ttl_s: float = RESULT_TTL_S,
     ) -> None:
         self._listener = socket.create_server((host, port), backlog=128)
         bound = self._listener.getsockname()
@@ -91,7 +97,14 @@ class BrokerServer:
         self.name = name or f"{socket.gethostname()}:{self.port}"
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
-        self.state = BrokerState(self.name, max_frame_bytes)
+        self.state = BrokerState(self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s)
+        self.store = store
+        if store is not None:
+            jobs, results, failed = store.load()
+            self.state.restore(jobs, results, failed, time.time())
+            if jobs or results:
+                log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
+            store.start()
         self._lock = threading.Lock()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
@@ -128,6 +141,9 @@ class BrokerServer:
         return thread
 
     def stop(self) -> None:
+        """Stop accepting, close every connection, write out the store."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         try:
             self._listener.close()
@@ -137,6 +153,8 @@ class BrokerServer:
             peers = list(self._peers.values())
         for peer in peers:
             peer.close()
+        if self.store is not None:
+            self.store.close()
 
     # -- per connection --------------------------------------------------
 
@@ -150,7 +168,7 @@ class BrokerServer:
             while True:
                 msg = conn.recv()
                 with self._lock:
-                    self._post(self.state.on_message(conn_id, msg, time.monotonic()))
+                    self._emit(self.state.on_message(conn_id, msg, time.time()))
         except ProtocolError as exc:
             log.warning("closing %s: protocol error: %s", conn.peer, exc)
             self._send_last_words(conn, peer, Error(E_BAD_MESSAGE, str(exc)))
@@ -174,15 +192,15 @@ class BrokerServer:
             raise ProtocolError(f"expected hello, got {hello.type!r}")
         conn.settimeout(None)
         with self._lock:
-            out = self.state.on_hello(conn_id, hello, conn.peer, time.monotonic())
+            out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]
             if isinstance(first, Error):
                 log.warning("refused %s (%s): %s", conn.peer, first.code, first.message)
                 self._send_last_words(conn, None, first)
                 conn.close()
                 return None
-            peer = self._peers[conn_id] = Peer(conn_id, conn)
-            self._post(out)
+            peer = self._peers[conn_id] = Peer(conn_id, conn, self.max_frame_bytes)
+            self._emit(out)
         if hello.role == "worker":
             log.info(
                 "worker %s joined from %s: %d processes, tasks %s",
@@ -205,14 +223,33 @@ class BrokerServer:
             with self._lock:
                 role = self.state.role(conn_id)
                 del self._peers[conn_id]
-                self._post(self.state.on_disconnect(conn_id, time.monotonic()))
+                self._emit(self.state.on_disconnect(conn_id, time.time()))
             peer.close()
             log.info("%s %s left", role or "peer", conn.peer)
         else:
             conn.close()
 
+    def _emit(self, out: list[tuple[int, Message]]) -> None:
+        """Send the state's replies and store its journal; call with the lock held.
+
+        An `accepted` promises the jobs are durable, so with a store it waits
+        for the commit of everything journalled up to now.
+        """
+        journal = self.state.take_journal()
+        if self.store is None:
+            self._post(out)
+            return
+        accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
+        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        if journal or accepted:
+            self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+
+    def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
+        with self._lock:
+            self._post(out)
+
     def _post(self, out: list[tuple[int, Message]]) -> None:
-        """Queue the state's replies on the peers' outboxes; call with the lock held."""
+        """Queue messages on the peers' outboxes; call with the lock held."""
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
@@ -220,9 +257,12 @@ class BrokerServer:
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(TICK_S):
+            now = time.time()
             with self._lock:
-                self._post(self.state.tick(time.monotonic()))
+                self._emit(self.state.tick(now))
+                silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
+            for peer in silent:
+                # Its reader thread sees the socket close and requeues its jobs.
+                log.warning("%s missed its heartbeats; closing", peer.conn.peer)
+                peer.close()
 
-
-def default_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"

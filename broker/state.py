@@ -1,135 +1,130 @@
-"""The broker's queue logic: jobs, workers, sessions and leases. No I/O.
+"""The broker's queue logic: jobs, workers, sessions, leases, retries. No I/O.
 
 `BrokerState` is a pure core. Every entry point takes the connection it
 concerns, the message and `now`, and returns the replies to send as a list
 of `(conn_id, message)`. It never blocks, sleeps, reads a clock or touches
-a socket; the server holds one lock around it and does the sending.
+a socket; the server holds one lock around it and does the sending. What
+must survive a restart is appended to `journal` as plain tuples, which the
+server hands to the store (see broker/store.py); `restore` rebuilds the
+state from what the store kept.
+
+`now` is wall-clock seconds: the times it stamps are stored and compared
+after a restart. A jump of the system clock can at worst end a heartbeat
+or a retry delay early.
 
 Rules:
-1. A job is in exactly one place: a ready queue, or leased to one worker.
+1. A job is in exactly one place: a ready queue, the retry heap, or
+   leased to one worker.
 2. A worker never holds more jobs than the credit it granted.
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
 4. Results go to the session that submitted the job, whichever connection
-   that session is on now.
+   that session is on now, and stay until the session acknowledges them.
+5. Only a run that really happened counts as an attempt: a result, a
+   crash or timeout reported by the worker, or the loss of a worker whose
+   last heartbeat said the job was running. Prefetched jobs go back free.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
+import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import (
     ROLE_CLIENT,
     ROLE_WORKER,
     Accepted,
+    Ack,
     Credit,
+    Drain,
+    FailedJobs,
     Hello,
     Jobs,
+    ListFailed,
     Message,
     Ping,
     Pong,
     ProtocolError,
+    Release,
     Results,
     Submit,
     Welcome,
     check_hello,
     error_value,
 )
-from protocol.messages import E_UNKNOWN_TASK, PROTOCOL_VERSION
+from protocol.defaults import (
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
+    MAX_LOST_ATTEMPTS,
+    MAX_REQUEUES,
+    RESULT_TTL_S,
+    RETRY_BASE_S,
+    RETRY_MAX_S,
+)
+from protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
-# How long results wait for a client that went away before they are dropped.
-SESSION_TTL_S = 600.0
+from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
+
+# Sessions with nothing left to deliver are forgotten this long after their
+# client went away.
+IDLE_SESSION_TTL_S = 600.0
+# Results and failed jobs past their TTL are swept this often.
+SWEEP_EVERY_S = 60.0
 
 Outbox = list[tuple[int, Message]]
 
 
-class Job:
-    """One accepted job. Slots keep a queued job to a few hundred bytes."""
-
-    __slots__ = ("gid", "session", "cid", "task", "args", "kwargs", "many", "worker")
-
-    def __init__(
-        self, gid: int, session: str, cid: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool
-    ) -> None:
-        self.gid = gid
-        self.session = session
-        self.cid = cid
-        self.task = task
-        self.args = args
-        self.kwargs = kwargs
-        self.many = many
-        self.worker: int | None = None
-
-    def entry(self) -> list[Any]:
-        """The job as sent to a worker: our id, not the client's."""
-        return [self.gid, self.task, self.args, self.kwargs, self.many]
-
-
-@dataclass
-class WorkerInfo:
-    conn_id: int
-    name: str
-    address: str
-    tasks: frozenset[str]
-    processes: int
-    joined_at: float
-    credit: int = 0
-    leased: dict[int, Job] = field(default_factory=dict)
-    done: int = 0
-    failed: int = 0
-    last_seen: float = 0.0
-
-
-@dataclass
-class Session:
-    """A client's identity across reconnects; results are routed to it."""
-
-    session_id: str
-    conn_id: int | None
-    pending: int = 0  # accepted jobs whose result it has not been sent
-    undelivered: list[list[Any]] = field(default_factory=list)
-    gone_since: float | None = None
-
-
 class BrokerState:
-    def __init__(self, name: str, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_frame_bytes: int,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        result_ttl_s: float = RESULT_TTL_S,
+        rng: random.Random | None = None,
+    ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.heartbeat_s = heartbeat_s
+        self.result_ttl_s = result_ttl_s
+        self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
         self.ready: dict[str, deque[Job]] = {}
         self.ready_count = 0
+        self.delayed: list[tuple[float, Job]] = []  # retry heap by due time
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
+        self.failed: deque[FailedJob] = deque()
+        self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
+        self.journal: list[tuple[Any, ...]] = []
         self._next_gid = 1
+        self._next_ping = 0.0
+        self._next_sweep = 0.0
 
     # -- connections ---------------------------------------------------
 
     def on_hello(self, conn_id: int, hello: Hello, address: str, now: float) -> Outbox:
-        """Admit a new connection. The first reply is a welcome or an error.
-
-        Raises:
-            ProtocolError: the hello is unacceptable (the error reply comes first).
-        """
+        """Admit a new connection. The first reply is a welcome, or an error
+        after which the server closes the connection."""
         refusal = check_hello(hello)
         if refusal is not None:
             return [(conn_id, refusal)]
-        session_id = ""
+        self.last_seen[conn_id] = now
+        session: Session | None = None
         if hello.role == ROLE_WORKER:
             self.workers[conn_id] = WorkerInfo(
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
             )
             self.served.update(set(hello.tasks))
         else:
-            session_id = hello.session or f"s{conn_id}-{id(hello):x}"
-            session = self.sessions.get(session_id)
-            if session is None:
-                session = self.sessions[session_id] = Session(session_id, conn_id)
+            session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
             session.conn_id = conn_id
             session.gone_since = None
             self.clients[conn_id] = session
@@ -137,25 +132,29 @@ class BrokerState:
             version=PROTOCOL_VERSION,
             broker=self.name,
             max_frame_bytes=self.max_frame_bytes,
-            session=session_id,
+            session=session.session_id if session else "",
             processes=self.total_processes,
+            heartbeat_s=self.heartbeat_s,
+            jobs=len(session.live) + len(session.results) if session else 0,
         )
         out: Outbox = [(conn_id, welcome)]
-        if hello.role == ROLE_CLIENT:
-            out += self._flush_undelivered(self.clients[conn_id])
+        if session is not None and session.results:
+            # Everything not acknowledged: the client drops what it already has.
+            out.append((conn_id, Results([r.entry for r in session.results.values()])))
         return out
 
     def on_disconnect(self, conn_id: int, now: float) -> Outbox:
-        """Forget a connection: a worker's leases go back to the front of the queue."""
+        """Forget a connection. A worker's jobs go back to the front of the
+        queue; those it was running count as an attempt."""
+        self.last_seen.pop(conn_id, None)
         worker = self.workers.pop(conn_id, None)
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            out: Outbox = []
             for job in reversed(list(worker.leased.values())):
-                job.worker = None
-                self._queue(job, front=True)
-            self.totals["requeued"] += len(worker.leased)
-            return self._dispatch()
+                out += self._lost(job, job.gid in worker.running, now)
+            return out + self._dispatch()
         session = self.clients.pop(conn_id, None)
         if session is not None and session.conn_id == conn_id:
             session.conn_id = None
@@ -177,37 +176,57 @@ class BrokerState:
         Raises:
             ProtocolError: the message is not one this role may send.
         """
+        self.last_seen[conn_id] = now
+        worker = self.workers.get(conn_id)
         if isinstance(msg, Ping):
+            if worker is not None:
+                worker.running = set(msg.running)
             return [(conn_id, Pong())]
         if isinstance(msg, Pong):
             return []
-        worker = self.workers.get(conn_id)
         if worker is not None:
-            worker.last_seen = now
             if isinstance(msg, Results):
-                return self.on_results(worker, msg)
+                return self.on_results(worker, msg, now)
             if isinstance(msg, Credit):
                 return self.on_credit(worker, msg.credit)
-        elif conn_id in self.clients and isinstance(msg, Submit):
-            return self.on_submit(self.clients[conn_id], msg)
+            if isinstance(msg, Release):
+                return self.on_release(worker, msg.ids)
+            if isinstance(msg, Drain):
+                worker.draining = True
+                worker.credit = 0
+                return []
+        session = self.clients.get(conn_id)
+        if session is not None:
+            if isinstance(msg, Submit):
+                return self.on_submit(session, msg)
+            if isinstance(msg, Ack):
+                return self.on_ack(session, msg)
+            if isinstance(msg, ListFailed):
+                return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def on_submit(self, session: Session, msg: Submit) -> Outbox:
         refused: list[list[Any]] = []
-        for cid, task, args, kwargs, many in msg.jobs:
+        added = 0
+        for entry in msg.jobs:
+            cid, task = entry[0], entry[1]
+            if session.holds(cid):
+                continue  # sent again after a reconnect: we have it already
             if self.workers and task not in self.served:
                 refused.append([cid, False, unknown_task(task)])
                 continue
-            job = Job(self._next_gid, session.session_id, cid, task, args, kwargs, many)
+            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
+                      entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
             self.jobs[job.gid] = job
+            session.live[cid] = job.gid
+            self.journal.append(("add", job))
             self._queue(job)
-        accepted = len(msg.jobs) - len(refused)
-        session.pending += accepted
-        self.totals["submitted"] += accepted
+            added += 1
+        self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         assert session.conn_id is not None
-        out: Outbox = [(session.conn_id, Accepted(msg.batch, accepted))]
+        out: Outbox = [(session.conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
         if refused:
             out.append((session.conn_id, Results(refused)))
         return out + self._dispatch()
@@ -215,48 +234,155 @@ class BrokerState:
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
         if credit < 0:
             raise ProtocolError("credit must not be negative")
-        worker.credit += credit
+        if not worker.draining:
+            worker.credit += credit
         return self._dispatch()
 
-    def on_results(self, worker: WorkerInfo, msg: Results) -> Outbox:
+    def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
+        """The worker hands back jobs it never started: no attempt counted."""
+        for gid in reversed(ids):
+            job = worker.leased.pop(gid, None)
+            if job is not None:
+                job.worker = None
+                self._queue(job, front=True)
+        return self._dispatch()
+
+    def on_results(self, worker: WorkerInfo, msg: Results, now: float) -> Outbox:
+        if msg.credit < 0:  # refuse before anything changes: no result is half-handled
+            raise ProtocolError("credit must not be negative")
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
-                continue  # not ours (any more): a late result after a requeue
-            del self.jobs[job.gid]
-            if entry[1]:
+                continue  # not leased to this worker (any more): a late result
+            job.worker = None
+            job.attempts += 1
+            ok, value = entry[1], entry[2]
+            if ok:
                 worker.done += 1
             else:
                 worker.failed += 1
-            entry[0] = job.cid
-            by_session.setdefault(job.session, []).append(entry)
-        self.totals["completed"] += sum(len(r) for r in by_session.values())
-        out: Outbox = []
-        for session_id, results in by_session.items():
-            session = self.sessions.get(session_id)
-            if session is None:
-                continue  # expired while its jobs ran
-            session.pending -= len(results)
-            session.undelivered.extend(results)
-            out += self._flush_undelivered(session)
+                if self._should_retry(job, value):
+                    self._retry_later(job, now)
+                    continue
+            self._finish(job, ok, value, now, by_session)
+        out = self._deliver(by_session)
         if msg.credit:
             out += self.on_credit(worker, msg.credit)
-        return out
+        return out + self._dispatch()
+
+    def on_ack(self, session: Session, msg: Ack) -> Outbox:
+        cids = list(session.results) if msg.all else msg.ids
+        gone = [session.results.pop(cid).gid for cid in cids if cid in session.results]
+        if gone:
+            self.journal.append(("forget", gone))
+        return []
 
     def tick(self, now: float) -> Outbox:
-        """Periodic housekeeping: forget sessions gone longer than their TTL."""
-        for session_id, session in list(self.sessions.items()):
-            if session.gone_since is not None and now - session.gone_since > SESSION_TTL_S:
-                del self.sessions[session_id]
+        """Periodic work: due retries, heartbeats, expiry."""
+        out: Outbox = []
+        while self.delayed and self.delayed[0][0] <= now:
+            _, job = heapq.heappop(self.delayed)
+            self._queue(job)
+        if now >= self._next_ping:
+            self._next_ping = now + self.heartbeat_s
+            out += [(conn_id, Ping()) for conn_id in self.last_seen]
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self._sweep(now)
+        return out + self._dispatch()
+
+    def take_silent_connections(self, now: float) -> list[int]:
+        """Connections that missed HEARTBEAT_MISSES heartbeats, for the server
+        to close (each is reported once; its disconnect follows)."""
+        limit = now - self.heartbeat_s * HEARTBEAT_MISSES
+        silent = [conn_id for conn_id, seen in self.last_seen.items() if seen < limit]
+        for conn_id in silent:
+            del self.last_seen[conn_id]
+        return silent
+
+    # -- failure handling ------------------------------------------------
+
+    def _should_retry(self, job: Job, error: Any) -> bool:
+        kind = error.get("type") if isinstance(error, dict) else None
+        return kind not in NOT_RETRYABLE and job.attempts <= job.retries
+
+    def _retry_later(self, job: Job, now: float) -> None:
+        """Exponential backoff with jitter, so that retries do not stampede."""
+        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
+        job.due = now + delay
+        heapq.heappush(self.delayed, (job.due, job))
+        self.totals["retried"] += 1
+        self.journal.append(("attempts", job.gid, job.attempts))
+
+    def _lost(self, job: Job, was_running: bool, now: float) -> Outbox:
+        """Its worker went away while holding the job."""
+        job.worker = None
+        job.requeues += 1
+        self.totals["requeued"] += 1
+        if was_running:
+            job.attempts += 1
+            self.journal.append(("attempts", job.gid, job.attempts))
+        lost_runs = job.attempts if was_running else 0
+        if lost_runs >= MAX_LOST_ATTEMPTS or job.requeues >= MAX_REQUEUES:
+            error = error_value(
+                E_POISON, f"the workers running this job died {job.requeues} times; giving up on it"
+            )
+            by_session: dict[str, list[list[Any]]] = {}
+            self._finish(job, False, error, now, by_session)
+            return self._deliver(by_session)
+        self._queue(job, front=True)
         return []
+
+    def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
+        del self.jobs[job.gid]
+        self.totals["completed" if ok else "failed"] += 1
+        self.journal.append(("finish", job.gid, ok, value, now))
+        if not ok:
+            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+            self.failed.append(record)
+            self.journal.append(("failed", record))
+        session = self.sessions.get(job.session)
+        if session is None:
+            return
+        session.live.pop(job.cid, None)
+        entry = [job.cid, ok, value]
+        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        by_session.setdefault(job.session, []).append(entry)
+
+    def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
+        out: Outbox = []
+        for session_id, results in by_session.items():
+            conn_id = self.sessions[session_id].conn_id
+            if conn_id is not None:
+                out.append((conn_id, Results(results)))
+        return out
+
+    def _sweep(self, now: float) -> None:
+        cutoff = now - self.result_ttl_s
+        while self.failed and self.failed[0].finished_at < cutoff:
+            self.failed.popleft()
+        for session_id, session in list(self.sessions.items()):
+            expired = [cid for cid, r in session.results.items() if r.finished_at < cutoff]
+            for cid in expired:
+                del session.results[cid]
+            idle = session.conn_id is None and not session.live and not session.results
+            if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
+                del self.sessions[session_id]
+        self.journal.append(("expire", cutoff))
 
     # -- queue -----------------------------------------------------------
 
     @property
     def total_processes(self) -> int:
         return sum(w.processes for w in self.workers.values())
+
+    def _session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = Session(session_id, None)
+        return session
 
     def _queue(self, job: Job, front: bool = False) -> None:
         queue = self.ready.get(job.task)
@@ -282,12 +408,16 @@ class BrokerState:
         if not eligible:
             return []
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
-        processes_left = sum(w.processes for w in eligible)
-        ready_total = self.ready_count
         out: Outbox = []
-        for worker in eligible:
-            share = math.ceil(ready_total * worker.processes / processes_left)
-            processes_left -= worker.processes
+        for index, worker in enumerate(eligible):
+            runnable = worker.tasks.intersection(self.ready)
+            if not runnable:
+                continue
+            # Share what this worker can run with the workers still to be
+            # served that could run some of it too.
+            waiting = sum(len(self.ready[t]) for t in runnable)
+            processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
+            share = math.ceil(waiting * worker.processes / processes)
             batch = self._take(worker, min(worker.credit, share))
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
@@ -312,17 +442,38 @@ class BrokerState:
         self.ready_count -= len(batch)
         return batch
 
-    def _flush_undelivered(self, session: Session) -> Outbox:
-        if session.conn_id is None or not session.undelivered:
-            return []
-        results, session.undelivered = session.undelivered, []
-        return [(session.conn_id, Results(results))]
+    # -- persistence -----------------------------------------------------
+
+    def take_journal(self) -> list[tuple[Any, ...]]:
+        journal, self.journal = self.journal, []
+        return journal
+
+    def restore(self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float) -> None:
+        """Rebuild from the store after a restart: unfinished jobs are queued
+        again (those that were running included), results wait for their
+        sessions, failed jobs stay listable."""
+        for job in sorted(jobs, key=lambda j: j.gid):
+            self.jobs[job.gid] = job
+            self._session(job.session).live[job.cid] = job.gid
+            self._queue(job)
+        for session_id, result in results:
+            session = self._session(session_id)
+            session.results[result.entry[0]] = result
+        for session in self.sessions.values():
+            session.gone_since = now
+        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
+        # Job ids must not repeat across restarts, even when the store is
+        # empty: start past anything stored and past a clock-based floor.
+        self._next_gid = max(max(gids, default=0) + 1, int(now * 1_000_000))
 
     def snapshot(self) -> dict[str, Any]:
         """Counts for logs and status."""
         return {
             "ready": self.ready_count,
             "in_flight": sum(len(w.leased) for w in self.workers.values()),
+            "delayed": len(self.delayed),
+            "failed": len(self.failed),
             "workers": len(self.workers),
             "clients": len(self.clients),
             **self.totals,

@@ -1,10 +1,8 @@
 """The Python client: `Client(address).submit(...)` and `.map(...)`.
 
-Submits are coalesced: `submit` only queues the job and wakes the sender
-thread, which sends everything queued by the time it runs in one frame. A
-lone submit therefore goes out at once, and a burst of them goes out in a
-few large frames, with no timer in between. A reader thread resolves the
-futures as results arrive.
+The client turns calls into job entries and futures; its `BrokerLink`
+(client/link.py) batches them onto the wire, keeps them until the broker
+confirms they are durable, and reconnects when the broker goes away.
 """
 
 from __future__ import annotations
@@ -14,29 +12,18 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
-from protocol import (
-    ROLE_CLIENT,
-    Accepted,
-    ConnectionLost,
-    Error,
-    Ping,
-    Pong,
-    ProtocolError,
-    Results,
-    SockpoolError,
-    Submit,
-    encode,
-    error_value,
-)
-from protocol.defaults import CONNECT_TIMEOUT_S, MAP_WINDOW_CHUNKS, MAX_JOBS_PER_FRAME, MAX_MAP_CHUNK
+from protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError
+from protocol.defaults import CONNECT_TIMEOUT_S, MAP_WINDOW_CHUNKS, MAX_MAP_CHUNK, RECONNECT_TIMEOUT_S
+from protocol.messages import MAX_RETRIES
 
-from .connection import connect, new_hello
+from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
 
@@ -66,32 +53,49 @@ class JobFailed(SockpoolError):
 
 
 class Client:
-    """A connection to a sockpool broker. Thread-safe; use as a context manager."""
+    """A connection to a sockpool broker. Thread-safe; use as a context manager.
 
-    def __init__(self, address: str | None = None, *, name: str = "", connect_timeout_s: float = CONNECT_TIMEOUT_S):
-        """Connect and shake hands.
+    Jobs carry options: `retries` (further attempts after a failure, with
+    exponential backoff) and `timeout` (seconds; the pool process running
+    an over-time job is killed and replaced). Set defaults here, or per
+    call with `with_options(...)`.
+
+    If the broker goes away, the client reconnects for up to
+    `reconnect_timeout_s` and keeps waiting for its results.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        name: str = "",
+        retries: int = 0,
+        timeout: float | None = None,
+        session: str | None = None,
+        auto_ack: bool = True,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
+    ):
+        """Connect and shake hands. `session` re-attaches to an earlier
+        session (see `collect`); by default each client is a new session.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
             HandshakeRefused: the broker refused us.
         """
-        self.session = uuid.uuid4().hex
-        hello = new_hello(ROLE_CLIENT, name=name or f"client-{os.getpid()}", session=self.session)
-        self._conn, welcome = connect(address, hello, connect_timeout_s)
-        self.broker_name = welcome.broker
-        self.max_frame_bytes = welcome.max_frame_bytes
-        self.cluster_processes = welcome.processes
+        self.options = job_options(retries, timeout)
+        self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._batches = itertools.count(1)
         self._futures: dict[int, Future[Any]] = {}
-        self._unsent: list[list[Any]] = []
-        self._closed = False
+        self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
-        self._reader = threading.Thread(target=self._read_loop, name="sockpool-results", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name="sockpool-submit", daemon=True)
-        self._reader.start()
-        self._sender.start()
+        self._link = BrokerLink(
+            address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
+            self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s,
+        )
+        self.session = self._link.welcome.session or self._link.session
+        self._link.start()
 
     def __enter__(self) -> Client:
         return self
@@ -99,15 +103,31 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def cluster_processes(self) -> int:
+        """Processes of the workers connected when we last (re)connected."""
+        return self._link.welcome.processes
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._link.welcome.max_frame_bytes
+
     # -- public API ---------------------------------------------------------
 
     def submit(self, task: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue one job; the future resolves to its result or raises JobFailed.
 
         Raises:
-            ConnectionLost: the client is closed or lost its broker.
+            ConnectionLost: the client is closed or gave up on its broker.
         """
-        return self._submit(task, list(args), kwargs, False)
+        return self._submit(task, list(args), kwargs, False, self.options)
+
+    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> JobOptions:
+        """`submit` and `map` with other retries or timeout than the client's."""
+        return JobOptions(self, job_options(
+            self.options.get("retries", 0) if retries is None else retries,
+            self.options.get("timeout") if timeout is None else timeout,
+        ))
 
     def map(
         self,
@@ -121,17 +141,70 @@ class Client:
         """Run `task(item)` for every item; yields the results in input order.
 
         Items travel in chunks of `chunksize` (by default sized from the
-        input's length and the cluster's processes, like `Pool.map`). At
-        most a fixed number of chunks are in flight, so an endless input
-        streams in bounded memory.
+        input's length and the cluster's processes, like `Pool.map`; one
+        item per job when jobs have a timeout or retries, so that those
+        apply to each item). At most a fixed number of chunks are in
+        flight, so an endless input streams in bounded memory.
 
         Raises (while iterating):
             JobFailed: an item failed (unless `return_exceptions`, which
                 yields the JobFailed in that item's place instead).
             TimeoutError: `timeout` seconds passed before the next result.
         """
+        return self._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
+
+    def collect(self, timeout: float | None = None) -> list[tuple[int, bool, Any]]:
+        """For a client created with `session=`: wait for every result the
+        broker holds for that session; (job id, ok, value) in submission order.
+
+        Raises:
+            TimeoutError: not all results arrived in time.
+            ConnectionLost: the broker was lost for good.
+        """
+        expected = self._link.welcome.jobs
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while len(self._adopted) < expected:
+                if self._lost is not None:
+                    raise ConnectionLost(str(self._lost))
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{len(self._adopted)} of {expected} results within {timeout} s")
+                self._lock.wait(left)
+            return [(cid, entry[1], entry[2]) for cid, entry in sorted(self._adopted.items())]
+
+    def wait_accepted(self, timeout: float | None = None) -> bool:
+        """Wait until the broker has durably accepted every job submitted so far."""
+        return self._link.wait_accepted(timeout)
+
+    def ack_all(self) -> None:
+        """Let the broker forget every result of this session it has sent."""
+        self._link.ack(None)
+
+    def failed_jobs(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Jobs that failed for good, as the broker keeps them until their TTL.
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(ListFailed(), timeout)
+        assert isinstance(reply, FailedJobs)
+        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
+        return [dict(zip(keys, row)) for row in reply.jobs]
+
+    def close(self) -> None:
+        """Close the connection; futures still pending fail with ConnectionLost."""
+        self._link.close()
+        self._fail_all(ConnectionLost("client closed"))
+
+    # -- internals ----------------------------------------------------------
+
+    def _map(
+        self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
+        return_exceptions: bool, options: dict[str, Any],
+    ) -> Iterator[Any]:
         if chunksize is None:
-            chunksize = self._default_chunksize(iterable)
+            chunksize = 1 if options else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         items = iter(iterable)
@@ -142,7 +215,7 @@ class Client:
                 chunk = list(itertools.islice(items, chunksize))
                 if not chunk:
                     return
-                window.append((self._submit(task, chunk, {}, True), len(chunk)))
+                window.append((self._submit(task, chunk, {}, True, options), len(chunk)))
 
         refill()  # start now, not at the first next(), like Pool.map
 
@@ -155,114 +228,85 @@ class Client:
         # chain walks each chunk's list in C: no Python frame per item.
         return itertools.chain.from_iterable(chunks())
 
-    def close(self) -> None:
-        """Close the connection; futures still pending fail with ConnectionLost."""
-        with self._lock:
-            self._closed = True
-            self._lock.notify_all()
-        self._conn.close()
-        self._reader.join(timeout=5)
-        self._sender.join(timeout=5)
-
-    # -- internals ----------------------------------------------------------
-
     def _default_chunksize(self, iterable: Iterable[Any]) -> int:
         if not hasattr(iterable, "__len__"):
             return 1
         processes = self.cluster_processes or os.cpu_count() or 1
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(iterable) / (4 * processes))))  # type: ignore[arg-type]
 
-    def _submit(self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> Future[Any]:
+    def _submit(
+        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
-            if self._closed or self._lost is not None:
-                raise ConnectionLost(f"client is closed: {self._lost or 'closed by the caller'}")
+            if self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
             self._futures[job_id] = future
-            self._unsent.append([job_id, task, args, kwargs, many])
-            if len(self._unsent) == 1:
-                self._lock.notify()
+        entry = [job_id, task, args, kwargs, many, options] if options else [job_id, task, args, kwargs, many]
+        self._link.queue(entry)
         return future
-
-    def _send_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._unsent and not self._closed and self._lost is None:
-                    self._lock.wait()
-                if self._closed or self._lost is not None:
-                    return
-                jobs, self._unsent = self._unsent, []
-            try:
-                for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
-                    self._send_jobs(jobs[start : start + MAX_JOBS_PER_FRAME])
-            except ConnectionLost as exc:
-                self._fail_all(exc)
-                return
-
-    def _send_jobs(self, jobs: list[list[Any]]) -> None:
-        """Send jobs in frames under the broker's limit; fail what cannot fit."""
-        try:
-            data = encode(Submit(next(self._batches), jobs))
-        except ProtocolError as exc:
-            if len(jobs) == 1:
-                self._fail(jobs[0][0], error_value("UnencodableArguments", str(exc)))
-                return
-            data = b""
-        if data and len(data) - 4 <= self.max_frame_bytes:
-            self._conn.send_bytes(data)
-        elif len(jobs) > 1:
-            half = len(jobs) // 2
-            self._send_jobs(jobs[:half])
-            self._send_jobs(jobs[half:])
-        else:
-            message = (
-                f"job arguments take {len(data) - 4} bytes encoded, over the broker's "
-                f"frame limit of {self.max_frame_bytes}"
-            )
-            self._fail(jobs[0][0], error_value("ArgumentsTooLarge", message))
-
-    def _read_loop(self) -> None:
-        try:
-            while True:
-                msg = self._conn.recv()
-                if isinstance(msg, Results):
-                    self._resolve(msg.results)
-                elif isinstance(msg, Ping):
-                    self._conn.send(Pong())
-                elif isinstance(msg, Error):
-                    log.error("broker says %s: %s", msg.code, msg.message)
-                elif not isinstance(msg, (Accepted, Pong)):
-                    raise ProtocolError(f"unexpected {msg.type!r} from the broker")
-        except (ConnectionLost, ProtocolError) as exc:
-            self._fail_all(exc)
-        except BaseException as exc:  # top of a thread: never leave futures hanging
-            self._fail_all(ConnectionLost(f"client reader failed: {exc!r}"))
-            raise
 
     def _resolve(self, results: list[list[Any]]) -> None:
         with self._lock:
-            futures = [(self._futures.pop(job_id, None), ok, value) for job_id, ok, value in results]
-        for future, ok, value in futures:
+            futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
+            for future, job_id, ok, value in futures:
+                if future is None and job_id not in self._adopted:
+                    self._adopted[job_id] = [job_id, ok, value]
+            self._lock.notify_all()
+        for future, _, ok, value in futures:
             if future is None:
-                continue
+                continue  # a result we already have, sent again after a reconnect
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
-
-    def _fail(self, job_id: int, error: dict[str, Any]) -> None:
-        self._resolve([[job_id, False, error]])
+        if self.auto_ack:
+            self._link.ack([entry[0] for entry in results])
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
-            if self._closed:
-                exc = ConnectionLost("client closed")
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
             self._lock.notify_all()
         for future in futures.values():
             if not future.done():
                 future.set_exception(ConnectionLost(str(exc)))
+
+
+class JobOptions:
+    """`client.with_options(...)`: submit and map with these job options."""
+
+    def __init__(self, client: Client, options: dict[str, Any]) -> None:
+        self._client = client
+        self.options = options
+
+    def submit(self, task: str, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._client._submit(task, list(args), kwargs, False, self.options)
+
+    def map(
+        self, task: str, iterable: Iterable[Any], *, chunksize: int | None = None,
+        timeout: float | None = None, return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
+
+
+def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
+    """The `options` of a job entry; empty when both are defaults.
+
+    Raises:
+        ValueError: a negative retry count or a non-positive timeout.
+    """
+    if retries < 0 or retries > MAX_RETRIES:
+        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive")
+    options: dict[str, Any] = {}
+    if retries:
+        options["retries"] = retries
+    if timeout is not None:
+        options["timeout"] = float(timeout)
+    return options
 
 
 def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:

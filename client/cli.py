@@ -7,18 +7,21 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import click
 
 from protocol import SockpoolError
 from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
+from protocol.messages import MAX_RETRIES
 
 from .api import Client, JobFailed
 from .progress import REDRAW_S, ProgressBar
 
 # Distinct errors printed in full; the rest are counted.
 _ERRORS_SHOWN = 5
+# How long --detach waits for the broker to confirm that every job is on disk.
+ACCEPT_TIMEOUT_S = 120.0
 
 
 def parse_arg(text: str) -> Any:
@@ -51,6 +54,9 @@ class OrderedWriter:
 
     def write(self, text: str, done: int) -> None:
         self._lines.append(text)
+        self.progress(done)
+
+    def progress(self, done: int) -> None:
         if self.bar is not None:
             self.bar.done = done
         if time.monotonic() - self._flushed_at >= REDRAW_S:
@@ -79,11 +85,16 @@ class OrderedWriter:
 @click.option("--processes", type=click.IntRange(1), default=None, help="With --local: pool size [default: the cores].")
 @click.option("--tasks", "modules", multiple=True, metavar="MODULE", help="With --local: also load MODULE's tasks.")
 @click.option("--chunksize", type=click.IntRange(1), default=None, help="Jobs per batch [default: sized to the cluster].")
+@click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=0, help="Retry a failed job up to N times, with backoff.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="Kill a job's process when it runs longer than this.")
+@click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
+@click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
 @click.option(
     "--progress/--no-progress", default=None,
     help=f"Show a progress bar on stderr [default: for {PROGRESS_MIN_JOBS:,} jobs or more when stdout is a terminal].",
 )
-@click.argument("task")
+@click.argument("task", required=False)
 @click.argument("args", nargs=-1)
 def main(
     address: str | None,
@@ -92,8 +103,12 @@ def main(
     processes: int | None,
     modules: tuple[str, ...],
     chunksize: int | None,
+    retries: int,
+    timeout: float | None,
+    detach: bool,
+    attach_id: str | None,
     progress: bool | None,
-    task: str,
+    task: str | None,
     args: tuple[str, ...],
 ) -> None:
     """Run TASK once for each ARG and print the results in order.
@@ -102,52 +117,104 @@ def main(
     string. Results are printed as they arrive, in input order. Exits 0
     only if every job succeeded.
     """
-    values = [parse_arg(a) for a in args]
+    if attach_id is not None:
+        if task is not None:
+            raise click.UsageError("--attach takes no TASK or ARG")
+        labels, results = attach(address, attach_id)
+    elif task is None:
+        raise click.UsageError("missing TASK")
+    elif detach:
+        if local:
+            raise click.UsageError("--detach needs a broker that outlives this command, not --local")
+        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], retries, timeout))
+        return
+    else:
+        labels = args
+        results = run(address, local, processes, modules, task, [parse_arg(a) for a in args], chunksize, retries, timeout)
     if progress is None:
-        progress = len(values) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
-    bar = ProgressBar(len(values), sys.stderr) if progress else None
+        progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
+    bar = ProgressBar(len(labels), sys.stderr) if progress else None
+    failures = print_results(results, as_json, OrderedWriter(sys.stdout, bar))
+    if failures:
+        report_failures(failures, labels)
+        sys.exit(1)
+
+
+def run(
+    address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
+    values: list[Any], chunksize: int | None, retries: int, timeout: float | None,
+) -> Iterator[Any]:
+    """The results, in order, as they arrive; acknowledged once all are in."""
     try:
         with ExitStack() as stack:
             if local:
                 from .local import LocalCluster
 
                 address = stack.enter_context(LocalCluster(processes, modules)).address
-            client = stack.enter_context(Client(address))
-            if bar is not None:
-                bar.draw()
-            results = client.map(task, values, chunksize=chunksize, return_exceptions=True)
-            failures = print_results(results, as_json, OrderedWriter(sys.stdout, bar))
+            client = stack.enter_context(Client(address, auto_ack=False))
+            jobs = client.with_options(retries=retries, timeout=timeout)
+            yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
+            client.ack_all()
     except SockpoolError as exc:
-        if bar is not None:
-            bar.clear()
         raise click.ClickException(str(exc)) from exc
-    if failures:
-        report_failures(failures, args)
-        sys.exit(1)
+
+
+def submit_detached(address: str | None, task: str, values: list[Any], retries: int, timeout: float | None) -> str:
+    """Submit one job per value; return the session ID once all are durable."""
+    try:
+        with Client(address, auto_ack=False) as client:
+            jobs = client.with_options(retries=retries, timeout=timeout)
+            for value in values:
+                jobs.submit(task, value)
+            if not client.wait_accepted(ACCEPT_TIMEOUT_S):
+                raise click.ClickException("the broker did not accept every job in time")
+            return client.session
+    except SockpoolError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def attach(address: str | None, session: str) -> tuple[list[str], list[Any]]:
+    """Collect a detached submission's results, in order, then let the broker forget them."""
+    try:
+        with Client(address, session=session, auto_ack=False) as client:
+            collected = client.collect()
+            if not collected:
+                raise click.ClickException(f"the broker holds no jobs for submission {session!r}")
+            results = [value if ok else JobFailed(value) for _, ok, value in collected]
+            client.ack_all()
+    except SockpoolError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return [f"#{job_id}" for job_id, _, _ in collected], results
 
 
 def print_results(results: Iterable[Any], as_json: bool, writer: OrderedWriter) -> list[tuple[int, JobFailed]]:
-    """Write each result as it arrives; the failures, with their indexes."""
+    """Write each result as it arrives; returns the failures, with their indexes.
+
+    Lines that arrived are written out even if the rest cannot come (the
+    exception then propagates). `--json` output is written whole at the
+    end, so it is valid JSON or nothing.
+    """
     failures: list[tuple[int, JobFailed]] = []
-    if as_json:
-        writer.write("[", 0)
-    for index, r in enumerate(results):
-        if isinstance(r, JobFailed):
-            failures.append((index, r))
-            text = "null" if as_json else f"error: {r.remote_type}: {r.remote_message}"
-        else:
-            text = json.dumps(r) if as_json else format_value(r)
+    values: list[Any] = []
+    try:
+        for index, r in enumerate(results):
+            if isinstance(r, JobFailed):
+                failures.append((index, r))
+            if as_json:
+                values.append(None if isinstance(r, JobFailed) else r)
+                writer.progress(index + 1)
+            elif isinstance(r, JobFailed):
+                writer.write(f"error: {r.remote_type}: {r.remote_message}\n", index + 1)
+            else:
+                writer.write(f"{format_value(r)}\n", index + 1)
         if as_json:
-            writer.write(f", {text}" if index else text, index + 1)
-        else:
-            writer.write(f"{text}\n", index + 1)
-    if as_json:
-        writer.write("]\n", 0 if writer.bar is None else writer.bar.done)
-    writer.close()
+            writer.write(json.dumps(values) + "\n", len(values))
+    finally:
+        writer.close()
     return failures
 
 
-def report_failures(failures: list[tuple[int, JobFailed]], args: tuple[str, ...]) -> None:
+def report_failures(failures: list[tuple[int, JobFailed]], args: Sequence[str]) -> None:
     """Each distinct error once on stderr, with how many jobs it hit."""
     counts = Counter((f.remote_type, f.remote_message) for _, f in failures)
     shown: set[tuple[str, str]] = set()

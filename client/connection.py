@@ -158,6 +158,8 @@ def connect(address: str | None, hello: Hello, timeout_s: float) -> tuple[Connec
     if not isinstance(reply, Welcome):
         conn.close()
         raise ProtocolError(f"expected welcome, got {reply.type}")
+    # The broker sends frames up to its own limit; take it if it is larger.
+    conn.decoder.set_max_frame_bytes(max(MAX_FRAME_BYTES, reply.max_frame_bytes))
     conn.settimeout(None)
     return conn, reply
 

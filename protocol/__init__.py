@@ -14,7 +14,12 @@ from .messages import (
     ROLE_CLIENT,
     ROLE_WORKER,
     Accepted,
+    Ack,
     Credit,
+    Drain,
+    FailedJobs,
+    ListFailed,
+    Release,
     Error,
     Hello,
     Jobs,
@@ -33,7 +38,7 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "ConnectionLost", "Credit", "Decoder",
+    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Drain", "FailedJobs", "ListFailed", "Release", "ConnectionLost", "Credit", "Decoder",
     "Error", "FrameDecoder", "HandshakeRefused", "Hello", "Jobs", "Message", "Ping",
     "Pong", "ProtocolError", "Results", "SockpoolError", "Submit", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",

@@ -28,12 +28,15 @@ def array_items(packed: bytes) -> tuple[int, memoryview]:
     """
     view = memoryview(packed)
     first = packed[0] if packed else -1
-    if 0x90 <= first <= 0x9F:
-        return first & 0x0F, view[1:]
-    if first == 0xDC:
-        return _U16.unpack_from(packed, 1)[0], view[3:]
-    if first == 0xDD:
-        return _U32.unpack_from(packed, 1)[0], view[5:]
+    try:
+        if 0x90 <= first <= 0x9F:
+            return first & 0x0F, view[1:]
+        if first == 0xDC:
+            return _U16.unpack_from(packed, 1)[0], view[3:]
+        if first == 0xDD:
+            return _U32.unpack_from(packed, 1)[0], view[5:]
+    except struct.error as exc:
+        raise ProtocolError("truncated msgpack array header") from exc
     raise ProtocolError("not a packed msgpack array")
 
 
@@ -67,19 +70,28 @@ def results_body(packed_arrays: list[bytes], credit: int) -> bytes:
 
 
 def pack_results(entries: list[list[Any]], on_unencodable: Any) -> bytes:
-    """Pack result entries; an entry msgpack refuses is replaced, not fatal.
+    """Pack result entries; an entry the receiver would refuse is replaced.
 
-    `on_unencodable(entry, exc)` returns the entry to send instead.
+    `on_unencodable(entry, exc)` returns the entry to send instead. What
+    counts is what `unpack_body` accepts, not only what msgpack can encode:
+    a map with integer keys encodes fine but is refused on receipt, and it
+    must not cost the worker its connection.
     """
     try:
-        return msgpack.packb(entries, use_bin_type=True)  # type: ignore[no-any-return]
+        return _checked_pack(entries)
     except Exception:
         pass
     safe = []
     for entry in entries:
         try:
-            msgpack.packb(entry, use_bin_type=True)
+            _checked_pack(entry)
         except Exception as exc:
             entry = on_unencodable(entry, exc)
         safe.append(entry)
     return msgpack.packb(safe, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _checked_pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    msgpack.unpackb(packed, raw=False, strict_map_key=True)
+    return packed

@@ -16,8 +16,10 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # A peer that has not finished its hello by then is cut off.
 HANDSHAKE_TIMEOUT_S = 10.0
 
-# How long a client waits to connect before giving up (it retries meanwhile).
+# How long a client waits to connect before giving up.
 CONNECT_TIMEOUT_S = 10.0
+# How long a client that lost its broker keeps trying to reconnect.
+RECONNECT_TIMEOUT_S = 120.0
 
 # Worker reconnect backoff: starts small, doubles, capped, with jitter.
 RECONNECT_MIN_S = 0.1
@@ -39,6 +41,28 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+
+# Heartbeats: both sides ping this often; HEARTBEAT_MISSES intervals of
+# silence mean the peer is gone (its jobs are requeued, or we reconnect).
+HEARTBEAT_S = 2.0
+HEARTBEAT_MISSES = 4
+
+# Retries: the n-th retry waits RETRY_BASE_S * 2**(n-1), at most RETRY_MAX_S,
+# times a random factor in [0.5, 1.5] so that retries do not stampede.
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 60.0
+
+# A job whose worker died while running it this many times is a poison job.
+MAX_LOST_ATTEMPTS = 3
+# A job requeued this many times because its worker was lost, running or
+# not, fails too: a backstop for jobs that kill workers before they report.
+MAX_REQUEUES = 20
+
+# How long results and failed jobs are kept when nobody acknowledges them.
+RESULT_TTL_S = 7 * 24 * 3600.0
+
+# A stopping worker finishes running jobs for at most this long.
+DRAIN_TIMEOUT_S = 30.0
 
 # `submit` draws a progress bar for at least this many jobs when stdout is
 # a terminal (`--progress` / `--no-progress` override).

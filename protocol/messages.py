@@ -9,8 +9,12 @@ Jobs and results travel in batches: one `submit`, `jobs` or `results`
 message carries many entries, each a short msgpack array, so the per-job
 cost on the wire is a few bytes and no per-job frame.
 
-    job entry:    [id: int, task: str, args: list, kwargs: map, many: bool]
+    job entry:    [id: int, task: str, args: list, kwargs: map, many: bool, options: map]
     result entry: [id: int, ok: bool, value: any]
+
+The `options` element may be left off (an empty map). Known options:
+`timeout` (seconds a run may take; the pool process is killed past it) and
+`retries` (further attempts after a failure, with backoff).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -28,6 +32,7 @@ from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
 
 PROTOCOL_VERSION = 1
+MAX_RETRIES = 100
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -40,6 +45,12 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+E_TIMEOUT = "Timeout"
+E_PROCESS_DIED = "WorkerProcessDied"
+E_POISON = "PoisonJob"
+E_UNENCODABLE_RESULT = "UnencodableResult"
+# Failures that another attempt cannot fix.
+NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT})
 
 _registry: dict[str, type[Message]] = {}
 _field_types: dict[type[Message], list[tuple[str, type, bool]]] = {}
@@ -100,6 +111,12 @@ class Welcome(Message):
     session: str = ""
     # Processes of all connected workers, a hint for sizing map chunks.
     processes: int = 0
+    # Both sides send `ping` this often; silence for HEARTBEAT_MISSES times
+    # as long means the other side is gone.
+    heartbeat_s: float = 0.0
+    # Clients: jobs of this session the broker holds (queued, running, or
+    # with a result not yet acknowledged), for re-attaching.
+    jobs: int = 0
 
 
 @_message("error")
@@ -151,9 +168,53 @@ class Credit(Message):
     credit: int
 
 
+@_message("release")
+class Release(Message):
+    """Worker to broker: these jobs never started here; queue them again.
+
+    A released job does not count as an attempt.
+    """
+
+    ids: list[int]
+
+
+@_message("drain")
+class Drain(Message):
+    """Worker to broker: send no more jobs; the worker is shutting down."""
+
+
+@_message("ack")
+class Ack(Message):
+    """Client to broker: these results arrived; the broker may forget them.
+
+    With `all`, every result of the session delivered so far.
+    """
+
+    ids: list[int] = field(default_factory=list)
+    all: bool = False
+
+
+@_message("list_failed")
+class ListFailed(Message):
+    """Client to broker: which jobs failed for good (kept until their TTL)."""
+
+
+@_message("failed_jobs")
+class FailedJobs(Message):
+    """Broker to client: [task, args, kwargs, error, attempts, finished_at] each."""
+
+    jobs: list[list[Any]]
+
+
 @_message("ping")
 class Ping(Message):
-    """Heartbeat; the receiver answers `pong`."""
+    """Heartbeat; the receiver answers `pong`.
+
+    From a worker, `running` lists the jobs its processes are running
+    right now: if the worker is lost, only those count as an attempt.
+    """
+
+    running: list[int] = field(default_factory=list)
 
 
 @_message("pong")
@@ -168,6 +229,37 @@ def encode(msg: Message) -> bytes:
         ProtocolError: a field holds a value msgpack cannot encode.
     """
     return frame(pack_body(msg.to_wire()))
+
+
+def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
+    """`msg` as frames whose bodies fit the receiver's limit.
+
+    A `jobs` or `results` batch too large for one frame is split in halves
+    until each part fits. A single result that cannot fit is replaced by an
+    error saying so: the receiver would refuse it and drop the connection.
+
+    Raises:
+        ProtocolError: a field msgpack cannot encode, or a single entry of
+            another kind too large to fit.
+    """
+    data = encode(msg)
+    if len(data) - 4 <= max_body_bytes:
+        return [data]
+    if isinstance(msg, (Jobs, Results)):
+        entries = msg.jobs if isinstance(msg, Jobs) else msg.results
+        if len(entries) > 1:
+            half = len(entries) // 2
+            first, second = (
+                (Jobs(entries[:half]), Jobs(entries[half:]))
+                if isinstance(msg, Jobs)
+                else (Results(entries[:half], msg.credit), Results(entries[half:]))
+            )
+            return encode_to_fit(first, max_body_bytes) + encode_to_fit(second, max_body_bytes)
+        if isinstance(msg, Results):
+            job_id = entries[0][0]
+            error = error_value("ResultTooLarge", f"the result takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}")
+            return [encode(Results([[job_id, False, error]], msg.credit))]
+    raise ProtocolError(f"{msg.type} message of {len(data) - 4} bytes exceeds the limit of {max_body_bytes}")
 
 
 def decode(body: bytes) -> Message:
@@ -199,7 +291,9 @@ def from_wire(wire: Any) -> Message:
                 raise ProtocolError(f"{tag}: missing field {name!r}")
             continue
         value = wire[name]
-        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        if base is float and type(value) is int:
+            value = float(value)  # an encoder may write 2.0 as 2
+        elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
         kwargs[name] = value
     msg = cls(**kwargs)
@@ -215,14 +309,33 @@ def check_job(entry: Any) -> None:
     """Raises ProtocolError unless `entry` is a well-formed job entry."""
     if not (
         isinstance(entry, list)
-        and len(entry) == 5
+        and 5 <= len(entry) <= 6
         and type(entry[0]) is int
         and type(entry[1]) is str
         and type(entry[2]) is list
         and type(entry[3]) is dict
         and type(entry[4]) is bool
+        and (len(entry) == 5 or _valid_options(entry[5]))
     ):
-        raise ProtocolError(f"malformed job entry {entry!r:.200}")
+        raise ProtocolError(f"malformed job entry ({_shape(entry)})")
+
+
+def _shape(entry: Any) -> str:
+    """A short description of a bad entry; never repr(), which recurses
+    without bound on deeply nested input."""
+    if isinstance(entry, list):
+        return f"list of {len(entry)}: " + ", ".join(type(e).__name__ for e in entry[:6])
+    return type(entry).__name__
+
+
+def _valid_options(options: Any) -> bool:
+    if type(options) is not dict:
+        return False
+    timeout = options.get("timeout")
+    retries = options.get("retries", 0)
+    return (timeout is None or (type(timeout) in (int, float) and timeout > 0)) and (
+        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    )
 
 
 def check_result(entry: Any) -> None:
@@ -230,7 +343,7 @@ def check_result(entry: Any) -> None:
     if not (
         isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is bool
     ):
-        raise ProtocolError(f"malformed result entry {entry!r:.200}")
+        raise ProtocolError(f"malformed result entry ({_shape(entry)})")
 
 
 def _check_jobs(msg: Any) -> None:
@@ -243,6 +356,16 @@ def _check_results(msg: Any) -> None:
         check_result(entry)
 
 
+def _check_ids(msg: Any) -> None:
+    if not all(type(i) is int for i in msg.ids):
+        raise ProtocolError(f"{msg.type}: ids must be integers")
+
+
+def _check_ping(msg: Any) -> None:
+    if not all(type(i) is int for i in msg.running):
+        raise ProtocolError("ping: running must be integers")
+
+
 def _check_hello(msg: Any) -> None:
     if not all(isinstance(t, str) for t in msg.tasks):
         raise ProtocolError("hello: tasks must be strings")
@@ -253,6 +376,9 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,
+    Release: _check_ids,
+    Ack: _check_ids,
+    Ping: _check_ping,
 }
 
 

@@ -23,6 +23,10 @@ class Decoder:
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._frames = FrameDecoder(max_frame_bytes)
 
+    def set_max_frame_bytes(self, limit: int) -> None:
+        """Change the limit, for frames not yet begun (after the handshake)."""
+        self._frames.max_frame_bytes = limit
+
     def feed(self, data: bytes) -> None:
         self._frames.feed(data)
 

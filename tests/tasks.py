@@ -36,3 +36,43 @@ def unencodable(_: Any = None) -> object:
 
 def _private() -> None:
     """Not a task: names starting with an underscore are never served."""
+
+
+def flaky(marker_dir: str, key: str, failures: int) -> str:
+    """Fail the first `failures` runs for `key`, then succeed; counts runs on disk."""
+    runs = _record_run(marker_dir, key)
+    if runs <= failures:
+        raise RuntimeError(f"{key}: failing run {runs} of {failures}")
+    return f"{key} ok after {runs} runs"
+
+
+def slow_square(x: float, seconds: float = 0.2, marker_dir: str = "") -> float:
+    """x * x after a pause; with `marker_dir`, leaves a mark per run."""
+    if marker_dir:
+        _record_run(marker_dir, f"sq{x}")
+    time.sleep(seconds)
+    return x * x
+
+
+def _record_run(marker_dir: str, key: str) -> int:
+    """Append one run of `key` to its file; returns how many runs there were."""
+    path = os.path.join(marker_dir, key)
+    with open(path, "a") as f:
+        f.write("x")
+    with open(path) as f:
+        return len(f.read())
+
+
+def exit_process(code: int = 3) -> None:
+    """End the pool process at once, as a crashing extension would."""
+    os._exit(code)
+
+
+def kill_process(signum: int = 9) -> None:
+    """Kill the pool process with a signal (9: SIGKILL, 11: SIGSEGV)."""
+    os.kill(os.getpid(), signum)
+
+
+def hang(seconds: float = 3600.0) -> None:
+    """Never finish in any test's lifetime."""
+    time.sleep(seconds)

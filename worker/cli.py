@@ -1,4 +1,9 @@
-"""`worker join HOST:PORT`: serve a broker with a pool of processes."""
+"""`worker join HOST:PORT`: serve a broker with a pool of processes.
+
+SIGTERM or SIGINT drains: no more jobs, those running finish, those not
+started go back to the broker, then exit 0, within `--drain-timeout`. A
+second signal exits at once.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import click
 
 from client.logs import configure_logging, log_level_option
 from protocol import HandshakeRefused
-from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S
+from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
 
 from .node import WorkerNode
 from .runner import Runner, default_processes
@@ -32,8 +37,15 @@ def main() -> None:
     help="Also serve every public top-level function of MODULE, as MODULE:function. Repeatable.",
 )
 @click.option("--name", default=None, help="Name shown in the broker's logs [default: the host name].")
+@click.option(
+    "--drain-timeout", type=click.FloatRange(0), default=DRAIN_TIMEOUT_S, show_default=True, metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long running jobs may take to finish before the worker leaves anyway.",
+)
 @log_level_option
-def join(address: str | None, processes: int | None, modules: tuple[str, ...], name: str | None, log_level: str) -> None:
+def join(
+    address: str | None, processes: int | None, modules: tuple[str, ...], name: str | None,
+    drain_timeout: float, log_level: str,
+) -> None:
     """Join the broker at ADDRESS (HOST:PORT, else $SOCKPOOL_BROKER, else the default)."""
     configure_logging(log_level)
     # Like `python -m`, find task modules in the current directory.
@@ -43,13 +55,29 @@ def join(address: str | None, processes: int | None, modules: tuple[str, ...], n
         runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
     except ImportError as exc:
         raise click.ClickException(f"cannot load tasks: {exc}") from exc
-    node = WorkerNode(address, runner, name=name)
+    node = WorkerNode(address, runner, name=name, drain_timeout_s=drain_timeout)
+    signals = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Runs on the main thread between two bytecodes of whatever it was
+        # doing, maybe holding a lock: so no locks and no logging here.
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            node.request_drain()
+        else:
+            runner.kill_processes()
+            os._exit(128 + signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: node.stop())
+        signal.signal(signum, on_signal)
     log.info("serving tasks: %s", ", ".join(runner.task_names))
     try:
         node.run()
     except HandshakeRefused as exc:
         raise click.ClickException(f"the broker refused this worker: {exc}") from exc
     finally:
-        runner.close()
+        if not runner.close():
+            # A pool process we cannot reap must not keep us from exiting.
+            logging.shutdown()
+            os._exit(1)

@@ -7,9 +7,20 @@ processes busy for about `prefetch_target_s` beyond what they are running.
 Long jobs therefore get no prefetch at all, and tiny jobs travel in
 batches big enough to hide the round trip.
 
-If the broker goes away the node reconnects with backoff, forever, and
-says so in its log each time. Results of jobs started on a connection
-that has since closed are dropped: the broker has already requeued them.
+Per connection three threads: the caller's reads, `results` writes
+everything (results, release, drain, ping, pong: one writer, so frames
+never interleave and a blocked socket holds up no reader), and `keeper`
+ticks: it asks for a ping every heartbeat with the jobs running right now,
+and if nothing at all came from the broker for HEARTBEAT_MISSES heartbeats
+it cuts the connection, which unblocks everything else. The node then
+reconnects with backoff, forever, and says so in its log each time.
+Results of jobs started on a connection that has since closed are
+dropped: the broker has already requeued them.
+
+`request_drain()` (safe in a signal handler: it only sets a flag the
+keeper acts on) sends `drain`, hands back jobs not yet started with
+`release`, sends the results of those running, then closes; past
+`drain_timeout_s` it closes anyway and the broker requeues what is left.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import math
 import random
 import socket
 import threading
+import time
 from typing import Any
 
 from client.connection import Connection, connect, new_hello
@@ -26,17 +38,23 @@ from protocol import (
     ROLE_WORKER,
     ConnectionLost,
     Credit,
-    HandshakeRefused,
+    Drain,
+    Error,
     Jobs,
     Ping,
     Pong,
     ProtocolError,
-    Error,
+    Release,
+    Welcome,
+    encode,
     frame,
 )
 from protocol.batch import results_body
 from protocol.defaults import (
     CONNECT_TIMEOUT_S,
+    DRAIN_TIMEOUT_S,
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
     MAX_CREDIT_PER_PROCESS,
     PREFETCH_TARGET_S,
     RECONNECT_MAX_S,
@@ -47,6 +65,12 @@ from .runner import Runner
 
 log = logging.getLogger("sockpool.worker")
 
+# How often the keeper looks at the clock and the drain flag.
+TICK_S = 0.05
+# After the last result of a drain, how long to wait for the broker to close
+# its end before we do: its close tells us it read everything.
+CLOSE_GRACE_S = 2.0
+
 
 class WorkerNode:
     def __init__(
@@ -56,29 +80,42 @@ class WorkerNode:
         *,
         name: str | None = None,
         prefetch_target_s: float = PREFETCH_TARGET_S,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self.address = address
         self.runner = runner
         self.name = name or socket.gethostname()
         self.prefetch_target_s = prefetch_target_s
+        self.drain_timeout_s = drain_timeout_s
         self._stopping = threading.Event()
+        # Set from a signal handler, so a plain store: taking a lock there
+        # could deadlock with the interrupted main thread.
+        self._drain_requested = False
         self._lock = threading.Condition(threading.Lock())
         self._conn: Connection | None = None
         self._epoch = 0
+        self._last_received = 0.0  # monotonic; written by the reader only
+        # Guarded by _lock. Draining lasts for the rest of the node's life.
+        self._draining = False
+        self._drain_deadline = 0.0
+        self._half_closed_at = 0.0
         # Per connection; all guarded by _lock.
         self._packed: list[bytes] = []
         self._finished = 0  # jobs whose results are packed, not yet counted
+        self._released: list[int] = []  # jobs handed back unrun, not yet sent
         self._outstanding = 0  # jobs received, results not yet sent
         self._unused_credit = 0  # credit granted that the broker has not used
+        self._drain_due = self._ping_due = self._pong_due = False
 
     def run(self) -> None:
-        """Serve until `stop()`, reconnecting whenever the broker goes away.
+        """Serve until `stop()`, or a drain ends; reconnect whenever the
+        broker goes away.
 
         Raises:
             HandshakeRefused: the broker refused us; retrying cannot help.
         """
         delay = RECONNECT_MIN_S
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._drain_requested:
             hello = new_hello(
                 ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes
             )
@@ -86,16 +123,25 @@ class WorkerNode:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S)
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
-                self._stopping.wait(delay * random.uniform(0.8, 1.2))
+                self._pause(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
-            self._serve(conn)
+            self._serve(conn, welcome)
+            if self._draining or self._drain_requested:
+                log.info("drained; leaving the broker")
+                return
             if not self._stopping.is_set():
                 log.warning("lost the broker; reconnecting")
 
+    def request_drain(self) -> None:
+        """Stop taking jobs and leave once those started have finished.
+        Safe to call from a signal handler."""
+        self._drain_requested = True
+
     def stop(self) -> None:
+        """Leave now; jobs running or queued here are the broker's to requeue."""
         self._stopping.set()
         with self._lock:
             conn = self._conn
@@ -103,29 +149,44 @@ class WorkerNode:
         if conn is not None:
             conn.close()
 
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._drain_requested and not self._stopping.wait(min(TICK_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+
     # -- one connection ----------------------------------------------------
 
-    def _serve(self, conn: Connection) -> None:
+    def _serve(self, conn: Connection, welcome: Welcome) -> None:
         with self._lock:
             self._epoch += 1
             self._conn = conn
-            self._packed, self._finished, self._outstanding, self._unused_credit = [], 0, 0, 0
+            self._packed, self._finished, self._released = [], 0, []
+            self._outstanding = self._unused_credit = 0
+            self._drain_due = self._ping_due = self._pong_due = False
+            self._half_closed_at = 0.0
             epoch = self._epoch
-        sender = threading.Thread(target=self._send_loop, args=(conn, epoch), name="results", daemon=True)
-        sender.start()
+        self._last_received = time.monotonic()
+        heartbeat_s = welcome.heartbeat_s if welcome.heartbeat_s > 0 else HEARTBEAT_S
+        threads = [
+            threading.Thread(target=self._send_loop, args=(conn, epoch), name="results", daemon=True),
+            threading.Thread(target=self._keep_loop, args=(conn, heartbeat_s), name="keeper", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         try:
             with self._lock:
                 grant = self._grant_locked()
             conn.send(Credit(grant))
             while True:
                 msg = conn.recv()
+                self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
-                    with self._lock:
-                        self._outstanding += len(msg.jobs)
-                        self._unused_credit -= len(msg.jobs)
-                    self.runner.run(msg.jobs, epoch, self._chunk_done)
+                    self._on_jobs(msg.jobs, epoch)
                 elif isinstance(msg, Ping):
-                    conn.send(Pong())
+                    with self._lock:
+                        self._pong_due = True
+                        self._lock.notify_all()
                 elif isinstance(msg, Error):
                     log.error("broker says %s: %s", msg.code, msg.message)
                 elif not isinstance(msg, Pong):
@@ -139,36 +200,116 @@ class WorkerNode:
             with self._lock:
                 self._conn = None
                 self._lock.notify_all()
-            sender.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=5)
 
-    def _chunk_done(self, epoch: Any, packed: bytes, count: int) -> None:
-        # On the pool's result thread: hand over and return at once.
+    def _on_jobs(self, jobs: list[list[Any]], epoch: int) -> None:
+        with self._lock:
+            self._outstanding += len(jobs)
+            self._unused_credit -= len(jobs)
+            if self._draining:
+                # Sent before the broker read our drain: straight back.
+                self._released.extend(job[0] for job in jobs)
+                self._lock.notify_all()
+                return
+        self.runner.run(jobs, epoch, self._chunk_done)
+
+    def _chunk_done(self, epoch: Any, packed: bytes, count: int, released: list[int]) -> None:
+        # On the pool's result thread or the monitor: hand over and return at once.
         with self._lock:
             if epoch != self._epoch or self._conn is None:
                 return  # that connection is gone; the broker requeued these jobs
-            self._packed.append(packed)
-            self._finished += count
-            self._lock.notify()
+            if count:
+                self._packed.append(packed)
+                self._finished += count
+            self._released.extend(released)
+            self._lock.notify_all()
 
     def _send_loop(self, conn: Connection, epoch: int) -> None:
-        """Send finished results as they come, all that are ready in one frame."""
+        """Send whatever is due, all of it in one write."""
         while True:
             with self._lock:
-                while not self._packed and self._conn is conn:
+                while self._conn is conn and not (
+                    self._packed or self._released or self._drain_due or self._ping_due or self._pong_due
+                ):
                     self._lock.wait()
-                if self._conn is not conn or self._epoch != epoch:
+                if self._conn is not conn:
                     return
                 packed, self._packed = self._packed, []
-                self._outstanding -= self._finished
+                released, self._released = self._released, []
+                self._outstanding -= self._finished + len(released)
                 self._finished = 0
-                grant = self._grant_locked()
+                grant = self._grant_locked() if packed else 0
+                drain, ping, pong = self._drain_due, self._ping_due, self._pong_due
+                self._drain_due = self._ping_due = self._pong_due = False
+                drained = self._draining and self._outstanding == 0
+            parts = [encode(Drain())] if drain else []
+            if packed:
+                parts.append(frame(results_body(packed, grant)))
+            if released:
+                parts.append(encode(Release(released)))
+            if pong:
+                parts.append(encode(Pong()))
+            if ping:
+                parts.append(encode(Ping(running=self.runner.running_ids(epoch))))
             try:
-                conn.send_bytes(frame(results_body(packed, grant)))
+                conn.send_bytes(b"".join(parts))
             except ConnectionLost:
                 return
+            if drained:
+                self._finish_sending(conn)
+                return
+
+    def _finish_sending(self, conn: Connection) -> None:
+        """Everything is sent: half-close, so the broker reads all of it and
+        then closes its end, which ends our reader."""
+        log.info("drain done: every job here finished or was handed back")
+        with self._lock:
+            self._half_closed_at = time.monotonic()
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _keep_loop(self, conn: Connection, heartbeat_s: float) -> None:
+        """Heartbeats, the broker's silence, and the drain's clock."""
+        silence_limit_s = HEARTBEAT_MISSES * heartbeat_s
+        next_ping = time.monotonic() + heartbeat_s
+        while not self._stopping.wait(TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                if self._conn is not conn:
+                    return
+                if self._drain_requested and not self._draining:
+                    self._begin_drain_locked(now)
+                if self._draining and now > self._drain_deadline:
+                    log.warning("drain timed out after %g s; leaving %d job(s) to the broker",
+                                self.drain_timeout_s, self._outstanding)
+                    break
+                if self._half_closed_at and now > self._half_closed_at + CLOSE_GRACE_S:
+                    break
+                if now >= next_ping:
+                    self._ping_due = True
+                    self._lock.notify_all()
+                    next_ping = now + heartbeat_s
+            if now - self._last_received > silence_limit_s:
+                log.warning("no word from the broker for %.1f s; dropping the connection", now - self._last_received)
+                break
+        _abort(conn)
+
+    def _begin_drain_locked(self, now: float) -> None:
+        self._draining = True
+        self._drain_deadline = now + self.drain_timeout_s
+        self._drain_due = True
+        self.runner.drain()
+        self._lock.notify_all()
+        log.info("draining: %d job(s) here finish or go back, for at most %g s",
+                 self._outstanding, self.drain_timeout_s)
 
     def _grant_locked(self) -> int:
         """How much more credit to give the broker now (call with _lock held)."""
+        if self._draining:
+            return 0
         window = self.credit_window()
         grant = max(0, window - self._outstanding - self._unused_credit)
         self._unused_credit += grant
@@ -183,3 +324,13 @@ class WorkerNode:
             return processes
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
         return processes * (1 + extra)
+
+
+def _abort(conn: Connection) -> None:
+    """Cut the connection even if a send is blocked on it: shutdown first,
+    without the send lock, makes that send fail and let go of the lock."""
+    try:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()

@@ -4,30 +4,43 @@
 sized from how long jobs have been taking, and calls back with each chunk's
 packed results. The functions below `Runner` run inside the pool processes.
 
-Pool callbacks run on the pool's result-handler thread, so the callback a
-`Runner` is given must only hand the results on, never block.
+Every job accepted comes back exactly once through the callback: with its
+result, as a failure (its process died, or it passed its timeout; see
+monitor.py), or, once `drain()` was called and it had not started, as an
+id handed back unrun.
+
+Callbacks run on the pool's result-handler thread or the monitor thread,
+so the callback a `Runner` is given must only hand the results on, never
+block.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from typing import Any, Callable
 
 from protocol import error_value
 from protocol.batch import pack_results
+from protocol.defaults import MAX_LOST_ATTEMPTS
+from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
 
+from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
+from .monitor import Monitor
 from .registry import load_tasks
+from .slots import NO_JOB, Slots, slot_count
+
+log = logging.getLogger("sockpool.worker")
 
 # Weight of the newest chunk in the running estimate of seconds per job.
 _EWMA_WEIGHT = 0.3
-
-ChunkDone = Callable[[Any, bytes, int], None]
 
 
 def default_processes() -> int:
@@ -49,19 +62,21 @@ class Runner:
         # from a clean single-threaded server, never from this process.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
-        self.pool = context.Pool(processes, initializer=_init_process, initargs=(modules,))
+        self.slots = Slots(context, slot_count(processes))
+        self.book = ChunkBook(MAX_LOST_ATTEMPTS)
+        self.pool = context.Pool(processes, initializer=_init_process, initargs=(modules, self.slots))
+        self.monitor = Monitor(
+            self.slots, self.book, self._pool_processes, self._chunk_lost,
+            died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
+        )
+        self.monitor.start()
 
     def run(self, jobs: list[list[Any]], tag: Any, on_done: ChunkDone) -> None:
-        """Run job entries; `on_done(tag, packed_results, count)` per chunk."""
+        """Run job entries; `on_done(tag, packed_results, count, released_ids)`
+        per chunk, where `count` is how many results are packed."""
         size = self.chunk_size(len(jobs))
         for start in range(0, len(jobs), size):
-            chunk = jobs[start : start + size]
-            self.pool.apply_async(
-                run_chunk,
-                (chunk,),
-                callback=lambda done, n=len(chunk): self._chunk_done(tag, done, n, on_done),
-                error_callback=lambda exc, c=chunk: on_done(tag, _pool_failure(c, exc), len(c)),
-            )
+            self._submit(self.book.open(tag, jobs[start : start + size], on_done))
 
     def chunk_size(self, jobs: int) -> int:
         """Enough jobs per chunk to take about `chunk_target_s`, and never so
@@ -71,15 +86,105 @@ class Runner:
             return 1
         return max(1, min(fair, int(self.chunk_target_s / max(self.seconds_per_job, 1e-7))))
 
-    def _chunk_done(self, tag: Any, done: tuple[bytes, float], count: int, on_done: ChunkDone) -> None:
-        packed, elapsed_s = done
-        per_job = elapsed_s / count
-        previous = self.seconds_per_job
-        self.seconds_per_job = per_job if previous is None else previous + _EWMA_WEIGHT * (per_job - previous)
-        on_done(tag, packed, count)
+    def running_ids(self, tag: Any = None) -> list[int]:
+        """Jobs the pool processes are running right now (of chunks tagged
+        `tag`, unless it is None)."""
+        ids = []
+        for slot in self.monitor.running():
+            chunk = self.book.get(slot.chunk)
+            if chunk is not None and (tag is None or chunk.tag == tag):
+                ids.append(slot.job)
+        return ids
 
-    def close(self) -> None:
-        """Stop the pool processes now; jobs still running are abandoned."""
+    def drain(self) -> None:
+        """From now on, jobs not yet started come back unrun (as released ids)."""
+        self.slots.set_draining()
+
+    @property
+    def busy(self) -> bool:
+        """Some chunk has not come back yet."""
+        return len(self.book) > 0
+
+    def _submit(self, chunk: Chunk) -> None:
+        try:
+            chunk.handle = self.pool.apply_async(
+                run_chunk,
+                (chunk.id, chunk.jobs),
+                callback=lambda done, cid=chunk.id: self._chunk_done(cid, done),
+                error_callback=lambda exc, cid=chunk.id: self._chunk_failed(cid, exc),
+            )
+        except ValueError:  # the pool is closed: we are shutting down
+            self.book.finish(chunk.id)
+
+    def _chunk_done(self, chunk_id: int, done: tuple[bytes, float, int, list[int]]) -> None:
+        chunk = self.book.finish(chunk_id)
+        if chunk is None:
+            return  # lost meanwhile and dealt with: these results are not ours to send
+        packed, elapsed_s, count, released = done
+        if count:
+            per_job = elapsed_s / count
+            previous = self.seconds_per_job
+            self.seconds_per_job = per_job if previous is None else previous + _EWMA_WEIGHT * (per_job - previous)
+        chunk.on_done(chunk.tag, packed, count, released)
+
+    def _chunk_failed(self, chunk_id: int, exc: BaseException) -> None:
+        chunk = self.book.finish(chunk_id)
+        if chunk is not None:
+            chunk.on_done(chunk.tag, _pool_failure(chunk.jobs, exc), len(chunk.jobs), [])
+
+    def _chunk_lost(self, lost: LostChunk, error_type: str, message: str) -> None:
+        """On the monitor thread: fail the job to blame, run the rest again."""
+        chunk = lost.chunk
+        self._forget(chunk)
+        failed = []
+        if lost.blamed is not None:
+            failed.append([lost.blamed[0], False, error_value(error_type, message)])
+        for job in lost.given_up:
+            text = f"its pool process died {MAX_LOST_ATTEMPTS + 1} times while it was queued or running"
+            failed.append([job[0], False, error_value(E_PROCESS_DIED, text)])
+        if failed:
+            chunk.on_done(chunk.tag, pack_results(failed, _unencodable), len(failed), [])
+        if lost.rerun:
+            self._submit(self.book.open(chunk.tag, lost.rerun, chunk.on_done, rerun=True))
+
+    def _forget(self, chunk: Chunk) -> None:
+        # The pool keeps the AsyncResult of a lost chunk forever; drop it.
+        # (If a result ever arrives for it, the pool ignores the unknown key.)
+        cache = getattr(self.pool, "_cache", None)
+        job = getattr(chunk.handle, "_job", None)
+        if cache is not None and job is not None:
+            cache.pop(job, None)
+
+    def _pool_processes(self) -> list[Any]:
+        # The pool's own list of its processes: it has no public one.
+        return list(getattr(self.pool, "_pool", ()))
+
+    def kill_processes(self) -> None:
+        """SIGKILL every pool process at once (for an impatient exit)."""
+        for proc in self._pool_processes():
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, TypeError):
+                pass
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the pool processes now; jobs still running are abandoned.
+
+        Bounded: a process that ignores SIGTERM, or a pool stuck on a lock a
+        killed process held, gets SIGKILL after `timeout_s`, and after as
+        long again we give up on it. Returns whether the pool shut down.
+        """
+        self.monitor.stop()
+        closer = threading.Thread(target=self._terminate, name="pool-close", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            log.warning("pool processes did not stop within %g s; killing them", timeout_s)
+            self.kill_processes()
+            closer.join(timeout_s)
+        return not closer.is_alive()
+
+    def _terminate(self) -> None:
         self.pool.terminate()
         self.pool.join()
 
@@ -87,21 +192,43 @@ class Runner:
 # -- inside the pool processes ------------------------------------------------
 
 _tasks: dict[str, Callable[..., Any]] = {}
+# This process's slot: (ints, flags, base), see Slots.writer.
+_slot: tuple[Any, Any, int] = (memoryview(bytearray(24)).cast("q"), memoryview(bytearray(1)), 0)
 
 
-def _init_process(modules: list[str]) -> None:
+def _init_process(modules: list[str], slots: Slots) -> None:
+    global _slot
     # Ctrl-C goes to the whole process group; the worker's main process
     # decides what happens to running jobs, not each pool process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _tasks.update(load_tasks(modules))
+    index = slots.claim(os.getpid())
+    if index < 0:
+        log.warning("no free slot for pool process %d: its crashes and timeouts go unseen", os.getpid())
+    _slot = slots.writer(index)
 
 
-def run_chunk(jobs: list[list[Any]]) -> tuple[bytes, float]:
-    """Run job entries; returns their packed result entries and the time taken."""
+def run_chunk(chunk_id: int, jobs: list[list[Any]]) -> tuple[bytes, float, int, list[int]]:
+    """Run job entries; returns their packed result entries, the time taken,
+    how many ran, and the ids of those handed back unrun because the worker
+    is draining."""
     started = time.perf_counter()
-    results = [run_job(*job) for job in jobs]
+    ints, flags, base = _slot
+    job_field = base + 2
+    ints[base + 1] = chunk_id
+    results = []
+    released: list[int] = []
+    # The per-job cost of the slot is one load and two stores: keep it so.
+    for index, job in enumerate(jobs):
+        if flags[0]:
+            released = [job[0] for job in jobs[index:]]
+            break
+        ints[job_field] = job[0]
+        results.append(run_job(job[0], job[1], job[2], job[3], job[4]))
+        ints[job_field] = NO_JOB
     packed = pack_results(results, _unencodable)
-    return packed, time.perf_counter() - started
+    ints[base + 1] = 0
+    return packed, time.perf_counter() - started, len(results), released
 
 
 def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> list[Any]:

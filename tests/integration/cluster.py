@@ -63,9 +63,12 @@ class Proc:
         self.popen.wait(10)
 
 
-def start_broker(log_dir: Path, *extra: str) -> tuple[Proc, str]:
-    """Start `python -m broker start` on a free port; returns it and its address."""
-    proc = Proc(python_command("broker", "start", "--port", "0", "--log-level", "debug", *extra), log_dir / "broker.log")
+def start_broker(log_dir: Path, *extra: str, port: int = 0) -> tuple[Proc, str]:
+    """Start `python -m broker start` (durable, its data in log_dir/data unless
+    `extra` says otherwise); returns it and its address once it listens."""
+    storage = [] if "--in-memory" in extra or "--data-dir" in extra else ["--data-dir", str(log_dir / "data")]
+    args = python_command("broker", "start", "--port", str(port), "--log-level", "debug", *storage, *extra)
+    proc = Proc(args, log_dir / "broker.log")
     assert proc.popen.stdout is not None
     os.set_blocking(proc.popen.stdout.fileno(), False)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -210,12 +210,12 @@ def test_worker_reconnects_when_the_broker_comes_back(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    broker, address = start_broker(tmp_path, "--port", str(port))
+    broker, address = start_broker(tmp_path, port=port)
     worker = start_worker(tmp_path, address, 1)
     try:
         wait_for_processes(address, 1)
         broker.stop()
-        broker, address = start_broker(tmp_path, "--port", str(port))
+        broker, address = start_broker(tmp_path, port=port)
         wait_for_processes(address, 1)
         with Client(address) as client:
             assert client.submit("square", 5).result(WAIT_S) == 25

@@ -1,0 +1,112 @@
+"""What the broker keeps per job, worker and client session. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Job:
+    """One accepted job. Slots keep a queued job to a few hundred bytes."""
+
+    __slots__ = (
+        "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
+        "attempts", "requeues", "worker", "due",
+    )
+
+    def __init__(
+        self,
+        gid: int,
+        session: str,
+        cid: int,
+        task: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        many: bool,
+        options: dict[str, Any] | None = None,
+        attempts: int = 0,
+    ) -> None:
+        self.gid = gid
+        self.session = session
+        self.cid = cid
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.many = many
+        self.options = options or None
+        self.attempts = attempts  # runs that ended (result, crash, timeout)
+        self.requeues = 0  # times its worker was lost while holding it
+        self.worker: int | None = None
+        self.due = 0.0  # when a retry may run
+
+    def entry(self) -> list[Any]:
+        """The job as sent to a worker: our id, not the client's."""
+        if self.options:
+            return [self.gid, self.task, self.args, self.kwargs, self.many, self.options]
+        return [self.gid, self.task, self.args, self.kwargs, self.many]
+
+    @property
+    def retries(self) -> int:
+        return int(self.options.get("retries", 0)) if self.options else 0
+
+    def __lt__(self, other: Job) -> bool:  # for the retry heap
+        return self.gid < other.gid
+
+
+@dataclass
+class WorkerInfo:
+    conn_id: int
+    name: str
+    address: str
+    tasks: frozenset[str]
+    processes: int
+    joined_at: float
+    credit: int = 0
+    leased: dict[int, Job] = field(default_factory=dict)
+    running: set[int] = field(default_factory=set)  # from its last ping
+    draining: bool = False
+    done: int = 0
+    failed: int = 0
+    last_seen: float = 0.0
+
+
+@dataclass
+class StoredResult:
+    gid: int
+    entry: list[Any]  # [cid, ok, value] as sent to the client
+    finished_at: float
+
+
+@dataclass
+class Session:
+    """A client's identity across reconnects; results are routed to it.
+
+    Results stay here until the client acknowledges them, so a client that
+    reconnects (or a new process attaching to the session) gets every
+    result it has not confirmed.
+    """
+
+    session_id: str
+    conn_id: int | None
+    live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
+    results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
+    gone_since: float | None = None
+
+    def holds(self, cid: int) -> bool:
+        return cid in self.live or cid in self.results
+
+
+@dataclass
+class FailedJob:
+    """A job that failed for good, kept for `broker failed` until its TTL."""
+
+    gid: int
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error: Any
+    attempts: int
+    finished_at: float
+
+    def row(self) -> list[Any]:
+        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]

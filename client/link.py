@@ -1,0 +1,312 @@
+"""The client's link to the broker: batching, acknowledgements, reconnects.
+
+`BrokerLink` owns the connection and the bookkeeping that makes a client
+survive a broker restart: jobs are kept until the broker acknowledges them
+as durable (`accepted`), and sent again on a new connection otherwise; the
+broker drops the copies it already has. Results arrive for the session,
+not the connection, so nothing is lost in between.
+
+Two threads: the sender sends everything queued by the time it wakes, in
+one frame (no timer: a lone job goes at once, a burst goes in batches);
+the reader resolves results and, when the connection dies or falls
+silent, reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from protocol import (
+    ROLE_CLIENT,
+    Accepted,
+    Ack,
+    ConnectionLost,
+    Error,
+    FailedJobs,
+    HandshakeRefused,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Results,
+    Submit,
+    Welcome,
+    encode,
+    error_value,
+    unpack_body,
+)
+from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, RECONNECT_MAX_S, RECONNECT_MIN_S
+
+from .connection import Connection, connect, new_hello
+
+log = logging.getLogger("sockpool.client")
+
+ResultHandler = Callable[[list[list[Any]]], None]
+
+
+class BrokerLink:
+    def __init__(
+        self,
+        address: str | None,
+        session: str,
+        name: str,
+        on_results: ResultHandler,
+        on_lost: Callable[[BaseException], None],
+        connect_timeout_s: float,
+        reconnect_timeout_s: float,
+    ) -> None:
+        """Connect and shake hands.
+
+        Raises:
+            ConnectionLost: the broker cannot be reached.
+            HandshakeRefused: the broker refused us.
+        """
+        self.address = address
+        self.session = session
+        self.name = name
+        self.connect_timeout_s = connect_timeout_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self._on_results = on_results
+        self._on_lost = on_lost
+        self._lock = threading.Condition(threading.Lock())
+        self._batches = itertools.count(1)
+        self._unsent: list[list[Any]] = []
+        self._unaccepted: dict[int, list[list[Any]]] = {}
+        self._replies: list[Future[Message]] = []
+        self._closed = False
+        self._conn: Connection | None = None
+        self.welcome = self._connect()
+        self._reader = threading.Thread(target=self._read_loop, name="sockpool-results", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="sockpool-submit", daemon=True)
+
+    def start(self) -> None:
+        """Start sending and receiving (after the owner is ready for results)."""
+        self._reader.start()
+        self._sender.start()
+
+    def _connect(self) -> Welcome:
+        hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session)
+        conn, welcome = connect(self.address, hello, self.connect_timeout_s)
+        heartbeat_s = welcome.heartbeat_s or None
+        conn.settimeout(heartbeat_s)
+        with self._lock:
+            self._conn = conn
+            self._heartbeat_s = heartbeat_s
+            # Whatever the broker did not confirm goes again, first.
+            resend = [job for batch in self._unaccepted.values() for job in batch]
+            self._unaccepted.clear()
+            self._unsent = resend + self._unsent
+            self._lock.notify_all()
+        return welcome
+
+    # -- used by the client -------------------------------------------------
+
+    def queue(self, job: list[Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise ConnectionLost("client is closed")
+            self._unsent.append(job)
+            if len(self._unsent) == 1:
+                self._lock.notify_all()
+
+    def request(self, msg: Message, timeout_s: float) -> Message:
+        """Send a request and wait for its reply (one reply type per request).
+
+        Raises:
+            ConnectionLost: no connection, or no reply in time.
+        """
+        reply: Future[Message] = Future()
+        with self._lock:
+            conn = self._conn
+            self._replies.append(reply)
+        if conn is None:
+            raise ConnectionLost("not connected to the broker")
+        conn.send(msg)
+        try:
+            return reply.result(timeout_s)
+        except TimeoutError:
+            raise ConnectionLost(f"no reply to {msg.type} within {timeout_s} s") from None
+
+    def send(self, msg: Message) -> None:
+        """Send now if connected; a lost message is harmless (acks, pongs)."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.send(msg)
+            except ConnectionLost:
+                pass
+
+    def wait_accepted(self, timeout_s: float | None) -> bool:
+        """Wait until the broker has durably accepted every queued job."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while self._unsent or self._unaccepted:
+                if self._closed:
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn = self._conn
+            self._lock.notify_all()
+        if conn is not None:
+            conn.close()
+        for thread in (self._reader, self._sender):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+    # -- sending -------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and (not self._unsent or self._conn is None):
+                    self._lock.wait()
+                if self._closed:
+                    return
+                conn = self._conn
+                jobs, self._unsent = self._unsent, []
+                batches = []
+                for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
+                    batch_id = next(self._batches)
+                    self._unaccepted[batch_id] = jobs[start : start + MAX_JOBS_PER_FRAME]
+                    batches.append(batch_id)
+            try:
+                for batch_id in batches:
+                    self._send_batch(conn, batch_id)
+            except ConnectionLost:
+                pass  # the reader reconnects and sends them again
+
+    def _send_batch(self, conn: Connection, batch_id: int) -> None:
+        """Send one batch in frames under the broker's limit; a job that
+        cannot fit on its own fails instead of blocking the rest."""
+        jobs = self._unaccepted[batch_id]
+        try:
+            data = encode(Submit(batch_id, jobs))
+            # What msgpack encodes, the broker may still refuse (a map with
+            # integer keys); that would cost us the connection, over and over.
+            unpack_body(memoryview(data)[4:])
+        except ProtocolError as exc:
+            if len(jobs) == 1:
+                self._refuse(batch_id, error_value("UnencodableArguments", str(exc)))
+                return
+            data = b""
+        if data and len(data) - 4 <= self.welcome.max_frame_bytes:
+            conn.send_bytes(data)
+        elif len(jobs) > 1:
+            half = len(jobs) // 2
+            with self._lock:
+                del self._unaccepted[batch_id]
+                first, second = next(self._batches), next(self._batches)
+                self._unaccepted[first], self._unaccepted[second] = jobs[:half], jobs[half:]
+            self._send_batch(conn, first)
+            self._send_batch(conn, second)
+        else:
+            message = (
+                f"job arguments take {len(data) - 4} bytes encoded, over the broker's "
+                f"frame limit of {self.welcome.max_frame_bytes}"
+            )
+            self._refuse(batch_id, error_value("ArgumentsTooLarge", message))
+
+    def _refuse(self, batch_id: int, error: dict[str, Any]) -> None:
+        with self._lock:
+            jobs = self._unaccepted.pop(batch_id)
+            self._lock.notify_all()
+        self._on_results([[job[0], False, error] for job in jobs])
+
+    # -- receiving -----------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while True:
+            with self._lock:
+                conn = self._conn
+            try:
+                assert conn is not None
+                self._read(conn)
+            except (ConnectionLost, ProtocolError) as exc:
+                conn.close()
+                with self._lock:
+                    self._conn = None
+                    closed = self._closed
+                    replies, self._replies = self._replies, []
+                for reply in replies:
+                    reply.set_exception(ConnectionLost(str(exc)))
+                if closed:
+                    return
+                log.warning("lost the broker (%s); reconnecting", exc)
+                try:
+                    self._reconnect()
+                except (ConnectionLost, HandshakeRefused) as final:
+                    self._on_lost(final)
+                    return
+            except BaseException as exc:  # top of a thread: never leave futures hanging
+                self._on_lost(ConnectionLost(f"client reader failed: {exc!r}"))
+                raise
+
+    def _read(self, conn: Connection) -> None:
+        silent_since = time.monotonic()
+        while True:
+            try:
+                msg = conn.recv()
+            except TimeoutError:
+                limit = (self._heartbeat_s or 0) * HEARTBEAT_MISSES
+                if time.monotonic() - silent_since > limit:
+                    raise ConnectionLost(f"broker silent for {limit:.0f} s") from None
+                conn.send(Ping())
+                continue
+            silent_since = time.monotonic()
+            if isinstance(msg, Results):
+                self._on_results(msg.results)
+            elif isinstance(msg, Accepted):
+                with self._lock:
+                    self._unaccepted.pop(msg.batch, None)
+                    self._lock.notify_all()
+            elif isinstance(msg, Ping):
+                conn.send(Pong())
+            elif isinstance(msg, FailedJobs):
+                with self._lock:
+                    reply = self._replies.pop(0) if self._replies else None
+                if reply is not None:
+                    reply.set_result(msg)
+            elif isinstance(msg, Error):
+                log.error("broker says %s: %s", msg.code, msg.message)
+            elif not isinstance(msg, Pong):
+                raise ProtocolError(f"unexpected {msg.type!r} from the broker")
+
+    def _reconnect(self) -> None:
+        """Connect again with backoff, until `reconnect_timeout_s` runs out.
+
+        Raises:
+            ConnectionLost: gave up, or the client was closed meanwhile.
+            HandshakeRefused: the broker refused us; retrying cannot help.
+        """
+        deadline = time.monotonic() + self.reconnect_timeout_s
+        delay = RECONNECT_MIN_S
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise ConnectionLost("client closed")
+            try:
+                self.welcome = self._connect()
+                log.info("reconnected to broker %s", self.welcome.broker)
+                return
+            except ConnectionLost as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ConnectionLost(f"gave up reconnecting after {self.reconnect_timeout_s:.0f} s: {exc}") from exc
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def ack(self, ids: list[int] | None) -> None:
+        """Tell the broker it may forget these results (None: all of them)."""
+        self.send(Ack(all=True) if ids is None else Ack(ids=ids))

@@ -1,0 +1,206 @@
+"""Nothing accepted is lost: brokers and workers killed mid-run, retries, detach/attach."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from client import Client, JobFailed
+
+from .cluster import run_submit, start_broker, start_worker, wait_for_processes
+
+WAIT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float = WAIT_S, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def runs_on_disk(marker_dir: Path) -> dict[str, int]:
+    return {p.name: len(p.read_text()) for p in marker_dir.iterdir()}
+
+
+def test_broker_killed_mid_run_loses_nothing(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    try:
+        wait_for_processes(address, 2)
+        with Client(address) as client:
+            futures = [client.submit("tests.tasks:slow_square", i, 0.1, str(marks)) for i in range(40)]
+            wait_until(lambda: sum(f.done() for f in futures) >= 6, what="first results")
+            broker.kill()
+            broker, address = start_broker(tmp_path, port=port)
+            results = [f.result(WAIT_S) for f in futures]
+        assert results == [i * i for i in range(40)]
+        # Every job ran at least once; a job running when the broker died may have run twice.
+        runs = runs_on_disk(marks)
+        assert sorted(runs) == sorted(f"sq{i}" for i in range(40))
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def test_submit_command_survives_a_broker_restart(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 2)
+        done: dict[str, subprocess.CompletedProcess[str]] = {}
+        args = [str(i) for i in range(30)]
+        thread = threading.Thread(target=lambda: done.setdefault(
+            "run", run_submit("--broker", address, "--json", "--chunksize", "1", "tests.tasks:slow_square", *args,
+                              timeout_s=WAIT_S)))
+        thread.start()
+        time.sleep(1.0)
+        broker.kill()
+        broker, address = start_broker(tmp_path, port=port)
+        thread.join(WAIT_S + 5)
+        assert done["run"].returncode == 0, done["run"].stderr
+        assert json.loads(done["run"].stdout) == [i * i for i in range(30)]
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def test_detach_kill_broker_restart_attach(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    try:
+        done = run_submit("--broker", address, "--detach", "square", *[str(i) for i in range(20)])
+        assert done.returncode == 0, done.stderr
+        submission = done.stdout.strip()
+        assert submission
+        broker.kill()  # right after the broker said the jobs are durable
+        broker, address = start_broker(tmp_path, port=port)
+        worker = start_worker(tmp_path, address, 2)
+        try:
+            done = run_submit("--broker", address, "--json", "--attach", submission)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout) == [i * i for i in range(20)]
+            # Attached and acknowledged: the submission is gone.
+            again = run_submit("--broker", address, "--attach", submission, timeout_s=20)
+            assert again.returncode != 0 and "no jobs" in again.stderr
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+def test_worker_killed_mid_run_loses_nothing(cluster):
+    doomed = cluster.add_worker(2, "--tasks", "tests.tasks", name="doomed")
+    cluster.add_worker(2, "--tasks", "tests.tasks", name="survivor")
+    with Client(cluster.address) as client:
+        futures = [client.submit("tests.tasks:slow_square", i, 0.2) for i in range(40)]
+        wait_until(lambda: sum(f.done() for f in futures) >= 4, what="first results")
+        doomed.kill()
+        assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(40)]
+
+
+def test_flaky_job_succeeds_with_retries_and_fails_for_good_without(cluster, tmp_path):
+    cluster.add_worker(2, "--tasks", "tests.tasks")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with Client(cluster.address) as client:
+        retrying = client.with_options(retries=3)
+        assert retrying.submit("tests.tasks:flaky", str(marks), "a", 2).result(WAIT_S) == "a ok after 3 runs"
+        with pytest.raises(JobFailed) as failed:
+            client.with_options(retries=1).submit("tests.tasks:flaky", str(marks), "b", 5).result(WAIT_S)
+        # The error is the last attempt's.
+        assert failed.value.remote_type == "RuntimeError"
+        assert "failing run 2 of 5" in failed.value.remote_message
+    assert runs_on_disk(marks) == {"a": 3, "b": 2}
+    listed = subprocess.run(
+        [*__import__("tests.integration.cluster", fromlist=["x"]).python_command("broker", "failed", "--json",
+                                                                                 "--broker", cluster.address)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert listed.returncode == 0, listed.stderr
+    failed_jobs = json.loads(listed.stdout)
+    assert [(j["task"], j["attempts"], j["error"]["type"]) for j in failed_jobs] == [("tests.tasks:flaky", 2, "RuntimeError")]
+
+
+def test_submit_retries_option(cluster, tmp_path):
+    cluster.add_worker(1, "--tasks", "tests.tasks")
+    done = run_submit("--broker", cluster.address, "--retries", "2", "--json", "tests.tasks:fail", "x")
+    assert done.returncode == 1
+    assert "ValueError: x" in done.stderr
+    with Client(cluster.address) as client:
+        (job,) = client.failed_jobs()
+    assert job["attempts"] == 3
+
+
+def test_sigterm_broker_flushes_and_keeps_its_queue(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    try:
+        done = run_submit("--broker", address, "--detach", "square", "3", "4")
+        assert done.returncode == 0, done.stderr
+        broker.popen.send_signal(signal.SIGTERM)
+        assert broker.popen.wait(15) == 0
+        broker, address = start_broker(tmp_path, port=port)
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            done = run_submit("--broker", address, "--attach", done.stdout.strip())
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.split() == ["9", "16"]
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+def test_delivered_results_leave_the_store(cluster):
+    cluster.add_worker(2)
+    with Client(cluster.address) as client:
+        assert list(client.map("square", range(500), chunksize=10, timeout=WAIT_S)) == [x * x for x in range(500)]
+        assert client.submit("square", 2).result(WAIT_S) == 4
+    done = run_submit("--broker", cluster.address, "square", "5")
+    assert done.returncode == 0
+    cluster.broker.popen.send_signal(signal.SIGTERM)
+    assert cluster.broker.popen.wait(15) == 0
+    with sqlite3.connect(cluster.log_dir / "data" / "broker.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+def test_in_memory_broker_keeps_nothing_on_disk(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    worker = start_worker(tmp_path, address, 1)
+    try:
+        wait_for_processes(address, 1)
+        with Client(address) as client:
+            assert client.submit("square", 6).result(WAIT_S) == 36
+    finally:
+        worker.stop()
+        broker.stop()
+    assert not (tmp_path / "data").exists()
+
+
+def test_one_data_dir_serves_one_broker(tmp_path):
+    broker, _ = start_broker(tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="in use by another broker"):
+            start_broker(tmp_path / "..", "--data-dir", str(tmp_path / "data"))
+    finally:
+        broker.stop()

@@ -1,0 +1,205 @@
+"""protocol/framing.py: frames in and out, byte by byte, with no sockets."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+
+from protocol import MAX_FRAME_BYTES, FrameDecoder, ProtocolError, frame, pack_body, unpack_body
+from protocol.framing import PREFIX_BYTES
+
+
+def bodies(dec: FrameDecoder) -> list[bytes]:
+    out = []
+    while (body := dec.next_body()) is not None:
+        out.append(body)
+    return out
+
+
+def stream(*values: object) -> tuple[list[bytes], bytes]:
+    frame_bodies = [pack_body(v) for v in values]
+    return frame_bodies, b"".join(frame(b) for b in frame_bodies)
+
+
+# -- encoding --------------------------------------------------------------
+
+
+def test_frame_is_big_endian_length_then_body():
+    assert PREFIX_BYTES == 4
+    assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+    assert frame(b"") == b"\x00\x00\x00\x00"
+    assert frame(b"x" * 258)[:4] == b"\x00\x00\x01\x02"
+
+
+def test_pack_body_is_msgpack_with_bin_type():
+    assert pack_body({"a": [1, b"\x00"]}) == msgpack.packb({"a": [1, b"\x00"]}, use_bin_type=True)
+    assert unpack_body(pack_body({"s": "é", "b": b"\xff"})) == {"s": "é", "b": b"\xff"}
+
+
+@pytest.mark.parametrize("value", [object(), 2**64, {1j: 1}, {"f": lambda: 0}])
+def test_pack_body_refuses_unencodable_values_with_protocol_error(value):
+    with pytest.raises(ProtocolError, match="cannot encode"):
+        pack_body(value)
+
+
+# -- unpack_body -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # nothing at all
+        b"\xc1",  # the one never-used msgpack byte
+        b"\x92\x01",  # array of 2 with one item
+        b"\x01\x02",  # two values, not one
+        b"\xa2\xff\xfe",  # str that is not UTF-8
+        b"\x81\x01\x02",  # map with an int key
+        b"\x91" * 2000 + b"\xc0",  # nested deeper than msgpack allows
+    ],
+)
+def test_unpack_body_raises_protocol_error_on_bad_msgpack(body):
+    with pytest.raises(ProtocolError, match="invalid msgpack"):
+        unpack_body(body)
+
+
+def test_unpack_body_accepts_memoryview():
+    assert unpack_body(memoryview(pack_body([1, 2]))) == [1, 2]
+
+
+# -- FrameDecoder ------------------------------------------------------------
+
+
+def test_whole_stream_in_one_feed():
+    expected, data = stream({"a": 1}, [1, 2, 3], "x" * 300)
+    dec = FrameDecoder()
+    dec.feed(data)
+    assert bodies(dec) == expected
+    assert dec.buffered_bytes == 0
+    assert not dec.at_eof
+    dec.feed(b"")
+    assert dec.next_body() is None
+    assert dec.at_eof
+
+
+def test_byte_by_byte():
+    expected, data = stream({"a": 1}, [], "x" * 300, None)
+    dec = FrameDecoder()
+    got = []
+    for i in range(len(data)):
+        dec.feed(data[i : i + 1])
+        got += bodies(dec)
+    assert got == expected
+    dec.feed(b"")
+    assert dec.at_eof
+
+
+def test_empty_body_frame():
+    dec = FrameDecoder()
+    dec.feed(b"\x00\x00\x00\x00")
+    assert dec.next_body() == b""
+    assert dec.next_body() is None
+
+
+def test_partial_frame_waits_for_more():
+    expected, data = stream("hello world")
+    dec = FrameDecoder()
+    dec.feed(data[:3])
+    assert dec.next_body() is None
+    dec.feed(data[3:7])
+    assert dec.next_body() is None
+    assert dec.buffered_bytes == 7
+    dec.feed(data[7:])
+    assert dec.next_body() == expected[0]
+
+
+def test_trailing_bytes_stay_buffered_until_their_frame_completes():
+    expected, data = stream([1], [2])
+    first_frame_end = PREFIX_BYTES + len(expected[0])
+    dec = FrameDecoder()
+    dec.feed(data + data[: first_frame_end - 1])  # two frames and most of a third
+    assert bodies(dec) == expected
+    assert dec.buffered_bytes == first_frame_end - 1
+    dec.feed(data[first_frame_end - 1 : first_frame_end])  # its last byte
+    assert bodies(dec) == expected[:1]
+    assert dec.buffered_bytes == 0
+
+
+def test_many_frames_across_buffer_compaction():
+    # Well past the 64 KiB compaction point, in odd-sized pieces.
+    values = [["v" * (i % 97), i] for i in range(5000)]
+    expected, data = stream(*values)
+    assert len(data) > 3 * (1 << 16)
+    dec = FrameDecoder()
+    got = []
+    for start in range(0, len(data), 1013):
+        dec.feed(data[start : start + 1013])
+        got += bodies(dec)
+    assert got == expected
+    assert dec.buffered_bytes == 0
+
+
+def test_frame_of_exactly_the_limit_is_accepted():
+    dec = FrameDecoder(max_frame_bytes=10)
+    dec.feed(frame(b"x" * 10))
+    assert dec.next_body() == b"x" * 10
+
+
+def test_oversized_prefix_rejected_before_the_body_arrives():
+    dec = FrameDecoder(max_frame_bytes=10)
+    prefix = struct.pack(">I", 11)
+    dec.feed(prefix[:3])
+    assert dec.next_body() is None  # 3 bytes are not a prefix yet
+    dec.feed(prefix[3:])
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        dec.next_body()
+
+
+def test_hostile_length_costs_nothing():
+    dec = FrameDecoder()
+    assert dec.max_frame_bytes == MAX_FRAME_BYTES
+    dec.feed(b"\xff\xff\xff\xff")
+    with pytest.raises(ProtocolError, match=str(0xFFFFFFFF)):
+        dec.next_body()
+    assert dec.buffered_bytes == 4
+
+
+def test_oversized_frame_after_a_good_one():
+    _, good = stream("ok")
+    dec = FrameDecoder(max_frame_bytes=100)
+    dec.feed(good + struct.pack(">I", 101))
+    assert dec.next_body() == pack_body("ok")
+    with pytest.raises(ProtocolError):
+        dec.next_body()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 9])
+def test_truncated_frame_at_eof(cut):
+    _, data = stream("0123456789")
+    assert len(data) > 9
+    dec = FrameDecoder()
+    dec.feed(data[:cut])
+    assert dec.next_body() is None
+    dec.feed(b"")
+    with pytest.raises(ProtocolError, match="truncated frame"):
+        dec.next_body()
+    assert not dec.at_eof
+
+
+def test_whole_frames_come_out_before_the_truncation_is_reported():
+    expected, data = stream(1, 2)
+    dec = FrameDecoder()
+    dec.feed(data + b"\x00\x00")
+    dec.feed(b"")
+    assert dec.next_body() == expected[0]
+    assert dec.next_body() == expected[1]
+    with pytest.raises(ProtocolError, match="truncated frame"):
+        dec.next_body()
+
+
+def test_clean_eof_between_frames():
+    dec = FrameDecoder()
+    dec.feed(b"")
+    assert dec.next_body() is None
+    assert dec.at_eof

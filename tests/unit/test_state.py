@@ -1,0 +1,472 @@
+"""broker/state.py: the broker's queue core, as transcripts of messages in and out.
+
+Every call passes `now` explicitly; nothing here opens a socket or sleeps.
+Connection ids: clients are 1x, workers 2x (a reconnect gets a new id).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.state import BrokerState
+from protocol import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Credit,
+    Error,
+    Hello,
+    Jobs,
+    Ping,
+    Pong,
+    ProtocolError,
+    Results,
+    Submit,
+    Welcome,
+)
+
+MAX = 1 << 20
+C1, C2, W1, W2, W3 = 11, 12, 21, 22, 23
+
+
+@pytest.fixture
+def state() -> BrokerState:
+    return BrokerState("b1", MAX)
+
+
+def client(state: BrokerState, conn: int, session: str = "", now: float = 0.0) -> list:
+    return state.on_hello(conn, Hello(PROTOCOL_VERSION, "client", name=f"c{conn}", session=session), f"h:{conn}", now)
+
+
+def worker(state: BrokerState, conn: int, tasks=("square",), processes: int = 1, now: float = 0.0) -> list:
+    hello = Hello(PROTOCOL_VERSION, "worker", name=f"w{conn}", tasks=list(tasks), processes=processes)
+    return state.on_hello(conn, hello, f"h:{conn}", now)
+
+
+def job(cid: int, task: str = "square", *args, many: bool = False) -> list:
+    return [cid, task, list(args) or [cid], {}, many]
+
+
+def leased(gid: int, task: str = "square", *args, many: bool = False) -> list:
+    """A job entry as the broker sends it: its own id (gids count from 1)."""
+    return [gid, task, list(args), {}, many]
+
+
+def is_welcome(reply: tuple, conn: int, session: str | None = "", processes: int = 0) -> bool:
+    """`reply` is (conn, a welcome from this broker for `session`); None: any session."""
+    to, msg = reply
+    return (
+        to == conn
+        and isinstance(msg, Welcome)
+        and (msg.version, msg.broker, msg.max_frame_bytes, msg.processes) == (PROTOCOL_VERSION, "b1", MAX, processes)
+        and (session is None or msg.session == session)
+    )
+
+
+def job_ids(out: list, conn: int) -> list[int]:
+    return [e[0] for c, m in out if c == conn and isinstance(m, Jobs) for e in m.jobs]
+
+
+# -- handshake ------------------------------------------------------------------
+
+
+def test_client_hello_gets_welcome_with_its_session(state):
+    [reply] = client(state, C1, "sess-a", now=1.0)
+    assert is_welcome(reply, C1, "sess-a")
+    assert state.role(C1) == "client"
+
+
+def test_client_without_session_gets_a_fresh_one(state):
+    [(_, w1)] = client(state, C1)
+    [(_, w2)] = client(state, C2)
+    assert is_welcome((C1, w1), C1, None) and is_welcome((C2, w2), C2, None)
+    assert w1.session and w2.session and w1.session != w2.session
+
+
+def test_worker_hello_and_processes_in_later_welcomes(state):
+    [reply] = worker(state, W1, ["square", "echo"], processes=3)
+    assert is_welcome(reply, W1, "", processes=3)
+    [reply] = worker(state, W2, processes=2)
+    assert is_welcome(reply, W2, "", processes=5)
+    assert state.role(W1) == "worker"
+    [reply] = client(state, C1, "s")
+    assert is_welcome(reply, C1, "s", processes=5)
+
+
+def test_version_mismatch_refused(state):
+    [(conn, reply)] = state.on_hello(C1, Hello(PROTOCOL_VERSION + 1, "client"), "h", 0.0)
+    assert conn == C1 and isinstance(reply, Error)
+    assert reply.code == "version_mismatch"
+    assert state.role(C1) is None
+
+
+@pytest.mark.parametrize("hello", [Hello(PROTOCOL_VERSION, "admin"), Hello(PROTOCOL_VERSION, "worker", tasks=["square"])])
+def test_bad_role_refused(state, hello):
+    [(conn, reply)] = state.on_hello(W1, hello, "h", 0.0)
+    assert conn == W1 and isinstance(reply, Error) and reply.code == "bad_role"
+    assert state.role(W1) is None
+    assert state.snapshot()["workers"] == 0
+
+
+# -- submit and dispatch ------------------------------------------------------------
+
+
+def test_submit_is_accepted(state):
+    client(state, C1, "s")
+    assert state.on_message(C1, Submit(5, [job(1), job(2)]), 1.0) == [(C1, Accepted(5, 2))]
+    assert state.snapshot()["ready"] == 2
+
+
+def test_with_no_workers_jobs_wait_for_the_first_worker(state):
+    client(state, C1, "s")
+    assert state.on_message(C1, Submit(1, [job(1, "anything", 7), job(2, "tests.tasks:add", 1, 2)]), 0.0) == [
+        (C1, Accepted(1, 2))
+    ]
+    [reply] = worker(state, W1, ["anything", "tests.tasks:add"], now=1.0)
+    assert is_welcome(reply, W1, "", processes=1)
+    # Nothing is sent before the worker grants credit.
+    out = state.on_message(W1, Credit(5), 2.0)
+    assert sorted(job_ids(out, W1)) == [1, 2]
+    sent = {e[0]: e for _, m in out for e in m.jobs}
+    assert sent[1] == leased(1, "anything", 7)
+    assert sent[2] == leased(2, "tests.tasks:add", 1, 2)
+
+
+def test_jobs_only_within_credit(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    assert state.on_message(W1, Credit(2), 0.0) == []  # nothing queued yet
+    out = state.on_message(C1, Submit(1, [job(i) for i in range(1, 6)]), 1.0)
+    assert out == [(C1, Accepted(1, 5)), (W1, Jobs([leased(1, "square", 1), leased(2, "square", 2)]))]
+    # Credit 0 grants nothing.
+    assert state.on_message(W1, Credit(0), 2.0) == []
+    # One result back, one more credit: one more job.
+    out = state.on_message(W1, Results([[1, True, 1]], credit=1), 3.0)
+    assert out == [(C1, Results([[1, True, 1]])), (W1, Jobs([leased(3, "square", 3)]))]
+    # A result without credit frees nothing for the broker to use.
+    assert state.on_message(W1, Results([[2, True, 4]]), 4.0) == [(C1, Results([[2, True, 4]]))]
+    out = state.on_message(W1, Credit(10), 5.0)
+    assert job_ids(out, W1) == [4, 5]
+    assert state.workers[W1].credit == 8
+
+
+def test_credit_accumulates_and_is_never_exceeded(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    state.on_message(W1, Credit(2), 0.0)
+    out = state.on_message(C1, Submit(1, [job(i) for i in range(1, 10)]), 0.0)
+    assert job_ids(out, W1) == [1, 2, 3]
+    out = state.on_message(C1, Submit(2, [job(10)]), 0.0)
+    assert out == [(C1, Accepted(2, 1))]
+    assert len(state.workers[W1].leased) == 3
+
+
+def test_negative_credit_is_a_protocol_error(state):
+    worker(state, W1)
+    with pytest.raises(ProtocolError):
+        state.on_message(W1, Credit(-1), 0.0)
+
+
+def test_many_flag_and_kwargs_pass_through(state):
+    client(state, C1, "s")
+    worker(state, W1, ["tests.tasks:greet"])
+    state.on_message(W1, Credit(4), 0.0)
+    entry = [3, "tests.tasks:greet", ["ann", "bob"], {"greeting": "hi"}, True]
+    out = state.on_message(C1, Submit(1, [entry]), 0.0)
+    assert out[1] == (W1, Jobs([[1, "tests.tasks:greet", ["ann", "bob"], {"greeting": "hi"}, True]]))
+
+
+def test_a_job_goes_only_to_a_worker_serving_its_task(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])
+    worker(state, W2, ["b"])
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(W2, Credit(10), 0.0)
+    out = state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a"), job(3, "b")]), 0.0)
+    assert job_ids(out, W1) == [2]
+    assert sorted(job_ids(out, W2)) == [1, 3]
+
+
+def test_unknown_task_refused_at_once_naming_it(state):
+    client(state, C1, "s")
+    worker(state, W1, ["square"])
+    state.on_message(W1, Credit(10), 0.0)
+    out = state.on_message(C1, Submit(4, [job(1, "nope"), job(2, "square")]), 0.0)
+    assert out[0] == (C1, Accepted(4, 1))
+    conn, refused = out[1]
+    assert conn == C1 and isinstance(refused, Results)
+    [[cid, ok, error]] = refused.results
+    assert (cid, ok) == (1, False)
+    assert error["type"] == "UnknownTask"
+    assert "'nope'" in error["message"]
+    assert set(error) >= {"type", "message", "traceback"}
+    assert out[2:] == [(W1, Jobs([leased(1, "square", 2)]))]
+    assert state.snapshot()["ready"] == 0
+
+
+def test_task_refused_once_its_last_worker_leaves(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])
+    worker(state, W2, ["b"])
+    state.on_disconnect(W2, 1.0)
+    out = state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 2.0)
+    assert out[0] == (C1, Accepted(1, 1))
+    assert out[1][1].results[0][:2] == [1, False]
+    assert out[1][1].results[0][2]["type"] == "UnknownTask"
+
+
+# -- result routing ------------------------------------------------------------------
+
+
+def test_results_go_only_to_the_submitting_session(state):
+    client(state, C1, "s1")
+    client(state, C2, "s2")
+    worker(state, W1)
+    state.on_message(W1, Credit(10), 0.0)
+    # Both clients use job id 1; the broker's ids differ.
+    out = state.on_message(C1, Submit(1, [job(1, "square", 3)]), 0.0)
+    assert out == [(C1, Accepted(1, 1)), (W1, Jobs([leased(1, "square", 3)]))]
+    out = state.on_message(C2, Submit(1, [job(1, "square", 4)]), 0.0)
+    assert out == [(C2, Accepted(1, 1)), (W1, Jobs([leased(2, "square", 4)]))]
+    assert state.on_message(W1, Results([[2, True, 16]]), 1.0) == [(C2, Results([[1, True, 16]]))]
+    assert state.on_message(W1, Results([[1, False, {"type": "E", "message": "m", "traceback": ""}]]), 1.0) == [
+        (C1, Results([[1, False, {"type": "E", "message": "m", "traceback": ""}]]))
+    ]
+
+
+def test_one_results_message_is_split_by_session(state):
+    client(state, C1, "s1")
+    client(state, C2, "s2")
+    worker(state, W1)
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(C1, Submit(1, [job(10), job(11)]), 0.0)  # gids 1, 2
+    state.on_message(C2, Submit(1, [job(20)]), 0.0)  # gid 3
+    out = state.on_message(W1, Results([[3, True, "c"], [1, True, "a"], [2, True, "b"]], credit=3), 1.0)
+    assert sorted(out, key=lambda r: r[0]) == [
+        (C1, Results([[10, True, "a"], [11, True, "b"]])),
+        (C2, Results([[20, True, "c"]])),
+    ]
+
+
+def test_reconnecting_client_gets_its_undelivered_results(state):
+    client(state, C1, "sess")
+    worker(state, W1)
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(C1, Submit(1, [job(1), job(2)]), 0.0)
+    assert state.on_disconnect(C1, 1.0) == []
+    # Results for a session with no connection wait.
+    assert state.on_message(W1, Results([[1, True, 1]]), 2.0) == []
+    assert state.on_message(W1, Results([[2, True, 4]]), 3.0) == []
+    # Same session, new connection: welcome, then everything it missed.
+    first, *rest = client(state, C2, "sess", now=4.0)
+    assert is_welcome(first, C2, "sess", processes=1)
+    assert rest == [(C2, Results([[1, True, 1], [2, True, 4]]))]
+    # From now on results go to the new connection.
+    state.on_message(C2, Submit(2, [job(3)]), 5.0)
+    assert state.on_message(W1, Results([[3, True, 9]]), 6.0) == [(C2, Results([[3, True, 9]]))]
+
+
+def test_results_follow_the_session_to_its_new_connection(state):
+    client(state, C1, "sess")
+    worker(state, W1)
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(C1, Submit(1, [job(1)]), 0.0)
+    state.on_disconnect(C1, 1.0)
+    client(state, C2, "sess", now=2.0)
+    assert state.on_message(W1, Results([[1, True, 1]]), 3.0) == [(C2, Results([[1, True, 1]]))]
+
+
+def test_old_connection_closing_late_does_not_detach_the_session(state):
+    client(state, C1, "sess")
+    client(state, C2, "sess")  # took the session over before C1 was noticed gone
+    worker(state, W1)
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(C2, Submit(1, [job(1)]), 0.0)
+    assert state.on_disconnect(C1, 1.0) == []
+    assert state.on_message(W1, Results([[1, True, 1]]), 2.0) == [(C2, Results([[1, True, 1]]))]
+
+
+# -- fair share ----------------------------------------------------------------------
+
+
+def test_a_big_credit_does_not_take_every_job(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(W2, Credit(100), 0.0)
+    out = state.on_message(C1, Submit(1, [job(i) for i in range(1, 11)]), 1.0)
+    assert len(job_ids(out, W1)) == 5
+    assert len(job_ids(out, W2)) == 5
+    assert sorted(job_ids(out, W1) + job_ids(out, W2)) == list(range(1, 11))
+
+
+def test_share_is_proportional_to_processes(state):
+    client(state, C1, "s")
+    worker(state, W1, processes=3)
+    worker(state, W2, processes=1)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(W2, Credit(100), 0.0)
+    out = state.on_message(C1, Submit(1, [job(i) for i in range(1, 9)]), 1.0)
+    assert (len(job_ids(out, W1)), len(job_ids(out, W2))) == (6, 2)
+
+
+def test_single_jobs_alternate_between_idle_workers(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(W2, Credit(100), 0.0)
+    first = state.on_message(C1, Submit(1, [job(1)]), 1.0)[1][0]
+    second = state.on_message(C1, Submit(2, [job(2)]), 1.0)[1][0]
+    assert {first, second} == {W1, W2}
+
+
+def test_a_worker_with_no_credit_gets_nothing(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(100), 0.0)
+    out = state.on_message(C1, Submit(1, [job(i) for i in range(1, 5)]), 1.0)
+    assert job_ids(out, W1) == [1, 2, 3, 4]
+    assert job_ids(out, W2) == []
+
+
+# -- worker loss and late results ---------------------------------------------------------
+
+
+def test_worker_disconnect_requeues_its_leases_at_the_front(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(2), 0.0)
+    state.on_message(C1, Submit(1, [job(i) for i in range(1, 5)]), 0.0)  # W1 holds 1, 2; 3, 4 wait
+    assert state.on_disconnect(W1, 1.0) == []  # no worker left to take them
+    assert state.snapshot()["ready"] == 4
+    assert state.totals["requeued"] == 2
+    worker(state, W2, now=2.0)
+    out = state.on_message(W2, Credit(10), 2.0)
+    assert job_ids(out, W2) == [1, 2, 3, 4]
+
+
+def test_worker_disconnect_hands_its_jobs_to_a_worker_with_credit(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(3), 0.0)
+    state.on_message(C1, Submit(1, [job(i) for i in range(1, 4)]), 0.0)
+    worker(state, W2)
+    assert state.on_message(W2, Credit(2), 0.0) == []  # W1 holds everything
+    out = state.on_disconnect(W1, 1.0)
+    assert out == [(W2, Jobs([leased(1, "square", 1), leased(2, "square", 2)]))]
+    assert state.snapshot()["ready"] == 1
+
+
+def test_late_result_from_a_former_lease_holder_is_dropped(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    state.on_message(C1, Submit(1, [job(1)]), 0.0)  # gid 1 leased to W1
+    state.on_disconnect(W1, 1.0)
+    worker(state, W2, now=1.0)
+    assert job_ids(state.on_message(W2, Credit(1), 1.0), W2) == [1]
+    # W1 comes back on a new connection and reports the job it ran before.
+    worker(state, W3, now=2.0)
+    assert state.on_message(W3, Results([[1, True, "stale"]]), 2.0) == []
+    assert 1 in state.workers[W2].leased
+    # The lease holder's result is the one delivered, once.
+    assert state.on_message(W2, Results([[1, True, "fresh"]]), 3.0) == [(C1, Results([[1, True, "fresh"]]))]
+    assert state.on_message(W2, Results([[1, True, "again"]]), 4.0) == []
+
+
+def test_result_for_another_workers_lease_is_dropped(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(1), 0.0)
+    state.on_message(C1, Submit(1, [job(1)]), 0.0)
+    assert state.on_message(W2, Results([[1, True, "not mine"], [99, True, "unknown"]]), 1.0) == []
+    assert 1 in state.workers[W1].leased
+
+
+# -- roles ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [Results([[1, True, 1]]), Credit(1), Jobs([]), Accepted(1, 1), Hello(PROTOCOL_VERSION, "client"), Welcome(1, "b", 1)],
+    ids=lambda m: m.type,
+)
+def test_client_may_not_send_worker_or_broker_messages(state, msg):
+    client(state, C1, "s")
+    with pytest.raises(ProtocolError, match="from a client"):
+        state.on_message(C1, msg, 0.0)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [Submit(1, [job(1)]), Jobs([]), Accepted(1, 1), Hello(PROTOCOL_VERSION, "worker", processes=1), Error("x", "y")],
+    ids=lambda m: m.type,
+)
+def test_worker_may_not_send_client_or_broker_messages(state, msg):
+    worker(state, W1)
+    with pytest.raises(ProtocolError, match="from a worker"):
+        state.on_message(W1, msg, 0.0)
+    assert state.snapshot()["ready"] == 0
+
+
+def test_unadmitted_connection_may_not_submit(state):
+    with pytest.raises(ProtocolError):
+        state.on_message(C1, Submit(1, [job(1)]), 0.0)
+
+
+def test_ping_is_answered_for_either_role(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    assert state.on_message(C1, Ping(), 0.0) == [(C1, Pong())]
+    assert state.on_message(W1, Ping(), 0.0) == [(W1, Pong())]
+    assert state.on_message(W1, Pong(), 0.0) == []
+
+
+# -- regressions: bugs these tests found ---------------------------------------------------
+
+
+def test_results_with_negative_credit_lose_no_result(state):
+    """A negative credit used to be refused only after the results were taken
+    off the lease and their outbox built; the exception discarded it."""
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    state.on_message(C1, Submit(1, [job(1)]), 0.0)
+    with pytest.raises(ProtocolError):
+        state.on_message(W1, Results([[1, True, 1]], credit=-1), 1.0)
+    out = state.on_disconnect(W1, 1.0)  # what the server does after a ProtocolError
+    # Whatever the broker does (run the job again elsewhere, or keep the
+    # result), the client must get a result for job 1.
+    worker(state, W2, now=2.0)
+    out += state.on_message(W2, Credit(1), 2.0)
+    for gid in job_ids(out, W2):
+        out += state.on_message(W2, Results([[gid, True, 1]]), 3.0)
+    assert [e[0] for c, m in out if c == C1 and isinstance(m, Results) for e in m.results] == [1]
+
+
+def test_fair_share_counts_only_workers_that_serve_the_task(state):
+    """The share used to be computed over every ready job and every worker
+    with credit, so jobs only one worker can run were held back from it."""
+    client(state, C1, "s")
+    worker(state, W1, ["a"])
+    worker(state, W2, ["b"])
+    state.on_message(W1, Credit(10), 0.0)
+    state.on_message(W2, Credit(10), 0.0)
+    out = state.on_message(C1, Submit(1, [job(i, "a") for i in range(1, 5)]), 1.0)
+    # W2 cannot take any of them; holding them back from W1 helps nobody.
+    assert sorted(job_ids(out, W1)) == [1, 2, 3, 4]
+
+
+def test_job_options_are_accepted_and_reach_the_worker(state):
+    """Job entries may carry a sixth element, `options` (protocol/messages.py)."""
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(2), 0.0)
+    options = {"timeout": 2.5, "retries": 1}
+    out = state.on_message(C1, Submit(1, [[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]), 0.0)
+    assert out[0] == (C1, Accepted(1, 2))
+    assert out[1] == (W1, Jobs([[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]))
