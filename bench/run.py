@@ -83,9 +83,16 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         click.echo(f"wrote {png}" if png else "no chart: matplotlib is not installed (pip install -e '.[bench]')")
 
 
+def fresh_dir(log_dir: Path, name: str) -> Path:
+    """A directory of its own for each broker: its data and its logs."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))
+
+
 def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, loads: list[Any]) -> None:
-    broker, address = start_broker(log_dir)
-    worker = start_worker(log_dir, address, 2, "--tasks", "bench.tasks")
+    """Items 1-6 on a broker as `broker start` runs by default (durable)."""
+    cluster_dir = fresh_dir(log_dir, "cluster")
+    broker, address = start_broker(cluster_dir)
+    worker = start_worker(cluster_dir, address, 2, "--tasks", "bench.tasks")
     try:
         wait_for_processes(address, 2)
         with Client(address) as client, multiprocessing.Pool(2) as pool, ProcessPoolExecutor(2) as executor:
@@ -117,7 +124,7 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
 
 def queued_job_bytes(sizes: w.Sizes, log_dir: Path) -> float:
     """On a fresh broker with no worker, so every job stays queued."""
-    broker, address = start_broker(log_dir)
+    broker, address = start_broker(fresh_dir(log_dir, "memory"))
     try:
         return w.broker_bytes_per_queued_job(broker.popen.pid, address, sizes.queued_jobs)
     finally:
@@ -140,11 +147,9 @@ def run_durability(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
     flags = durability_flags()
     if flags is None:
         return
-    data_dir = log_dir / "data"
-    data_dir.mkdir()
-    for side, extra in (("durable", [flags[0], str(data_dir)]), ("in_memory", [flags[1]])):
-        side_dir = log_dir / side
-        side_dir.mkdir()
+    for side in ("durable", "in_memory"):
+        side_dir = fresh_dir(log_dir, side)
+        extra = [flags[0], str(side_dir / "data")] if side == "durable" else [flags[1]]
         broker, address = start_broker(side_dir, *extra)
         worker = start_worker(side_dir, address, 2, "--tasks", "bench.tasks")
         try:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from bench.tasks import spin, square
 from client import Client
 from client.connection import Connection, connect, new_hello
-from protocol import ROLE_CLIENT, Accepted, Submit
+from protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
 from protocol.defaults import MAX_JOBS_PER_FRAME
 
 # Every wait in the benchmark gives up after this long.
@@ -136,7 +136,8 @@ def broker_bytes_per_queued_job(broker_pid: int, address: str, n: int) -> float:
 
 
 def expect_accepted(conn: Connection, batch: int, count: int) -> None:
-    reply = conn.recv()
+    while isinstance(reply := conn.recv(), Ping):
+        conn.send(Pong())  # the broker's heartbeat
     if not (isinstance(reply, Accepted) and reply.batch == batch and reply.count == count):
         raise AssertionError(f"broker answered {reply!r} to a submit of {count} jobs")
 

@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import threading
@@ -64,7 +65,7 @@ class Runner:
         context.set_forkserver_preload([__name__])
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
-        self.pool = context.Pool(processes, initializer=_init_process, initargs=(modules, self.slots))
+        self.pool = QuietPool(processes, initializer=_init_process, initargs=(modules, self.slots), context=context)
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
             died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
@@ -187,6 +188,34 @@ class Runner:
     def _terminate(self) -> None:
         self.pool.terminate()
         self.pool.join()
+
+
+class QuietPool(multiprocessing.pool.Pool):
+    """A `multiprocessing.Pool` whose maintenance thread wakes only when it
+    has something to do.
+
+    CPython's pool wakes its worker-handler thread whenever a result is
+    waiting in the result pipe, and again each time its task cache runs
+    empty. Each wake rebuilds selectors and polls every process, and
+    the thread spins until the result thread has read the pipe: profiling
+    showed it taking most of the worker's CPU when jobs are small (several
+    wakes per job, in the GIL the result and sender threads need). Here it
+    wakes when a pool process exits (to replace it) or the pool's state
+    changes (close, terminate), which is all its work is about.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The pool notifies its worker handler each time its task cache runs
+        # empty, which with one job at a time is after every job. A result
+        # that never completes keeps the cache from emptying; it is never
+        # waited on, and `terminate()` (all Runner.close uses) ignores it.
+        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
+
+    def _get_sentinels(self) -> list[Any]:
+        # The base class adds the result pipe's reader; the state-change
+        # notifier is all the worker handler needs besides process sentinels.
+        return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
 
 # -- inside the pool processes ------------------------------------------------
