@@ -76,3 +76,20 @@ def kill_process(signum: int = 9) -> None:
 def hang(seconds: float = 3600.0) -> None:
     """Never finish in any test's lifetime."""
     time.sleep(seconds)
+
+
+def hang_noting_pid(path: str, seconds: float = 3600.0) -> None:
+    """Write this pool process's pid to `path`, then hang: tests check that
+    the process is gone once its worker has left."""
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def hang_first_then_fail(marker_dir: str, key: str) -> None:
+    """First run: write the pool process's pid to `key`.pid and hang; every
+    later run fails. Runs are counted in `key`."""
+    runs = _record_run(marker_dir, key)
+    if runs == 1:
+        hang_noting_pid(os.path.join(marker_dir, f"{key}.pid"))
+    raise RuntimeError(f"{key}: failing run {runs}")

@@ -11,11 +11,11 @@ Every `TICK_S` this thread reads the shared slots (see slots.py) and:
   first and then SIGKILLs the process: from then on the process's death
   is ours, and whatever chunk it was in by then runs again unblamed.
 
-A process counts as dead once the pool has reaped it (it is no longer in
-the pool's list), which is also when its exit code is known; polling the
-exit code ourselves would race with the pool's own handler thread, which
-reads it from the same pipe. A process we never saw in the pool's list is
-checked with kill(pid, 0).
+The pool hands us each process it creates (`adopt`). A process counts as
+dead once the pool has reaped it (it is no longer in the pool's list),
+which is also when its exit code is known; polling the exit code ourselves
+would race with the pool's own handler thread, which reads it from the
+same pipe. A process we were never handed is checked with kill(pid, 0).
 
 It must never block the pool: it only reads slots, kills, and calls back.
 """
@@ -79,6 +79,8 @@ class Monitor:
         self.died_type = died_type
         self.timeout_type = timeout_type
         self._known: dict[int, Any] = {}  # pid -> multiprocessing.Process
+        self._adopted: list[Any] = []  # handed to us, maybe not started yet
+        self._adopt_lock = threading.Lock()
         self._first_seen: dict[tuple[int, int, int], float] = {}  # (slot, chunk, job) -> when
         self._killed: set[int] = set()
         self._stop = threading.Event()
@@ -92,6 +94,11 @@ class Monitor:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def adopt(self, proc: Any) -> None:
+        """A process the pool is about to start (on the pool's threads)."""
+        with self._adopt_lock:
+            self._adopted.append(proc)
+
     def running(self) -> list[SlotView]:
         """The slots whose process is running a job right now."""
         return [slot for slot in self.slots.occupied() if slot.running]
@@ -104,6 +111,10 @@ class Monitor:
                 log.exception("pool monitor failed; going on")
 
     def tick(self, now: float) -> None:
+        with self._adopt_lock:
+            started = [proc for proc in self._adopted if proc.pid is not None]
+            self._adopted = [proc for proc in self._adopted if proc.pid is None]
+        self._known.update((proc.pid, proc) for proc in started)
         live = {proc.pid: proc for proc in self.pool_processes()}
         self._known.update(live)
         first_seen: dict[tuple[int, int, int], float] = {}

@@ -61,6 +61,7 @@ from protocol.defaults import (
     RECONNECT_MIN_S,
 )
 
+from .outbox import Outbox
 from .runner import Runner
 
 log = logging.getLogger("sockpool.worker")
@@ -91,21 +92,9 @@ class WorkerNode:
         # Set from a signal handler, so a plain store: taking a lock there
         # could deadlock with the interrupted main thread.
         self._drain_requested = False
-        self._lock = threading.Condition(threading.Lock())
-        self._conn: Connection | None = None
-        self._epoch = 0
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None  # guarded by _lock
         self._last_received = 0.0  # monotonic; written by the reader only
-        # Guarded by _lock. Draining lasts for the rest of the node's life.
-        self._draining = False
-        self._drain_deadline = 0.0
-        self._half_closed_at = 0.0
-        # Per connection; all guarded by _lock.
-        self._packed: list[bytes] = []
-        self._finished = 0  # jobs whose results are packed, not yet counted
-        self._released: list[int] = []  # jobs handed back unrun, not yet sent
-        self._outstanding = 0  # jobs received, results not yet sent
-        self._unused_credit = 0  # credit granted that the broker has not used
-        self._drain_due = self._ping_due = self._pong_due = False
 
     def run(self) -> None:
         """Serve until `stop()`, or a drain ends; reconnect whenever the
@@ -129,7 +118,7 @@ class WorkerNode:
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
             self._serve(conn, welcome)
-            if self._draining or self._drain_requested:
+            if self._drain_requested:
                 log.info("drained; leaving the broker")
                 return
             if not self._stopping.is_set():
@@ -145,48 +134,40 @@ class WorkerNode:
         self._stopping.set()
         with self._lock:
             conn = self._conn
-            self._lock.notify_all()
         if conn is not None:
             conn.close()
 
     def _pause(self, seconds: float) -> None:
+        """Sleep, but notice a stop or a drain request within a tick."""
         deadline = time.monotonic() + seconds
-        while not self._drain_requested and not self._stopping.wait(min(TICK_S, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
+        while not self._drain_requested and time.monotonic() < deadline:
+            if self._stopping.wait(min(TICK_S, max(0.0, deadline - time.monotonic()))):
                 return
 
     # -- one connection ----------------------------------------------------
 
     def _serve(self, conn: Connection, welcome: Welcome) -> None:
+        outbox = Outbox(self.credit_window)
         with self._lock:
-            self._epoch += 1
             self._conn = conn
-            self._packed, self._finished, self._released = [], 0, []
-            self._outstanding = self._unused_credit = 0
-            self._drain_due = self._ping_due = self._pong_due = False
-            self._half_closed_at = 0.0
-            epoch = self._epoch
         self._last_received = time.monotonic()
         heartbeat_s = welcome.heartbeat_s if welcome.heartbeat_s > 0 else HEARTBEAT_S
         threads = [
-            threading.Thread(target=self._send_loop, args=(conn, epoch), name="results", daemon=True),
-            threading.Thread(target=self._keep_loop, args=(conn, heartbeat_s), name="keeper", daemon=True),
+            threading.Thread(target=self._send_loop, args=(conn, outbox), name="results", daemon=True),
+            threading.Thread(target=self._keep_loop, args=(conn, outbox, heartbeat_s), name="keeper", daemon=True),
         ]
         for thread in threads:
             thread.start()
         try:
-            with self._lock:
-                grant = self._grant_locked()
-            conn.send(Credit(grant))
+            conn.send(Credit(outbox.first_grant()))
             while True:
                 msg = conn.recv()
                 self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
-                    self._on_jobs(msg.jobs, epoch)
+                    if outbox.received([job[0] for job in msg.jobs]):
+                        self.runner.run(msg.jobs, outbox, _chunk_done)
                 elif isinstance(msg, Ping):
-                    with self._lock:
-                        self._pong_due = True
-                        self._lock.notify_all()
+                    outbox.ask(pong=True)
                 elif isinstance(msg, Error):
                     log.error("broker says %s: %s", msg.code, msg.message)
                 elif not isinstance(msg, Pong):
@@ -197,123 +178,68 @@ class WorkerNode:
             log.error("protocol error from the broker: %s", exc)
         finally:
             conn.close()
+            outbox.close()
             with self._lock:
                 self._conn = None
-                self._lock.notify_all()
             for thread in threads:
                 thread.join(timeout=5)
 
-    def _on_jobs(self, jobs: list[list[Any]], epoch: int) -> None:
-        with self._lock:
-            self._outstanding += len(jobs)
-            self._unused_credit -= len(jobs)
-            if self._draining:
-                # Sent before the broker read our drain: straight back.
-                self._released.extend(job[0] for job in jobs)
-                self._lock.notify_all()
-                return
-        self.runner.run(jobs, epoch, self._chunk_done)
-
-    def _chunk_done(self, epoch: Any, packed: bytes, count: int, released: list[int]) -> None:
-        # On the pool's result thread or the monitor: hand over and return at once.
-        with self._lock:
-            if epoch != self._epoch or self._conn is None:
-                return  # that connection is gone; the broker requeued these jobs
-            if count:
-                self._packed.append(packed)
-                self._finished += count
-            self._released.extend(released)
-            self._lock.notify_all()
-
-    def _send_loop(self, conn: Connection, epoch: int) -> None:
+    def _send_loop(self, conn: Connection, outbox: Outbox) -> None:
         """Send whatever is due, all of it in one write."""
-        while True:
-            with self._lock:
-                while self._conn is conn and not (
-                    self._packed or self._released or self._drain_due or self._ping_due or self._pong_due
-                ):
-                    self._lock.wait()
-                if self._conn is not conn:
-                    return
-                packed, self._packed = self._packed, []
-                released, self._released = self._released, []
-                self._outstanding -= self._finished + len(released)
-                self._finished = 0
-                grant = self._grant_locked() if packed else 0
-                drain, ping, pong = self._drain_due, self._ping_due, self._pong_due
-                self._drain_due = self._ping_due = self._pong_due = False
-                drained = self._draining and self._outstanding == 0
-            parts = [encode(Drain())] if drain else []
-            if packed:
-                parts.append(frame(results_body(packed, grant)))
-            if released:
-                parts.append(encode(Release(released)))
-            if pong:
+        while (due := outbox.take()) is not None:
+            parts = [encode(Drain())] if due.drain else []
+            if due.packed:
+                parts.append(frame(results_body(due.packed, due.grant)))
+            if due.released:
+                log.info("handing back %d job(s) that had not started", len(due.released))
+                parts.append(encode(Release(due.released)))
+            if due.pong:
                 parts.append(encode(Pong()))
-            if ping:
-                parts.append(encode(Ping(running=self.runner.running_ids(epoch))))
+            if due.ping:
+                parts.append(encode(Ping(running=self.runner.running_ids(outbox))))
             try:
                 conn.send_bytes(b"".join(parts))
             except ConnectionLost:
                 return
-            if drained:
-                self._finish_sending(conn)
+            if due.drained:
+                # Half-close: the broker reads everything, then closes its
+                # end, which ends our reader.
+                log.info("drain done: every job here finished or was handed back")
+                outbox.close()
+                try:
+                    conn.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
                 return
 
-    def _finish_sending(self, conn: Connection) -> None:
-        """Everything is sent: half-close, so the broker reads all of it and
-        then closes its end, which ends our reader."""
-        log.info("drain done: every job here finished or was handed back")
-        with self._lock:
-            self._half_closed_at = time.monotonic()
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def _keep_loop(self, conn: Connection, heartbeat_s: float) -> None:
+    def _keep_loop(self, conn: Connection, outbox: Outbox, heartbeat_s: float) -> None:
         """Heartbeats, the broker's silence, and the drain's clock."""
         silence_limit_s = HEARTBEAT_MISSES * heartbeat_s
         next_ping = time.monotonic() + heartbeat_s
-        while not self._stopping.wait(TICK_S):
+        drain_deadline = drained_at = None
+        while not self._stopping.wait(TICK_S) and not conn.closed:
             now = time.monotonic()
-            with self._lock:
-                if self._conn is not conn:
-                    return
-                if self._drain_requested and not self._draining:
-                    self._begin_drain_locked(now)
-                if self._draining and now > self._drain_deadline:
-                    log.warning("drain timed out after %g s; leaving %d job(s) to the broker",
-                                self.drain_timeout_s, self._outstanding)
+            if self._drain_requested and drain_deadline is None:
+                drain_deadline = now + self.drain_timeout_s
+                log.info("draining: %d job(s) here finish or go back, for at most %g s",
+                         outbox.outstanding, self.drain_timeout_s)
+                self.runner.drain()
+                outbox.start_drain()
+            if drain_deadline is not None and now > drain_deadline:
+                log.warning("drain timed out after %g s; leaving %d job(s) to the broker",
+                            self.drain_timeout_s, outbox.outstanding)
+                break
+            if outbox.closed and drain_deadline is not None:
+                drained_at = drained_at or now
+                if now > drained_at + CLOSE_GRACE_S:
                     break
-                if self._half_closed_at and now > self._half_closed_at + CLOSE_GRACE_S:
-                    break
-                if now >= next_ping:
-                    self._ping_due = True
-                    self._lock.notify_all()
-                    next_ping = now + heartbeat_s
             if now - self._last_received > silence_limit_s:
                 log.warning("no word from the broker for %.1f s; dropping the connection", now - self._last_received)
                 break
+            if now >= next_ping:
+                outbox.ask(ping=True)
+                next_ping = now + heartbeat_s
         _abort(conn)
-
-    def _begin_drain_locked(self, now: float) -> None:
-        self._draining = True
-        self._drain_deadline = now + self.drain_timeout_s
-        self._drain_due = True
-        self.runner.drain()
-        self._lock.notify_all()
-        log.info("draining: %d job(s) here finish or go back, for at most %g s",
-                 self._outstanding, self.drain_timeout_s)
-
-    def _grant_locked(self) -> int:
-        """How much more credit to give the broker now (call with _lock held)."""
-        if self._draining:
-            return 0
-        window = self.credit_window()
-        grant = max(0, window - self._outstanding - self._unused_credit)
-        self._unused_credit += grant
-        return grant
 
     def credit_window(self) -> int:
         """Jobs this node wants on hand: one per process, plus enough queued
@@ -324,6 +250,11 @@ class WorkerNode:
             return processes
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
         return processes * (1 + extra)
+
+
+def _chunk_done(outbox: Any, packed: bytes, count: int, released: list[int]) -> None:
+    # On the pool's result thread or the monitor: hand over and return at once.
+    outbox.finished(packed, count, released)
 
 
 def _abort(conn: Connection) -> None:

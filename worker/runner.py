@@ -36,7 +36,7 @@ from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
 from .registry import load_tasks
-from .slots import NO_JOB, Slots, slot_count
+from .slots import NO_JOB, Slots, pid_alive, slot_count
 
 log = logging.getLogger("sockpool.worker")
 
@@ -49,6 +49,42 @@ def default_processes() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+class _Pool(multiprocessing.pool.Pool):
+    """A Pool that hands each process it creates to `on_process`: one that
+    dies right after it started is reaped and gone from the pool's list
+    before the monitor looks, and its exit code with it.
+
+    Its maintenance thread wakes only when it has work. CPython's pool
+    wakes its worker-handler thread whenever a result is waiting in the
+    result pipe, and again each time its task cache runs empty; each wake
+    rebuilds selectors and polls every process, and the thread spins until
+    the result thread has read the pipe. Profiling showed it taking most of
+    the worker's CPU when jobs are small (several wakes per job, holding
+    the GIL the result and sender threads need). Here it wakes when a pool
+    process exits (to replace it) or the pool's state changes (close,
+    terminate), which is all its work is about.
+    """
+
+    def __init__(self, *args: Any, on_process: Callable[[Any], None], **kwargs: Any) -> None:
+        self._on_process = on_process
+        super().__init__(*args, **kwargs)
+        # The pool notifies its worker handler each time its task cache runs
+        # empty, which with one job at a time is after every job. A result
+        # that never completes keeps the cache from emptying; it is never
+        # waited on, and `terminate()` (all Runner.close uses) ignores it.
+        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
+
+    def _get_sentinels(self) -> list[Any]:
+        # The base class adds the result pipe's reader; the state-change
+        # notifier is all the worker handler needs besides process sentinels.
+        return [self._change_notifier._reader]  # type: ignore[attr-defined]
+
+    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
+        proc = super().Process(ctx, *args, **kwds)
+        self._on_process(proc)
+        return proc
 
 
 class Runner:
@@ -65,10 +101,12 @@ class Runner:
         context.set_forkserver_preload([__name__])
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
-        self.pool = QuietPool(processes, initializer=_init_process, initargs=(modules, self.slots), context=context)
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
             died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
+        )
+        self.pool = _Pool(
+            processes, _init_process, (modules, self.slots), context=context, on_process=self.monitor.adopt
         )
         self.monitor.start()
 
@@ -160,6 +198,10 @@ class Runner:
         # The pool's own list of its processes: it has no public one.
         return list(getattr(self.pool, "_pool", ()))
 
+    def pool_pids(self) -> list[int]:
+        """The pids of the pool's processes that are alive."""
+        return [proc.pid for proc in self._pool_processes() if pid_alive(proc.pid)]
+
     def kill_processes(self) -> None:
         """SIGKILL every pool process at once (for an impatient exit)."""
         for proc in self._pool_processes():
@@ -188,34 +230,6 @@ class Runner:
     def _terminate(self) -> None:
         self.pool.terminate()
         self.pool.join()
-
-
-class QuietPool(multiprocessing.pool.Pool):
-    """A `multiprocessing.Pool` whose maintenance thread wakes only when it
-    has something to do.
-
-    CPython's pool wakes its worker-handler thread whenever a result is
-    waiting in the result pipe, and again each time its task cache runs
-    empty. Each wake rebuilds selectors and polls every process, and
-    the thread spins until the result thread has read the pipe: profiling
-    showed it taking most of the worker's CPU when jobs are small (several
-    wakes per job, in the GIL the result and sender threads need). Here it
-    wakes when a pool process exits (to replace it) or the pool's state
-    changes (close, terminate), which is all its work is about.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The pool notifies its worker handler each time its task cache runs
-        # empty, which with one job at a time is after every job. A result
-        # that never completes keeps the cache from emptying; it is never
-        # waited on, and `terminate()` (all Runner.close uses) ignores it.
-        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
-
-    def _get_sentinels(self) -> list[Any]:
-        # The base class adds the result pipe's reader; the state-change
-        # notifier is all the worker handler needs besides process sentinels.
-        return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
 
 # -- inside the pool processes ------------------------------------------------
