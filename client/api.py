@@ -117,6 +117,10 @@ class Client:
     def submit(self, task: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue one job; the future resolves to its result or raises JobFailed.
 
+        Blocks while MAX_PENDING_JOBS (protocol/defaults.py) jobs are still
+        waiting for the broker to accept them, so a loop of submits runs at
+        the broker's pace in bounded memory.
+
         Raises:
             ConnectionLost: the client is closed or gave up on its broker.
         """
@@ -244,7 +248,12 @@ class Client:
             job_id = next(self._ids)
             self._futures[job_id] = future
         entry = [job_id, task, args, kwargs, many, options] if options else [job_id, task, args, kwargs, many]
-        self._link.queue(entry)
+        try:
+            self._link.queue(entry)  # blocks while too many jobs await the broker's accept
+        except ConnectionLost:
+            with self._lock:
+                self._futures.pop(job_id, None)
+            raise
         return future
 
     def _resolve(self, results: list[list[Any]]) -> None:

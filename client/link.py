@@ -41,7 +41,7 @@ from protocol import (
     error_value,
     unpack_body,
 )
-from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, RECONNECT_MAX_S, RECONNECT_MIN_S
+from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 
 from .connection import Connection, connect, new_hello
 
@@ -78,6 +78,11 @@ class BrokerLink:
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
         self._unaccepted: dict[int, list[list[Any]]] = {}
+        # Jobs queued and not yet accepted (in _unsent or _unaccepted): what
+        # `queue` bounds, so a caller submitting faster than the broker
+        # accepts waits instead of piling jobs up in memory.
+        self._pending = 0
+        self._gave_up: BaseException | None = None
         self._replies: list[Future[Message]] = []
         self._closed = False
         self._conn: Connection | None = None
@@ -108,10 +113,19 @@ class BrokerLink:
     # -- used by the client -------------------------------------------------
 
     def queue(self, job: list[Any]) -> None:
+        """Queue a job for sending; blocks while MAX_PENDING_JOBS are not yet
+        accepted by the broker (flow control, also across a reconnect).
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
         with self._lock:
-            if self._closed:
-                raise ConnectionLost("client is closed")
+            while self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None:
+                self._lock.wait()
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
             self._unsent.append(job)
+            self._pending += 1
             if len(self._unsent) == 1:
                 self._lock.notify_all()
 
@@ -222,6 +236,7 @@ class BrokerLink:
     def _refuse(self, batch_id: int, error: dict[str, Any]) -> None:
         with self._lock:
             jobs = self._unaccepted.pop(batch_id)
+            self._pending -= len(jobs)
             self._lock.notify_all()
         self._on_results([[job[0], False, error] for job in jobs])
 
@@ -248,11 +263,17 @@ class BrokerLink:
                 try:
                     self._reconnect()
                 except (ConnectionLost, HandshakeRefused) as final:
-                    self._on_lost(final)
+                    self._give_up(final)
                     return
             except BaseException as exc:  # top of a thread: never leave futures hanging
-                self._on_lost(ConnectionLost(f"client reader failed: {exc!r}"))
+                self._give_up(ConnectionLost(f"client reader failed: {exc!r}"))
                 raise
+
+    def _give_up(self, exc: BaseException) -> None:
+        with self._lock:
+            self._gave_up = exc
+            self._lock.notify_all()  # callers blocked in queue() raise now
+        self._on_lost(exc)
 
     def _read(self, conn: Connection) -> None:
         silent_since = time.monotonic()
@@ -270,7 +291,7 @@ class BrokerLink:
                 self._on_results(msg.results)
             elif isinstance(msg, Accepted):
                 with self._lock:
-                    self._unaccepted.pop(msg.batch, None)
+                    self._pending -= len(self._unaccepted.pop(msg.batch, ()))
                     self._lock.notify_all()
             elif isinstance(msg, Ping):
                 conn.send(Pong())

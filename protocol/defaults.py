@@ -41,6 +41,9 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+# Client flow control: `submit` blocks while this many jobs are queued or
+# sent but not yet accepted by the broker (a map chunk counts as one job).
+MAX_PENDING_JOBS = 10_000
 
 # Heartbeats: both sides ping this often; HEARTBEAT_MISSES intervals of
 # silence mean the peer is gone (its jobs are requeued, or we reconnect).
