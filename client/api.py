@@ -246,10 +246,11 @@ class Client:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
+            lone = not self._futures  # no other job of ours in flight: send it now
             self._futures[job_id] = future
         entry = [job_id, task, args, kwargs, many, options] if options else [job_id, task, args, kwargs, many]
         try:
-            self._link.queue(entry)  # blocks while too many jobs await the broker's accept
+            self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
             with self._lock:
                 self._futures.pop(job_id, None)

@@ -82,6 +82,7 @@ class BrokerLink:
         # `queue` bounds, so a caller submitting faster than the broker
         # accepts waits instead of piling jobs up in memory.
         self._pending = 0
+        self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
         self._replies: list[Future[Message]] = []
         self._closed = False
@@ -112,9 +113,14 @@ class BrokerLink:
 
     # -- used by the client -------------------------------------------------
 
-    def queue(self, job: list[Any]) -> None:
+    def queue(self, job: list[Any], lone: bool = False) -> None:
         """Queue a job for sending; blocks while MAX_PENDING_JOBS are not yet
         accepted by the broker (flow control, also across a reconnect).
+
+        A `lone` job (the caller has no other job in flight) is sent by the
+        calling thread itself when nothing else is being sent: waking the
+        sender thread would cost a thread handoff on every round trip. Jobs
+        of a burst are not lone, so they still travel in batches.
 
         Raises:
             ConnectionLost: the link is closed or gave up on the broker.
@@ -126,8 +132,13 @@ class BrokerLink:
                 raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
             self._unsent.append(job)
             self._pending += 1
-            if len(self._unsent) == 1:
-                self._lock.notify_all()
+            direct = lone and not self._sending and self._conn is not None and len(self._unsent) == 1
+            if not direct:
+                if len(self._unsent) == 1:
+                    self._lock.notify_all()
+                return
+            conn, batches = self._take_batches_locked()
+        self._send_batches(conn, batches)
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -185,22 +196,37 @@ class BrokerLink:
     def _send_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and (not self._unsent or self._conn is None):
+                while not self._closed and (not self._unsent or self._conn is None or self._sending):
                     self._lock.wait()
                 if self._closed:
                     return
-                conn = self._conn
-                jobs, self._unsent = self._unsent, []
-                batches = []
-                for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
-                    batch_id = next(self._batches)
-                    self._unaccepted[batch_id] = jobs[start : start + MAX_JOBS_PER_FRAME]
-                    batches.append(batch_id)
-            try:
-                for batch_id in batches:
-                    self._send_batch(conn, batch_id)
-            except ConnectionLost:
-                pass  # the reader reconnects and sends them again
+                conn, batches = self._take_batches_locked()
+            self._send_batches(conn, batches)
+
+    def _take_batches_locked(self) -> tuple[Connection, list[int]]:
+        """Turn every unsent job into numbered batches and claim the right
+        to send them (call with _lock held, with a connection)."""
+        assert self._conn is not None
+        jobs, self._unsent = self._unsent, []
+        batches = []
+        for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
+            batch_id = next(self._batches)
+            self._unaccepted[batch_id] = jobs[start : start + MAX_JOBS_PER_FRAME]
+            batches.append(batch_id)
+        self._sending = True
+        return self._conn, batches
+
+    def _send_batches(self, conn: Connection, batches: list[int]) -> None:
+        try:
+            for batch_id in batches:
+                self._send_batch(conn, batch_id)
+        except ConnectionLost:
+            pass  # the reader reconnects and sends them again
+        finally:
+            with self._lock:
+                self._sending = False
+                if self._unsent:
+                    self._lock.notify_all()  # what came meanwhile is the sender thread's
 
     def _send_batch(self, conn: Connection, batch_id: int) -> None:
         """Send one batch in frames under the broker's limit; a job that
