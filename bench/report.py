@@ -17,6 +17,7 @@ from bench.workloads import Sizes
 @dataclass(frozen=True)
 class Row:
     key: str  # samples key
+    short: str  # the chart's panel title
     title: str
     unit: str
     higher_is_better: bool
@@ -30,20 +31,20 @@ def row_specs(s: Sizes) -> list[Row]:
     p50 = lambda m: m["p50_ms"]  # noqa: E731
     p99 = lambda m: m["p99_ms"]  # noqa: E731
     return [
-        Row("bulk_map", f"1. Bulk map: square over {s.bulk_items:,} items (Client.map / Pool.map)",
+        Row("bulk_map", f"1. Bulk map, {s.bulk_items:,} items", f"1. Bulk map: square over {s.bulk_items:,} items (Client.map / Pool.map)",
             "items/s", True, target="≥ 0.5× local", met=lambda v, r: r is not None and v >= 0.5 * r),
-        Row("independent", f"2. Independent jobs: {s.independent_jobs:,} submits (Client.submit / Pool.apply_async)",
+        Row("independent", f"2. Independent jobs, {s.independent_jobs:,} submits", f"2. Independent jobs: {s.independent_jobs:,} submits (Client.submit / Pool.apply_async)",
             "jobs/s", True, target="≥ 1.0× local", met=lambda v, r: r is not None and v >= r),
-        Row("latency", "3. Round trip p50 (submit + result / ProcessPoolExecutor)", "ms", False,
+        Row("latency", "3. Round trip p50", "3. Round trip p50 (submit + result / ProcessPoolExecutor)", "ms", False,
             pick=p50, target="≤ 1 ms", met=lambda v, r: v <= 1.0),
-        Row("latency", "3. Round trip p99", "ms", False, pick=p99),
-        Row("parallel", f"4. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU on 2 processes",
+        Row("latency", "3. Round trip p99", "3. Round trip p99", "ms", False, pick=p99),
+        Row("parallel", f"4. Parallel efficiency, {s.spin_jobs} × {s.spin_s * 1000:g} ms", f"4. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU on 2 processes",
             "efficiency", True, target="≥ 0.9", met=lambda v, r: v >= 0.9),
-        Row("memory", f"5. Broker memory per queued job ({s.queued_jobs:,} queued, no worker)",
+        Row("memory", "5. Broker memory per queued job", f"5. Broker memory per queued job ({s.queued_jobs:,} queued, no worker)",
             "bytes", False, target="≤ 1024", met=lambda v, r: v <= 1024),
-        Row("cli_submit", f"6. `submit` of {s.cli_args:,} args, end to end (vs a Pool.map script)",
+        Row("cli_submit", f"6. `submit` of {s.cli_args:,} args", f"6. `submit` of {s.cli_args:,} args, end to end (vs a Pool.map script)",
             "args/s", True),
-        Row("durable", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
+        Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
     ]
 
@@ -62,6 +63,7 @@ def rows(sizes: Sizes, samples: dict[str, dict[str, list[Any]]]) -> list[dict[st
         out.append({
             "key": spec.key,
             "title": spec.title,
+            "short": spec.short,
             "unit": spec.unit,
             "higher_is_better": spec.higher_is_better,
             "reference": spec.reference,
@@ -127,8 +129,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         ax.bar([lbl for lbl, _ in shown], [v for _, v in shown], color=[colours[lbl] for lbl, _ in shown])
         for i, (_, v) in enumerate(shown):
             ax.annotate(fmt(v, r["unit"]), (i, v), ha="center", va="bottom", fontsize=8)
-        title = r["title"].split(": ", 1)[0] + ": " + r["title"].split(": ", 1)[-1].split(" (")[0]
-        ax.set_title(_wrap(title, 38), fontsize=9)
+        ax.set_title(r["short"], fontsize=10)
         better = "higher is better" if r["higher_is_better"] else "lower is better"
         ax.set_ylabel(f"{r['unit']} ({better})", fontsize=8)
         ax.tick_params(labelsize=8)
