@@ -6,23 +6,61 @@ queue the replies it returns on the peers' outboxes while still holding it,
 so the messages to one peer keep the order the state produced them in. The
 writer threads do the actual sending outside the lock: a slow peer never
 stalls the broker or the other peers.
+
+Strangers and garbage cost little and never crash anything:
+1. At most `max_connections` connections are served at once; the accept
+   thread closes any more at once, so a flood costs no threads.
+2. Until its handshake is done (TLS, hello, authentication) a connection
+   has `handshake_timeout_s` in all, however slowly it sends, and frames
+   of at most HANDSHAKE_MAX_FRAME_BYTES; the queue core never sees it.
+3. Malformed frames, unknown or out-of-order messages close that
+   connection with a logged reason; nothing else is affected.
+4. A peer that stops reading is dropped once more than
+   `max_outbox_bytes` wait for it and its writer has made no progress for
+   as long as a missed heartbeat takes: it is not buffered for without bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import ipaddress
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
-from collections import deque
 
 from client.connection import Connection
-from protocol import Accepted, ConnectionLost, Error, Hello, Message, ProtocolError
-from protocol.messages import encode_to_fit
-from protocol.defaults import HANDSHAKE_TIMEOUT_S, HEARTBEAT_S, MAX_FRAME_BYTES, RESULT_TTL_S
-from protocol.messages import E_BAD_MESSAGE
+from client.tls import TLSStream
+from protocol import (
+    ROLE_CLIENT,
+    ROLE_WORKER,
+    Accepted,
+    Auth,
+    AuthFailed,
+    ConnectionLost,
+    Error,
+    FrameTooLarge,
+    Hello,
+    Message,
+    ProtocolError,
+    check_hello,
+)
+from protocol.auth import BrokerAuth, new_nonce
+from protocol.defaults import (
+    HANDSHAKE_MAX_FRAME_BYTES,
+    HANDSHAKE_TIMEOUT_S,
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
+    MAX_CONNECTIONS,
+    MAX_FRAME_BYTES,
+    MAX_OUTBOX_BYTES,
+    RESULT_TTL_S,
+)
+from protocol.handshake import looks_like_tls
+from protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS, encode_to_fit
 
 from .state import BrokerState
 from .store import Store
@@ -39,40 +77,90 @@ _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Peer:
     """One admitted connection and the thread that writes to it."""
 
-    def __init__(self, conn_id: int, conn: Connection, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        conn: Connection,
+        max_frame_bytes: int,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
+        stall_s: float = HEARTBEAT_S * HEARTBEAT_MISSES,
+    ) -> None:
         self.conn_id = conn_id
         self.conn = conn
         self.max_frame_bytes = max_frame_bytes  # what the peer accepts, after our welcome
-        self._outbox: deque[Message] = deque()
+        self.max_outbox_bytes = max_outbox_bytes
+        self.stall_s = stall_s
+        # Encoded frames: their size is known when they are queued, so the
+        # cap is exact, and the writer only sends bytes.
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._progress = time.monotonic()  # when the writer last got bytes out or took a batch
+        self._dropped = False
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
         self._writer.start()
 
     def post(self, msg: Message) -> None:
-        """Queue a message for sending; never blocks on the network."""
+        """Queue a message for sending; never blocks on the network.
+
+        Called with the broker lock held, so it must never wait for the
+        writer: a peer that stopped reading is cut off instead.
+        """
+        try:
+            frames = encode_to_fit(msg, self.max_frame_bytes)
+        except ProtocolError as exc:
+            log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
+            self.conn.abort()
+            return
         with self._wake:
-            self._outbox.append(msg)
+            if self._dropped:
+                return
+            self._outbox += frames
+            self._outbox_bytes += sum(len(f) for f in frames)
             self._wake.notify()
+        self.drop_if_stalled(time.monotonic())
+
+    def drop_if_stalled(self, now: float) -> bool:
+        """Cut the connection if too much waits for a peer that reads nothing.
+
+        Both conditions, so neither a burst to a peer that reads (a worker
+        granted credit for many large jobs) nor a short pause is punished.
+        """
+        with self._wake:
+            if self._dropped or self._outbox_bytes <= self.max_outbox_bytes or now - self._progress <= self.stall_s:
+                return False
+            self._dropped = True
+            queued, self._outbox, self._outbox_bytes = self._outbox_bytes, [], 0
+        log.warning(
+            "dropping %s: it has read nothing for %.0f s and %d bytes wait for it (limit %d)",
+            self.conn.peer, self.stall_s, queued, self.max_outbox_bytes,
+        )
+        self.conn.abort()
+        return True
 
     def _write_loop(self) -> None:
         while True:
             with self._wake:
                 while not self._outbox and not self.conn.closed:
                     self._wake.wait()
-                batch = list(self._outbox)
-                self._outbox.clear()
+                # Not stuck until now: the clock of a stall starts here.
+                self._progress = time.monotonic()
+                batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
             if self.conn.closed:
                 return
-            # Everything queued goes out in one write.
             try:
-                self.conn.send_bytes(b"".join(f for m in batch for f in encode_to_fit(m, self.max_frame_bytes)))
-            except ProtocolError as exc:
-                log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
-                self.conn.close()
+                self.conn.send_frames(batch, self._made_progress)
             except ConnectionLost:
                 return
 
+    def _made_progress(self) -> None:
+        with self._wake:
+            self._progress = time.monotonic()
+
     def close(self) -> None:
+        # Abort first: the writer may hold the send lock, blocked on a peer
+        # that does not read, and close() needs that lock.
+        self.conn.abort()
         self.conn.close()
         with self._wake:
             self._wake.notify()
@@ -87,16 +175,34 @@ class BrokerServer:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         name: str | None = None,
+        secret: bytes | None = None,
+        worker_secret: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
         store: Store | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
     ) -> None:
+        """Bind and listen; `serve_forever` or `start` accepts.
+
+        `secret` admits clients, and workers too unless `worker_secret` is
+        given: then only it admits workers, so a client's secret cannot
+        join as a worker and receive other people's jobs. None leaves that
+        role open. `tls` is a server context (client.tls.server_context).
+        """
         self._listener = socket.create_server((host, port), backlog=128)
         bound = self._listener.getsockname()
         self.host, self.port = bound[0], bound[1]
         self.name = name or f"{socket.gethostname()}:{self.port}"
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = max_connections
+        self.max_outbox_bytes = max(max_outbox_bytes, 2 * max_frame_bytes)
+        # A peer whose writer is stuck this long is as gone as a silent one.
+        self.stall_s = heartbeat_s * HEARTBEAT_MISSES
+        self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
+        self._tls = tls
         self.state = BrokerState(self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s)
         self.store = store
         if store is not None:
@@ -109,10 +215,20 @@ class BrokerServer:
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
+        # Taken by the accept thread, given back by the connection's thread.
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._turned_away = 0
+        self._last_turned_away_log = -1e9
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def exposure_warnings(self) -> list[str]:
+        """What is unsafe about where and how this broker listens (`broker start`
+        prints these in red; an embedding program should show them too)."""
+        open_roles = [role for role, key in self._keys.items() if key is None]
+        return exposure_warnings(self.host, self.port, open_roles, self._tls is not None)
 
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
@@ -129,10 +245,31 @@ class BrokerServer:
                     time.sleep(0.1)
                     continue
                 raise
+            if not self._slots.acquire(blocking=False):
+                self._turn_away(sock)
+                continue
             conn_id = next(self._ids)
-            threading.Thread(
-                target=self._serve_connection, args=(conn_id, sock), name=f"conn-{conn_id}", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve_connection, args=(conn_id, sock), name=f"conn-{conn_id}", daemon=True
+                ).start()
+            except RuntimeError as exc:  # can't start new thread: out of memory or a ulimit
+                self._slots.release()
+                sock.close()
+                log.warning("cannot serve a new connection: %s", exc)
+
+    def _turn_away(self, sock: socket.socket) -> None:
+        """Close a connection over the limit, logging at most once a second."""
+        sock.close()
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._last_turned_away_log >= 1.0:
+            log.warning(
+                "at the limit of %d connections: closed %d new connection(s) at once",
+                self.max_connections, self._turned_away,
+            )
+            self._turned_away = 0
+            self._last_turned_away_log = now
 
     def start(self) -> threading.Thread:
         """Serve in a background thread (embedded use, tests)."""
@@ -159,47 +296,131 @@ class BrokerServer:
     # -- per connection --------------------------------------------------
 
     def _serve_connection(self, conn_id: int, sock: socket.socket) -> None:
-        conn = Connection(sock, self.max_frame_bytes)
+        conn: Connection | None = None
         peer: Peer | None = None
         try:
-            peer = self._admit(conn_id, conn)
+            deadline = time.monotonic() + self.handshake_timeout_s
+            conn = self._open(sock, deadline)
+            if conn is None:
+                return
+            peer = self._admit(conn_id, conn, deadline)
             if peer is None:
                 return
             while True:
                 msg = conn.recv()
                 with self._lock:
                     self._emit(self.state.on_message(conn_id, msg, time.time()))
+        except FrameTooLarge as exc:
+            assert conn is not None
+            log.warning("closing %s: %s", conn.peer, exc)
+            self._send_last_words(conn, Error(E_FRAME_TOO_LARGE, str(exc)))
         except ProtocolError as exc:
+            assert conn is not None
             log.warning("closing %s: protocol error: %s", conn.peer, exc)
-            self._send_last_words(conn, peer, Error(E_BAD_MESSAGE, str(exc)))
+            self._send_last_words(conn, Error(E_BAD_MESSAGE, str(exc)))
         except ConnectionLost as exc:
             log.debug("%s", exc)
         except Exception:  # top of a thread: log, close, move on
-            log.exception("connection %s failed", conn.peer)
+            log.exception("connection %s failed", conn.peer if conn else conn_id)
         finally:
-            self._forget(conn_id, conn, peer)
+            try:
+                self._forget(conn_id, sock, conn, peer)
+            finally:
+                self._slots.release()
 
-    def _admit(self, conn_id: int, conn: Connection) -> Peer | None:
-        """Run the handshake; the peer once admitted, or None if refused."""
-        conn.settimeout(self.handshake_timeout_s)
+    def _open(self, sock: socket.socket, deadline: float) -> Connection | None:
+        """The connection over `sock`, TLS done if we speak TLS; None if it failed.
+
+        The first byte says whether the peer speaks TLS; a peer on the wrong
+        kind of port is told so (as well as it can understand) and closed.
+        """
+        where = _address(sock)
         try:
-            hello = conn.recv()
+            sock.settimeout(self.handshake_timeout_s)
+            head = sock.recv(1, socket.MSG_PEEK)
         except TimeoutError:
-            log.warning("closing %s: no hello within %.0f s", conn.peer, self.handshake_timeout_s)
-            conn.close()
+            log.warning("closing %s: it sent nothing within %.0f s", where, self.handshake_timeout_s)
+            return None
+        except OSError as exc:
+            log.debug("%s went away: %s", where, exc)
+            return None
+        if not head:
+            return None
+        peer_tls = looks_like_tls(head)
+        if self._tls is None:
+            if peer_tls:
+                log.warning("closing %s: TLS handshake on a plaintext port (start the broker with --tls-cert)", where)
+                _drain_and_close(sock)
+                return None
+            return Connection(sock, self.max_frame_bytes)
+        if not peer_tls:
+            log.warning("closing %s: plaintext peer on a TLS port (it needs --tls-ca)", where)
+            # Read its hello first: closing with unread data sends a reset,
+            # which can destroy the answer before the peer reads it.
+            try:
+                sock.settimeout(0.2)
+                sock.recv(64 * 1024)
+            except OSError:
+                pass
+            self._send_last_words(
+                Connection(sock, self.max_frame_bytes),
+                Error(E_TLS, "this broker speaks TLS only; connect with --tls-ca (or set SOCKPOOL_TLS_CA)"),
+            )
+            return None
+        try:
+            stream = TLSStream.server(sock, self._tls, deadline)
+        except TimeoutError:
+            log.warning("closing %s: no TLS handshake within %.0f s", where, self.handshake_timeout_s)
+            return None
+        except ssl.SSLError as exc:
+            log.warning("closing %s: TLS handshake failed: %s", where, exc)
+            return None
+        except OSError as exc:
+            log.debug("%s went away during the TLS handshake: %s", where, exc)
+            return None
+        return Connection(stream, self.max_frame_bytes)
+
+    def _admit(self, conn_id: int, conn: Connection, deadline: float) -> Peer | None:
+        """Run the handshake; the peer once admitted, or None if refused.
+
+        Raises:
+            ProtocolError: the peer sent something other than the handshake.
+            ConnectionLost: the peer went away.
+        """
+        conn.decoder.set_max_frame_bytes(min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes))
+        try:
+            hello = conn.recv(deadline)
+        except TimeoutError:
+            log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
             return None
         if not isinstance(hello, Hello):
             raise ProtocolError(f"expected hello, got {hello.type!r}")
+        refusal = check_hello(hello)
+        if refusal is not None:
+            self._refuse(conn, refusal)
+            return None
+        try:
+            proof = self._authenticate(conn, hello, deadline)
+        except TimeoutError:
+            log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
+            return None
+        except AuthFailed as exc:
+            log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
+            self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
+            return None
+        conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
         conn.settimeout(None)
         with self._lock:
             out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]
             if isinstance(first, Error):
-                log.warning("refused %s (%s): %s", conn.peer, first.code, first.message)
-                self._send_last_words(conn, None, first)
-                conn.close()
+                self._refuse(conn, first)
                 return None
-            peer = self._peers[conn_id] = Peer(conn_id, conn, self.max_frame_bytes)
+            if proof:
+                out[0] = (conn_id, dataclasses.replace(first, proof=proof))
+            peer = self._peers[conn_id] = Peer(
+                conn_id, conn, self.max_frame_bytes, self.max_outbox_bytes, self.stall_s
+            )
             self._emit(out)
         if hello.role == "worker":
             log.info(
@@ -210,7 +431,30 @@ class BrokerServer:
             log.info("client %s connected from %s", hello.name or conn_id, conn.peer)
         return peer
 
-    def _send_last_words(self, conn: Connection, peer: Peer | None, error: Error) -> None:
+    def _authenticate(self, conn: Connection, hello: Hello, deadline: float) -> bytes:
+        """Challenge the peer if its role needs a secret; the broker's proof, or b"".
+
+        Raises:
+            AuthFailed: the peer has no secret or the wrong one.
+            TimeoutError: the peer did not answer by `deadline`.
+            ProtocolError: it answered with something other than `auth`.
+        """
+        auth = BrokerAuth(self._keys, new_nonce())
+        challenge = auth.challenge(hello)
+        if challenge is None:
+            return b""
+        conn.settimeout(max(0.001, deadline - time.monotonic()))
+        conn.send(challenge)
+        answer = conn.recv(deadline)
+        if not isinstance(answer, Auth):
+            raise ProtocolError(f"expected auth, got {answer.type!r}")
+        return auth.verify(answer)
+
+    def _refuse(self, conn: Connection, error: Error) -> None:
+        log.warning("refused %s (%s): %s", conn.peer, error.code, error.message)
+        self._send_last_words(conn, error)
+
+    def _send_last_words(self, conn: Connection, error: Error) -> None:
         """Tell the peer why it is being closed, if the socket still takes it."""
         try:
             conn.sock.settimeout(1.0)
@@ -218,16 +462,18 @@ class BrokerServer:
         except Exception:
             pass
 
-    def _forget(self, conn_id: int, conn: Connection, peer: Peer | None) -> None:
+    def _forget(self, conn_id: int, sock: socket.socket, conn: Connection | None, peer: Peer | None) -> None:
         if peer is not None:
             with self._lock:
                 role = self.state.role(conn_id)
                 del self._peers[conn_id]
                 self._emit(self.state.on_disconnect(conn_id, time.time()))
             peer.close()
-            log.info("%s %s left", role or "peer", conn.peer)
-        else:
+            log.info("%s %s left", role or "peer", peer.conn.peer)
+        elif conn is not None:
             conn.close()
+        else:
+            sock.close()
 
     def _emit(self, out: list[tuple[int, Message]]) -> None:
         """Send the state's replies and store its journal; call with the lock held.
@@ -261,8 +507,65 @@ class BrokerServer:
             with self._lock:
                 self._emit(self.state.tick(now))
                 silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
+                peers = list(self._peers.values())
             for peer in silent:
                 # Its reader thread sees the socket close and requeues its jobs.
                 log.warning("%s missed its heartbeats; closing", peer.conn.peer)
                 peer.close()
+            monotonic = time.monotonic()
+            for peer in peers:
+                peer.drop_if_stalled(monotonic)
+
+
+def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) -> list[str]:
+    """Warnings for a broker bound to `host`, with no secret for `open_roles`.
+
+    Loopback is the machine's own business; any other address is reachable
+    by strangers, who must then not be able to submit jobs or, worse, join
+    as a worker and receive other people's jobs.
+    """
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return []
+    except ValueError:
+        pass  # a name, not an address: assume it is reachable
+    where = f"{host}:{port}"
+    warnings = []
+    if open_roles:
+        dangers = []
+        if ROLE_CLIENT in open_roles:
+            dangers.append("submit jobs that run on the workers")
+        if ROLE_WORKER in open_roles:
+            dangers.append("join as a worker and receive other people's jobs")
+        warnings.append(
+            f"listening on {where}, reachable from other machines, with no secret: anyone who can "
+            f"reach this port can {' and '.join(dangers)}. Start the broker with --secret-file "
+            "(see SECURITY.md)."
+        )
+    if not tls:
+        warnings.append(
+            f"listening on {where} without TLS: jobs and results cross the network in the clear. "
+            "On a network you do not trust, add --tls-cert and --tls-key."
+        )
+    return warnings
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _drain_and_close(sock: socket.socket) -> None:
+    """Close after reading what the peer already sent, so it sees an orderly
+    end of stream rather than a reset that could hide our reason."""
+    try:
+        sock.settimeout(0.2)
+        sock.recv(64 * 1024)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 

@@ -157,8 +157,9 @@ class BrokerState:
             return out + self._dispatch()
         session = self.clients.pop(conn_id, None)
         if session is not None and session.conn_id == conn_id:
-            session.conn_id = None
-            session.gone_since = now
+            others = [c for c, s in self.clients.items() if s is session]
+            session.conn_id = others[-1] if others else None
+            session.gone_since = None if others else now
         return []
 
     def role(self, conn_id: int) -> str | None:
@@ -197,6 +198,11 @@ class BrokerState:
                 return []
         session = self.clients.get(conn_id)
         if session is not None:
+            # Two connections may share a session (a client reconnecting
+            # before its old connection timed out): the one that spoke last
+            # gets the session's results.
+            session.conn_id = conn_id
+            session.gone_since = None
             if isinstance(msg, Submit):
                 return self.on_submit(session, msg)
             if isinstance(msg, Ack):
@@ -225,10 +231,11 @@ class BrokerState:
             added += 1
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
-        assert session.conn_id is not None
-        out: Outbox = [(session.conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
+        conn_id = session.conn_id
+        assert conn_id is not None  # on_message just set it
+        out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
         if refused:
-            out.append((session.conn_id, Results(refused)))
+            out.append((conn_id, Results(refused)))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:

@@ -20,9 +20,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
 from protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError
-from protocol.defaults import CONNECT_TIMEOUT_S, MAP_WINDOW_CHUNKS, MAX_MAP_CHUNK, RECONNECT_TIMEOUT_S
+from protocol.defaults import (
+    CONNECT_TIMEOUT_S,
+    MAP_WINDOW_CHUNKS,
+    MAX_MAP_CHUNK,
+    RECONNECT_TIMEOUT_S,
+    SECRET_ENV,
+    TLS_CA_ENV,
+)
 from protocol.messages import MAX_RETRIES
 
+from .credentials import Credentials
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -75,14 +83,27 @@ class Client:
         auto_ack: bool = True,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
+        secret_file: str | None = None,
+        tls_ca: str | None = None,
+        credentials: Credentials | None = None,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
 
+        The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
+        is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
+        signed the broker's certificate. `credentials` overrides both.
+
         Raises:
             ConnectionLost: the broker cannot be reached.
-            HandshakeRefused: the broker refused us.
+            HandshakeRefused: the broker refused us, or failed to prove it
+                knows our secret, or TLS is on at one end only.
+            ValueError: a secret or CA file cannot be used.
         """
+        if credentials is None:
+            credentials = Credentials.from_files(
+                secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
+            )
         self.options = job_options(retries, timeout)
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
@@ -92,7 +113,7 @@ class Client:
         self._lost: BaseException | None = None
         self._link = BrokerLink(
             address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
-            self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s,
+            self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
         )
         self.session = self._link.welcome.session or self._link.session
         self._link.start()

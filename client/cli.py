@@ -12,10 +12,11 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 import click
 
 from protocol import SockpoolError
-from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
+from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS, SECRET_ENV, TLS_CA_ENV
 from protocol.messages import MAX_RETRIES
 
 from .api import Client, JobFailed
+from .credentials import Credentials
 from .progress import REDRAW_S, ProgressBar
 
 # Distinct errors printed in full; the rest are counted.
@@ -91,6 +92,14 @@ class OrderedWriter:
 @click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
 @click.option(
+    "--secret-file", envvar=SECRET_ENV, metavar="PATH",
+    help=f"File holding the secret the broker requires [env: {SECRET_ENV}].",
+)
+@click.option(
+    "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
+    help=f"Connect with TLS, trusting the broker's certificate if this CA signed it [env: {TLS_CA_ENV}].",
+)
+@click.option(
     "--progress/--no-progress", default=None,
     help=f"Show a progress bar on stderr [default: for {PROGRESS_MIN_JOBS:,} jobs or more when stdout is a terminal].",
 )
@@ -107,6 +116,8 @@ def main(
     timeout: float | None,
     detach: bool,
     attach_id: str | None,
+    secret_file: str | None,
+    tls_ca: str | None,
     progress: bool | None,
     task: str | None,
     args: tuple[str, ...],
@@ -117,20 +128,25 @@ def main(
     string. Results are printed as they arrive, in input order. Exits 0
     only if every job succeeded.
     """
+    try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     if attach_id is not None:
         if task is not None:
             raise click.UsageError("--attach takes no TASK or ARG")
-        labels, results = attach(address, attach_id)
+        labels, results = attach(address, attach_id, credentials)
     elif task is None:
         raise click.UsageError("missing TASK")
     elif detach:
         if local:
             raise click.UsageError("--detach needs a broker that outlives this command, not --local")
-        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], retries, timeout))
+        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], retries, timeout, credentials))
         return
     else:
         labels = args
-        results = run(address, local, processes, modules, task, [parse_arg(a) for a in args], chunksize, retries, timeout)
+        values = [parse_arg(a) for a in args]
+        results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials)
     if progress is None:
         progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
     bar = ProgressBar(len(labels), sys.stderr) if progress else None
@@ -142,7 +158,7 @@ def main(
 
 def run(
     address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
-    values: list[Any], chunksize: int | None, retries: int, timeout: float | None,
+    values: list[Any], chunksize: int | None, retries: int, timeout: float | None, credentials: Credentials,
 ) -> Iterator[Any]:
     """The results, in order, as they arrive; acknowledged once all are in."""
     try:
@@ -150,19 +166,24 @@ def run(
             if local:
                 from .local import LocalCluster
 
-                address = stack.enter_context(LocalCluster(processes, modules)).address
-            client = stack.enter_context(Client(address, auto_ack=False))
+                # The embedded broker listens on loopback only: no TLS, but
+                # the same secret, so a configured secret keeps working.
+                cluster = stack.enter_context(LocalCluster(processes, modules, secret=credentials.secret))
+                address, credentials = cluster.address, Credentials(secret=credentials.secret)
+            client = stack.enter_context(Client(address, auto_ack=False, credentials=credentials))
             jobs = client.with_options(retries=retries, timeout=timeout)
             yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
-    except SockpoolError as exc:
+    except (SockpoolError, ValueError) as exc:  # ValueError: a refused --tasks module
         raise click.ClickException(str(exc)) from exc
 
 
-def submit_detached(address: str | None, task: str, values: list[Any], retries: int, timeout: float | None) -> str:
+def submit_detached(
+    address: str | None, task: str, values: list[Any], retries: int, timeout: float | None, credentials: Credentials
+) -> str:
     """Submit one job per value; return the session ID once all are durable."""
     try:
-        with Client(address, auto_ack=False) as client:
+        with Client(address, auto_ack=False, credentials=credentials) as client:
             jobs = client.with_options(retries=retries, timeout=timeout)
             for value in values:
                 jobs.submit(task, value)
@@ -173,10 +194,10 @@ def submit_detached(address: str | None, task: str, values: list[Any], retries: 
         raise click.ClickException(str(exc)) from exc
 
 
-def attach(address: str | None, session: str) -> tuple[list[str], list[Any]]:
+def attach(address: str | None, session: str, credentials: Credentials) -> tuple[list[str], list[Any]]:
     """Collect a detached submission's results, in order, then let the broker forget them."""
     try:
-        with Client(address, session=session, auto_ack=False) as client:
+        with Client(address, session=session, auto_ack=False, credentials=credentials) as client:
             collected = client.collect()
             if not collected:
                 raise click.ClickException(f"the broker holds no jobs for submission {session!r}")

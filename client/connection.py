@@ -6,19 +6,29 @@ senders from interleaving their frames on the socket.
 
 After any failed send or receive, or a ProtocolError, the connection is
 closed for good: a half-written frame is never retried.
+
+`connect` runs the peer's side of the handshake: TLS first if asked for,
+then hello, then (with a secret) challenge, auth and the broker's proof in
+the welcome. Anything that retrying cannot fix (refused, wrong secret,
+TLS on one side only, an untrusted certificate) is a HandshakeRefused.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
+import time
+from typing import Any, Callable, Iterator
 
 from protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
+    AuthFailed,
+    Challenge,
     ConnectionLost,
     Decoder,
     Error,
@@ -29,9 +39,39 @@ from protocol import (
     Welcome,
     encode,
 )
-from protocol.defaults import BROKER_ENV
+from protocol.auth import PeerAuth, new_nonce
+from protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
+from protocol.handshake import looks_like_tls
+from protocol.messages import E_AUTH, E_TLS
+
+from .credentials import Credentials
+from .tls import TLSStream
 
 RECV_BYTES = 256 * 1024
+# Bytes handed to one sendall by send_frames.
+SEND_PIECE_BYTES = 1024 * 1024
+
+
+def _pieces(frames: list[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The bytes of `frames`, in order, as pieces of about `size` bytes."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for data in frames:
+        if len(data) >= size:
+            if pending:
+                yield b"".join(pending)
+                pending, pending_bytes = [], 0
+            view = memoryview(data)
+            for start in range(0, len(view), size):
+                yield view[start : start + size]
+            continue
+        pending.append(data)
+        pending_bytes += len(data)
+        if pending_bytes >= size:
+            yield b"".join(pending)
+            pending, pending_bytes = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def parse_address(address: str | None) -> tuple[str, int]:
@@ -52,7 +92,7 @@ def parse_address(address: str | None) -> tuple[str, int]:
 class Connection:
     """A connected socket that sends and receives sockpool messages."""
 
-    def __init__(self, sock: socket.socket, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, sock: socket.socket | TLSStream, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Frames are written whole; waiting to coalesce them only adds latency.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -86,13 +126,38 @@ class Connection:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
 
-    def recv(self) -> Message:
-        """Block until the next message arrives (honours the socket timeout).
+    def send_frames(self, frames: list[bytes], on_progress: Callable[[], None]) -> None:
+        """Send whole frames in order, `on_progress()` after each piece that
+        went out, so a caller can tell a slow peer from one that reads nothing.
+
+        Small frames are joined into one write; large ones go in pieces, all
+        under the send lock, so no other sender can cut into a frame.
+
+        Raises:
+            ConnectionLost: the socket failed; the connection is now closed.
+        """
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionLost(f"connection to {self.peer} is closed")
+            try:
+                for piece in _pieces(frames, SEND_PIECE_BYTES):
+                    self.sock.sendall(piece)
+                    on_progress()
+            except OSError as exc:
+                self._close_locked()
+                raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
+
+    def recv(self, deadline: float | None = None) -> Message:
+        """Block until the next message arrives.
+
+        Without a `deadline` (a time.monotonic() value) each socket read
+        honours the socket timeout; with one, the whole message must be in
+        by then, however slowly its bytes trickle in.
 
         Raises:
             ConnectionLost: the peer closed or the socket failed.
             ProtocolError: the peer sent something malformed.
-            TimeoutError: the socket timeout passed with no whole message.
+            TimeoutError: the timeout or deadline passed with no whole message.
         """
         while True:
             msg = self.decoder.next_message()
@@ -100,6 +165,11 @@ class Connection:
                 return msg
             if self.decoder.at_eof:
                 raise ConnectionLost(f"{self.peer} closed the connection")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no whole message from {self.peer} in time")
+                self.sock.settimeout(left)
             try:
                 data = self.sock.recv(RECV_BYTES)
             except TimeoutError:
@@ -114,6 +184,18 @@ class Connection:
     def close(self) -> None:
         with self._send_lock:
             self._close_locked()
+
+    def abort(self) -> None:
+        """Cut the connection from any thread, without waiting for a sender.
+
+        A sender may be blocked for good on a peer that does not read, and
+        holds the send lock meanwhile; shutting the socket down makes its
+        call (and any blocked receive) fail, and their threads clean up.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _close_locked(self) -> None:
         if self._closed:
@@ -130,38 +212,104 @@ class Connection:
         return self._closed
 
 
-def connect(address: str | None, hello: Hello, timeout_s: float) -> tuple[Connection, Welcome]:
+def connect(
+    address: str | None, hello: Hello, timeout_s: float, credentials: Credentials | None = None
+) -> tuple[Connection, Welcome]:
     """Open a connection to the broker and complete the handshake.
 
     Raises:
-        ConnectionLost: the broker could not be reached or hung up.
-        HandshakeRefused: the broker refused our hello.
+        ConnectionLost: the broker could not be reached, hung up or did
+            not answer in time; worth retrying.
+        HandshakeRefused: the broker refused us or we refused it (version,
+            role, authentication, TLS); retrying cannot help.
         ProtocolError: the broker answered with something unexpected.
     """
+    credentials = credentials or Credentials()
     host, port = parse_address(address)
+    where = f"{host}:{port}"
+    deadline = time.monotonic() + timeout_s
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        raise ConnectionLost(f"cannot reach broker at {host}:{port}: {exc}") from exc
-    conn = Connection(sock)
+        raise ConnectionLost(f"cannot reach broker at {where}: {exc}") from exc
+    stream: socket.socket | TLSStream = sock
+    if credentials.tls is not None:
+        try:
+            stream = TLSStream.client(sock, credentials.tls, host, deadline)
+        except BaseException as exc:
+            sock.close()
+            raise _tls_failure(where, exc) from exc
+    conn = Connection(stream)
     try:
-        conn.send(hello)
-        reply = conn.recv()
-    except (TimeoutError, ConnectionLost, ProtocolError) as exc:
+        welcome = _shake_hands(conn, hello, credentials, deadline, where)
+    except BaseException:
         conn.close()
-        if isinstance(exc, TimeoutError):
-            raise ConnectionLost(f"broker at {host}:{port} did not answer the handshake") from exc
         raise
-    if isinstance(reply, Error):
-        conn.close()
-        raise HandshakeRefused(reply.code, reply.message)
-    if not isinstance(reply, Welcome):
-        conn.close()
-        raise ProtocolError(f"expected welcome, got {reply.type}")
     # The broker sends frames up to its own limit; take it if it is larger.
-    conn.decoder.set_max_frame_bytes(max(MAX_FRAME_BYTES, reply.max_frame_bytes))
+    conn.decoder.set_max_frame_bytes(max(MAX_FRAME_BYTES, welcome.max_frame_bytes))
     conn.settimeout(None)
-    return conn, reply
+    return conn, welcome
+
+
+def _tls_failure(where: str, exc: BaseException) -> BaseException:
+    """What a failed TLS handshake means, for someone who has to fix it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return HandshakeRefused(
+            E_TLS, f"the broker at {where} has a certificate that --tls-ca does not vouch for: {exc.verify_message}"
+        )
+    if isinstance(exc, (ssl.SSLError, ConnectionError)):
+        return HandshakeRefused(
+            E_TLS,
+            f"TLS handshake with the broker at {where} failed ({exc}); "
+            "is the broker started with --tls-cert and --tls-key?",
+        )
+    if isinstance(exc, TimeoutError):
+        return ConnectionLost(f"the broker at {where} did not finish the TLS handshake in time")
+    if isinstance(exc, OSError):
+        return ConnectionLost(f"TLS handshake with the broker at {where} failed: {exc}")
+    return exc
+
+
+def _shake_hands(conn: Connection, hello: Hello, credentials: Credentials, deadline: float, where: str) -> Welcome:
+    auth = PeerAuth(credentials.secret, hello.role, new_nonce()) if credentials.secret else None
+    _send(conn, auth.hello(hello) if auth else hello, deadline)
+    reply = _handshake_reply(conn, deadline, where, credentials)
+    try:
+        if isinstance(reply, Challenge):
+            if auth is None:
+                raise AuthFailed("the broker requires a secret")
+            _send(conn, auth.answer(reply), deadline)
+            reply = _handshake_reply(conn, deadline, where, credentials)
+        if isinstance(reply, Error):
+            if reply.code == E_AUTH and auth is None:
+                raise AuthFailed("the broker requires a secret")
+            raise HandshakeRefused(reply.code, reply.message)
+        if not isinstance(reply, Welcome):
+            raise ProtocolError(f"expected welcome, got {reply.type}")
+        if auth is not None:
+            auth.check_welcome(reply)
+    except AuthFailed as exc:
+        hint = f"; pass --secret-file or set {SECRET_ENV}" if auth is None else ""
+        raise HandshakeRefused(E_AUTH, f"{exc}{hint}") from exc
+    return reply
+
+
+def _send(conn: Connection, msg: Message, deadline: float) -> None:
+    conn.settimeout(max(0.001, deadline - time.monotonic()))
+    conn.send(msg)
+
+
+def _handshake_reply(conn: Connection, deadline: float, where: str, credentials: Credentials) -> Any:
+    try:
+        return conn.recv(deadline)
+    except TimeoutError as exc:
+        raise ConnectionLost(f"broker at {where} did not answer the handshake") from exc
+    except (ConnectionLost, ProtocolError) as exc:
+        if credentials.tls is None and looks_like_tls(conn.decoder.peek(2)):
+            raise HandshakeRefused(
+                E_TLS, f"the broker at {where} answered in TLS; connect with --tls-ca (or set {TLS_CA_ENV})"
+            ) from exc
+        raise
 
 
 def new_hello(role: str, **fields: object) -> Hello:

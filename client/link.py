@@ -44,6 +44,7 @@ from protocol import (
 from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 
 from .connection import Connection, connect, new_hello
+from .credentials import Credentials
 
 log = logging.getLogger("sockpool.client")
 
@@ -60,14 +61,16 @@ class BrokerLink:
         on_lost: Callable[[BaseException], None],
         connect_timeout_s: float,
         reconnect_timeout_s: float,
+        credentials: Credentials | None = None,
     ) -> None:
         """Connect and shake hands.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
-            HandshakeRefused: the broker refused us.
+            HandshakeRefused: the broker refused us (or we it: secret, TLS).
         """
         self.address = address
+        self.credentials = credentials or Credentials()
         self.session = session
         self.name = name
         self.connect_timeout_s = connect_timeout_s
@@ -98,7 +101,7 @@ class BrokerLink:
 
     def _connect(self) -> Welcome:
         hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session)
-        conn, welcome = connect(self.address, hello, self.connect_timeout_s)
+        conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         heartbeat_s = welcome.heartbeat_s or None
         conn.settimeout(heartbeat_s)
         with self._lock:

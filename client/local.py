@@ -14,17 +14,19 @@ from protocol.defaults import CHUNK_TARGET_S, MAX_FRAME_BYTES
 
 
 class LocalCluster:
-    def __init__(self, processes: int | None = None, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, processes: int | None = None, modules: tuple[str, ...] = (), secret: bytes | None = None) -> None:
         # Imported here: a plain client needs neither the broker nor the worker.
         from broker.server import BrokerServer
         from worker.node import WorkerNode
         from worker.runner import Runner, default_processes
 
+        from .credentials import Credentials
+
         self.runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
-        self.broker = BrokerServer("127.0.0.1", 0, max_frame_bytes=MAX_FRAME_BYTES, name="local")
+        self.broker = BrokerServer("127.0.0.1", 0, max_frame_bytes=MAX_FRAME_BYTES, name="local", secret=secret)
         self.broker.start()
         self.address = self.broker.address
-        self.node = WorkerNode(self.address, self.runner, name="local")
+        self.node = WorkerNode(self.address, self.runner, name="local", credentials=Credentials(secret=secret))
         self._node_thread = threading.Thread(target=self.node.run, name="local-worker", daemon=True)
         self._node_thread.start()
 

@@ -6,7 +6,14 @@ prose is docs/PROTOCOL.md.
 """
 
 from .defaults import DEFAULT_HOST, DEFAULT_PORT, MAX_FRAME_BYTES
-from .errors import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
+from .errors import (
+    AuthFailed,
+    ConnectionLost,
+    FrameTooLarge,
+    HandshakeRefused,
+    ProtocolError,
+    SockpoolError,
+)
 from .framing import FrameDecoder, frame, pack_body, unpack_body
 from .handshake import check_hello
 from .messages import (
@@ -14,6 +21,8 @@ from .messages import (
     ROLE_CLIENT,
     ROLE_WORKER,
     Accepted,
+    Auth,
+    Challenge,
     Ack,
     Credit,
     Drain,
@@ -38,8 +47,9 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Drain", "FailedJobs", "ListFailed", "Release", "ConnectionLost", "Credit", "Decoder",
-    "Error", "FrameDecoder", "HandshakeRefused", "Hello", "Jobs", "Message", "Ping",
+    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
+    "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "Submit", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
+from .messages import error_value
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -95,3 +96,50 @@ def _checked_pack(value: Any) -> bytes:
     packed: bytes = msgpack.packb(value, use_bin_type=True)
     msgpack.unpackb(packed, raw=False, strict_map_key=True)
     return packed
+
+
+# Room in a results body for everything but the entries: the map, its keys,
+# the array header and the credit.
+_RESULTS_OVERHEAD_BYTES = 64
+
+
+def fit_results(packed_arrays: list[bytes], max_frame_bytes: int) -> list[list[bytes]]:
+    """Group packed result arrays so each group's `results_body` fits a frame.
+
+    A broker closes a connection that sends it a frame over its limit, and
+    the worker would then run the same jobs again and again. So an array
+    too big for one frame is split entry by entry, and a single result too
+    big for any frame becomes a `ResultTooLarge` failure: the job ends, with
+    a reason, instead of looping.
+    """
+    budget = max_frame_bytes - _RESULTS_OVERHEAD_BYTES
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for packed in _within(packed_arrays, budget, max_frame_bytes):
+        if current and size + len(packed) > budget:
+            groups.append(current)
+            current, size = [], 0
+        current.append(packed)
+        size += len(packed)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _within(packed_arrays: list[bytes], budget: int, max_frame_bytes: int) -> list[bytes]:
+    fitting = []
+    for packed in packed_arrays:
+        if len(packed) <= budget:
+            fitting.append(packed)
+            continue
+        for entry in msgpack.unpackb(packed, raw=False, strict_map_key=False):
+            one = msgpack.packb([entry], use_bin_type=True)
+            if len(one) > budget:
+                error = error_value(
+                    "ResultTooLarge",
+                    f"the result takes {len(one)} bytes encoded, over the broker's frame limit of {max_frame_bytes}",
+                )
+                one = msgpack.packb([[entry[0], False, error]], use_bin_type=True)
+            fitting.append(one)
+    return fitting

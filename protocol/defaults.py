@@ -13,8 +13,26 @@ BROKER_ENV = "SOCKPOOL_BROKER"
 # Checked against the 4-byte length prefix before any body is buffered.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
-# A peer that has not finished its hello by then is cut off.
+# A peer that has not finished its handshake (TLS, hello, authentication)
+# by then is cut off, however slowly it keeps sending.
 HANDSHAKE_TIMEOUT_S = 10.0
+# Frames before the handshake completes are small (a hello lists task names);
+# a stranger must not make the broker buffer a full-size frame.
+HANDSHAKE_MAX_FRAME_BYTES = 1024 * 1024
+
+# Connections the broker serves at once, admitted or not; more are accepted
+# and closed at once, so a flood costs a socket each, not a thread each.
+MAX_CONNECTIONS = 1024
+# Encoded messages queued for one peer that does not read them; over this
+# the broker drops that peer rather than grow without bound.
+MAX_OUTBOX_BYTES = 64 * 1024 * 1024
+
+# Authentication: a file holding the shared secret (see SECURITY.md).
+SECRET_ENV = "SOCKPOOL_SECRET_FILE"
+# Shorter secrets are refused: a guessable secret protects nothing.
+MIN_SECRET_BYTES = 16
+# TLS: the CA certificate that peers verify the broker's certificate with.
+TLS_CA_ENV = "SOCKPOOL_TLS_CA"
 
 # How long a client waits to connect before giving up.
 CONNECT_TIMEOUT_S = 10.0

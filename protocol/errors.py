@@ -9,12 +9,31 @@ class ProtocolError(SockpoolError):
     """The peer sent bytes or messages we cannot accept; close the connection."""
 
 
+class FrameTooLarge(ProtocolError):
+    """A frame's length prefix is over the limit; nothing of it was buffered."""
+
+
+class AuthFailed(SockpoolError):
+    """The other side could not prove it knows the shared secret.
+
+    `reason` is for the log of the side that found out; the wire only ever
+    says "authentication failed".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"authentication failed: {reason}")
+        self.reason = reason
+
+
 class ConnectionLost(SockpoolError):
     """The network or the peer went away."""
 
 
 class HandshakeRefused(SockpoolError):
-    """The broker answered our hello with an error (version, role, auth)."""
+    """The broker refused us, or we refused the broker (version, role, auth, TLS).
+
+    Retrying cannot help: the configuration on one side must change.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from .defaults import MAX_FRAME_BYTES
-from .errors import ProtocolError
+from .errors import FrameTooLarge, ProtocolError
 
 _PREFIX = struct.Struct(">I")
 PREFIX_BYTES = _PREFIX.size
@@ -92,14 +92,14 @@ class FrameDecoder:
         """Return the next complete frame body, or None if more bytes are needed.
 
         Raises:
-            ProtocolError: the length prefix exceeds the limit, or the stream
-                ended in the middle of a frame.
+            FrameTooLarge: the length prefix exceeds the limit.
+            ProtocolError: the stream ended in the middle of a frame.
         """
         available = len(self._buf) - self._pos
         if available >= PREFIX_BYTES:
             (length,) = _PREFIX.unpack_from(self._buf, self._pos)
             if length > self.max_frame_bytes:
-                raise ProtocolError(
+                raise FrameTooLarge(
                     f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
                 )
             if available >= PREFIX_BYTES + length:
@@ -110,6 +110,10 @@ class FrameDecoder:
         if self._eof and available:
             raise ProtocolError("truncated frame")
         return None
+
+    def peek(self, count: int) -> bytes:
+        """The first `count` bytes not yet taken, for telling what a stream is."""
+        return bytes(self._buf[self._pos : self._pos + count])
 
     @property
     def at_eof(self) -> bool:

@@ -45,6 +45,8 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+E_AUTH = "auth_failed"
+E_TLS = "tls"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
@@ -99,6 +101,22 @@ class Hello(Message):
     # Workers: the task names they serve and how many processes run them.
     tasks: list[str] = field(default_factory=list)
     processes: int = 0
+    # With a secret: the peer's fresh random nonce (see protocol/auth.py).
+    nonce: bytes = b""
+
+
+@_message("challenge")
+class Challenge(Message):
+    """Broker to peer, when the peer's role needs a secret: the broker's nonce."""
+
+    nonce: bytes
+
+
+@_message("auth")
+class Auth(Message):
+    """Peer to broker: the peer's proof that it knows the secret."""
+
+    proof: bytes
 
 
 @_message("welcome")
@@ -111,6 +129,8 @@ class Welcome(Message):
     session: str = ""
     # Processes of all connected workers, a hint for sizing map chunks.
     processes: int = 0
+    # After a challenge: the broker's proof that it knows the secret too.
+    proof: bytes = b""
     # Both sides send `ping` this often; silence for HEARTBEAT_MISSES times
     # as long means the other side is gone.
     heartbeat_s: float = 0.0

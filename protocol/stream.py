@@ -35,5 +35,12 @@ class Decoder:
         return None if body is None else decode(body)
 
     @property
+    def max_frame_bytes(self) -> int:
+        return self._frames.max_frame_bytes
+
+    def peek(self, count: int) -> bytes:
+        return self._frames.peek(count)
+
+    @property
     def at_eof(self) -> bool:
         return self._frames.at_eof

@@ -14,9 +14,10 @@ import sys
 
 import click
 
+from client.credentials import Credentials
 from client.logs import configure_logging, log_level_option
 from protocol import HandshakeRefused
-from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
+from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S, SECRET_ENV, TLS_CA_ENV
 
 from .node import WorkerNode
 from .runner import Runner, default_processes
@@ -38,24 +39,36 @@ def main() -> None:
 )
 @click.option("--name", default=None, help="Name shown in the broker's logs [default: the host name].")
 @click.option(
+    "--secret-file", envvar=SECRET_ENV, metavar="PATH",
+    help=f"File holding the secret the broker requires of workers [env: {SECRET_ENV}].",
+)
+@click.option(
+    "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
+    help=f"Connect with TLS, trusting the broker's certificate if this CA signed it [env: {TLS_CA_ENV}].",
+)
+@click.option(
     "--drain-timeout", type=click.FloatRange(0), default=DRAIN_TIMEOUT_S, show_default=True, metavar="SECONDS",
     help="On SIGTERM/SIGINT, how long running jobs may take to finish before the worker leaves anyway.",
 )
 @log_level_option
 def join(
     address: str | None, processes: int | None, modules: tuple[str, ...], name: str | None,
-    drain_timeout: float, log_level: str,
+    secret_file: str | None, tls_ca: str | None, drain_timeout: float, log_level: str,
 ) -> None:
     """Join the broker at ADDRESS (HOST:PORT, else $SOCKPOOL_BROKER, else the default)."""
     configure_logging(log_level)
+    try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     # Like `python -m`, find task modules in the current directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         raise click.ClickException(f"cannot load tasks: {exc}") from exc
-    node = WorkerNode(address, runner, name=name, drain_timeout_s=drain_timeout)
+    node = WorkerNode(address, runner, name=name, drain_timeout_s=drain_timeout, credentials=credentials)
     signals = 0
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -75,7 +88,7 @@ def join(
     try:
         node.run()
     except HandshakeRefused as exc:
-        raise click.ClickException(f"the broker refused this worker: {exc}") from exc
+        raise click.ClickException(f"cannot join the broker: {exc}") from exc
     finally:
         if not runner.close():
             # A pool process we cannot reap must not keep us from exiting.

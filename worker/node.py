@@ -14,6 +14,8 @@ ticks: it asks for a ping every heartbeat with the jobs running right now,
 and if nothing at all came from the broker for HEARTBEAT_MISSES heartbeats
 it cuts the connection, which unblocks everything else. The node then
 reconnects with backoff, forever, and says so in its log each time.
+A refusal (wrong secret, TLS on one side only, version) is not retried:
+`run` raises it, and `worker join` exits.
 Results of jobs started on a connection that has since closed are
 dropped: the broker has already requeued them.
 
@@ -34,6 +36,7 @@ import time
 from typing import Any
 
 from client.connection import Connection, connect, new_hello
+from client.credentials import Credentials
 from protocol import (
     ROLE_WORKER,
     ConnectionLost,
@@ -49,7 +52,7 @@ from protocol import (
     encode,
     frame,
 )
-from protocol.batch import results_body
+from protocol.batch import fit_results, results_body
 from protocol.defaults import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
@@ -81,9 +84,11 @@ class WorkerNode:
         *,
         name: str | None = None,
         prefetch_target_s: float = PREFETCH_TARGET_S,
+        credentials: Credentials | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self.address = address
+        self.credentials = credentials or Credentials()
         self.runner = runner
         self.name = name or socket.gethostname()
         self.prefetch_target_s = prefetch_target_s
@@ -109,7 +114,7 @@ class WorkerNode:
                 ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes
             )
             try:
-                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S)
+                conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._pause(delay * random.uniform(0.8, 1.2))
@@ -153,7 +158,7 @@ class WorkerNode:
         self._last_received = time.monotonic()
         heartbeat_s = welcome.heartbeat_s if welcome.heartbeat_s > 0 else HEARTBEAT_S
         threads = [
-            threading.Thread(target=self._send_loop, args=(conn, outbox), name="results", daemon=True),
+            threading.Thread(target=self._send_loop, args=(conn, outbox, welcome.max_frame_bytes), name="results", daemon=True),
             threading.Thread(target=self._keep_loop, args=(conn, outbox, heartbeat_s), name="keeper", daemon=True),
         ]
         for thread in threads:
@@ -184,12 +189,16 @@ class WorkerNode:
             for thread in threads:
                 thread.join(timeout=5)
 
-    def _send_loop(self, conn: Connection, outbox: Outbox) -> None:
-        """Send whatever is due, all of it in one write."""
+    def _send_loop(self, conn: Connection, outbox: Outbox, max_frame_bytes: int) -> None:
+        """Send whatever is due, all of it in one write; results in as few
+        frames under the broker's limit as they fit in."""
         while (due := outbox.take()) is not None:
             parts = [encode(Drain())] if due.drain else []
             if due.packed:
-                parts.append(frame(results_body(due.packed, due.grant)))
+                groups = fit_results(due.packed, max_frame_bytes)
+                for i, group in enumerate(groups):
+                    # The credit rides on the last frame, after the results it makes room for.
+                    parts.append(frame(results_body(group, due.grant if i == len(groups) - 1 else 0)))
             if due.released:
                 log.info("handing back %d job(s) that had not started", len(due.released))
                 parts.append(encode(Release(due.released)))

@@ -179,7 +179,7 @@ class Runner:
         if lost.blamed is not None:
             failed.append([lost.blamed[0], False, error_value(error_type, message)])
         for job in lost.given_up:
-            text = f"its pool process died {MAX_LOST_ATTEMPTS + 1} times while it was queued or running"
+            text = f"lost {MAX_LOST_ATTEMPTS + 1} times with a pool process that died before the job could finish"
             failed.append([job[0], False, error_value(E_PROCESS_DIED, text)])
         if failed:
             chunk.on_done(chunk.tag, pack_results(failed, _unencodable), len(failed), [])
@@ -189,10 +189,15 @@ class Runner:
     def _forget(self, chunk: Chunk) -> None:
         # The pool keeps the AsyncResult of a lost chunk forever; drop it.
         # (If a result ever arrives for it, the pool ignores the unknown key.)
+        # `del`, not pop(): the pool's cache wakes the pool's handler when
+        # it empties, in __delitem__.
         cache = getattr(self.pool, "_cache", None)
         job = getattr(chunk.handle, "_job", None)
         if cache is not None and job is not None:
-            cache.pop(job, None)
+            try:
+                del cache[job]
+            except KeyError:
+                pass
 
     def _pool_processes(self) -> list[Any]:
         # The pool's own list of its processes: it has no public one.

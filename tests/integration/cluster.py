@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from client import Client
 
@@ -27,7 +27,9 @@ def python_command(*args: str) -> list[str]:
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SOCKPOOL_BROKER", None)
+    # The tests say what each process gets; nothing leaks in from the shell.
+    for name in ("SOCKPOOL_BROKER", "SOCKPOOL_SECRET_FILE", "SOCKPOOL_TLS_CA"):
+        env.pop(name, None)
     return env
 
 
@@ -94,12 +96,15 @@ def start_worker(log_dir: Path, address: str, processes: int | None = 2, *extra:
     return Proc(args, log_dir / f"worker-{name}.log")
 
 
-def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Wait until the broker reports at least `processes` worker processes joined."""
+def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S, **client_options: Any) -> None:
+    """Wait until the broker reports at least `processes` worker processes joined.
+
+    `client_options` go to Client (secret_file=, tls_ca=) for a broker that needs them.
+    """
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        with Client(address, connect_timeout_s=5) as client:
+        with Client(address, connect_timeout_s=5, **client_options) as client:
             seen = client.cluster_processes
         if seen >= processes:
             return

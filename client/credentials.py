@@ -1,0 +1,55 @@
+"""What a worker or client proves itself with: a secret and a CA to trust.
+
+Read from files named on the command line or in the environment
+(`SOCKPOOL_SECRET_FILE`, `SOCKPOOL_TLS_CA`). The secret is only ever used
+as an HMAC key (protocol/auth.py); it never goes on the wire.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from protocol.defaults import MIN_SECRET_BYTES
+
+from .tls import client_context
+
+
+def read_secret_file(path: str) -> bytes:
+    """The secret in `path`, without surrounding whitespace.
+
+    Raises:
+        ValueError: the file cannot be read, or the secret is too short to
+            resist guessing.
+    """
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path!r}: {exc.strerror or exc}") from exc
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"the secret in {path!r} is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are needed. "
+            "Make one with: python -c 'import secrets; print(secrets.token_hex(32))' > FILE"
+        )
+    return secret
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A peer's secret (None: none) and TLS context (None: plaintext)."""
+
+    secret: bytes | None = None
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_files(cls, secret_file: str | None = None, tls_ca: str | None = None) -> Credentials:
+        """Load the named files.
+
+        Raises:
+            ValueError: a file cannot be read or is not what it should be.
+        """
+        return cls(
+            secret=read_secret_file(secret_file) if secret_file else None,
+            tls=client_context(tls_ca) if tls_ca else None,
+        )
