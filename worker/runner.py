@@ -164,12 +164,12 @@ class Runner:
             per_job = elapsed_s / count
             previous = self.seconds_per_job
             self.seconds_per_job = per_job if previous is None else previous + _EWMA_WEIGHT * (per_job - previous)
-        chunk.on_done(chunk.tag, packed, count, released)
+        _hand_on(chunk, packed, count, released)
 
     def _chunk_failed(self, chunk_id: int, exc: BaseException) -> None:
         chunk = self.book.finish(chunk_id)
         if chunk is not None:
-            chunk.on_done(chunk.tag, _pool_failure(chunk.jobs, exc), len(chunk.jobs), [])
+            _hand_on(chunk, _pool_failure(chunk.jobs, exc), len(chunk.jobs), [])
 
     def _chunk_lost(self, lost: LostChunk, error_type: str, message: str) -> None:
         """On the monitor thread: fail the job to blame, run the rest again."""
@@ -235,6 +235,20 @@ class Runner:
     def _terminate(self) -> None:
         self.pool.terminate()
         self.pool.join()
+
+
+def _hand_on(chunk: Chunk, packed: bytes, count: int, released: list[int]) -> None:
+    """Pass a chunk's results on, from the pool's result-handler thread.
+
+    An exception here would end that thread silently: the worker would keep
+    its heartbeats and its jobs forever. Exiting instead lets the broker
+    requeue every job this worker holds, and a supervisor restart it.
+    """
+    try:
+        chunk.on_done(chunk.tag, packed, count, released)
+    except BaseException:
+        log.critical("results could not be handed on; exiting so the broker requeues our jobs", exc_info=True)
+        os._exit(70)
 
 
 # -- inside the pool processes ------------------------------------------------

@@ -365,9 +365,10 @@ def test_connections_are_bounded_and_handshakes_have_a_deadline(tmp_path):
 
 
 def test_a_client_that_never_reads_is_dropped_not_buffered(tmp_path):
-    # A stall counts after 4 heartbeats: 1 s here.
+    # A stall counts after 4 heartbeats: 2 s here (short, yet long enough
+    # that a loaded machine does not make the reading worker look silent).
     broker, address = start_broker(
-        tmp_path, "--max-frame-bytes", "1048576", "--max-queued-bytes", "2097152", "--heartbeat-s", "0.25"
+        tmp_path, "--max-frame-bytes", "1048576", "--max-queued-bytes", "2097152", "--heartbeat-s", "0.5"
     )
     worker = start_worker(tmp_path, address, 1)
     try:
