@@ -93,3 +93,13 @@ def hang_first_then_fail(marker_dir: str, key: str) -> None:
     if runs == 1:
         hang_noting_pid(os.path.join(marker_dir, f"{key}.pid"))
     raise RuntimeError(f"{key}: failing run {runs}")
+
+
+def kill_worker(seconds: float = 0.5) -> None:
+    """Kill the whole worker (the pool's parent) after a pause, so that its
+    heartbeat has reported this job as running: a poison job."""
+    time.sleep(seconds)
+    # Pool processes are forked by the forkserver, whose parent is the worker.
+    with open(f"/proc/{os.getppid()}/stat") as f:
+        worker_pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    os.kill(worker_pid, 9)

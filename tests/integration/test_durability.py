@@ -204,3 +204,40 @@ def test_one_data_dir_serves_one_broker(tmp_path):
             start_broker(tmp_path / "..", "--data-dir", str(tmp_path / "data"))
     finally:
         broker.stop()
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_as_poison(tmp_path):
+    broker, address = start_broker(tmp_path, "--heartbeat-s", "0.2")
+    workers = []
+    try:
+        with Client(address) as client:
+            future = client.submit("tests.tasks:kill_worker", 0.6)
+            # A supervisor's part: start a new worker whenever the last one died.
+            deadline = time.monotonic() + WAIT_S
+            while not future.done():
+                assert time.monotonic() < deadline, "the poison job never ended"
+                if not workers or workers[-1].popen.poll() is not None:
+                    workers.append(start_worker(tmp_path, address, 1, "--tasks", "tests.tasks", name=f"w{len(workers)}"))
+                time.sleep(0.05)
+            with pytest.raises(JobFailed) as failed:
+                future.result(0)
+        assert failed.value.remote_type == "PoisonJob"
+        assert len(workers) == 3  # MAX_LOST_ATTEMPTS workers died running it
+        # A healthy worker still gets work from this broker.
+        workers.append(start_worker(tmp_path, address, 1, name="healthy"))
+        with Client(address) as client:
+            assert client.submit("square", 3).result(WAIT_S) == 9
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.stop()
+
+
+def test_submit_timeout_option(cluster):
+    cluster.add_worker(1, "--tasks", "tests.tasks")
+    done = run_submit("--broker", cluster.address, "--timeout", "0.5", "tests.tasks:hang", "30", timeout_s=30)
+    assert done.returncode == 1
+    assert "Timeout" in done.stdout and "timeout" in done.stderr
+    # The pool process was replaced: the worker still serves.
+    done = run_submit("--broker", cluster.address, "square", "6")
+    assert done.returncode == 0 and done.stdout.split() == ["36"]
