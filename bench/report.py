@@ -86,14 +86,19 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
+def fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| workload | unit | sockpool | local | sockpool ÷ local | Dask | Dask ÷ local | target | met |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results["workloads"]:
-        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}×"
-        dask_ratio = "n/a" if r["dask_ratio"] is None else f"{r['dask_ratio']:.2f}×"
+        ratio, dask_ratio = fmt_ratio(r["ratio"]), fmt_ratio(r["dask_ratio"])
         met = {None: "", True: "yes", False: "**no**"}[r["met"]]
         lines.append(
             f"| {r['title']} | {r['unit']} | {fmt(r['sockpool'], r['unit'])} | {fmt(r['local'], r['unit'])} "
