@@ -138,6 +138,10 @@ class Client:
     def submit(self, task: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue one job; the future resolves to its result or raises JobFailed.
 
+        Blocks while MAX_PENDING_JOBS (protocol/defaults.py) jobs are still
+        waiting for the broker to accept them, so a loop of submits runs at
+        the broker's pace in bounded memory.
+
         Raises:
             ConnectionLost: the client is closed or gave up on its broker.
         """
@@ -252,13 +256,14 @@ class Client:
 
         refill()  # start now, not at the first next(), like Pool.map
 
-        def results() -> Iterator[Any]:
+        def chunks() -> Iterator[Iterable[Any]]:
             while window:
                 future, size = window.popleft()
                 refill()
-                yield from _chunk_values(future, size, timeout, return_exceptions)
+                yield _chunk_values(future, size, timeout, return_exceptions)
 
-        return results()
+        # chain walks each chunk's list in C: no Python frame per item.
+        return itertools.chain.from_iterable(chunks())
 
     def _default_chunksize(self, iterable: Iterable[Any]) -> int:
         if not hasattr(iterable, "__len__"):
@@ -274,9 +279,15 @@ class Client:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
+            lone = not self._futures  # no other job of ours in flight: send it now
             self._futures[job_id] = future
         entry = [job_id, task, args, kwargs, many, options] if options else [job_id, task, args, kwargs, many]
-        self._link.queue(entry)
+        try:
+            self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
+        except ConnectionLost:
+            with self._lock:
+                self._futures.pop(job_id, None)
+            raise
         return future
 
     def _resolve(self, results: list[list[Any]]) -> None:
@@ -348,23 +359,26 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
     return options
 
 
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterator[Any]:
+def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
+    """The values of one map chunk: its result list, or, if items failed,
+    an iterator that yields up to the first failure and then raises it."""
     try:
-        values = future.result(timeout)
+        return future.result(timeout)  # type: ignore[no-any-return]
     except FutureTimeout:
         raise TimeoutError(f"no result within {timeout} s") from None
     except JobFailed as failed:
         if failed.items is None:  # the chunk failed as a whole: every item did
             if not return_exceptions:
                 raise
-            yield from [failed] * size
-            return
-        for ok, value in failed.items:
-            if ok:
-                yield value
-            elif return_exceptions:
-                yield JobFailed(value)
-            else:
-                raise JobFailed(value) from None
-        return
-    yield from values
+            return [failed] * size
+        return _item_values(failed.items, return_exceptions)
+
+
+def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
+    for ok, value in items:
+        if ok:
+            yield value
+        elif return_exceptions:
+            yield JobFailed(value)
+        else:
+            raise JobFailed(value) from None

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import click
 
 from protocol import SockpoolError
-from protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
+from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS, SECRET_ENV, TLS_CA_ENV
 from protocol.messages import MAX_RETRIES
 
 from .api import Client, JobFailed
 from .credentials import Credentials
 from .envvars import CONTEXT_SETTINGS, show_envvars
+from .progress import REDRAW_S, ProgressBar
 
 # Distinct errors printed in full; the rest are counted.
 _ERRORS_SHOWN = 5
@@ -33,7 +35,49 @@ def parse_arg(text: str) -> Any:
 
 
 def format_value(value: Any) -> str:
+    if type(value) is int:  # the common case, and what json.dumps would give
+        return str(value)
     return value if isinstance(value, str) else json.dumps(value)
+
+
+class OrderedWriter:
+    """Writes result lines to stdout in batches, keeping the bar below them.
+
+    Lines are buffered and written every `REDRAW_S` (and at the end): one
+    write per batch instead of one per result, and the bar is cleared before
+    and redrawn after, so results and bar never share a line.
+    """
+
+    def __init__(self, out: TextIO, bar: ProgressBar | None) -> None:
+        self.out = out
+        self.bar = bar
+        self._lines: list[str] = []
+        self._flushed_at = time.monotonic()
+
+    def write(self, text: str, done: int) -> None:
+        self._lines.append(text)
+        self.progress(done)
+
+    def progress(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.done = done
+        if time.monotonic() - self._flushed_at >= REDRAW_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        self.out.write("".join(self._lines))
+        self.out.flush()
+        self._lines = []
+        self._flushed_at = time.monotonic()
+        if self.bar is not None:
+            self.bar.draw()
+
+    def close(self) -> None:
+        self.flush()
+        if self.bar is not None:
+            self.bar.clear()
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -56,6 +100,10 @@ def format_value(value: Any) -> str:
     "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
     help="Connect with TLS, trusting the broker's certificate if this CA signed it.",
 )
+@click.option(
+    "--progress/--no-progress", default=None,
+    help=f"Show a progress bar on stderr [default: for {PROGRESS_MIN_JOBS:,} jobs or more when stdout is a terminal].",
+)
 @click.argument("task", required=False)
 @click.argument("args", nargs=-1)
 def main(
@@ -71,13 +119,15 @@ def main(
     attach_id: str | None,
     secret_file: str | None,
     tls_ca: str | None,
+    progress: bool | None,
     task: str | None,
     args: tuple[str, ...],
 ) -> None:
     """Run TASK once for each ARG and print the results in order.
 
     Each ARG is read as a JSON literal where it parses as one, else as a
-    string. Exits 0 only if every job succeeded.
+    string. Results are printed as they arrive, in input order. Exits 0
+    only if every job succeeded.
     """
     try:
         credentials = Credentials.from_files(secret_file, tls_ca)
@@ -98,13 +148,20 @@ def main(
         labels = args
         values = [parse_arg(a) for a in args]
         results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials)
-    print_results(results, labels, as_json)
+    if progress is None:
+        progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
+    bar = ProgressBar(len(labels), sys.stderr) if progress else None
+    failures = print_results(results, as_json, OrderedWriter(sys.stdout, bar))
+    if failures:
+        report_failures(failures, labels)
+        sys.exit(1)
 
 
 def run(
     address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
     values: list[Any], chunksize: int | None, retries: int, timeout: float | None, credentials: Credentials,
-) -> list[Any]:
+) -> Iterator[Any]:
+    """The results, in order, as they arrive; acknowledged once all are in."""
     try:
         with ExitStack() as stack:
             if local:
@@ -116,9 +173,8 @@ def run(
                 address, credentials = cluster.address, Credentials(secret=credentials.secret)
             client = stack.enter_context(Client(address, auto_ack=False, credentials=credentials))
             jobs = client.with_options(retries=retries, timeout=timeout)
-            results = list(jobs.map(task, values, chunksize=chunksize, return_exceptions=True))
+            yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
-            return results
     except (SockpoolError, ValueError) as exc:  # ValueError: a refused --tasks module
         raise click.ClickException(str(exc)) from exc
 
@@ -153,16 +209,31 @@ def attach(address: str | None, session: str, credentials: Credentials) -> tuple
     return [f"#{job_id}" for job_id, _, _ in collected], results
 
 
-def print_results(results: list[Any], labels: Sequence[str], as_json: bool) -> None:
-    failures = [(i, r) for i, r in enumerate(results) if isinstance(r, JobFailed)]
-    if as_json:
-        click.echo(json.dumps([None if isinstance(r, JobFailed) else r for r in results]))
-    else:
-        for r in results:
-            click.echo(f"error: {r.remote_type}: {r.remote_message}" if isinstance(r, JobFailed) else format_value(r))
-    if failures:
-        report_failures(failures, labels)
-        sys.exit(1)
+def print_results(results: Iterable[Any], as_json: bool, writer: OrderedWriter) -> list[tuple[int, JobFailed]]:
+    """Write each result as it arrives; returns the failures, with their indexes.
+
+    Lines that arrived are written out even if the rest cannot come (the
+    exception then propagates). `--json` output is written whole at the
+    end, so it is valid JSON or nothing.
+    """
+    failures: list[tuple[int, JobFailed]] = []
+    values: list[Any] = []
+    try:
+        for index, r in enumerate(results):
+            if isinstance(r, JobFailed):
+                failures.append((index, r))
+            if as_json:
+                values.append(None if isinstance(r, JobFailed) else r)
+                writer.progress(index + 1)
+            elif isinstance(r, JobFailed):
+                writer.write(f"error: {r.remote_type}: {r.remote_message}\n", index + 1)
+            else:
+                writer.write(f"{format_value(r)}\n", index + 1)
+        if as_json:
+            writer.write(json.dumps(values) + "\n", len(values))
+    finally:
+        writer.close()
+    return failures
 
 
 show_envvars(main)

@@ -42,7 +42,7 @@ from protocol import (
     error_value,
     unpack_body,
 )
-from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, RECONNECT_MAX_S, RECONNECT_MIN_S
+from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 
 from .connection import Connection, connect, new_hello
 from .credentials import Credentials
@@ -82,6 +82,12 @@ class BrokerLink:
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
         self._unaccepted: dict[int, list[list[Any]]] = {}
+        # Jobs queued and not yet accepted (in _unsent or _unaccepted): what
+        # `queue` bounds, so a caller submitting faster than the broker
+        # accepts waits instead of piling jobs up in memory.
+        self._pending = 0
+        self._sending = False  # a thread is writing batches; frames go one writer at a time
+        self._gave_up: BaseException | None = None
         self._replies: list[Future[Message]] = []
         self._closed = False
         self._conn: Connection | None = None
@@ -111,13 +117,32 @@ class BrokerLink:
 
     # -- used by the client -------------------------------------------------
 
-    def queue(self, job: list[Any]) -> None:
+    def queue(self, job: list[Any], lone: bool = False) -> None:
+        """Queue a job for sending; blocks while MAX_PENDING_JOBS are not yet
+        accepted by the broker (flow control, also across a reconnect).
+
+        A `lone` job (the caller has no other job in flight) is sent by the
+        calling thread itself when nothing else is being sent: waking the
+        sender thread would cost a thread handoff on every round trip. Jobs
+        of a burst are not lone, so they still travel in batches.
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
         with self._lock:
-            if self._closed:
-                raise ConnectionLost("client is closed")
+            while self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None:
+                self._lock.wait()
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
             self._unsent.append(job)
-            if len(self._unsent) == 1:
-                self._lock.notify_all()
+            self._pending += 1
+            direct = lone and not self._sending and self._conn is not None and len(self._unsent) == 1
+            if not direct:
+                if len(self._unsent) == 1:
+                    self._lock.notify_all()
+                return
+            conn, batches = self._take_batches_locked()
+        self._send_batches(conn, batches)
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -175,22 +200,37 @@ class BrokerLink:
     def _send_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and (not self._unsent or self._conn is None):
+                while not self._closed and (not self._unsent or self._conn is None or self._sending):
                     self._lock.wait()
                 if self._closed:
                     return
-                conn = self._conn
-                jobs, self._unsent = self._unsent, []
-                batches = []
-                for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
-                    batch_id = next(self._batches)
-                    self._unaccepted[batch_id] = jobs[start : start + MAX_JOBS_PER_FRAME]
-                    batches.append(batch_id)
-            try:
-                for batch_id in batches:
-                    self._send_batch(conn, batch_id)
-            except ConnectionLost:
-                pass  # the reader reconnects and sends them again
+                conn, batches = self._take_batches_locked()
+            self._send_batches(conn, batches)
+
+    def _take_batches_locked(self) -> tuple[Connection, list[int]]:
+        """Turn every unsent job into numbered batches and claim the right
+        to send them (call with _lock held, with a connection)."""
+        assert self._conn is not None
+        jobs, self._unsent = self._unsent, []
+        batches = []
+        for start in range(0, len(jobs), MAX_JOBS_PER_FRAME):
+            batch_id = next(self._batches)
+            self._unaccepted[batch_id] = jobs[start : start + MAX_JOBS_PER_FRAME]
+            batches.append(batch_id)
+        self._sending = True
+        return self._conn, batches
+
+    def _send_batches(self, conn: Connection, batches: list[int]) -> None:
+        try:
+            for batch_id in batches:
+                self._send_batch(conn, batch_id)
+        except ConnectionLost:
+            pass  # the reader reconnects and sends them again
+        finally:
+            with self._lock:
+                self._sending = False
+                if self._unsent:
+                    self._lock.notify_all()  # what came meanwhile is the sender thread's
 
     def _send_batch(self, conn: Connection, batch_id: int) -> None:
         """Send one batch in frames under the broker's limit; a job that
@@ -226,6 +266,7 @@ class BrokerLink:
     def _refuse(self, batch_id: int, error: dict[str, Any]) -> None:
         with self._lock:
             jobs = self._unaccepted.pop(batch_id)
+            self._pending -= len(jobs)
             self._lock.notify_all()
         self._on_results([[job[0], False, error] for job in jobs])
 
@@ -252,11 +293,17 @@ class BrokerLink:
                 try:
                     self._reconnect()
                 except (ConnectionLost, HandshakeRefused) as final:
-                    self._on_lost(final)
+                    self._give_up(final)
                     return
             except BaseException as exc:  # top of a thread: never leave futures hanging
-                self._on_lost(ConnectionLost(f"client reader failed: {exc!r}"))
+                self._give_up(ConnectionLost(f"client reader failed: {exc!r}"))
                 raise
+
+    def _give_up(self, exc: BaseException) -> None:
+        with self._lock:
+            self._gave_up = exc
+            self._lock.notify_all()  # callers blocked in queue() raise now
+        self._on_lost(exc)
 
     def _read(self, conn: Connection) -> None:
         silent_since = time.monotonic()
@@ -274,7 +321,7 @@ class BrokerLink:
                 self._on_results(msg.results)
             elif isinstance(msg, Accepted):
                 with self._lock:
-                    self._unaccepted.pop(msg.batch, None)
+                    self._pending -= len(self._unaccepted.pop(msg.batch, ()))
                     self._lock.notify_all()
             elif isinstance(msg, Ping):
                 conn.send(Pong())

@@ -59,6 +59,9 @@ MAP_WINDOW_CHUNKS = 16
 
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
+# Client flow control: `submit` blocks while this many jobs are queued or
+# sent but not yet accepted by the broker (a map chunk counts as one job).
+MAX_PENDING_JOBS = 10_000
 
 # Heartbeats: both sides ping this often; HEARTBEAT_MISSES intervals of
 # silence mean the peer is gone (its jobs are requeued, or we reconnect).
@@ -92,3 +95,6 @@ RECENT_FAILURES = 20
 # so a client naming random tasks cannot grow the broker's tables (or the
 # metrics' label sets) without bound.
 MAX_TRACKED_TASKS = 1000
+# `submit` draws a progress bar for at least this many jobs when stdout is
+# a terminal (`--progress` / `--no-progress` override).
+PROGRESS_MIN_JOBS = 1000

@@ -16,6 +16,7 @@ block.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -53,11 +54,32 @@ def default_processes() -> int:
 class _Pool(multiprocessing.pool.Pool):
     """A Pool that hands each process it creates to `on_process`: one that
     dies right after it started is reaped and gone from the pool's list
-    before the monitor looks, and its exit code with it."""
+    before the monitor looks, and its exit code with it.
+
+    Its maintenance thread wakes only when it has work. CPython's pool
+    wakes its worker-handler thread whenever a result is waiting in the
+    result pipe, and again each time its task cache runs empty; each wake
+    rebuilds selectors and polls every process, and the thread spins until
+    the result thread has read the pipe. Profiling showed it taking most of
+    the worker's CPU when jobs are small (several wakes per job, holding
+    the GIL the result and sender threads need). Here it wakes when a pool
+    process exits (to replace it) or the pool's state changes (close,
+    terminate), which is all its work is about.
+    """
 
     def __init__(self, *args: Any, on_process: Callable[[Any], None], **kwargs: Any) -> None:
         self._on_process = on_process
         super().__init__(*args, **kwargs)
+        # The pool notifies its worker handler each time its task cache runs
+        # empty, which with one job at a time is after every job. A result
+        # that never completes keeps the cache from emptying; it is never
+        # waited on, and `terminate()` (all Runner.close uses) ignores it.
+        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
+
+    def _get_sentinels(self) -> list[Any]:
+        # The base class adds the result pipe's reader; the state-change
+        # notifier is all the worker handler needs besides process sentinels.
+        return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
     def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
         proc = super().Process(ctx, *args, **kwds)
@@ -280,13 +302,17 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
             return [job_id, True, fn(*args, **kwargs)]
         except BaseException as exc:  # SystemExit too: it must not kill the pool process
             return [job_id, False, _describe(exc)]
+    call = functools.partial(fn, **kwargs) if kwargs else fn
     values: list[Any] = []
     errors: dict[int, dict[str, Any]] = {}
-    for index, arg in enumerate(args):
+    # One tight loop per run of successes, not a try per item: a failure
+    # records itself and the loop resumes after it.
+    while len(values) < len(args):
         try:
-            values.append(fn(arg, **kwargs))
+            for arg in args[len(values) :] if values else args:
+                values.append(call(arg))
         except BaseException as exc:
-            errors[index] = _describe(exc)
+            errors[len(values)] = _describe(exc)
             values.append(None)
     if not errors:
         return [job_id, True, values]

@@ -1,0 +1,166 @@
+"""Turn the runs' samples into rows, a Markdown table and one PNG chart.
+
+Every ratio is sockpool's median divided by the reference's median, in the
+row's own unit: above 1 is better for a rate, below 1 for a latency.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.workloads import Sizes
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # samples key
+    short: str  # the chart's panel title
+    title: str
+    unit: str
+    higher_is_better: bool
+    reference: str = "local"
+    pick: Callable[[Any], float] = float
+    target: str = ""
+    met: Callable[[float, float | None], bool] | None = None
+
+
+def row_specs(s: Sizes) -> list[Row]:
+    p50 = lambda m: m["p50_ms"]  # noqa: E731
+    p99 = lambda m: m["p99_ms"]  # noqa: E731
+    return [
+        Row("bulk_map", f"1. Bulk map, {s.bulk_items:,} items", f"1. Bulk map: square over {s.bulk_items:,} items (Client.map / Pool.map)",
+            "items/s", True, target="≥ 0.5× local", met=lambda v, r: r is not None and v >= 0.5 * r),
+        Row("independent", f"2. Independent jobs, {s.independent_jobs:,} submits", f"2. Independent jobs: {s.independent_jobs:,} submits (Client.submit / Pool.apply_async)",
+            "jobs/s", True, target="≥ 1.0× local", met=lambda v, r: r is not None and v >= r),
+        Row("latency", "3. Round trip p50", "3. Round trip p50 (submit + result / ProcessPoolExecutor)", "ms", False,
+            pick=p50, target="≤ 1 ms", met=lambda v, r: v <= 1.0),
+        Row("latency", "3. Round trip p99", "3. Round trip p99", "ms", False, pick=p99),
+        Row("parallel", f"4. Parallel efficiency, {s.spin_jobs} × {s.spin_s * 1000:g} ms", f"4. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU on 2 processes",
+            "efficiency", True, target="≥ 0.9", met=lambda v, r: v >= 0.9),
+        Row("memory", "5. Broker memory per queued job", f"5. Broker memory per queued job ({s.queued_jobs:,} queued, no worker)",
+            "bytes", False, target="≤ 1024", met=lambda v, r: v <= 1024),
+        Row("cli_submit", f"6. `submit` of {s.cli_args:,} args", f"6. `submit` of {s.cli_args:,} args, end to end (vs a Pool.map script)",
+            "args/s", True),
+        Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
+            "jobs/s", True, reference="in_memory"),
+    ]
+
+
+def median(values: list[Any], pick: Callable[[Any], float]) -> float | None:
+    return statistics.median(pick(v) for v in values) if values else None
+
+
+def rows(sizes: Sizes, samples: dict[str, dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for spec in row_specs(sizes):
+        sides = samples.get(spec.key, {})
+        value = median(sides.get("sockpool", sides.get("durable", [])), spec.pick)
+        reference = median(sides.get(spec.reference, []), spec.pick)
+        dask = median(sides.get("dask", []), spec.pick)
+        out.append({
+            "key": spec.key,
+            "title": spec.title,
+            "short": spec.short,
+            "unit": spec.unit,
+            "higher_is_better": spec.higher_is_better,
+            "reference": spec.reference,
+            "sockpool": value,
+            "local": reference,
+            "ratio": value / reference if value is not None and reference else None,
+            "dask": dask,
+            "dask_ratio": dask / reference if dask is not None and reference else None,
+            "target": spec.target,
+            "met": None if spec.met is None or value is None else spec.met(value, reference),
+        })
+    return out
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit in ("ms", "efficiency") or abs(value) < 10:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| workload | unit | sockpool | local | sockpool ÷ local | Dask | Dask ÷ local | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results["workloads"]:
+        ratio, dask_ratio = fmt_ratio(r["ratio"]), fmt_ratio(r["dask_ratio"])
+        met = {None: "", True: "yes", False: "**no**"}[r["met"]]
+        lines.append(
+            f"| {r['title']} | {r['unit']} | {fmt(r['sockpool'], r['unit'])} | {fmt(r['local'], r['unit'])} "
+            f"| {ratio} | {fmt(r['dask'], r['unit'])} | {dask_ratio} | {r['target']} | {met} |"
+        )
+    m, load = results["machine"], results["load_average"]
+    lines.append("")
+    lines.append(
+        f"Medians of {results['sizes']['runs']} runs on {m['nproc']} × {m['cpu']}, Python {m['python']}; "
+        f"load average before {load['before'][0]:.2f}, highest during {load['during_max'][0]:.2f} "
+        f"(1 min; the benchmark's own processes count); {results['wall_s']:.0f} s in all."
+    )
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> Path | None:
+    """One panel per workload: sockpool, the reference and Dask side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows_ = [r for r in results["workloads"] if r["sockpool"] is not None]
+    cols = 4
+    fig, axes = plt.subplots(2, cols, figsize=(16, 7.5))
+    colours = {"sockpool": "#2b6cb0", "local Pool": "#9ca3af", "in-memory": "#9ca3af", "Dask": "#e07a1f"}
+    for ax, r in zip(axes.flat, rows_):
+        labels = ["sockpool", "in-memory" if r["reference"] == "in_memory" else "local Pool", "Dask"]
+        values = [r["sockpool"], r["local"], r["dask"]]
+        shown = [(lbl, v) for lbl, v in zip(labels, values) if v is not None]
+        ax.bar([lbl for lbl, _ in shown], [v for _, v in shown], color=[colours[lbl] for lbl, _ in shown])
+        for i, (_, v) in enumerate(shown):
+            ax.annotate(fmt(v, r["unit"]), (i, v), ha="center", va="bottom", fontsize=8)
+        ax.set_title(r["short"], fontsize=10)
+        better = "higher is better" if r["higher_is_better"] else "lower is better"
+        ax.set_ylabel(f"{r['unit']} ({better})", fontsize=8)
+        ax.tick_params(labelsize=8)
+        if r["target"]:
+            verdict = "met" if r["met"] else "NOT met"
+            ax.set_xlabel(f"target {r['target']}: {verdict}", fontsize=8)
+    for ax in list(axes.flat)[len(rows_):]:
+        ax.axis("off")
+    m, load = results["machine"], results["load_average"]
+    fig.suptitle(
+        f"sockpool vs local multiprocessing.Pool(2) — medians of {results['sizes']['runs']} runs, "
+        f"{m['nproc']} × {m['cpu']}, Python {m['python']}, load before {load['before'][0]:.2f}",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*lines, line])

@@ -1,0 +1,192 @@
+"""`python -m bench`: run every workload, print the table, write JSON and a chart.
+
+sockpool runs as real processes on loopback, exactly as a user runs it: a
+`broker start --port 0` and a `worker join --processes 2`, with the client
+in this process. The local reference is a `multiprocessing.Pool(2)` (and a
+`ProcessPoolExecutor(2)` for round trips) in this same process, timed in the
+same run, interleaved with sockpool's runs so that a burst of load on a
+shared machine hits both sides alike. Each measure is the median of the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench import dask_side, report
+from bench import workloads as w
+from client import Client
+from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+Samples = dict[str, dict[str, list[Any]]]
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Tiny sizes and one run: a smoke test, not a measurement.")
+@click.option("--runs", type=click.IntRange(1), default=None, help="Runs per workload [default: 5, quick: 1].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
+              show_default=True, help="Where to write the JSON and the chart.")
+@click.option("--dask/--no-dask", "with_dask", default=None,
+              help="Also run the workloads on Dask distributed [default: when installed, not with --quick].")
+@click.option("--chart/--no-chart", default=True, help="Draw the PNG chart (needs matplotlib).")
+def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, chart: bool) -> None:
+    """Benchmark sockpool against a local multiprocessing.Pool(2)."""
+    sizes = w.QUICK if quick else w.FULL
+    if runs is not None:
+        sizes = w.Sizes(**{**sizes.__dict__, "runs": runs})
+    if with_dask is None:
+        with_dask = not quick and dask_side.available()
+    elif with_dask and not dask_side.available():
+        raise click.ClickException("Dask distributed is not installed: pip install -e '.[bench]'")
+
+    started = time.monotonic()
+    loads = [os.getloadavg()]
+    samples: Samples = defaultdict(lambda: defaultdict(list))
+    with tempfile.TemporaryDirectory(prefix="sockpool-bench-") as tmp:
+        log_dir = Path(tmp)
+        run_sockpool_and_local(sizes, log_dir, samples, loads)
+        run_durability(sizes, log_dir, samples)
+    if with_dask:
+        run_dask(sizes, samples)
+    loads.append(os.getloadavg())
+
+    results = {
+        "mode": "quick" if quick else "full",
+        "sizes": sizes.__dict__,
+        "machine": machine(),
+        "load_average": {"before": loads[0], "during_max": max(loads[1:]), "after": loads[-1]},
+        "wall_s": round(time.monotonic() - started, 1),
+        "workloads": report.rows(sizes, samples),
+        "samples": samples,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "quick" if quick else "results"
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(report.table(results))
+    click.echo(f"\nwrote {json_path}")
+    if chart:
+        png = report.chart(results, out_dir / f"{stem}.png")
+        click.echo(f"wrote {png}" if png else "no chart: matplotlib is not installed (pip install -e '.[bench]')")
+
+
+def fresh_dir(log_dir: Path, name: str) -> Path:
+    """A directory of its own for each broker: its data and its logs."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))
+
+
+def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, loads: list[Any]) -> None:
+    """Items 1-6 on a broker as `broker start` runs by default (durable)."""
+    cluster_dir = fresh_dir(log_dir, "cluster")
+    broker, address = start_broker(cluster_dir)
+    worker = start_worker(cluster_dir, address, 2, "--tasks", "bench.tasks")
+    try:
+        wait_for_processes(address, 2)
+        with Client(address) as client, multiprocessing.Pool(2) as pool, ProcessPoolExecutor(2) as executor:
+            # Warm up every side: pool processes started, imports done, estimates made.
+            w.sockpool_bulk_map(client, 2000)
+            w.local_bulk_map(pool, 2000)
+            w.local_latency(executor, 20)
+            for run in range(sizes.runs):
+                loads.append(os.getloadavg())
+                click.echo(f"run {run + 1} of {sizes.runs} ...", err=True)
+                add = lambda key, side, value: samples[key][side].append(value)  # noqa: E731
+                add("bulk_map", "sockpool", w.sockpool_bulk_map(client, sizes.bulk_items))
+                add("bulk_map", "local", w.local_bulk_map(pool, sizes.bulk_items))
+                add("independent", "sockpool", w.sockpool_independent(client, sizes.independent_jobs))
+                add("independent", "local", w.local_independent(pool, sizes.independent_jobs))
+                add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
+                add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
+                add("parallel", "sockpool", w.sockpool_parallel(client, sizes))
+                add("parallel", "local", w.local_parallel(pool, sizes))
+                add("cli_submit", "sockpool", sizes.cli_args / w.cli_submit_s(
+                    w.sockpool_submit_command(address), sizes.cli_args, ROOT, environment()))
+                add("cli_submit", "local", sizes.cli_args / w.cli_submit_s(
+                    w.local_submit_command(), sizes.cli_args, ROOT, environment()))
+                add("memory", "sockpool", queued_job_bytes(sizes, log_dir))
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def queued_job_bytes(sizes: w.Sizes, log_dir: Path) -> float:
+    """On a fresh broker with no worker, so every job stays queued."""
+    broker, address = start_broker(fresh_dir(log_dir, "memory"))
+    try:
+        return w.broker_bytes_per_queued_job(broker.popen.pid, address, sizes.queued_jobs)
+    finally:
+        broker.stop()
+
+
+def durability_flags() -> tuple[str, str] | None:
+    """The broker's flags for durable and in-memory queues, if it has them."""
+    done = subprocess.run(
+        python_command("broker", "start", "--help"), cwd=ROOT, env=environment(),
+        capture_output=True, text=True, timeout=60,
+    )
+    if "--in-memory" in done.stdout and "--data-dir" in done.stdout:
+        return "--data-dir", "--in-memory"
+    return None
+
+
+def run_durability(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Independent jobs on a durable broker against an in-memory one."""
+    flags = durability_flags()
+    if flags is None:
+        return
+    for side in ("durable", "in_memory"):
+        side_dir = fresh_dir(log_dir, side)
+        extra = [flags[0], str(side_dir / "data")] if side == "durable" else [flags[1]]
+        broker, address = start_broker(side_dir, *extra)
+        worker = start_worker(side_dir, address, 2, "--tasks", "bench.tasks")
+        try:
+            wait_for_processes(address, 2)
+            with Client(address) as client:
+                w.sockpool_independent(client, 1000)
+                for _ in range(sizes.runs):
+                    samples["durable"][side].append(w.sockpool_independent(client, sizes.independent_jobs))
+        finally:
+            worker.stop()
+            broker.stop()
+
+
+def run_dask(sizes: w.Sizes, samples: Samples) -> None:
+    click.echo("dask ...", err=True)
+    with dask_side.dask_side() as dask:
+        dask.bulk_map(2000)
+        dask.independent(200)
+        for _ in range(min(sizes.runs, 3)):
+            samples["bulk_map"]["dask"].append(dask.bulk_map(sizes.bulk_items))
+            samples["independent"]["dask"].append(dask.independent(sizes.independent_jobs))
+            samples["latency"]["dask"].append(dask.latency(sizes.latency_rounds))
+            samples["parallel"]["dask"].append(dask.parallel(sizes))
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,22 @@
+"""Task functions for the benchmark, served with `worker join --tasks bench.tasks`.
+
+The local pool and Dask run the very same functions, so every side does
+identical work per job.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def square(x: float) -> float:
+    return x * x
+
+
+def spin(seconds: float) -> float:
+    """Burn `seconds` of CPU time (not wall time: a sleeping job would make
+    parallel efficiency look perfect on any number of cores)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return seconds

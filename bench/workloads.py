@@ -1,0 +1,218 @@
+"""The benchmark's workloads, each written once per system it runs on.
+
+Every function times one run of one workload and returns its measure
+(items/s, jobs/s, seconds, ...). Set-up (starting a cluster, a pool, a
+warm-up) happens before the clock starts, on every side alike. Each
+function checks the results it got back, so a fast wrong answer fails the
+run instead of winning it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.pool import Pool
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.tasks import spin, square
+from client import Client
+from client.connection import Connection, connect, new_hello
+from protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
+from protocol.defaults import MAX_JOBS_PER_FRAME
+
+# Every wait in the benchmark gives up after this long.
+WAIT_S = 300.0
+SPIN_TASK = "bench.tasks:spin"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    bulk_items: int
+    independent_jobs: int
+    latency_rounds: int
+    spin_jobs: int
+    spin_s: float
+    queued_jobs: int
+    cli_args: int
+    runs: int
+
+    @property
+    def ideal_spin_wall_s(self) -> float:
+        """Wall time of the spin jobs on 2 processes with zero overhead."""
+        return self.spin_jobs * self.spin_s / 2
+
+
+FULL = Sizes(
+    bulk_items=300_000, independent_jobs=20_000, latency_rounds=2_000, spin_jobs=200, spin_s=0.01,
+    queued_jobs=100_000, cli_args=100_000, runs=5,
+)
+QUICK = Sizes(
+    bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
+    queued_jobs=2_000, cli_args=300, runs=1,
+)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def check(values: list[Any], expected: list[Any], what: str) -> None:
+    if values != expected:
+        raise AssertionError(f"{what}: wrong results")
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# -- sockpool -------------------------------------------------------------------
+
+
+def sockpool_bulk_map(client: Client, n: int) -> float:
+    elapsed, values = timed(lambda: list(client.map("square", range(n), timeout=WAIT_S)))
+    check(values, [x * x for x in range(n)], "bulk map")
+    return n / elapsed
+
+
+def sockpool_independent(client: Client, n: int) -> float:
+    def run() -> list[Any]:
+        futures = [client.submit("square", i) for i in range(n)]
+        return [f.result(WAIT_S) for f in futures]
+
+    elapsed, values = timed(run)
+    check(values, [x * x for x in range(n)], "independent jobs")
+    return n / elapsed
+
+
+def sockpool_latency(client: Client, rounds: int) -> dict[str, float]:
+    samples = []
+    for i in range(rounds + rounds // 10):  # the first tenth warms up
+        started = time.perf_counter()
+        value = client.submit("square", i).result(WAIT_S)
+        samples.append(time.perf_counter() - started)
+        check([value], [i * i], "latency")
+    return latency_summary(samples[rounds // 10 :])
+
+
+def sockpool_parallel(client: Client, sizes: Sizes) -> float:
+    def run() -> list[Any]:
+        futures = [client.submit(SPIN_TASK, sizes.spin_s) for _ in range(sizes.spin_jobs)]
+        return [f.result(WAIT_S) for f in futures]
+
+    elapsed, values = timed(run)
+    check(values, [sizes.spin_s] * sizes.spin_jobs, "parallel efficiency")
+    return sizes.ideal_spin_wall_s / elapsed
+
+
+def broker_bytes_per_queued_job(broker_pid: int, address: str, n: int) -> float:
+    """Queue `n` jobs on a broker with no worker; its RSS growth per job.
+
+    Talks the protocol directly so it can wait for the broker's `accepted`
+    replies: only then is every job known to sit in the broker's queue.
+    """
+    conn, _ = connect(address, new_hello(ROLE_CLIENT, name="bench-memory"), 10.0)
+    try:
+        conn.settimeout(WAIT_S)
+        before = rss_bytes(broker_pid)
+        sent = 0
+        batch = 0
+        while sent < n:
+            count = min(MAX_JOBS_PER_FRAME, n - sent)
+            batch += 1
+            conn.send(Submit(batch, [[sent + i, "square", [sent + i], {}, False] for i in range(count)]))
+            expect_accepted(conn, batch, count)
+            sent += count
+        return (rss_bytes(broker_pid) - before) / n
+    finally:
+        conn.close()
+
+
+def expect_accepted(conn: Connection, batch: int, count: int) -> None:
+    while isinstance(reply := conn.recv(), Ping):
+        conn.send(Pong())  # the broker's heartbeat
+    if not (isinstance(reply, Accepted) and reply.batch == batch and reply.count == count):
+        raise AssertionError(f"broker answered {reply!r} to a submit of {count} jobs")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cli_submit_s(command: list[str], n: int, cwd: Path, env: dict[str, str]) -> float:
+    """Wall time of a command that squares the args 0..n-1 and prints them."""
+    args = [str(i) for i in range(n)]
+    elapsed, done = timed(
+        lambda: subprocess.run(
+            [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=WAIT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{command[:4]} failed: {done.stderr[-2000:]}")
+    check(done.stdout.split(), [str(i * i) for i in range(n)], "command-line submit")
+    return elapsed
+
+
+def sockpool_submit_command(address: str) -> list[str]:
+    return [sys.executable, "-m", "client", "--broker", address, "--no-progress", "square"]
+
+
+# -- the local pool ---------------------------------------------------------------
+
+
+def local_bulk_map(pool: Pool, n: int) -> float:
+    elapsed, values = timed(lambda: pool.map(square, range(n)))
+    check(values, [x * x for x in range(n)], "local bulk map")
+    return n / elapsed
+
+
+def local_independent(pool: Pool, n: int) -> float:
+    def run() -> list[Any]:
+        pending = [pool.apply_async(square, (i,)) for i in range(n)]
+        return [p.get(WAIT_S) for p in pending]
+
+    elapsed, values = timed(run)
+    check(values, [x * x for x in range(n)], "local independent jobs")
+    return n / elapsed
+
+
+def local_latency(executor: ProcessPoolExecutor, rounds: int) -> dict[str, float]:
+    samples = []
+    for i in range(rounds + rounds // 10):
+        started = time.perf_counter()
+        value = executor.submit(square, i).result(WAIT_S)
+        samples.append(time.perf_counter() - started)
+        check([value], [i * i], "local latency")
+    return latency_summary(samples[rounds // 10 :])
+
+
+def local_parallel(pool: Pool, sizes: Sizes) -> float:
+    def run() -> list[Any]:
+        pending = [pool.apply_async(spin, (sizes.spin_s,)) for _ in range(sizes.spin_jobs)]
+        return [p.get(WAIT_S) for p in pending]
+
+    elapsed, values = timed(run)
+    check(values, [sizes.spin_s] * sizes.spin_jobs, "local parallel efficiency")
+    return sizes.ideal_spin_wall_s / elapsed
+
+
+def local_submit_command() -> list[str]:
+    return [sys.executable, "-m", "bench.local_submit"]
+
+
+def latency_summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": statistics.median(samples) * 1e3,
+        "p99_ms": percentile(samples, 0.99) * 1e3,
+    }
