@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 from protocol import (
@@ -42,7 +43,7 @@ from protocol import (
     error_value,
     unpack_body,
 )
-from protocol.defaults import HEARTBEAT_MISSES, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
+from protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 
 from .connection import Connection, connect, new_hello
 from .credentials import Credentials
@@ -90,6 +91,7 @@ class BrokerLink:
         self._gave_up: BaseException | None = None
         self._replies: list[Future[Message]] = []
         self._closed = False
+        self._closing = threading.Event()  # wakes the heartbeat thread to end
         self._conn: Connection | None = None
         self.welcome = self._connect()
         self._reader = threading.Thread(target=self._read_loop, name="sockpool-results", daemon=True)
@@ -99,15 +101,36 @@ class BrokerLink:
         """Start sending and receiving (after the owner is ready for results)."""
         self._reader.start()
         self._sender.start()
+        threading.Thread(target=self._keep_loop, name="sockpool-heartbeat", daemon=True).start()
+
+    def _keep_loop(self) -> None:
+        """Ping the broker every heartbeat; cut a connection that has been
+        silent for HEARTBEAT_MISSES of them, so the reader reconnects."""
+        while not self._closing.wait(self._heartbeat_s):
+            with self._lock:
+                conn, heard, heartbeat_s = self._conn, self._last_heard, self._heartbeat_s
+            if conn is None:
+                continue
+            if time.monotonic() - heard > heartbeat_s * HEARTBEAT_MISSES:
+                log.warning("broker silent for %.1f s; reconnecting", time.monotonic() - heard)
+                conn.abort()
+                continue
+            try:
+                conn.send(Ping())
+            except ConnectionLost:
+                pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
         hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
-        heartbeat_s = welcome.heartbeat_s or None
-        conn.settimeout(heartbeat_s)
+        # No socket timeout: it would also bound a whole sendall, and a large
+        # submit on a slow link would then count as a lost broker. Silence is
+        # watched by the keeper thread instead.
+        conn.settimeout(None)
         with self._lock:
             self._conn = conn
-            self._heartbeat_s = heartbeat_s
+            self._heartbeat_s = welcome.heartbeat_s or HEARTBEAT_S
+            self._last_heard = time.monotonic()
             # Whatever the broker did not confirm goes again, first.
             resend = [job for batch in self._unaccepted.values() for job in batch]
             self._unaccepted.clear()
@@ -159,7 +182,7 @@ class BrokerLink:
         conn.send(msg)
         try:
             return reply.result(timeout_s)
-        except TimeoutError:
+        except FutureTimeout:
             raise ConnectionLost(f"no reply to {msg.type} within {timeout_s} s") from None
 
     def send(self, msg: Message) -> None:
@@ -189,6 +212,7 @@ class BrokerLink:
             self._closed = True
             conn = self._conn
             self._lock.notify_all()
+        self._closing.set()
         if conn is not None:
             conn.close()
         for thread in (self._reader, self._sender):
@@ -306,17 +330,9 @@ class BrokerLink:
         self._on_lost(exc)
 
     def _read(self, conn: Connection) -> None:
-        silent_since = time.monotonic()
         while True:
-            try:
-                msg = conn.recv()
-            except TimeoutError:
-                limit = (self._heartbeat_s or 0) * HEARTBEAT_MISSES
-                if time.monotonic() - silent_since > limit:
-                    raise ConnectionLost(f"broker silent for {limit:.0f} s") from None
-                conn.send(Ping())
-                continue
-            silent_since = time.monotonic()
+            msg = conn.recv()
+            self._last_heard = time.monotonic()
             if isinstance(msg, Results):
                 self._on_results(msg.results)
             elif isinstance(msg, Accepted):

@@ -241,3 +241,20 @@ def test_submit_timeout_option(cluster):
     # The pool process was replaced: the worker still serves.
     done = run_submit("--broker", cluster.address, "square", "6")
     assert done.returncode == 0 and done.stdout.split() == ["36"]
+
+
+def test_client_notices_a_silent_broker_and_reconnects(tmp_path, caplog):
+    broker, address = start_broker(tmp_path, "--heartbeat-s", "0.2")
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 1)
+        with caplog.at_level("WARNING", logger="sockpool.client"), Client(address) as client:
+            future = client.submit("tests.tasks:slow_square", 7, 1.5)
+            broker.popen.send_signal(signal.SIGSTOP)  # alive, but silent
+            wait_until(lambda: "broker silent" in caplog.text, timeout_s=10, what="silence noticed")
+            broker.popen.send_signal(signal.SIGCONT)
+            assert future.result(WAIT_S) == 49
+    finally:
+        broker.popen.send_signal(signal.SIGCONT)
+        worker.stop()
+        broker.stop()
