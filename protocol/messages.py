@@ -72,6 +72,7 @@ class Message:
         return wire
 
 
+@typing.dataclass_transform(frozen_default=True)
 def _message(tag: str) -> Callable[[type[M]], type[M]]:
     def register(cls: type[M]) -> type[M]:
         cls = dataclass(frozen=True)(cls)
