@@ -177,16 +177,22 @@ class Store:
         by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for op in journal:
             by_kind.setdefault(op[0], []).append(op)
+        # A job acknowledged within this flush needs no row at all: whatever
+        # its add, attempts and finish would write, the delete removes.
+        forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
         db = self._db
         db.executemany(
             "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
             [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
-             for _, j in by_kind.get("add", ())],
+             for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         )
-        db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", [(n, gid) for _, gid, n in by_kind.get("attempts", ())])
+        db.executemany(
+            "UPDATE jobs SET attempts = ? WHERE gid = ?",
+            [(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
+        )
         db.executemany(
             "UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?",
-            [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())],
+            [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
         )
         db.executemany(
             "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)",
