@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from client.credentials import read_secret_file
+from client.credentials import peer_options, read_secret_file
 from client.envvars import CONTEXT_SETTINGS, show_envvars
 from client.logs import configure_logging, log_level_option
 from client.tls import server_context
@@ -26,7 +26,6 @@ from protocol.defaults import (
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
     SECRET_ENV,
-    TLS_CA_ENV,
 )
 
 from .server import BrokerServer
@@ -153,8 +152,7 @@ def start(
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@click.option("--secret-file", envvar=SECRET_ENV, metavar="PATH", help="The broker's client secret.")
-@click.option("--tls-ca", envvar=TLS_CA_ENV, metavar="PATH", help="Connect with TLS, trusting this CA.")
+@peer_options("The broker's client secret.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the broker.")
 def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None, timeout: float) -> None:
@@ -179,8 +177,7 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--secret-file", envvar=SECRET_ENV, metavar="PATH", help="The broker's client secret.")
-@click.option("--tls-ca", envvar=TLS_CA_ENV, metavar="PATH", help="Connect with TLS, trusting this CA.")
+@peer_options("The broker's client secret.")
 def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None) -> None:
     """List the jobs that failed for good (kept until their TTL)."""
     from client import Client, SockpoolError

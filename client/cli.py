@@ -12,11 +12,11 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 import click
 
 from protocol import SockpoolError
-from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS, SECRET_ENV, TLS_CA_ENV
+from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
 from protocol.messages import MAX_RETRIES
 
 from .api import Client, JobFailed
-from .credentials import Credentials
+from .credentials import Credentials, peer_options
 from .envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar
 
@@ -92,14 +92,7 @@ class OrderedWriter:
               help="Kill a job's process when it runs longer than this.")
 @click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
-@click.option(
-    "--secret-file", envvar=SECRET_ENV, metavar="PATH",
-    help="File holding the secret the broker requires.",
-)
-@click.option(
-    "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
-    help="Connect with TLS, trusting the broker's certificate if this CA signed it.",
-)
+@peer_options()
 @click.option(
     "--progress/--no-progress", default=None,
     help=f"Show a progress bar on stderr [default: for {PROGRESS_MIN_JOBS:,} jobs or more when stdout is a terminal].",

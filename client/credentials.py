@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Any, Callable
 
-from protocol.defaults import MIN_SECRET_BYTES
+import click
+
+from protocol.defaults import MIN_SECRET_BYTES, SECRET_ENV, TLS_CA_ENV
 
 from .tls import client_context
 
@@ -53,3 +56,16 @@ class Credentials:
             secret=read_secret_file(secret_file) if secret_file else None,
             tls=client_context(tls_ca) if tls_ca else None,
         )
+
+
+def peer_options(secret_help: str = "File holding the secret the broker requires.") -> Callable[[Any], Any]:
+    """`--secret-file` and `--tls-ca`, for every command that connects to a broker."""
+
+    def apply(command: Any) -> Any:
+        command = click.option(
+            "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
+            help="Connect with TLS, trusting the broker's certificate if this CA signed it.",
+        )(command)
+        return click.option("--secret-file", envvar=SECRET_ENV, metavar="PATH", help=secret_help)(command)
+
+    return apply

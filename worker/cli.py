@@ -14,11 +14,11 @@ import sys
 
 import click
 
-from client.credentials import Credentials
+from client.credentials import Credentials, peer_options
 from client.envvars import CONTEXT_SETTINGS, show_envvars
 from client.logs import configure_logging, log_level_option
 from protocol import HandshakeRefused
-from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S, SECRET_ENV, TLS_CA_ENV
+from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
 
 from .node import WorkerNode
 from .runner import Runner, default_processes
@@ -39,14 +39,7 @@ def main() -> None:
     help="Also serve every public top-level function of MODULE, as MODULE:function. Repeatable.",
 )
 @click.option("--name", default=None, help="Name shown in the broker's logs [default: the host name].")
-@click.option(
-    "--secret-file", envvar=SECRET_ENV, metavar="PATH",
-    help="File holding the secret the broker requires of workers.",
-)
-@click.option(
-    "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
-    help="Connect with TLS, trusting the broker's certificate if this CA signed it.",
-)
+@peer_options("File holding the secret the broker requires of workers.")
 @click.option(
     "--drain-timeout", type=click.FloatRange(0), default=DRAIN_TIMEOUT_S, show_default=True, metavar="SECONDS",
     help="On SIGTERM/SIGINT, how long running jobs may take to finish before the worker leaves anyway.",

@@ -42,3 +42,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def observed(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster whose broker serves metrics and the dashboard on a free port."""
+    c = Cluster(tmp_path, "--metrics-port", "0")
+    try:
+        yield c
+    finally:
+        c.stop()

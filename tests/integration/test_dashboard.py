@@ -12,14 +12,12 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from client import Client
 
 from .cluster import environment
-from .conftest import Cluster
 from .test_observe import http_get
 
 SETUP_SCRIPT = Path(__file__).resolve().parents[1] / "setup_browser.sh"
@@ -46,14 +44,6 @@ WAIT_S = 30
 # virtual time, so a loaded machine makes it slower, not flakier.
 PAGE_TIME_MS = 4000
 
-
-@pytest.fixture
-def observed(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, "--metrics-port", "0")
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def rendered_dom(url: str, profile: Path) -> str:

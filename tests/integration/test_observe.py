@@ -8,8 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,19 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from client import Client
 
 from .cluster import Proc, python_command, read_announcements, run_module, run_submit, wait_for_processes
-from .conftest import Cluster
 
 WAIT_S = 30
 
-
-@pytest.fixture
-def observed(tmp_path: Path) -> Iterator[Cluster]:
-    """A cluster whose broker serves metrics on a free port."""
-    c = Cluster(tmp_path, "--metrics-port", "0")
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def http_get(url: str) -> tuple[str, str]:
