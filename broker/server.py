@@ -95,6 +95,7 @@ class Peer:
         # cap is exact, and the writer only sends bytes.
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
+        self._sending_bytes = 0  # taken by the writer, not yet sent
         self._progress = time.monotonic()  # when the writer last got bytes out or took a batch
         self._dropped = False
         self._wake = threading.Condition(threading.Lock())
@@ -128,10 +129,13 @@ class Peer:
         granted credit for many large jobs) nor a short pause is punished.
         """
         with self._wake:
-            if self._dropped or self._outbox_bytes <= self.max_outbox_bytes or now - self._progress <= self.stall_s:
+            # What the writer holds counts too: a batch stuck in a send to a
+            # peer that reads nothing waits as much as the outbox does.
+            queued = self._outbox_bytes + self._sending_bytes
+            if self._dropped or queued <= self.max_outbox_bytes or now - self._progress <= self.stall_s:
                 return False
             self._dropped = True
-            queued, self._outbox, self._outbox_bytes = self._outbox_bytes, [], 0
+            self._outbox, self._outbox_bytes = [], 0
         log.warning(
             "dropping %s: it has read nothing for %.0f s and %d bytes wait for it (limit %d)",
             self.conn.peer, self.stall_s, queued, self.max_outbox_bytes,
@@ -146,7 +150,8 @@ class Peer:
                     self._wake.wait()
                 # Not stuck until now: the clock of a stall starts here.
                 self._progress = time.monotonic()
-                batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                batch, self._outbox = self._outbox, []
+                self._sending_bytes, self._outbox_bytes = self._outbox_bytes, 0
             if self.conn.closed:
                 return
             try:
@@ -154,9 +159,10 @@ class Peer:
             except ConnectionLost:
                 return
 
-    def _made_progress(self) -> None:
+    def _made_progress(self, sent_bytes: int) -> None:
         with self._wake:
             self._progress = time.monotonic()
+            self._sending_bytes = max(0, self._sending_bytes - sent_bytes)
 
     def close(self) -> None:
         # Abort first: the writer may hold the send lock, blocked on a peer

@@ -126,9 +126,9 @@ class Connection:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
 
-    def send_frames(self, frames: list[bytes], on_progress: Callable[[], None]) -> None:
-        """Send whole frames in order, `on_progress()` after each piece that
-        went out, so a caller can tell a slow peer from one that reads nothing.
+    def send_frames(self, frames: list[bytes], on_progress: Callable[[int], None]) -> None:
+        """Send whole frames in order, `on_progress(bytes)` after each piece
+        that went out, so a caller can tell a slow peer from one that reads nothing.
 
         Small frames are joined into one write; large ones go in pieces, all
         under the send lock, so no other sender can cut into a frame.
@@ -142,7 +142,7 @@ class Connection:
             try:
                 for piece in _pieces(frames, SEND_PIECE_BYTES):
                     self.sock.sendall(piece)
-                    on_progress()
+                    on_progress(len(piece))
             except OSError as exc:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
