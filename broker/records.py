@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.packed import array_length
+
 
 class Job:
     """One accepted job. Slots keep a queued job to a few hundred bytes."""
@@ -40,7 +42,7 @@ class Job:
         self.due = 0.0  # when a retry may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
-        self.calls = len(args) if many else 1
+        self.calls = array_length(args) if many else 1
         self.queued_at = 0.0
         self.dispatched_at = 0.0
 

@@ -28,7 +28,8 @@ from protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from protocol.messages import MAX_RETRIES
+from protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from protocol.packed import pack_array, unpack_array
 
 from .credentials import Credentials
 from .link import BrokerLink
@@ -215,7 +216,7 @@ class Client:
         reply = self._link.request(ListFailed(), timeout)
         assert isinstance(reply, FailedJobs)
         keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
-        return [dict(zip(keys, row)) for row in reply.jobs]
+        return [{**dict(zip(keys, row)), "args": unpack_array(row[1])} for row in reply.jobs]
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -281,7 +282,9 @@ class Client:
             job_id = next(self._ids)
             lone = not self._futures  # no other job of ours in flight: send it now
             self._futures[job_id] = future
-        entry = [job_id, task, args, kwargs, many, options] if options else [job_id, task, args, kwargs, many]
+        # A chunk's items travel packed: only the worker's pool unpacks them.
+        packed = pack_array(args) if many else args
+        entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
@@ -291,6 +294,7 @@ class Client:
         return future
 
     def _resolve(self, results: list[list[Any]]) -> None:
+        results = [_unpacked(entry) for entry in results]
         with self._lock:
             futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
             for future, job_id, ok, value in futures:
@@ -357,6 +361,15 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
     if timeout is not None:
         options["timeout"] = float(timeout)
     return options
+
+
+def _unpacked(entry: list[Any]) -> list[Any]:
+    """A result entry with a map chunk's packed values as a list."""
+    job_id, ok, value = entry
+    try:
+        return [job_id, ok, unpack_array(value)]
+    except SockpoolError as exc:
+        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
 
 
 def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:

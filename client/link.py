@@ -44,6 +44,7 @@ from protocol import (
     unpack_body,
 )
 from protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
+from protocol.messages import E_UNENCODABLE_ARGUMENTS
 
 from .connection import Connection, connect, new_hello
 from .credentials import Credentials
@@ -267,7 +268,7 @@ class BrokerLink:
             unpack_body(memoryview(data)[4:])
         except ProtocolError as exc:
             if len(jobs) == 1:
-                self._refuse(batch_id, error_value("UnencodableArguments", str(exc)))
+                self._refuse(batch_id, error_value(E_UNENCODABLE_ARGUMENTS, str(exc)))
                 return
             data = b""
         if data and len(data) - 4 <= self.welcome.max_frame_bytes:

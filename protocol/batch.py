@@ -9,45 +9,13 @@ process, where it is cheap to recover, that every result can be encoded.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import msgpack
 
 from .errors import ProtocolError
 from .messages import error_value
-
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-
-
-def array_items(packed: bytes) -> tuple[int, memoryview]:
-    """Split a packed msgpack array into its length and its packed items.
-
-    Raises:
-        ProtocolError: `packed` does not start with an array header.
-    """
-    view = memoryview(packed)
-    first = packed[0] if packed else -1
-    try:
-        if 0x90 <= first <= 0x9F:
-            return first & 0x0F, view[1:]
-        if first == 0xDC:
-            return _U16.unpack_from(packed, 1)[0], view[3:]
-        if first == 0xDD:
-            return _U32.unpack_from(packed, 1)[0], view[5:]
-    except struct.error as exc:
-        raise ProtocolError("truncated msgpack array header") from exc
-    raise ProtocolError("not a packed msgpack array")
-
-
-def array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes([0x90 | count])
-    if count < 1 << 16:
-        return b"\xdc" + _U16.pack(count)
-    return b"\xdd" + _U32.pack(count)
-
+from .packed import array_header, array_items
 
 _RESULTS_HEAD = b"\x83" + msgpack.packb("type") + msgpack.packb("results") + msgpack.packb("results")
 _CREDIT_KEY = msgpack.packb("credit")

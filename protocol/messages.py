@@ -12,6 +12,9 @@ cost on the wire is a few bytes and no per-job frame.
     job entry:    [id: int, task: str, args: list, kwargs: map, many: bool, options: map]
     result entry: [id: int, ok: bool, value: any]
 
+A map chunk's `args`, and its list of values, may travel as a packed array
+(see `packed`), which no hop between client and pool process decodes.
+
 The `options` element may be left off (an empty map). Known options:
 `timeout` (seconds a run may take; the pool process is killed past it) and
 `retries` (further attempts after a failure, with backoff).
@@ -30,6 +33,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
+from .packed import array_length, is_array
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
@@ -51,8 +55,9 @@ E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
+E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
 # Failures that another attempt cannot fix.
-NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT})
+NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 
 _registry: dict[str, type[Message]] = {}
 _field_types: dict[type[Message], list[tuple[str, type, bool]]] = {}
@@ -345,12 +350,21 @@ def check_job(entry: Any) -> None:
         and 5 <= len(entry) <= 6
         and type(entry[0]) is int
         and type(entry[1]) is str
-        and type(entry[2]) is list
+        and _is_args(entry[2])
         and type(entry[3]) is dict
         and type(entry[4]) is bool
         and (len(entry) == 5 or _valid_options(entry[5]))
     ):
         raise ProtocolError(f"malformed job entry ({_shape(entry)})")
+
+
+def _is_args(args: Any) -> bool:
+    if type(args) is list:
+        return True
+    try:
+        return is_array(args) and array_length(args) >= 0
+    except ProtocolError:
+        return False
 
 
 def _shape(entry: Any) -> str:

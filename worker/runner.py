@@ -28,10 +28,11 @@ import time
 import traceback
 from typing import Any, Callable
 
-from protocol import error_value
+from protocol import ProtocolError, error_value
 from protocol.batch import pack_results
 from protocol.defaults import MAX_LOST_ATTEMPTS
-from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
+from protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS
+from protocol.packed import pack_array, unpack_array
 
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
@@ -297,6 +298,10 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
     fn = _tasks.get(task)
     if fn is None:
         return [job_id, False, error_value("UnknownTask", f"this worker does not serve task {task!r}")]
+    try:
+        args = unpack_array(args)  # a map chunk's items come packed
+    except ProtocolError as exc:
+        return [job_id, False, error_value(E_UNENCODABLE_ARGUMENTS, f"the job's arguments cannot be read: {exc}")]
     if not many:
         try:
             return [job_id, True, fn(*args, **kwargs)]
@@ -315,7 +320,8 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
             errors[len(values)] = _describe(exc)
             values.append(None)
     if not errors:
-        return [job_id, True, values]
+        # Packed here, in parallel, so that no later hop decodes the items.
+        return [job_id, True, pack_array(values, checked=True)]
     # The first failure speaks for the chunk; `items` says how each item went.
     items = [[False, errors[i]] if i in errors else [True, v] for i, v in enumerate(values)]
     return [job_id, False, {**errors[min(errors)], "items": items}]

@@ -8,9 +8,13 @@ import socket
 import threading
 import time
 
+import msgpack
 import pytest
 
 from client import Client, JobFailed
+from client.connection import connect, new_hello
+from protocol import ROLE_CLIENT, Ping, Pong, Results, Submit
+from protocol.packed import PACKED_ARRAY, pack_array, unpack_array
 
 from .cluster import run_submit, start_broker, start_worker, wait_for_processes
 
@@ -93,6 +97,44 @@ def test_unencodable_result_is_an_error_not_a_crash(cluster):
             client.submit("tests.tasks:unencodable").result(WAIT_S)
         assert failed.value.remote_type == "UnencodableResult"
         assert client.submit("square", 2).result(WAIT_S) == 4
+
+
+def test_map_items_that_cannot_travel_fail_their_chunk_not_the_client(cluster):
+    cluster.add_worker(1, "--tasks", "tests.tasks")
+    with Client(cluster.address) as client:
+        # A map with integer keys encodes, but no worker may read it.
+        with pytest.raises(JobFailed) as failed:
+            list(client.map("echo", [{"a": 1}, {1: "int key"}], chunksize=2, timeout=WAIT_S))
+        assert failed.value.remote_type == "UnencodableArguments"
+        # What msgpack cannot encode at all never leaves the client.
+        with pytest.raises(JobFailed) as failed:
+            list(client.map("echo", [1, object()], chunksize=2, timeout=WAIT_S))
+        assert failed.value.remote_type == "UnencodableArguments"
+        assert list(client.map("echo", [{"a": {"b": [1, 2]}}, "x"], timeout=WAIT_S)) == [{"a": {"b": [1, 2]}}, "x"]
+
+
+def test_a_peer_sending_an_unreadable_packed_array_fails_that_job_only(cluster):
+    """The broker passes packed arguments on unread; the pool process that
+    cannot read them fails the job, and the worker keeps serving."""
+    cluster.add_worker(1)
+    conn, _ = connect(cluster.address, new_hello(ROLE_CLIENT, name="raw"), 10.0)
+    try:
+        conn.settimeout(WAIT_S)
+        truncated = msgpack.ExtType(PACKED_ARRAY, b"\x93\x01")  # says 3 items, holds 1
+        conn.send(Submit(1, [[1, "square", truncated, {}, True], [2, "square", pack_array([4, 5]), {}, True]]))
+        results: dict[int, list[object]] = {}
+        while len(results) < 2:
+            msg = conn.recv()
+            if isinstance(msg, Ping):
+                conn.send(Pong())
+            elif isinstance(msg, Results):
+                results.update((entry[0], entry) for entry in msg.results)
+        assert results[1][1] is False and results[1][2]["type"] == "UnencodableArguments"
+        assert results[2][1] is True and unpack_array(results[2][2]) == [16, 25]
+    finally:
+        conn.close()
+    with Client(cluster.address) as client:
+        assert client.submit("square", 6).result(WAIT_S) == 36
 
 
 @pytest.mark.parametrize("task", ["nosuch", "tests.tasks:_private", "os:system", "builtins:eval", "tests.tasks:os"])

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from protocol import ProtocolError, Results, decode, error_value, pack_body
-from protocol.batch import array_header, array_items, pack_results, results_body
+from protocol.batch import pack_results, results_body
 
 
 def entries(start: int, count: int) -> list[list[object]]:
@@ -15,41 +15,6 @@ def entries(start: int, count: int) -> list[list[object]]:
 
 def packed(batch: list[list[object]]) -> bytes:
     return msgpack.packb(batch, use_bin_type=True)
-
-
-# -- array_items / array_header ---------------------------------------------------
-
-
-@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 65535, 65536, 70000])
-def test_array_items_splits_header_from_items(count):
-    items = list(range(count))
-    n, view = array_items(packed(items))
-    assert n == count
-    assert isinstance(view, memoryview)
-    assert bytes(view) == b"".join(msgpack.packb(i) for i in items)
-
-
-@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536, 1 << 20])
-def test_array_header_matches_msgpack(count):
-    header = array_header(count)
-    assert len(header) == (1 if count < 16 else 3 if count < 65536 else 5)
-    # msgpack's own header for an array of `count` nils.
-    assert msgpack.packb([None] * count)[: len(header)] == header
-
-
-@pytest.mark.parametrize(
-    "value",
-    [None, 0, 1, -1, "str", b"bin", {"a": 1}, {}, 1.5, True],
-    ids=repr,
-)
-def test_array_items_refuses_non_arrays(value):
-    with pytest.raises(ProtocolError, match="not a packed msgpack array"):
-        array_items(packed(value))  # type: ignore[arg-type]
-
-
-def test_array_items_refuses_empty_input():
-    with pytest.raises(ProtocolError):
-        array_items(b"")
 
 
 # -- results_body -------------------------------------------------------------------

@@ -18,6 +18,7 @@ import msgpack
 import pytest
 
 from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
+from protocol.packed import PACKED_ARRAY, pack_array, unpack_array
 from worker import runner as runner_module
 from worker.chunks import ChunkBook, LostChunk, job_timeouts
 from worker.monitor import Monitor, describe_exit, died_message, timeout_message
@@ -212,6 +213,34 @@ def test_run_chunk_hands_back_every_job_once_draining(in_slot):
     in_slot.set_draining()
     packed, _, count, released = runner_module.run_chunk(2, [job(1), job(2), job(3)])
     assert msgpack.unpackb(packed) == [] and count == 0 and released == [1, 2, 3]
+
+
+def test_run_chunk_unpacks_a_map_chunk_and_packs_its_values(in_slot):
+    """A map chunk arrives packed and leaves packed: the pool process is
+    the only hop of the worker that sees its items."""
+    packed, _, count, _ = runner_module.run_chunk(1, [[1, "square", pack_array([1, 2, 3]), {}, True]])
+    [[job_id, ok, value]] = msgpack.unpackb(packed)
+    assert (job_id, ok, count) == (1, True, 1)
+    assert isinstance(value, msgpack.ExtType) and unpack_array(value) == [1, 4, 9]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [msgpack.ExtType(PACKED_ARRAY, msgpack.packb([{1: "int key"}])), msgpack.ExtType(PACKED_ARRAY, b"\x93\x01")],
+    ids=["int-keys", "truncated"],
+)
+def test_run_chunk_fails_only_the_job_whose_packed_args_it_cannot_read(in_slot, args):
+    packed, _, count, _ = runner_module.run_chunk(1, [[1, "echo", args, {}, True], job(2, "square", 5)])
+    first, second = msgpack.unpackb(packed)
+    assert first[:2] == [1, False] and first[2]["type"] == "UnencodableArguments"
+    assert "cannot be read" in first[2]["message"]
+    assert second == [2, True, 25] and count == 2
+
+
+def test_run_chunk_sends_values_the_client_would_refuse_as_one_job_failure(in_slot):
+    packed, _, _, _ = runner_module.run_chunk(1, [[1, "echo", [{"k": {1: "int key"}}], {}, True]])
+    [[job_id, ok, value]] = msgpack.unpackb(packed)
+    assert (job_id, ok, value["type"]) == (1, False, "UnencodableResult")
 
 
 # -- the monitor, tick by tick ---------------------------------------------------
