@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from client.connection import Connection
+from client.connection import Connection, join_address
 from client.tls import TLSStream
 from protocol import (
     ROLE_CLIENT,
@@ -198,7 +198,8 @@ class BrokerServer:
         join as a worker and receive other people's jobs. None leaves that
         role open. `tls` is a server context (client.tls.server_context).
         """
-        self._listener = socket.create_server((host, port), backlog=128)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=128)
         bound = self._listener.getsockname()
         self.host, self.port = bound[0], bound[1]
         self.name = name or f"{socket.gethostname()}:{self.port}"
@@ -231,7 +232,7 @@ class BrokerServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return join_address(self.host, self.port)
 
     def exposure_warnings(self) -> list[str]:
         """What is unsafe about where and how this broker listens (`broker start`
@@ -543,7 +544,7 @@ def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) ->
             return []
     except ValueError:
         pass  # a name, not an address: assume it is reachable
-    where = f"{host}:{port}"
+    where = join_address(host, port)
     warnings = []
     if open_roles:
         dangers = []

@@ -81,12 +81,19 @@ def parse_address(address: str | None) -> tuple[str, int]:
         ValueError: the port is not a number.
     """
     address = address or os.environ.get(BROKER_ENV) or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+    if address.count(":") > 1 and not address.startswith("["):
+        return address, DEFAULT_PORT  # a bare IPv6 address: its colons are no port
     host, sep, port = address.rpartition(":")
     if not sep:
         return address, DEFAULT_PORT
     if not port.isdigit():
         raise ValueError(f"bad broker address {address!r}: expected HOST:PORT")
     return host.strip("[]") or DEFAULT_HOST, int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    """'host:port', with an IPv6 host in brackets so the port stays readable."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Connection:
@@ -102,7 +109,7 @@ class Connection:
         self._closed = False
         try:
             peer = sock.getpeername()
-            self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+            self.peer = join_address(peer[0], peer[1]) if isinstance(peer, tuple) else str(peer)
         except OSError:
             self.peer = "?"
 
@@ -226,7 +233,7 @@ def connect(
     """
     credentials = credentials or Credentials()
     host, port = parse_address(address)
-    where = f"{host}:{port}"
+    where = join_address(host, port)
     deadline = time.monotonic() + timeout_s
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)

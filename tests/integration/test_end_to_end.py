@@ -248,6 +248,32 @@ def test_n_one_second_jobs_run_at_once_on_n_processes(cluster):
     assert 2.0 <= two_waves < 2.9
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_a_cluster_on_ipv6_loopback(tmp_path):
+    broker, address = start_broker(tmp_path, "--host", "::1")
+    try:
+        assert address.startswith("[::1]:")  # the port stays readable
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            done = run_submit("--broker", address, "--json", "square", "1", "2", "3")
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout) == [1, 4, 9]
+            assert "from [::1]:" in broker.log()
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
 def test_worker_reconnects_when_the_broker_comes_back(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
