@@ -3,7 +3,8 @@
 
 from protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
-from .api import Client, JobFailed
+from .api import Client
+from .errors import JobFailed
 from .executor import Executor
 
 __all__ = ["Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]

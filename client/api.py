@@ -32,33 +32,10 @@ from protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
 from protocol.packed import pack_array, unpack_array
 
 from .credentials import Credentials
+from .errors import JobFailed
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
-
-
-class JobFailed(SockpoolError):
-    """A job ended in an error; carries what the remote side said.
-
-    Attributes:
-        remote_type: the remote exception's class name, e.g. "ZeroDivisionError",
-            or a sockpool code such as "UnknownTask".
-        remote_message: the remote exception's message.
-        remote_traceback: the remote traceback text ("" when none).
-    """
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        self.remote_type = str(error.get("type", "Error"))
-        self.remote_message = str(error.get("message", ""))
-        self.remote_traceback = str(error.get("traceback", ""))
-        self.items = error.get("items")
-        super().__init__(f"{self.remote_type}: {self.remote_message}")
-
-    def __str__(self) -> str:
-        text = f"{self.remote_type}: {self.remote_message}"
-        if self.remote_traceback:
-            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
-        return text
 
 
 class Client:

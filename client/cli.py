@@ -15,7 +15,8 @@ from protocol import SockpoolError
 from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
 from protocol.messages import MAX_RETRIES
 
-from .api import Client, JobFailed
+from .api import Client
+from .errors import JobFailed
 from .credentials import Credentials, peer_options
 from .envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar

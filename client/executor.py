@@ -9,7 +9,8 @@ msgpack values, so a tuple comes back as a list.
 
 What differs from a process pool, because the work is remote:
 - A failed call raises `JobFailed` (with the remote type, message and
-  traceback), not the original exception object.
+  traceback), not the original exception object; for a built-in exception
+  type it is an instance of that type too (`except KeyError:` works).
 - `Future.cancel()` succeeds while the result has not arrived, and the
   result is then dropped; the job itself may still run on a worker.
 """

@@ -23,7 +23,16 @@ def workload(executor: AnyExecutor) -> tuple[Any, ...]:
         cubes = list(executor.map(tasks.cube, range(30), chunksize=4))
         sums = list(executor.map(tasks.add, range(10), range(10, 20)))
         empty = list(executor.map(tasks.cube, []))
-        return one.result(WAIT_S), keyword.result(WAIT_S), cubes, sums, empty
+        caught = []
+        try:
+            executor.submit(tasks.fail, "bad input").result(WAIT_S)
+        except ValueError:  # the task's own exception type
+            caught.append("ValueError")
+        try:
+            list(executor.map(tasks.cube, [1, "x"]))
+        except TypeError:
+            caught.append("TypeError")
+        return one.result(WAIT_S), keyword.result(WAIT_S), cubes, sums, empty, caught
 
 
 def test_code_for_a_process_pool_runs_on_the_cluster_unchanged(cluster):
@@ -31,7 +40,7 @@ def test_code_for_a_process_pool_runs_on_the_cluster_unchanged(cluster):
     local = workload(ProcessPoolExecutor(2))
     remote = workload(Executor(cluster.address))
     assert remote == local
-    assert local == (5, "hi ada", [x**3 for x in range(30)], [2 * x + 10 for x in range(10)], [])
+    assert local == (5, "hi ada", [x**3 for x in range(30)], [2 * x + 10 for x in range(10)], [], ["ValueError", "TypeError"])
 
 
 def test_failures_timeouts_and_what_cannot_run(cluster):

@@ -1,0 +1,54 @@
+"""client/errors.py: JobFailed, and the built-in exception it stands for."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+
+import pytest
+
+from client import JobFailed
+from protocol import SockpoolError
+
+
+def failed(type_name: str, message: str = "it broke", traceback: str = "") -> JobFailed:
+    return JobFailed({"type": type_name, "message": message, "traceback": traceback})
+
+
+@pytest.mark.parametrize("base", [ValueError, KeyError, ZeroDivisionError, OSError, FileNotFoundError, AttributeError, RuntimeError])
+def test_a_builtin_remote_exception_is_caught_by_its_own_class(base):
+    with pytest.raises(base) as caught:
+        raise failed(base.__name__)
+    assert isinstance(caught.value, JobFailed) and isinstance(caught.value, SockpoolError)
+    assert caught.value.remote_type == base.__name__
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration", "UnicodeDecodeError", "ExceptionGroup",
+     "UnknownTask", "MyAppError", "print", "__import__", "Exception", ""],
+)
+def test_other_remote_types_stay_a_plain_job_failed(type_name):
+    """Nothing that would end the program, misbehave in a generator, or
+    need arguments of its own; nothing but built-ins; never a function."""
+    error = failed(type_name)
+    assert type(error).__mro__[1:] == JobFailed.__mro__[1:]
+    assert not isinstance(error, (SystemExit, KeyboardInterrupt, StopIteration))
+
+
+def test_every_builtin_exception_name_makes_a_job_failed_that_works():
+    for name in dir(builtins):
+        base = getattr(builtins, name)
+        if isinstance(base, type) and issubclass(base, BaseException):
+            error = failed(name, "m", "Traceback ...")
+            assert isinstance(error, JobFailed)
+            assert str(error) == f"{name}: m\n\nRemote traceback:\nTraceback ..."
+            copy = pickle.loads(pickle.dumps(error))
+            assert type(copy) is type(error) and copy.remote_message == "m"
+
+
+def test_the_remote_side_says_the_message_and_the_traceback():
+    error = failed("ValueError", "bad input", "Traceback (most recent call last):\n  ...\nValueError: bad input\n")
+    assert (error.remote_type, error.remote_message) == ("ValueError", "bad input")
+    assert str(error).startswith("ValueError: bad input\n\nRemote traceback:\nTraceback")
+    assert str(failed("UnknownTask", "no worker")) == "UnknownTask: no worker"
