@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import ProtocolError, Submit, decode, encode
 from protocol.messages import check_job
@@ -120,3 +122,20 @@ def test_check_job_takes_packed_args():
 def test_check_job_refuses_a_packed_value_that_is_no_array(args):
     with pytest.raises(ProtocolError, match="malformed job entry"):
         check_job([1, "square", args, {}, True])
+
+
+# -- any bytes at all ----------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_packed_data_yields_a_list_or_the_protocol_error(data):
+    """What a peer puts in a packed array reaches the pool process unread;
+    whatever it is, reading it is one job's ProtocolError, nothing worse."""
+    value = msgpack.ExtType(PACKED_ARRAY, data)
+    try:
+        items = unpack_array(value)
+    except ProtocolError:
+        return
+    assert type(items) is list
+    assert array_length(value) == len(items)
