@@ -61,6 +61,27 @@ def test_broker_killed_mid_run_loses_nothing(tmp_path):
         broker.stop()
 
 
+def test_queued_map_chunks_survive_a_broker_killed_before_any_worker_came(tmp_path):
+    """Map chunks are stored as the client packed them, and run after the
+    restart exactly as if the broker had never died."""
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = None
+    try:
+        with Client(address) as client:
+            # With no worker yet, every chunk of the map's window waits in the queue.
+            results = client.map("square", range(1600), chunksize=100, timeout=WAIT_S)
+            assert client.wait_accepted(WAIT_S)
+            broker.kill()
+            broker, address = start_broker(tmp_path, port=port)
+            worker = start_worker(tmp_path, address, 2)
+            assert list(results) == [x * x for x in range(1600)]
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
 def test_submit_command_survives_a_broker_restart(tmp_path):
     port = free_port()
     broker, address = start_broker(tmp_path, port=port)
