@@ -38,6 +38,15 @@ def test_submit_reads_args_as_json_literals_else_strings(cluster):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [3, 2.5, [1, 2], "hello", {"a": None}]
 
+    # After TASK everything is an ARG: negative numbers are numbers...
+    done = run_submit("--broker", cluster.address, "--json", "echo", "-3", "-2.5", "-x", '"--json"')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [-3, -2.5, "-x", "--json"]
+    # ...and an option there is a mistake that is named, not a job.
+    done = run_submit("--broker", cluster.address, "square", "3", "--json")
+    assert done.returncode == 2
+    assert "options go before TASK: --json" in done.stderr
+
 
 def test_submit_finds_the_broker_in_the_environment(cluster):
     cluster.add_worker(1)
