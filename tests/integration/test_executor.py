@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import Executor as AnyExecutor
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -37,7 +38,8 @@ def workload(executor: AnyExecutor) -> tuple[Any, ...]:
 
 def test_code_for_a_process_pool_runs_on_the_cluster_unchanged(cluster):
     cluster.add_worker(2, "--tasks", "tests.tasks")
-    local = workload(ProcessPoolExecutor(2))
+    # forkserver: pytest's process has threads, and fork() from it is unsafe.
+    local = workload(ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")))
     remote = workload(Executor(cluster.address))
     assert remote == local
     assert local == (5, "hi ada", [x**3 for x in range(30)], [2 * x + 10 for x in range(10)], [], ["ValueError", "TypeError"])
