@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -28,7 +27,7 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from client.connection import join_address
+from client.connection import address_family, join_address
 
 log = logging.getLogger("sockpool.broker.http")
 
@@ -146,8 +145,7 @@ class ObserveServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, status: StatusSource) -> None:
-        if ":" in host:
-            self.address_family = socket.AF_INET6
+        self.address_family = address_family(host)
         super().__init__((host, port), _Handler)
         self.status = status
         self.registry = metrics_registry(status)

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from client.connection import Connection, join_address
+from client.connection import Connection, address_family, join_address
 from client.tls import TLSStream
 from protocol import (
     ROLE_CLIENT,
@@ -198,8 +198,7 @@ class BrokerServer:
         join as a worker and receive other people's jobs. None leaves that
         role open. `tls` is a server context (client.tls.server_context).
         """
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=128)
+        self._listener = socket.create_server((host, port), family=address_family(host), backlog=128)
         bound = self._listener.getsockname()
         self.host, self.port = bound[0], bound[1]
         self.name = name or f"{socket.gethostname()}:{self.port}"

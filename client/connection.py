@@ -91,6 +91,11 @@ def parse_address(address: str | None) -> tuple[str, int]:
     return host.strip("[]") or DEFAULT_HOST, int(port)
 
 
+def address_family(host: str) -> socket.AddressFamily:
+    """The family to listen on `host` with: a colon means an IPv6 address."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def join_address(host: str, port: int) -> str:
     """'host:port', with an IPv6 host in brackets so the port stays readable."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -13,9 +13,8 @@ from typing import Any
 
 import msgpack
 
-from .errors import ProtocolError
 from .messages import error_value
-from .packed import array_header, array_items
+from .packed import array_header, array_items, checked_pack
 
 _RESULTS_HEAD = b"\x83" + msgpack.packb("type") + msgpack.packb("results") + msgpack.packb("results")
 _CREDIT_KEY = msgpack.packb("credit")
@@ -47,23 +46,17 @@ def pack_results(entries: list[list[Any]], on_unencodable: Any) -> bytes:
     must not cost the worker its connection.
     """
     try:
-        return _checked_pack(entries)
+        return checked_pack(entries)
     except Exception:
         pass
     safe = []
     for entry in entries:
         try:
-            _checked_pack(entry)
+            checked_pack(entry)
         except Exception as exc:
             entry = on_unencodable(entry, exc)
         safe.append(entry)
     return msgpack.packb(safe, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def _checked_pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    msgpack.unpackb(packed, raw=False, strict_map_key=True)
-    return packed
 
 
 # Room in a results body for everything but the entries: the map, its keys,

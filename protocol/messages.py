@@ -33,7 +33,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
-from .packed import array_length, is_array
+from .packed import is_array
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
@@ -350,21 +350,12 @@ def check_job(entry: Any) -> None:
         and 5 <= len(entry) <= 6
         and type(entry[0]) is int
         and type(entry[1]) is str
-        and _is_args(entry[2])
+        and is_array(entry[2])
         and type(entry[3]) is dict
         and type(entry[4]) is bool
         and (len(entry) == 5 or _valid_options(entry[5]))
     ):
         raise ProtocolError(f"malformed job entry ({_shape(entry)})")
-
-
-def _is_args(args: Any) -> bool:
-    if type(args) is list:
-        return True
-    try:
-        return is_array(args) and array_length(args) >= 0
-    except ProtocolError:
-        return False
 
 
 def _shape(entry: Any) -> str:

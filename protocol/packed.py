@@ -52,23 +52,42 @@ def array_header(count: int) -> bytes:
     return b"\xdd" + _U32.pack(count)
 
 
+def checked_pack(value: Any) -> bytes:
+    """`value` packed, once unpacking it as a receiver does has shown that
+    it would be accepted: a map with integer keys encodes, but is refused.
+
+    Raises:
+        Exception: whatever msgpack raises (TypeError, ValueError, ...).
+    """
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    msgpack.unpackb(packed, raw=False, strict_map_key=True)
+    return packed
+
+
 def pack_array(values: list[Any], *, checked: bool = False) -> msgpack.ExtType | list[Any]:
     """`values` as a packed array; unchanged if msgpack cannot encode them
     (or, `checked`, if the receiver would refuse them), so that the usual
     path reports the error for this job alone.
     """
     try:
-        data: bytes = msgpack.packb(values, use_bin_type=True)
-        if checked:
-            msgpack.unpackb(data, raw=False, strict_map_key=True)
+        data: bytes = checked_pack(values) if checked else msgpack.packb(values, use_bin_type=True)
     except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
         return values
     return msgpack.ExtType(PACKED_ARRAY, data)
 
 
 def is_array(value: Any) -> bool:
-    """A list, or a packed array (as a job's `args` or a chunk's value may be)."""
-    return type(value) is list or (isinstance(value, msgpack.ExtType) and value.code == PACKED_ARRAY)
+    """A list, or a packed array whose data starts as an array does (as a
+    job's `args` or a chunk's value may be). The items are not read."""
+    if type(value) is list:
+        return True
+    if not (isinstance(value, msgpack.ExtType) and value.code == PACKED_ARRAY):
+        return False
+    try:
+        array_items(value.data)
+    except ProtocolError:
+        return False
+    return True
 
 
 def array_length(value: list[Any] | msgpack.ExtType) -> int:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 from protocol import ProtocolError, error_value
 from protocol.batch import pack_results
 from protocol.defaults import MAX_LOST_ATTEMPTS
-from protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS
+from protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
 from protocol.packed import pack_array, unpack_array
 
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
@@ -297,7 +297,7 @@ def run_chunk(chunk_id: int, jobs: list[list[Any]]) -> tuple[bytes, float, int, 
 def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> list[Any]:
     fn = _tasks.get(task)
     if fn is None:
-        return [job_id, False, error_value("UnknownTask", f"this worker does not serve task {task!r}")]
+        return [job_id, False, error_value(E_UNKNOWN_TASK, f"this worker does not serve task {task!r}")]
     try:
         args = unpack_array(args)  # a map chunk's items come packed
     except ProtocolError as exc:
