@@ -1,0 +1,59 @@
+"""worker/outbox.py: a node's credit and what it owes the broker, with no sockets."""
+
+from __future__ import annotations
+
+from worker.outbox import Outbox
+
+
+def test_outbox_grants_the_window_less_what_is_on_hand_and_unused():
+    window = [4]
+    outbox = Outbox(lambda: window[0])
+    assert outbox.first_grant() == 4
+    assert outbox.received([1, 2, 3])
+    outbox.finished(b"\x92\x01\x02", 2, [])
+    due = outbox.take()
+    # 1 job still on hand, 1 credit unused: room for 2 more.
+    assert due is not None and due.packed == [b"\x92\x01\x02"] and due.grant == 2
+    assert outbox.outstanding == 1
+    window[0] = 10  # jobs got quicker: more prefetch
+    outbox.finished(b"\x91\x03", 1, [])
+    assert outbox.take().grant == 7  # window 10 - 0 on hand - 3 unused
+    assert not due.drained
+
+
+def test_outbox_sends_pings_and_pongs_without_granting():
+    outbox = Outbox(lambda: 2)
+    outbox.first_grant()
+    outbox.ask(ping=True)
+    outbox.ask(pong=True)
+    due = outbox.take()
+    assert due is not None and due.ping and due.pong and due.grant == 0 and not due.packed
+
+
+def test_outbox_drain_grants_nothing_releases_late_jobs_and_ends_when_all_are_back():
+    outbox = Outbox(lambda: 8)
+    outbox.first_grant()
+    assert outbox.received([1, 2, 3])
+    outbox.start_drain()
+    assert not outbox.received([4])  # sent before the broker read our drain
+    due = outbox.take()
+    assert due is not None and due.drain and due.released == [4] and not due.drained
+    outbox.finished(b"\x91\x01", 1, [2, 3])  # one ran; two never started
+    due = outbox.take()
+    assert due.packed == [b"\x91\x01"] and due.released == [2, 3] and due.grant == 0
+    assert due.drained and outbox.outstanding == 0
+
+
+def test_outbox_drain_with_nothing_on_hand_is_done_at_once():
+    outbox = Outbox(lambda: 8)
+    outbox.start_drain()
+    due = outbox.take()
+    assert due is not None and due.drain and due.drained
+
+
+def test_a_closed_outbox_drops_late_results_and_takes_nothing():
+    outbox = Outbox(lambda: 2)
+    outbox.received([1])
+    outbox.close()
+    outbox.finished(b"\x91\x01", 1, [])
+    assert outbox.take() is None
