@@ -26,7 +26,7 @@ import click
 
 from bench import dask_side, report
 from bench import workloads as w
-from client import Client
+from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -134,7 +134,7 @@ def queued_job_bytes(sizes: w.Sizes, log_dir: Path) -> float:
 def durability_flags() -> tuple[str, str] | None:
     """The broker's flags for durable and in-memory queues, if it has them."""
     done = subprocess.run(
-        python_command("broker", "start", "--help"), cwd=ROOT, env=environment(),
+        python_command("sockpool.broker", "start", "--help"), cwd=ROOT, env=environment(),
         capture_output=True, text=True, timeout=60,
     )
     if "--in-memory" in done.stdout and "--data-dir" in done.stdout:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.tasks import spin, square
-from client import Client
-from client.connection import Connection, connect, new_hello
-from protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
-from protocol.defaults import MAX_JOBS_PER_FRAME
+from sockpool.client import Client
+from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
+from sockpool.protocol.defaults import MAX_JOBS_PER_FRAME
 
 # Every wait in the benchmark gives up after this long.
 WAIT_S = 300.0
@@ -165,7 +165,7 @@ def cli_submit_s(command: list[str], n: int, cwd: Path, env: dict[str, str]) -> 
 
 
 def sockpool_submit_command(address: str) -> list[str]:
-    return [sys.executable, "-m", "client", "--broker", address, "--no-progress", "square"]
+    return [sys.executable, "-m", "sockpool.client", "--broker", address, "--no-progress", "square"]
 
 
 # -- the local pool ---------------------------------------------------------------

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from client.credentials import peer_options, read_secret_file
-from client.envvars import CONTEXT_SETTINGS, show_envvars
-from client.logs import configure_logging, log_level_option
-from client.tls import server_context
-from protocol.defaults import (
+from sockpool.net.credentials import peer_options, read_secret_file
+from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
+from sockpool.logs import configure_logging, log_level_option
+from sockpool.net.tls import server_context
+from sockpool.protocol.defaults import (
     BROKER_ENV,
     CONNECT_TIMEOUT_S,
     DEFAULT_HOST,
@@ -161,7 +161,7 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     Asks the broker over the protocol, as a client with the client's
     credentials. Counts are calls: a map chunk of N items counts N.
     """
-    from client import Client, SockpoolError
+    from sockpool.client import Client, SockpoolError
 
     from .report import format_status
 
@@ -180,7 +180,7 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
 @peer_options("The broker's client secret.")
 def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None) -> None:
     """List the jobs that failed for good (kept until their TTL)."""
-    from client import Client, SockpoolError
+    from sockpool.client import Client, SockpoolError
 
     try:
         with Client(address, secret_file=secret_file, tls_ca=tls_ca) as client:

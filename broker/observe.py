@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from client.connection import address_family, join_address
+from sockpool.net.connection import address_family, join_address
 
 log = logging.getLogger("sockpool.broker.http")
 
@@ -92,7 +92,7 @@ def metrics_registry(status: StatusSource) -> CollectorRegistry:
 
 
 def dashboard_html() -> bytes:
-    return resources.files("broker").joinpath("dashboard.html").read_bytes()
+    return resources.files("sockpool.broker").joinpath("dashboard.html").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

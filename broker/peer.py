@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 
-from client.connection import Connection
-from protocol import ConnectionLost, Message, ProtocolError
-from protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_OUTBOX_BYTES
-from protocol.messages import encode_to_fit
+from sockpool.net.connection import Connection
+from sockpool.protocol import ConnectionLost, Message, ProtocolError
+from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_OUTBOX_BYTES
+from sockpool.protocol.messages import encode_to_fit
 
 log = logging.getLogger("sockpool.broker")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.packed import array_length
+from sockpool.protocol.packed import array_length
 
 
 class Job:

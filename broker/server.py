@@ -33,9 +33,9 @@ import threading
 import time
 from typing import Any
 
-from client.connection import Connection, address_family, join_address
-from client.tls import TLSStream
-from protocol import (
+from sockpool.net.connection import Connection, address_family, join_address
+from sockpool.net.tls import TLSStream
+from sockpool.protocol import (
     ROLE_CLIENT,
     ROLE_WORKER,
     Accepted,
@@ -49,8 +49,8 @@ from protocol import (
     ProtocolError,
     check_hello,
 )
-from protocol.auth import BrokerAuth, new_nonce
-from protocol.defaults import (
+from sockpool.protocol.auth import BrokerAuth, new_nonce
+from sockpool.protocol.defaults import (
     HANDSHAKE_MAX_FRAME_BYTES,
     HANDSHAKE_TIMEOUT_S,
     HEARTBEAT_MISSES,
@@ -60,8 +60,8 @@ from protocol.defaults import (
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
 )
-from protocol.handshake import looks_like_tls
-from protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
+from sockpool.protocol.handshake import looks_like_tls
+from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
 
 from .peer import Peer
 from .state import BrokerState
@@ -99,7 +99,7 @@ class BrokerServer:
         `secret` admits clients, and workers too unless `worker_secret` is
         given: then only it admits workers, so a client's secret cannot
         join as a worker and receive other people's jobs. None leaves that
-        role open. `tls` is a server context (client.tls.server_context).
+        role open. `tls` is a server context (sockpool.net.tls.server_context).
         """
         self._listener = socket.create_server((host, port), family=address_family(host), backlog=128)
         bound = self._listener.getsockname()

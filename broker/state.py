@@ -33,7 +33,7 @@ import random
 from collections import Counter, deque
 from typing import Any
 
-from protocol import (
+from sockpool.protocol import (
     ROLE_CLIENT,
     ROLE_WORKER,
     Accepted,
@@ -57,7 +57,7 @@ from protocol import (
     check_hello,
     error_value,
 )
-from protocol.defaults import (
+from sockpool.protocol.defaults import (
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
@@ -66,7 +66,7 @@ from protocol.defaults import (
     RETRY_BASE_S,
     RETRY_MAX_S,
 )
-from protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats

@@ -20,7 +20,7 @@ import math
 from collections import deque
 from typing import Any
 
-from protocol.defaults import MAX_TRACKED_TASKS, RECENT_FAILURES, STATUS_HISTORY_S, THROUGHPUT_WINDOW_S
+from sockpool.protocol.defaults import MAX_TRACKED_TASKS, RECENT_FAILURES, STATUS_HISTORY_S, THROUGHPUT_WINDOW_S
 
 # From half a millisecond (a tiny job on an idle cluster) to five minutes.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

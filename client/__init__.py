@@ -1,7 +1,7 @@
 """The sockpool client: `Client("host:port")` with `submit` and `map`, and
 `Executor("host:port")`, a `concurrent.futures.Executor` over the cluster."""
 
-from protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
+from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
 from .api import Client
 from .errors import JobFailed

@@ -19,8 +19,8 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
-from protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
-from protocol.defaults import (
+from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
     MAX_MAP_CHUNK,
@@ -28,10 +28,10 @@ from protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
-from protocol.packed import pack_array, unpack_array
+from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from sockpool.protocol.packed import pack_array, unpack_array
 
-from .credentials import Credentials
+from sockpool.net.credentials import Credentials
 from .errors import JobFailed
 from .link import BrokerLink
 

@@ -11,14 +11,14 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import click
 
-from protocol import SockpoolError
-from protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
-from protocol.messages import MAX_RETRIES
+from sockpool.protocol import SockpoolError
+from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
+from sockpool.protocol.messages import MAX_RETRIES
 
 from .api import Client
 from .errors import JobFailed
-from .credentials import Credentials, peer_options
-from .envvars import CONTEXT_SETTINGS, show_envvars
+from sockpool.net.credentials import Credentials, peer_options
+from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar
 
 # Distinct errors printed in full; the rest are counted.

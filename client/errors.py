@@ -6,7 +6,7 @@ import builtins
 import functools
 from typing import Any
 
-from protocol import SockpoolError
+from sockpool.protocol import SockpoolError
 
 
 class JobFailed(SockpoolError):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .api import Client, _chunk_values
 
 # The module whose functions workers serve under their bare names.
-BUILTIN_MODULE = "worker.tasks"
+BUILTIN_MODULE = "sockpool.worker.tasks"
 
 
 def task_name(fn: Callable[..., Any]) -> str:

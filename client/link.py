@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-from protocol import (
+from sockpool.protocol import (
     ROLE_CLIENT,
     Accepted,
     Ack,
@@ -43,11 +43,11 @@ from protocol import (
     error_value,
     unpack_body,
 )
-from protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
-from protocol.messages import E_UNENCODABLE_ARGUMENTS
+from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
+from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS
 
-from .connection import Connection, connect, new_hello
-from .credentials import Credentials
+from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.credentials import Credentials
 
 log = logging.getLogger("sockpool.client")
 

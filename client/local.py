@@ -10,17 +10,17 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from protocol.defaults import CHUNK_TARGET_S, MAX_FRAME_BYTES
+from sockpool.protocol.defaults import CHUNK_TARGET_S, MAX_FRAME_BYTES
 
 
 class LocalCluster:
     def __init__(self, processes: int | None = None, modules: tuple[str, ...] = (), secret: bytes | None = None) -> None:
         # Imported here: a plain client needs neither the broker nor the worker.
-        from broker.server import BrokerServer
-        from worker.node import WorkerNode
-        from worker.runner import Runner, default_processes
+        from sockpool.broker.server import BrokerServer
+        from sockpool.worker.node import WorkerNode
+        from sockpool.worker.runner import Runner, default_processes
 
-        from .credentials import Credentials
+        from sockpool.net.credentials import Credentials
 
         self.runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
         self.broker = BrokerServer("127.0.0.1", 0, max_frame_bytes=MAX_FRAME_BYTES, name="local", secret=secret)

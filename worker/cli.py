@@ -14,11 +14,11 @@ import sys
 
 import click
 
-from client.credentials import Credentials, peer_options
-from client.envvars import CONTEXT_SETTINGS, show_envvars
-from client.logs import configure_logging, log_level_option
-from protocol import HandshakeRefused
-from protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
+from sockpool.net.credentials import Credentials, peer_options
+from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
+from sockpool.logs import configure_logging, log_level_option
+from sockpool.protocol import HandshakeRefused
+from sockpool.protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
 
 from .node import WorkerNode
 from .runner import Runner, default_processes

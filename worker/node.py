@@ -35,9 +35,9 @@ import threading
 import time
 from typing import Any
 
-from client.connection import Connection, connect, new_hello
-from client.credentials import Credentials
-from protocol import (
+from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.credentials import Credentials
+from sockpool.protocol import (
     ROLE_WORKER,
     ConnectionLost,
     Credit,
@@ -52,8 +52,8 @@ from protocol import (
     encode,
     frame,
 )
-from protocol.batch import fit_results, results_body
-from protocol.defaults import (
+from sockpool.protocol.batch import fit_results, results_body
+from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
     HEARTBEAT_MISSES,

@@ -18,7 +18,7 @@ import inspect
 import sys
 from typing import Any, Callable
 
-BUILTIN_MODULE = "worker.tasks"
+BUILTIN_MODULE = "sockpool.worker.tasks"
 
 
 def public_functions(module_name: str) -> dict[str, Callable[..., Any]]:

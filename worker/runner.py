@@ -28,11 +28,11 @@ import time
 import traceback
 from typing import Any, Callable
 
-from protocol import ProtocolError, error_value
-from protocol.batch import pack_results
-from protocol.defaults import MAX_LOST_ATTEMPTS
-from protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
-from protocol.packed import pack_array, unpack_array
+from sockpool.protocol import ProtocolError, error_value
+from sockpool.protocol.batch import pack_results
+from sockpool.protocol.defaults import MAX_LOST_ATTEMPTS
+from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
+from sockpool.protocol.packed import pack_array, unpack_array
 
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor

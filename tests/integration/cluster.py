@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from client import Client
+from sockpool.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
@@ -36,14 +36,18 @@ def environment() -> dict[str, str]:
 class Proc:
     """A child process whose stderr goes to a log file we can read back."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+        cwd: Path = ROOT, base_env: dict[str, str] | None = None,
+    ) -> None:
+        """`env` adds to `base_env`, which is `environment()` unless given."""
         self.args = args
         self.log_path = log_path
         self.metrics_address: str | None = None
         self._log: IO[bytes] = open(log_path, "wb")
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env={**environment(), **(env or {})}, stdout=subprocess.PIPE, stderr=self._log,
-            stdin=subprocess.DEVNULL,
+            args, cwd=cwd, env={**(environment() if base_env is None else base_env), **(env or {})},
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
         )
 
     def log(self) -> str:
@@ -68,14 +72,14 @@ class Proc:
 
 
 def start_broker(log_dir: Path, *extra: str, port: int = 0) -> tuple[Proc, str]:
-    """Start `python -m broker start` (durable, its data in log_dir/data unless
+    """Start `python -m sockpool.broker start` (durable, its data in log_dir/data unless
     `extra` says otherwise); returns it and its address once it listens.
 
     With `--metrics-port` among `extra`, also waits for the 'metrics on'
     line and keeps that address as `proc.metrics_address`.
     """
     storage = [] if "--in-memory" in extra or "--data-dir" in extra else ["--data-dir", str(log_dir / "data")]
-    args = python_command("broker", "start", "--port", str(port), "--log-level", "debug", *storage, *extra)
+    args = python_command("sockpool.broker", "start", "--port", str(port), "--log-level", "debug", *storage, *extra)
     proc = Proc(args, log_dir / "broker.log")
     address = read_announcements(proc, "--metrics-port" in extra)
     return proc, address
@@ -111,7 +115,7 @@ def read_announcements(proc: Proc, metrics: bool) -> str:
 
 def start_worker(log_dir: Path, address: str, processes: int | None = 2, *extra: str, name: str = "w") -> Proc:
     sizing = ["--processes", str(processes)] if processes else []
-    args = python_command("worker", "join", address, *sizing, "--name", name, "--log-level", "debug", *extra)
+    args = python_command("sockpool.worker", "join", address, *sizing, "--name", name, "--log-level", "debug", *extra)
     return Proc(args, log_dir / f"worker-{name}.log")
 
 
@@ -132,7 +136,7 @@ def wait_for_processes(address: str, processes: int, timeout_s: float = START_TI
 
 
 def run_submit(*args: str, timeout_s: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_module("client", *args, timeout_s=timeout_s, env=env)
+    return run_module("sockpool.client", *args, timeout_s=timeout_s, env=env)
 
 
 def run_module(

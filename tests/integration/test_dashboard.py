@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from client import Client
+from sockpool.client import Client
 
 from .cluster import environment
 from .test_observe import http_get

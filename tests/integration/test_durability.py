@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client import Client, JobFailed
+from sockpool.client import Client, JobFailed
 
 from .cluster import run_submit, start_broker, start_worker, wait_for_processes
 
@@ -153,7 +153,7 @@ def test_flaky_job_succeeds_with_retries_and_fails_for_good_without(cluster, tmp
         assert "failing run 2 of 5" in failed.value.remote_message
     assert runs_on_disk(marks) == {"a": 3, "b": 2}
     listed = subprocess.run(
-        [*__import__("tests.integration.cluster", fromlist=["x"]).python_command("broker", "failed", "--json",
+        [*__import__("tests.integration.cluster", fromlist=["x"]).python_command("sockpool.broker", "failed", "--json",
                                                                                  "--broker", cluster.address)],
         capture_output=True, text=True, timeout=30,
     )

@@ -11,10 +11,10 @@ import time
 import msgpack
 import pytest
 
-from client import Client, JobFailed
-from client.connection import connect, new_hello
-from protocol import ROLE_CLIENT, Ping, Pong, Results, Submit
-from protocol.packed import PACKED_ARRAY, pack_array, unpack_array
+from sockpool.client import Client, JobFailed
+from sockpool.net.connection import connect, new_hello
+from sockpool.protocol import ROLE_CLIENT, Ping, Pong, Results, Submit
+from sockpool.protocol.packed import PACKED_ARRAY, pack_array, unpack_array
 
 from .cluster import run_submit, start_broker, start_worker, wait_for_processes
 

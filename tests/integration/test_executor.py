@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import tests.tasks as tasks
-from client import Client, Executor, JobFailed
-from worker import tasks as builtin_tasks
+from sockpool.client import Client, Executor, JobFailed
+from sockpool.worker import tasks as builtin_tasks
 
 WAIT_S = 30
 

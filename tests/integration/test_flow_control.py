@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-import client.link
-from client import Client
+from sockpool.client import link as client_link
+from sockpool.client import Client
 
 from .cluster import ROOT, environment
 
@@ -21,7 +21,7 @@ WAIT_S = 60
 def test_submit_waits_while_the_broker_accepts_nothing(cluster):
     """A stopped broker accepts nothing: submit blocks at the bound, and
     carries on, losing nothing, once the broker runs again."""
-    bound = client.link.MAX_PENDING_JOBS
+    bound = client_link.MAX_PENDING_JOBS
     extra = 50
     submitted: list = []
     with Client(cluster.address) as c:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgpack
 
-from protocol import (
+from sockpool.protocol import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     ROLE_WORKER,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import Client
+from sockpool.client import Client
 
 from .cluster import Proc, python_command, read_announcements, run_module, run_submit, wait_for_processes
 
@@ -127,7 +127,7 @@ def test_api_status_is_the_status_as_json_and_unknown_paths_404(observed):
 
 
 def status_of(address: str, *flags: str) -> Any:
-    done = run_module("broker", "status", "--broker", address, *flags)
+    done = run_module("sockpool.broker", "status", "--broker", address, *flags)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if "--json" in flags else done.stdout
 
@@ -164,14 +164,14 @@ def test_broker_status_shows_workers_queue_totals_and_tasks(cluster):
 
 
 def test_broker_status_without_a_broker_fails_cleanly(tmp_path):
-    done = run_module("broker", "status", "--broker", "127.0.0.1:1", "--timeout", "2")
+    done = run_module("sockpool.broker", "status", "--broker", "127.0.0.1:1", "--timeout", "2")
     assert done.returncode == 1
     assert "cannot reach broker" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_every_option_can_come_from_the_environment(tmp_path):
     broker = Proc(
-        python_command("broker", "start"), tmp_path / "broker.log",
+        python_command("sockpool.broker", "start"), tmp_path / "broker.log",
         env={"SOCKPOOL_START_PORT": "0", "SOCKPOOL_START_METRICS_PORT": "0", "SOCKPOOL_START_NAME": "from-env",
              "SOCKPOOL_START_IN_MEMORY": "1"},
     )
@@ -180,7 +180,7 @@ def test_every_option_can_come_from_the_environment(tmp_path):
         address = read_announcements(broker, metrics=True)
         assert broker.metrics_address
         worker = Proc(
-            python_command("worker", "join"), tmp_path / "worker.log",
+            python_command("sockpool.worker", "join"), tmp_path / "worker.log",
             env={"SOCKPOOL_BROKER": address, "SOCKPOOL_JOIN_PROCESSES": "1", "SOCKPOOL_JOIN_NAME": "env-worker",
                  "SOCKPOOL_JOIN_TASKS": "tests.tasks"},
         )
@@ -189,7 +189,7 @@ def test_every_option_can_come_from_the_environment(tmp_path):
         assert done.returncode == 0, done.stderr
         assert isinstance(json.loads(done.stdout)[0], int)  # --json, and the --tasks module was loaded
 
-        done = run_module("broker", "status", env={"SOCKPOOL_BROKER": address, "SOCKPOOL_STATUS_JSON": "1"})
+        done = run_module("sockpool.broker", "status", env={"SOCKPOOL_BROKER": address, "SOCKPOOL_STATUS_JSON": "1"})
         assert done.returncode == 0, done.stderr
         status = json.loads(done.stdout)
         assert status["broker"] == "from-env"

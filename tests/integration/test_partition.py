@@ -112,7 +112,7 @@ def test_cut_off_worker_jobs_are_requeued_and_its_late_results_dropped(namespace
 
         args = [str(i) for i in range(12)]
         submit = subprocess.Popen(
-            in_ns(ns_a, python_command("client", "--broker", address, "--json", "--chunksize", "1",
+            in_ns(ns_a, python_command("sockpool.client", "--broker", address, "--json", "--chunksize", "1",
                                        "tests.tasks:slow_square", *args)),
             env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],

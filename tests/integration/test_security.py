@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from client import Client
-from client.connection import Connection
-from protocol import (
+from sockpool.client import Client
+from sockpool.net.connection import Connection
+from sockpool.protocol import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     Challenge,
@@ -29,7 +29,7 @@ from protocol import (
     Welcome,
     encode,
 )
-from protocol.auth import PeerAuth, new_nonce
+from sockpool.protocol.auth import PeerAuth, new_nonce
 
 from .cluster import Proc, run_submit, start_broker, start_worker, wait_for_processes
 

@@ -1,4 +1,4 @@
-"""client/tls.py: one TLS session read by one thread and written by another.
+"""net/tls.py: one TLS session read by one thread and written by another.
 
 This is how every sockpool connection is used, and what an ssl.SSLSocket
 must not do (OpenSSL forbids concurrent SSL_read and SSL_write on one
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from client.tls import TLSStream, client_context, server_context
+from sockpool.net.tls import TLSStream, client_context, server_context
 
 MEGABYTES_EACH_WAY = 8
 TIMEOUT_S = 60.0

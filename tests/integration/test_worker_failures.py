@@ -16,8 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from client import Client, JobFailed
-from worker.runner import Runner
+from sockpool.client import Client, JobFailed
+from sockpool.worker.runner import Runner
 
 from .cluster import start_broker, start_worker, wait_for_processes
 

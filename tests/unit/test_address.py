@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.connection import join_address, parse_address
-from protocol import DEFAULT_HOST, DEFAULT_PORT
+from sockpool.net.connection import join_address, parse_address
+from sockpool.protocol import DEFAULT_HOST, DEFAULT_PORT
 
 
 @pytest.mark.parametrize(

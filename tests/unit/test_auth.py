@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import (
+from sockpool.protocol import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     ROLE_WORKER,
@@ -32,8 +32,8 @@ from protocol import (
     decode,
     encode,
 )
-from protocol.auth import BROKER, NONCE_BYTES, PEER, BrokerAuth, PeerAuth, make_proof, new_nonce
-from protocol.handshake import looks_like_tls
+from sockpool.protocol.auth import BROKER, NONCE_BYTES, PEER, BrokerAuth, PeerAuth, make_proof, new_nonce
+from sockpool.protocol.handshake import looks_like_tls
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -262,7 +262,7 @@ def test_nonces_are_fresh_and_the_right_length():
     ],
 )
 def test_handshake_fields_of_the_wrong_type_are_protocol_errors(wire_map):
-    from protocol import pack_body
+    from sockpool.protocol import pack_body
 
     with pytest.raises(ProtocolError):
         decode(pack_body(wire_map))

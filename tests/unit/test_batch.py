@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from protocol import ProtocolError, Results, decode, error_value, pack_body
-from protocol.batch import pack_results, results_body
+from sockpool.protocol import ProtocolError, Results, decode, error_value, pack_body
+from sockpool.protocol.batch import pack_results, results_body
 
 
 def entries(start: int, count: int) -> list[list[object]]:

@@ -7,9 +7,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from broker.cli import main as broker_main
-from client.cli import main as submit_main
-from worker.cli import main as worker_main
+from sockpool.broker.cli import main as broker_main
+from sockpool.client.cli import main as submit_main
+from sockpool.worker.cli import main as worker_main
 
 CLIS = {"broker": broker_main, "worker": worker_main, "submit": submit_main}
 # Options every command shares keep one name; the rest are named by click's

@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from client import JobFailed
-from protocol import SockpoolError
+from sockpool.client import JobFailed
+from sockpool.protocol import SockpoolError
 
 
 def failed(type_name: str, message: str = "it broke", traceback: str = "") -> JobFailed:

@@ -7,8 +7,8 @@ import struct
 import msgpack
 import pytest
 
-from protocol import MAX_FRAME_BYTES, FrameDecoder, ProtocolError, frame, pack_body, unpack_body
-from protocol.framing import PREFIX_BYTES
+from sockpool.protocol import MAX_FRAME_BYTES, FrameDecoder, ProtocolError, frame, pack_body, unpack_body
+from sockpool.protocol.framing import PREFIX_BYTES
 
 
 def bodies(dec: FrameDecoder) -> list[bytes]:

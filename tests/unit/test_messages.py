@@ -7,7 +7,7 @@ import dataclasses
 import msgpack
 import pytest
 
-from protocol import (
+from sockpool.protocol import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     ROLE_WORKER,
@@ -37,7 +37,7 @@ from protocol import (
     from_wire,
     pack_body,
 )
-from protocol.messages import E_ROLE, E_VERSION, MAX_RETRIES, check_job, check_result
+from sockpool.protocol.messages import E_ROLE, E_VERSION, MAX_RETRIES, check_job, check_result
 
 JOB = [7, "square", [3], {}, False]
 CHUNK_JOB = [8, "mod:fn", [1, 2, 3], {"scale": 2.5}, True]

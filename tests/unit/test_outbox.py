@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.outbox import Outbox
+from sockpool.worker.outbox import Outbox
 
 
 def test_outbox_grants_the_window_less_what_is_on_hand_and_unused():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import ProtocolError, Submit, decode, encode
-from protocol.messages import check_job
-from protocol.packed import PACKED_ARRAY, array_header, array_items, array_length, is_array, pack_array, unpack_array
+from sockpool.protocol import ProtocolError, Submit, decode, encode
+from sockpool.protocol.messages import check_job
+from sockpool.protocol.packed import PACKED_ARRAY, array_header, array_items, array_length, is_array, pack_array, unpack_array
 
 
 def packed(value: object) -> bytes:

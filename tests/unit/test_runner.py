@@ -17,12 +17,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from protocol.messages import E_PROCESS_DIED, E_TIMEOUT
-from protocol.packed import PACKED_ARRAY, pack_array, unpack_array
-from worker import runner as runner_module
-from worker.chunks import ChunkBook, LostChunk, job_timeouts
-from worker.monitor import Monitor, describe_exit, died_message, timeout_message
-from worker.slots import NO_JOB, Slots, slot_count
+from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT
+from sockpool.protocol.packed import PACKED_ARRAY, pack_array, unpack_array
+from sockpool.worker import runner as runner_module
+from sockpool.worker.chunks import ChunkBook, LostChunk, job_timeouts
+from sockpool.worker.monitor import Monitor, describe_exit, died_message, timeout_message
+from sockpool.worker.slots import NO_JOB, Slots, slot_count
 
 CONTEXT = multiprocessing.get_context("forkserver")
 

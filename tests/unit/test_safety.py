@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.server import exposure_warnings
-from client.credentials import read_secret_file
-from worker.registry import check_task_module, load_tasks
+from sockpool.broker.server import exposure_warnings
+from sockpool.net.credentials import read_secret_file
+from sockpool.worker.registry import check_task_module, load_tasks
 
 
 @pytest.mark.parametrize("module", ["os", "subprocess", "builtins", "os.path", "shutil", "importlib.util", "sys"])
@@ -56,9 +56,9 @@ def test_a_broker_reachable_from_other_machines_is_warned_about():
 def test_results_are_split_to_fit_the_brokers_frames():
     import msgpack
 
-    from protocol import decode
-    from protocol.batch import fit_results, results_body
-    from protocol.framing import frame
+    from sockpool.protocol import decode
+    from sockpool.protocol.batch import fit_results, results_body
+    from sockpool.protocol.framing import frame
 
     small = msgpack.packb([[1, True, "a" * 100], [2, True, "b" * 100]])
     big = msgpack.packb([[3, True, "c" * 3000], [4, True, "d" * 5000], [5, True, "e" * 100]])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.state import BrokerState
-from protocol import (
+from sockpool.broker.state import BrokerState
+from sockpool.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Credit,

@@ -7,16 +7,16 @@ import functools
 
 import pytest
 
-from broker.report import format_age, format_status
-from broker.state import BrokerState
-from broker.stats import OTHER_TASKS, BrokerStats, LatencyHistogram, Throughput, failed_calls
-from client.executor import task_name
-from protocol import (
+from sockpool.broker.report import format_age, format_status
+from sockpool.broker.state import BrokerState
+from sockpool.broker.stats import OTHER_TASKS, BrokerStats, LatencyHistogram, Throughput, failed_calls
+from sockpool.client.executor import task_name
+from sockpool.protocol import (
     PROTOCOL_VERSION, Credit, Hello, Jobs, ProtocolError, Results, StatusReply, StatusRequest, Submit, decode, encode,
 )
-from protocol.defaults import MAX_TRACKED_TASKS
+from sockpool.protocol.defaults import MAX_TRACKED_TASKS
 from tests import tasks
-from worker import tasks as builtin_tasks
+from sockpool.worker import tasks as builtin_tasks
 
 WORKER, CLIENT = 1, 2
 
@@ -151,7 +151,7 @@ def test_executor_task_names():
 
 
 def test_metrics_port_beyond_loopback_is_warned_about():
-    from broker.observe import exposure_warning
+    from sockpool.broker.observe import exposure_warning
 
     assert exposure_warning("127.0.0.1", "127.0.0.1:9341") is None
     assert exposure_warning("::1", "[::1]:9341") is None

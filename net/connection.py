@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from protocol import (
+from sockpool.protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_FRAME_BYTES,
@@ -39,10 +39,10 @@ from protocol import (
     Welcome,
     encode,
 )
-from protocol.auth import PeerAuth, new_nonce
-from protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
-from protocol.handshake import looks_like_tls
-from protocol.messages import E_AUTH, E_TLS
+from sockpool.protocol.auth import PeerAuth, new_nonce
+from sockpool.protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
+from sockpool.protocol.handshake import looks_like_tls
+from sockpool.protocol.messages import E_AUTH, E_TLS
 
 from .credentials import Credentials
 from .tls import TLSStream

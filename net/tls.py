@@ -8,7 +8,7 @@ So this module keeps the TLS state in an `ssl.SSLObject` over memory
 buffers, does the socket I/O itself, and touches the TLS state only under a
 lock that is never held across a blocking call.
 
-`TLSStream` has the few socket methods `client.connection.Connection`
+`TLSStream` has the few socket methods `sockpool.net.connection.Connection`
 uses, so a connection does not care whether it runs over TLS.
 """
 

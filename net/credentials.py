@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from protocol.defaults import MIN_SECRET_BYTES, SECRET_ENV, TLS_CA_ENV
+from sockpool.protocol.defaults import MIN_SECRET_BYTES, SECRET_ENV, TLS_CA_ENV
 
 from .tls import client_context
 
