@@ -253,7 +253,7 @@ echo "killed worker afterwards: $(timeout 10 "$DOCKER" inspect -f '{{.State.Stat
 
 step "the broker's published port, from this host"
 if PYTHONPATH=$REPO timeout 30 python3 -c 'import client.cli' 2>/dev/null; then
-    out=$(PYTHONPATH=$REPO timeout 60 python -m sockpool.client --broker "127.0.0.1:$SOCKPOOL_PORT" echo hello) ||
+    out=$(PYTHONPATH=$REPO timeout 60 python3 -m sockpool.client --broker "127.0.0.1:$SOCKPOOL_PORT" echo hello) ||
         fail "submit from the host to 127.0.0.1:$SOCKPOOL_PORT failed: $out"
     echo "host submit: $out"
     [ "$out" = hello ] || fail "expected hello, got: $out"
