@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -29,10 +30,12 @@ from sockpool.protocol.defaults import (
     TLS_CA_ENV,
 )
 from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
-from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.packed import pack_array
+from sockpool.protocol.values import from_wire_error, from_wire_kwargs, from_wire_value, wire_args, wire_kwargs
 
 from sockpool.net.credentials import Credentials
 from .errors import JobFailed
+from .futures import BUSY, JobFuture
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -48,6 +51,14 @@ class Client:
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
+
+    With `notify_started`, the broker tells the client when a worker takes
+    each job, so that `future.running()` turns true and `cancel()` fails
+    from then on (one small message per dispatch round; off by default,
+    as bulk submitters have no use for it).
+
+    A client dropped without `close()` closes itself once its pending
+    futures are resolved (at garbage collection).
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class Client:
         secret_file: str | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        notify_started: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -86,14 +98,17 @@ class Client:
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._futures: dict[int, Future[Any]] = {}
+        self._futures: dict[int, JobFuture] = {}
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
         self._link = BrokerLink(
             address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
+            on_started=self._mark_started if notify_started else None,
         )
         self.session = self._link.welcome.session or self._link.session
+        # Dropped without close(): the link's threads hold us only weakly.
+        self._finalizer = weakref.finalize(self, self._link.close)
         self._link.start()
 
     def __enter__(self) -> Client:
@@ -193,7 +208,15 @@ class Client:
         reply = self._link.request(ListFailed(), timeout)
         assert isinstance(reply, FailedJobs)
         keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
-        return [{**dict(zip(keys, row)), "args": unpack_array(row[1])} for row in reply.jobs]
+        rows = []
+        for row in reply.jobs:
+            job = dict(zip(keys, row))
+            try:
+                job.update(args=from_wire_value(row[1]), kwargs=from_wire_kwargs(row[2]), error=from_wire_error(row[3]))
+            except SockpoolError:
+                pass  # shown as it was stored
+            rows.append(job)
+        return rows
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -209,8 +232,13 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
-        self._link.close()
+        self._finalizer()
         self._fail_all(ConnectionLost("client closed"))
+
+    def pending(self) -> list[Future[Any]]:
+        """The futures whose results have not arrived yet (cancelled ones too)."""
+        with self._lock:
+            return list(self._futures.values())
 
     # -- internals ----------------------------------------------------------
 
@@ -252,23 +280,40 @@ class Client:
     def _submit(
         self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
     ) -> Future[Any]:
-        future: Future[Any] = Future()
+        future = JobFuture()
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
             lone = not self._futures  # no other job of ours in flight: send it now
+            if lone:
+                BUSY.add(self)
             self._futures[job_id] = future
         # A chunk's items travel packed: only the worker's pool unpacks them.
-        packed = pack_array(args) if many else args
+        # Tuples and big ints travel as extension values (protocol/values.py);
+        # what msgpack cannot encode at all is left for the link to refuse.
+        try:
+            packed = pack_array(args) if many else wire_args(args)
+            kwargs = wire_kwargs(kwargs)
+        except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
+            packed = args
         entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
             with self._lock:
                 self._futures.pop(job_id, None)
+                if not self._futures:
+                    BUSY.discard(self)
             raise
         return future
+
+    def _mark_started(self, ids: list[int]) -> None:
+        with self._lock:
+            futures = [self._futures.get(job_id) for job_id in ids]
+        for future in futures:
+            if future is not None:
+                future.mark_running()
 
     def _resolve(self, results: list[list[Any]]) -> None:
         results = [_unpacked(entry) for entry in results]
@@ -277,6 +322,8 @@ class Client:
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
+            if not self._futures:
+                BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
         for future, _, ok, value in futures:
             if future is None:
@@ -297,6 +344,7 @@ class Client:
         with self._lock:
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
+            BUSY.discard(self)
             self._lock.notify_all()
         for future in futures.values():
             try:
@@ -341,10 +389,11 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
 
 
 def _unpacked(entry: list[Any]) -> list[Any]:
-    """A result entry with a map chunk's packed values as a list."""
+    """A result entry with its value as the Python value it stands for: a
+    map chunk's packed values as a list, tuples as tuples, big ints."""
     job_id, ok, value = entry
     try:
-        return [job_id, ok, unpack_array(value)]
+        return [job_id, ok, from_wire_value(value) if ok else from_wire_error(value)]
     except SockpoolError as exc:
         return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
 

@@ -19,6 +19,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
@@ -36,6 +37,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Results,
+    Started,
     StatusReply,
     Submit,
     Welcome,
@@ -54,6 +56,20 @@ log = logging.getLogger("sockpool.client")
 ResultHandler = Callable[[list[list[Any]]], None]
 
 
+class _WeakCallback:
+    """A bound method held weakly: the link's threads must not keep the
+    client that owns them alive, or a client dropped without `close()`
+    would never be collected and its threads would run forever."""
+
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any) -> None:
+        method = self._method()
+        if method is not None:
+            method(*args)
+
+
 class BrokerLink:
     def __init__(
         self,
@@ -65,8 +81,11 @@ class BrokerLink:
         connect_timeout_s: float,
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
+        on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """Connect and shake hands.
+        """Connect and shake hands. The callbacks are held weakly (see
+        `_WeakCallback`); with `on_started`, the broker is asked to say
+        when our jobs go to a worker.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -78,8 +97,9 @@ class BrokerLink:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._on_results = on_results
-        self._on_lost = on_lost
+        self._on_results = _WeakCallback(on_results)
+        self._on_lost = _WeakCallback(on_lost)
+        self._on_started = None if on_started is None else _WeakCallback(on_started)
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -122,7 +142,7 @@ class BrokerLink:
                 pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
-        hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session)
+        hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session, started=self._on_started is not None)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         # No socket timeout: it would also bound a whole sendall, and a large
         # submit on a slow link would then count as a lost broker. Silence is
@@ -336,6 +356,9 @@ class BrokerLink:
             self._last_heard = time.monotonic()
             if isinstance(msg, Results):
                 self._on_results(msg.results)
+            elif isinstance(msg, Started):
+                if self._on_started is not None:
+                    self._on_started(msg.ids)
             elif isinstance(msg, Accepted):
                 with self._lock:
                     self._pending -= len(self._unaccepted.pop(msg.batch, ()))

@@ -36,6 +36,7 @@ from .messages import (
     Ping,
     Pong,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -52,7 +53,7 @@ __all__ = [
     "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
-    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "Started", "StatusReply", "StatusRequest", "Submit", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

@@ -109,6 +109,8 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Clients: send `started` notices for this session's jobs.
+    started: bool = False
 
 
 @_message("challenge")
@@ -167,6 +169,14 @@ class Accepted(Message):
 
     batch: int
     count: int
+
+
+@_message("started")
+class Started(Message):
+    """Broker to a client that asked for it (hello.started): these jobs of
+    its session (client ids) were handed to a worker."""
+
+    ids: list[int]
 
 
 @_message("jobs")
@@ -416,6 +426,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Hello: _check_hello,
     Release: _check_ids,
     Ack: _check_ids,
+    Started: _check_ids,
     Ping: _check_ping,
 }
 

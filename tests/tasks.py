@@ -107,3 +107,29 @@ def kill_worker(seconds: float = 0.5) -> None:
     with open(f"/proc/{os.getppid()}/stat") as f:
         worker_pid = int(f.read().rsplit(")", 1)[1].split()[1])
     os.kill(worker_pid, 9)
+
+
+def pair(a: Any, b: Any) -> tuple[Any, Any]:
+    """Its arguments as a tuple, with their types: for round trips."""
+    return (a, b)
+
+
+def types_of(*args: Any, **kwargs: Any) -> tuple[list[str], dict[str, str]]:
+    """The type names the task was given, as the pool process saw them."""
+    return [type(a).__name__ for a in args], {k: type(v).__name__ for k, v in kwargs.items()}
+
+
+def power(base: int, exponent: int) -> int:
+    return base**exponent
+
+
+def raise_with(*args: Any) -> None:
+    """Raise RuntimeError with exactly these args."""
+    raise RuntimeError(*args)
+
+
+def exit_with(code: Any = 1) -> None:
+    """sys.exit in the task, as a script would."""
+    import sys
+
+    sys.exit(code)

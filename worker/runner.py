@@ -33,6 +33,7 @@ from sockpool.protocol.batch import pack_results
 from sockpool.protocol.defaults import MAX_LOST_ATTEMPTS
 from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
 from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.values import from_wire_kwargs, wire_value
 
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
@@ -299,14 +300,18 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
     if fn is None:
         return [job_id, False, error_value(E_UNKNOWN_TASK, f"this worker does not serve task {task!r}")]
     try:
-        args = unpack_array(args)  # a map chunk's items come packed
+        # A map chunk's items come packed, and so do arguments holding
+        # tuples or big ints (see protocol/values.py).
+        args = unpack_array(args)
+        kwargs = from_wire_kwargs(kwargs) if kwargs else kwargs
     except ProtocolError as exc:
         return [job_id, False, error_value(E_UNENCODABLE_ARGUMENTS, f"the job's arguments cannot be read: {exc}")]
     if not many:
         try:
-            return [job_id, True, fn(*args, **kwargs)]
+            value = fn(*args, **kwargs)
         except BaseException as exc:  # SystemExit too: it must not kill the pool process
             return [job_id, False, _describe(exc)]
+        return [job_id, True, _wired(value)]
     call = functools.partial(fn, **kwargs) if kwargs else fn
     values: list[Any] = []
     errors: dict[int, dict[str, Any]] = {}
@@ -324,11 +329,27 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
         return [job_id, True, pack_array(values, checked=True)]
     # The first failure speaks for the chunk; `items` says how each item went.
     items = [[False, errors[i]] if i in errors else [True, v] for i, v in enumerate(values)]
-    return [job_id, False, {**errors[min(errors)], "items": items}]
+    return [job_id, False, {**errors[min(errors)], "items": _wired(items)}]
+
+
+def _wired(value: Any) -> Any:
+    """`value` as the wire carries it; as it is if msgpack cannot encode it
+    (pack_results then reports this job's result as unencodable)."""
+    try:
+        return wire_value(value)
+    except Exception:
+        return value
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:
-    return error_value(type(exc).__name__, str(exc), traceback.format_exc())
+    error = error_value(type(exc).__name__, str(exc), traceback.format_exc())
+    # The exception's own args, where msgpack can carry them, so that the
+    # caller's JobFailed has the same `args` (and a SystemExit its code).
+    try:
+        error["args"] = wire_value(list(exc.args))
+    except Exception:
+        pass
+    return error
 
 
 def _unencodable(entry: list[Any], exc: Exception) -> list[Any]:
