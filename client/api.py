@@ -278,9 +278,15 @@ class Client:
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(iterable) / (4 * processes))))  # type: ignore[arg-type]
 
     def _submit(
-        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
-    ) -> Future[Any]:
-        future = JobFuture()
+        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any],
+        future: JobFuture | None = None,
+    ) -> JobFuture:
+        """Queue one job entry; resolves `future` (a new one by default).
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        future = JobFuture() if future is None else future
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")

@@ -5,15 +5,27 @@ from __future__ import annotations
 import builtins
 import functools
 from concurrent.futures.process import BrokenProcessPool
+from pickle import PicklingError
 from typing import Any
 
 from sockpool.protocol import SockpoolError
-from sockpool.protocol.messages import E_PROCESS_DIED
+from sockpool.protocol.messages import (
+    E_INITIALIZER_FAILED,
+    E_PROCESS_DIED,
+    E_UNENCODABLE_ARGUMENTS,
+    E_UNENCODABLE_RESULT,
+)
 from sockpool.protocol.values import from_wire_value
 
 # sockpool's own failure codes that a process pool user catches as a
-# stdlib exception: a pool process that died breaks a ProcessPoolExecutor.
-_STDLIB_BASES: dict[str, type[BaseException]] = {E_PROCESS_DIED: BrokenProcessPool}
+# stdlib exception: a pool process that died breaks a ProcessPoolExecutor,
+# and what cannot be sent (for sockpool: encoded) fails to pickle there.
+_STDLIB_BASES: dict[str, type[BaseException]] = {
+    E_PROCESS_DIED: BrokenProcessPool,
+    E_INITIALIZER_FAILED: BrokenProcessPool,
+    E_UNENCODABLE_ARGUMENTS: PicklingError,
+    E_UNENCODABLE_RESULT: PicklingError,
+}
 
 
 class JobFailed(SockpoolError):
@@ -25,7 +37,9 @@ class JobFailed(SockpoolError):
     built-ins: a class named by the remote side is never imported. A
     remote SystemExit is a SystemExit too (uncaught, it ends the program,
     as ProcessPoolExecutor's does); a `WorkerProcessDied` is a
-    `concurrent.futures.process.BrokenProcessPool`.
+    `concurrent.futures.process.BrokenProcessPool`, and arguments or a
+    result msgpack cannot carry (`UnencodableArguments`,
+    `UnencodableResult`) a `pickle.PicklingError`.
 
     `args` are the remote exception's own args when msgpack could carry
     them (`RuntimeError(123)` gives `(123,)`), else one string

@@ -25,12 +25,16 @@ import itertools
 import threading
 import time
 import weakref
+from collections import deque
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterable, Iterator
 
+from sockpool.protocol.values import wire_args
+
 from .api import Client, _chunk_values
+from .futures import JobFuture
 
 # The module whose functions workers serve under their bare names.
 BUILTIN_MODULE = "sockpool.worker.tasks"
@@ -86,19 +90,45 @@ def task_name(fn: Callable[..., Any]) -> str:
 class Executor(_Executor):
     """Runs calls on the cluster behind the broker at `address`."""
 
-    def __init__(self, address: str | None = None, **client_options: Any) -> None:
-        """Connect to the broker. `client_options` go to `Client`: `retries=`
-        and `timeout=` for every call, `secret_file=`, `tls_ca=`, `name=`...
+    def __init__(
+        self,
+        address: str | None = None,
+        max_workers: int | None = None,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        **client_options: Any,
+    ) -> None:
+        """Connect to the broker. `max_workers`, as a pool's size, bounds
+        how many of this executor's jobs (calls, or map chunks) are at the
+        cluster at once; the rest wait here, pending and cancellable, and
+        go as earlier ones finish. None: no bound (the cluster's workers
+        decide). `initializer(*initargs)`, a task function like any other,
+        runs once in each pool process before the first of this
+        executor's jobs there; if it fails, so do those jobs (a JobFailed
+        that is a BrokenProcessPool). `client_options` go to `Client`:
+        `retries=` and `timeout=` for every call, `secret_file=`,
+        `tls_ca=`, `name=`...
 
         Raises:
             ConnectionLost: the broker cannot be reached.
             HandshakeRefused: the broker refused us.
-            ValueError: a bad option, or a secret or CA file that cannot be used.
+            ValueError: a bad option (max_workers below 1), or a secret or
+                CA file that cannot be used.
+            TypeError: an initializer that cannot run on a worker (see `task_name`).
         """
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        init = None if initializer is None else [task_name(initializer), wire_args(list(initargs))]
         client_options.setdefault("notify_started", True)  # for Future.running() and cancel()
         self._client = Client(address, **client_options)
+        self._options = self._client.options if init is None else {**self._client.options, "init": init}
         self._lock = threading.Lock()
         self._shutdown = False
+        self._max_workers = max_workers
+        self._in_flight = 0
+        # Jobs past max_workers: (future, task, args, kwargs, many).
+        self._backlog: deque[tuple[JobFuture, str, list[Any], dict[str, Any], bool]] = deque()
         _open_executors.add(self)
 
     @property
@@ -116,7 +146,7 @@ class Executor(_Executor):
         """
         task = task_name(fn)
         self._check_open()
-        return self._client._submit(task, list(args), kwargs, False, self._client.options)
+        return self._send(task, list(args), kwargs, False)
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
@@ -144,10 +174,10 @@ class Executor(_Executor):
         if len(iterables) == 1:
             items = iter(iterables[0])
             while chunk := list(itertools.islice(items, chunksize)):
-                chunks.append((self._client._submit(task, chunk, {}, True, self._client.options), len(chunk)))
+                chunks.append((self._send(task, chunk, {}, True), len(chunk)))
         else:
             for call_args in zip(*iterables):
-                chunks.append((self._client._submit(task, list(call_args), {}, False, self._client.options), 0))
+                chunks.append((self._send(task, list(call_args), {}, False), 0))
         return _results(chunks, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -156,8 +186,9 @@ class Executor(_Executor):
         future is done (at once if not `wait`, in a background thread)."""
         with self._lock:
             self._shutdown = True
+            pending = [entry[0] for entry in self._backlog]
         _open_executors.discard(self)
-        pending = self._client.pending()
+        pending = self._client.pending() + pending
         if cancel_futures:
             for future in pending:
                 future.cancel()
@@ -167,6 +198,56 @@ class Executor(_Executor):
             threading.Thread(
                 target=_close_when_done, args=(self._client, pending), name="executor-shutdown", daemon=True
             ).start()
+
+    def _send(self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> Future[Any]:
+        if self._max_workers is None:
+            return self._client._submit(task, args, kwargs, many, self._options)
+        future = JobFuture()
+        with self._lock:
+            if self._in_flight >= self._max_workers:
+                self._backlog.append((future, task, args, kwargs, many))
+                return future
+            self._in_flight += 1
+        self._launch(future, task, args, kwargs, many)
+        return future
+
+    def _launch(self, future: JobFuture, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> None:
+        if not self._try_launch(future, task, args, kwargs, many):
+            self._next(future)
+
+    def _try_launch(self, future: JobFuture, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> bool:
+        """Hand a job to the cluster, taking one of the max_workers places:
+        like a call a ProcessPoolExecutor moves into its pool's queue, it
+        is RUNNING from now on and cannot be cancelled (it will run). When
+        it is done, the next one goes. False if it was cancelled first, or
+        the client refused it (the future then holds why)."""
+        try:
+            if not future.set_running_or_notify_cancel():
+                return False  # cancelled while it waited here
+        except RuntimeError:
+            return False  # cancelled, and waiters already told
+        try:
+            self._client._submit(task, args, kwargs, many, self._options, future=future)
+        except Exception as exc:  # ConnectionLost: the client is closed or gave up
+            future.set_exception(exc)
+            return False
+        future.add_done_callback(self._next)
+        return True
+
+    def _next(self, _: Future[Any]) -> None:
+        """One of ours is done (on the client's reader thread): send the
+        next waiting job that was not cancelled meanwhile. A loop, not a
+        chain of calls: a closed client refuses every waiting job at once."""
+        while True:
+            with self._lock:
+                while self._backlog and self._backlog[0][0].cancelled():
+                    self._backlog.popleft()
+                if not self._backlog:
+                    self._in_flight -= 1
+                    return
+                entry = self._backlog.popleft()
+            if self._try_launch(*entry):
+                return
 
     def _check_open(self) -> None:
         # Interpreter exit first: by then _python_exit has shut us down too.

@@ -5,7 +5,8 @@ notifies waiters at once: `wait()` and `as_completed()` count a future as
 done only once it is CANCELLED_AND_NOTIFIED, a step a local pool takes
 when it dequeues the call; a remote job may never come back to take it.
 A future becomes RUNNING when the broker says a worker took its job
-(for clients that asked: `notify_started`), and `cancel()` then fails,
+(for clients that asked: `notify_started`), or, for an Executor with
+`max_workers`, when it takes one of those places; `cancel()` then fails,
 as it does for a call a ProcessPoolExecutor has handed to its processes.
 """
 

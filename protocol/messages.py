@@ -16,8 +16,9 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff) and `init`
+([task, args]: run once per pool process before the first job naming it).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -56,6 +57,7 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+E_INITIALIZER_FAILED = "InitializerFailed"
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 

@@ -35,6 +35,7 @@ from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_
 from sockpool.protocol.packed import pack_array, unpack_array
 from sockpool.protocol.values import from_wire_kwargs, wire_value
 
+from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
 from .registry import load_tasks
@@ -265,7 +266,7 @@ def _init_process(modules: list[str], slots: Slots) -> None:
     # Ctrl-C goes to the whole process group; the worker's main process
     # decides what happens to running jobs, not each pool process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _tasks.update(load_tasks(modules))
+    _tasks.update({name: callable_for(fn) for name, fn in load_tasks(modules).items()})
     index = slots.claim(os.getpid())
     if index < 0:
         log.warning("no free slot for pool process %d: its crashes and timeouts go unseen", os.getpid())
@@ -288,17 +289,23 @@ def run_chunk(chunk_id: int, jobs: list[list[Any]]) -> tuple[bytes, float, int, 
             released = [job[0] for job in jobs[index:]]
             break
         ints[job_field] = job[0]
-        results.append(run_job(job[0], job[1], job[2], job[3], job[4]))
+        results.append(run_job(job[0], job[1], job[2], job[3], job[4], job[5] if len(job) > 5 else None))
         ints[job_field] = NO_JOB
     packed = pack_results(results, _unencodable)
     ints[base + 1] = 0
     return packed, time.perf_counter() - started, len(results), released
 
 
-def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> list[Any]:
+def run_job(
+    job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any] | None = None
+) -> list[Any]:
     fn = _tasks.get(task)
     if fn is None:
         return [job_id, False, error_value(E_UNKNOWN_TASK, f"this worker does not serve task {task!r}")]
+    if options and "init" in options:
+        failure = initialize(options["init"], _tasks)
+        if failure is not None:
+            return [job_id, False, failure]
     try:
         # A map chunk's items come packed, and so do arguments holding
         # tuples or big ints (see protocol/values.py).

@@ -177,3 +177,25 @@ def test_a_dropped_executor_still_delivers_what_was_submitted(cluster):
     assert [f.result(WAIT_S) for f in futures] == [25, 16]
     gc.collect()
     wait_until(lambda: not sockpool_threads(), WAIT_S, "the dropped clients' threads ending")
+
+
+def test_max_workers_bounds_the_jobs_at_the_cluster_and_the_rest_wait_here(cluster):
+    cluster.add_worker(4, "--tasks", "tests.tasks")
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        Executor(cluster.address, max_workers=0)
+    with Executor(cluster.address, max_workers=2) as executor:
+        futures = [executor.submit(tasks.busy, 0.4) for _ in range(6)]
+        with Client(cluster.address) as watcher:
+            assert sum(f.running() for f in futures) == 2  # the two places are taken at once
+            assert futures[-1].cancel()  # still waiting here: never sent
+            while not all(f.done() for f in futures):
+                queue = watcher.status()["queue"]
+                assert queue["in_flight"] + queue["ready"] <= 2  # four processes, but two jobs at a time
+                assert sum(f.running() for f in futures) <= 2
+        assert all(isinstance(f.result(0), int) for f in futures[:-1])
+        assert list(executor.map(tasks.cube, range(10), chunksize=3)) == [x**3 for x in range(10)]
+    with Executor(cluster.address, max_workers=1) as executor:
+        executor.submit(tasks.busy, 0.2)
+        queued = [executor.submit(tasks.add, i, 1) for i in range(20)]
+    # shutdown(wait=True) let everything waiting here go and finish.
+    assert [f.result(0) for f in queued] == list(range(1, 21))

@@ -28,7 +28,7 @@ def test_a_builtin_remote_exception_is_caught_by_its_own_class(base):
 @pytest.mark.parametrize(
     "type_name",
     ["KeyboardInterrupt", "GeneratorExit", "StopIteration", "UnicodeDecodeError", "ExceptionGroup",
-     "UnknownTask", "MyAppError", "print", "__import__", "Exception", ""],
+     "UnknownTask", "PoisonJob", "Timeout", "MyAppError", "print", "__import__", "Exception", ""],
 )
 def test_other_remote_types_stay_a_plain_job_failed(type_name):
     """Nothing that speaks of this process (an interrupt), misbehaves in a
@@ -51,6 +51,13 @@ def test_a_remote_sys_exit_is_a_system_exit_with_its_code():
 def test_a_dead_pool_process_is_a_broken_process_pool():
     error = failed("WorkerProcessDied", "the pool process running the job died (exit code -9)")
     assert isinstance(error, BrokenProcessPool) and isinstance(error, JobFailed)
+
+
+def test_what_cannot_be_sent_fails_as_it_would_to_pickle():
+    import pickle
+
+    for code in ("UnencodableArguments", "UnencodableResult"):
+        assert isinstance(failed(code, "can not serialize 'object' object"), pickle.PicklingError)
 
 
 def test_args_are_the_remote_exceptions_own_args_when_msgpack_carried_them():
