@@ -98,7 +98,7 @@ class Client:
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._futures: dict[int, JobFuture] = {}
+        self._futures: dict[int, Any] = {}  # JobFuture, or aio.py's slot
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
         self._link = BrokerLink(
@@ -295,24 +295,44 @@ class Client:
             if lone:
                 BUSY.add(self)
             self._futures[job_id] = future
-        # A chunk's items travel packed: only the worker's pool unpacks them.
-        # Tuples and big ints travel as extension values (protocol/values.py);
-        # what msgpack cannot encode at all is left for the link to refuse.
-        try:
-            packed = pack_array(args) if many else wire_args(args)
-            kwargs = wire_kwargs(kwargs)
-        except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
-            packed = args
-        entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
+        entry = _entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
-            with self._lock:
-                self._futures.pop(job_id, None)
-                if not self._futures:
-                    BUSY.discard(self)
+            self._forget([job_id])
             raise
         return future
+
+    def _submit_many(self, calls: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], Any]]) -> None:
+        """Queue many job entries at once, for the event loop (aio.py): each
+        (task, args, kwargs, many, options, future), where the future is
+        anything with set_result, set_exception and mark_running. One lock
+        round for them all, no waiting for room, no sending on this thread.
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        with self._lock:
+            if self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost}")
+            if not self._futures:
+                BUSY.add(self)
+            ids = [next(self._ids) for _ in calls]
+            for job_id, call in zip(ids, calls):
+                self._futures[job_id] = call[5]
+        entries = [_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
+        try:
+            self._link.queue_many(entries)
+        except ConnectionLost:
+            self._forget(ids)
+            raise
+
+    def _forget(self, ids: list[int]) -> None:
+        with self._lock:
+            for job_id in ids:
+                self._futures.pop(job_id, None)
+            if not self._futures:
+                BUSY.discard(self)
 
     def _mark_started(self, ids: list[int]) -> None:
         with self._lock:
@@ -392,6 +412,20 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
     if timeout is not None:
         options["timeout"] = float(timeout)
     return options
+
+
+def _entry(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool,
+           options: dict[str, Any]) -> list[Any]:
+    """A job entry for the wire. A chunk's items travel packed: only the
+    worker's pool unpacks them. Tuples and big ints travel as extension
+    values (protocol/values.py); what msgpack cannot encode at all is left
+    for the link to refuse, for this job alone."""
+    try:
+        packed = pack_array(args) if many else wire_args(args)
+        kwargs = wire_kwargs(kwargs)
+    except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
+        packed = args
+    return [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
 
 
 def _unpacked(entry: list[Any]) -> list[Any]:

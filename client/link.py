@@ -188,6 +188,24 @@ class BrokerLink:
             conn, batches = self._take_batches_locked()
         self._send_batches(conn, batches)
 
+    def queue_many(self, jobs: list[list[Any]]) -> None:
+        """Queue jobs for the sender thread, at once: for callers on an
+        event loop, which must not wait. They are queued even past
+        MAX_PENDING_JOBS; such callers bound what they have in flight
+        themselves (AsyncClient.map keeps a window of chunks).
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
+        with self._lock:
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            wake = not self._unsent
+            self._unsent += jobs
+            self._pending += len(jobs)
+            if wake:
+                self._lock.notify_all()
+
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
 

@@ -133,3 +133,26 @@ def exit_with(code: Any = 1) -> None:
     import sys
 
     sys.exit(code)
+
+
+async def async_square(x: float, pause_s: float = 0.0) -> float:
+    """An `async def` task: awaited to completion in the pool process."""
+    import asyncio
+
+    await asyncio.sleep(pause_s)
+    return x * x
+
+
+async def async_fail(message: str) -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+    raise KeyError(message)
+
+
+async def async_slow_square(x: float) -> float:
+    """x * x after 5 ms of awaiting."""
+    import asyncio
+
+    await asyncio.sleep(0.005)
+    return x * x
