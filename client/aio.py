@@ -172,13 +172,14 @@ class AsyncClient:
         chunksize: int | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncMap:
         """Run `task(item)` for every item (an iterable or an async iterable);
-        `async for` the results in input order. As `Client.map`: items go
-        in chunks, a fixed window of chunks is in flight, `timeout` bounds
-        the wait for each chunk's result.
+        `async for` the results in input order, or `await` the whole list
+        (which skips asyncio's cost per item: see AsyncMap). As
+        `Client.map`: it starts at once, items go in chunks, a fixed window
+        of chunks is in flight, `timeout` bounds the wait for each chunk.
 
-        Raises (while iterating):
+        Raises (while iterating, or from `await`):
             JobFailed: an item failed (unless `return_exceptions`).
             TimeoutError: `timeout` seconds passed before the next result.
             ValueError: chunksize below 1.
@@ -246,7 +247,7 @@ class AsyncClient:
     def _map(
         self, task: str, items: Iterable[Any] | AsyncIterable[Any], chunksize: int | None,
         timeout: float | None, return_exceptions: bool, options: dict[str, Any],
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncMap:
         if chunksize is None:
             chunksize = 1 if options else self._default_chunksize(items)
         if chunksize < 1:
@@ -259,7 +260,7 @@ class AsyncClient:
             chunks, plain = None, iter(items)  # type: ignore[arg-type]
             # Start now, not at the first `anext`, as Client.map (and Pool.map) do.
             self._refill_from(plain, window, task, chunksize, options)
-        return self._map_results(task, chunks, plain, window, chunksize, timeout, return_exceptions, options)
+        return AsyncMap(self._map_results(task, chunks, plain, window, chunksize, timeout, return_exceptions, options))
 
     def _refill_from(
         self, items: Iterator[Any], window: deque[tuple[asyncio.Future[Any], int]], task: str, chunksize: int,
@@ -275,7 +276,8 @@ class AsyncClient:
         self, task: str, chunks: AsyncIterator[list[Any]] | None, plain: Iterator[Any] | None,
         window: deque[tuple[asyncio.Future[Any], int]], chunksize: int, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[Iterable[Any]]:
+        """Each chunk's values, in order (see AsyncMap)."""
         async def refill() -> None:
             if plain is not None:
                 self._refill_from(plain, window, task, chunksize, options)
@@ -292,9 +294,7 @@ class AsyncClient:
             while window:
                 future, size = window.popleft()
                 await refill()
-                values = await _chunk_values(future, size, timeout, return_exceptions)
-                for value in values:
-                    yield value
+                yield await _chunk_values(future, size, timeout, return_exceptions)
                 await asyncio.sleep(0)  # rule 3: let the loop run between chunks
         finally:
             for future, _ in window:
@@ -305,6 +305,49 @@ class AsyncClient:
             return 1
         processes = self.client.cluster_processes or os.cpu_count() or 1
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(items) / (4 * processes))))
+
+
+class AsyncMap:
+    """The results of `AsyncClient.map`, in input order, two ways:
+
+        async for value in client.map(task, items): ...   # streams
+        values = await client.map(task, items)             # the whole list
+
+    `async for` costs what asyncio charges per item (an async generator
+    step, some 0.17 us); `await` joins each chunk's list at C speed, so a
+    bulk map is as fast as Client.map's. Use one or the other, once.
+    """
+
+    def __init__(self, chunks: AsyncIterator[Iterable[Any]]) -> None:
+        self._chunks = chunks
+        self._stream: AsyncIterator[Any] | None = None
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        if self._stream is None:
+            self._stream = _flatten(self._chunks)
+        return self._stream
+
+    def __anext__(self) -> Any:
+        return self.__aiter__().__anext__()
+
+    def __await__(self) -> Any:
+        return self._all().__await__()
+
+    async def _all(self) -> list[Any]:
+        values: list[Any] = []
+        async for chunk in self._chunks:
+            values.extend(chunk)  # raises at a failed item, after the ones before it
+        return values
+
+    async def aclose(self) -> None:
+        """Stop: chunks still in flight are cancelled (their results dropped)."""
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _flatten(chunks: AsyncIterator[Iterable[Any]]) -> AsyncIterator[Any]:
+    async for chunk in chunks:
+        for value in chunk:
+            yield value
 
 
 class AsyncJobOptions:
@@ -320,7 +363,7 @@ class AsyncJobOptions:
     def map(
         self, task: str, items: Iterable[Any] | AsyncIterable[Any], *, chunksize: int | None = None,
         timeout: float | None = None, return_exceptions: bool = False,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncMap:
         return self._client._map(task, items, chunksize, timeout, return_exceptions, self.options)
 
 

@@ -30,6 +30,9 @@ def test_submit_map_as_completed_and_status(cluster):
             handles = [client.submit("square", i) for i in range(500)]
             assert await asyncio.gather(*handles) == [i * i for i in range(500)]
             assert [v async for v in client.map("square", range(1000))] == [i * i for i in range(1000)]
+            assert await client.map("square", range(1000), chunksize=64) == [i * i for i in range(1000)]
+            with pytest.raises(JobFailed, match="TypeError"):
+                await client.map("square", [1, "x"])
 
             async def numbers():
                 for i in range(50):
