@@ -161,14 +161,15 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     Asks the broker over the protocol, as a client with the client's
     credentials. Counts are calls: a map chunk of N items counts N.
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import SockpoolError, StatusReply, StatusRequest
 
     from .report import format_status
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout) as client:
-            report = client.status(timeout)
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        report = ask(address, StatusRequest(), StatusReply, credentials, timeout, name="broker-status").status
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
@@ -180,12 +181,15 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
 @peer_options("The broker's client secret.")
 def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None) -> None:
     """List the jobs that failed for good (kept until their TTL)."""
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask, failed_job_rows
+    from sockpool.protocol import FailedJobs, ListFailed, SockpoolError
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca) as client:
-            jobs = client.failed_jobs()
-    except (SockpoolError, ValueError) as exc:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        jobs = failed_job_rows(ask(address, ListFailed(), FailedJobs, credentials, CONNECT_TIMEOUT_S * 2,
+                                   name="broker-failed").jobs)
+    except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(jobs))

@@ -31,9 +31,10 @@ from sockpool.protocol.defaults import (
 )
 from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array
-from sockpool.protocol.values import from_wire_error, from_wire_kwargs, from_wire_value, wire_args, wire_kwargs
+from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
 
 from sockpool.net.credentials import Credentials
+from sockpool.net.request import failed_job_rows
 from .errors import JobFailed
 from .futures import BUSY, JobFuture
 from .link import BrokerLink
@@ -207,16 +208,7 @@ class Client:
         """
         reply = self._link.request(ListFailed(), timeout)
         assert isinstance(reply, FailedJobs)
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
-        rows = []
-        for row in reply.jobs:
-            job = dict(zip(keys, row))
-            try:
-                job.update(args=from_wire_value(row[1]), kwargs=from_wire_kwargs(row[2]), error=from_wire_error(row[3]))
-            except SockpoolError:
-                pass  # shown as it was stored
-            rows.append(job)
-        return rows
+        return failed_job_rows(reply.jobs)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
