@@ -29,7 +29,6 @@ import asyncio
 import itertools
 import math
 import os
-import threading
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -37,58 +36,10 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
 from sockpool.protocol import ConnectionLost
 from sockpool.protocol.defaults import MAP_WINDOW_CHUNKS, MAX_MAP_CHUNK
 
-from .api import Client, _item_values
+from .api import Client
+from .bridge import LoopBridge, LoopSlot
+from .entries import item_values
 from .errors import JobFailed
-
-
-class _Bridge:
-    """Hands outcomes from the client's threads to one event loop, batched."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._ready: list[tuple[asyncio.Future[Any], bool, Any]] = []
-
-    def deliver(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-        with self._lock:
-            wake = not self._ready
-            self._ready.append((future, ok, value))
-        if wake:
-            try:
-                self.loop.call_soon_threadsafe(self._flush)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is waiting any more
-
-    def _flush(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for future, ok, value in ready:
-            if future.done():
-                continue  # cancelled by its awaiter; the job ran anyway
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-
-class _Slot:
-    """What the Client resolves for one async job (it takes any object with
-    these three methods): the outcome goes through the bridge."""
-
-    __slots__ = ("bridge", "future")
-
-    def __init__(self, bridge: _Bridge, future: asyncio.Future[Any]) -> None:
-        self.bridge = bridge
-        self.future = future
-
-    def set_result(self, value: Any) -> None:
-        self.bridge.deliver(self.future, True, value)
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.bridge.deliver(self.future, False, exc)
-
-    def mark_running(self) -> None:
-        pass  # asyncio futures have no RUNNING state
 
 
 class AsyncClient:
@@ -103,11 +54,11 @@ class AsyncClient:
         self._address = address
         self._client_options = client_options
         self._client: Client | None = None
-        self._bridge: _Bridge | None = None
+        self._bridge: LoopBridge | None = None
         self._options: dict[str, Any] = {}
         # Submitted since the loop last ran: handed to the client at once
         # (rule 1 and 2: one lock round per loop iteration, not per job).
-        self._outbox: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], _Slot]] = []
+        self._outbox: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], LoopSlot]] = []
 
     async def connect(self) -> AsyncClient:
         """Connect and shake hands, in a thread.
@@ -116,7 +67,7 @@ class AsyncClient:
             ConnectionLost, HandshakeRefused, ValueError: as `Client`.
         """
         if self._client is None:
-            self._bridge = _Bridge(asyncio.get_running_loop())
+            self._bridge = LoopBridge(asyncio.get_running_loop())
             self._client = await asyncio.to_thread(Client, self._address, **self._client_options)
             self._options = self._client.options
         return self
@@ -229,7 +180,7 @@ class AsyncClient:
         future: asyncio.Future[Any] = bridge.loop.create_future()
         if not self._outbox:
             bridge.loop.call_soon(self._hand_over)
-        self._outbox.append((task, args, kwargs, many, options, _Slot(bridge, future)))
+        self._outbox.append((task, args, kwargs, many, options, LoopSlot(bridge, future)))
         return future
 
     def _hand_over(self) -> None:
@@ -413,4 +364,4 @@ async def _chunk_values(
             if not return_exceptions:
                 raise
             return [failed] * size
-        return _item_values(failed.items, return_exceptions)
+        return item_values(failed.items, return_exceptions)

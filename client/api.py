@@ -17,10 +17,9 @@ import uuid
 import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
-from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -29,12 +28,10 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
-from sockpool.protocol.packed import pack_array
-from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
 
 from sockpool.net.credentials import Credentials
 from sockpool.net.request import failed_job_rows
+from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
 from .futures import BUSY, JobFuture
 from .link import BrokerLink
@@ -258,7 +255,7 @@ class Client:
             while window:
                 future, size = window.popleft()
                 refill()
-                yield _chunk_values(future, size, timeout, return_exceptions)
+                yield chunk_values(future, size, timeout, return_exceptions)
 
         # chain walks each chunk's list in C: no Python frame per item.
         return itertools.chain.from_iterable(chunks())
@@ -287,7 +284,7 @@ class Client:
             if lone:
                 BUSY.add(self)
             self._futures[job_id] = future
-        entry = _entry(job_id, task, args, kwargs, many, options)
+        entry = job_entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
@@ -312,7 +309,7 @@ class Client:
             ids = [next(self._ids) for _ in calls]
             for job_id, call in zip(ids, calls):
                 self._futures[job_id] = call[5]
-        entries = [_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
+        entries = [job_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
         try:
             self._link.queue_many(entries)
         except ConnectionLost:
@@ -334,7 +331,7 @@ class Client:
                 future.mark_running()
 
     def _resolve(self, results: list[list[Any]]) -> None:
-        results = [_unpacked(entry) for entry in results]
+        results = [result_entry(entry) for entry in results]
         with self._lock:
             futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
             for future, job_id, ok, value in futures:
@@ -386,70 +383,3 @@ class JobOptions:
         timeout: float | None = None, return_exceptions: bool = False,
     ) -> Iterator[Any]:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
-
-
-def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
-    """The `options` of a job entry; empty when both are defaults.
-
-    Raises:
-        ValueError: a negative retry count or a non-positive timeout.
-    """
-    if retries < 0 or retries > MAX_RETRIES:
-        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
-    options: dict[str, Any] = {}
-    if retries:
-        options["retries"] = retries
-    if timeout is not None:
-        options["timeout"] = float(timeout)
-    return options
-
-
-def _entry(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool,
-           options: dict[str, Any]) -> list[Any]:
-    """A job entry for the wire. A chunk's items travel packed: only the
-    worker's pool unpacks them. Tuples and big ints travel as extension
-    values (protocol/values.py); what msgpack cannot encode at all is left
-    for the link to refuse, for this job alone."""
-    try:
-        packed = pack_array(args) if many else wire_args(args)
-        kwargs = wire_kwargs(kwargs)
-    except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
-        packed = args
-    return [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
-
-
-def _unpacked(entry: list[Any]) -> list[Any]:
-    """A result entry with its value as the Python value it stands for: a
-    map chunk's packed values as a list, tuples as tuples, big ints."""
-    job_id, ok, value = entry
-    try:
-        return [job_id, ok, from_wire_value(value) if ok else from_wire_error(value)]
-    except SockpoolError as exc:
-        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
-
-
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
-    """The values of one map chunk: its result list, or, if items failed,
-    an iterator that yields up to the first failure and then raises it."""
-    try:
-        return future.result(timeout)  # type: ignore[no-any-return]
-    except FutureTimeout:
-        raise TimeoutError(f"no result within {timeout} s") from None
-    except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return _item_values(failed.items, return_exceptions)
-
-
-def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
-    for ok, value in items:
-        if ok:
-            yield value
-        elif return_exceptions:
-            yield JobFailed(value)
-        else:
-            raise JobFailed(value) from None

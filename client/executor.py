@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from sockpool.protocol.values import wire_args
 
-from .api import Client, _chunk_values
+from .api import Client
+from .entries import chunk_values
 from .futures import JobFuture
 
 # The module whose functions workers serve under their bare names.
@@ -55,7 +56,10 @@ def _python_exit() -> None:
         executor.shutdown(wait=True)
 
 
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+try:
+    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+except RuntimeError:  # imported while the interpreter is already exiting
+    _interpreter_exiting = True
 
 
 def task_name(fn: Callable[..., Any]) -> str:
@@ -186,7 +190,7 @@ class Executor(_Executor):
         future is done (at once if not `wait`, in a background thread)."""
         with self._lock:
             self._shutdown = True
-            pending = [entry[0] for entry in self._backlog]
+            pending: list[Future[Any]] = [entry[0] for entry in self._backlog]
         _open_executors.discard(self)
         pending = self._client.pending() + pending
         if cancel_futures:
@@ -278,7 +282,7 @@ def _results(chunks: list[tuple[Future[Any], int]], deadline: float | None) -> I
             future, size = chunks[-1]
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if size:
-                yield from _chunk_values(future, size, remaining, False)
+                yield from chunk_values(future, size, remaining, False)
             else:
                 try:
                     yield future.result(remaining)

@@ -1,4 +1,5 @@
-"""The future a job's caller holds, and what keeps a busy client alive.
+"""The future a job's caller holds, and what keeps a busy client alive
+(and lets an idle one go).
 
 `JobFuture` is a `concurrent.futures.Future` whose successful `cancel()`
 notifies waiters at once: `wait()` and `as_completed()` count a future as
@@ -13,8 +14,9 @@ as it does for a call a ProcessPoolExecutor has handed to its processes.
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Callable
 
 
 class JobFuture(Future[Any]):
@@ -60,3 +62,17 @@ class BusyClients:
 
 
 BUSY = BusyClients()
+
+
+class WeakCallback:
+    """A bound method held weakly: the link's threads must not keep the
+    client that owns them alive, or a client dropped without `close()`
+    would never be collected and its threads would run forever."""
+
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any) -> None:
+        method = self._method()
+        if method is not None:
+            method(*args)

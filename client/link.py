@@ -19,7 +19,6 @@ import logging
 import random
 import threading
 import time
-import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
@@ -51,23 +50,11 @@ from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
 
+from .futures import WeakCallback
+
 log = logging.getLogger("sockpool.client")
 
 ResultHandler = Callable[[list[list[Any]]], None]
-
-
-class _WeakCallback:
-    """A bound method held weakly: the link's threads must not keep the
-    client that owns them alive, or a client dropped without `close()`
-    would never be collected and its threads would run forever."""
-
-    def __init__(self, method: Callable[..., None]) -> None:
-        self._method = weakref.WeakMethod(method)  # type: ignore[arg-type]
-
-    def __call__(self, *args: Any) -> None:
-        method = self._method()
-        if method is not None:
-            method(*args)
 
 
 class BrokerLink:
@@ -84,7 +71,7 @@ class BrokerLink:
         on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
         """Connect and shake hands. The callbacks are held weakly (see
-        `_WeakCallback`); with `on_started`, the broker is asked to say
+        `WeakCallback`); with `on_started`, the broker is asked to say
         when our jobs go to a worker.
 
         Raises:
@@ -97,9 +84,9 @@ class BrokerLink:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._on_results = _WeakCallback(on_results)
-        self._on_lost = _WeakCallback(on_lost)
-        self._on_started = None if on_started is None else _WeakCallback(on_started)
+        self._on_results = WeakCallback(on_results)
+        self._on_lost = WeakCallback(on_lost)
+        self._on_started = None if on_started is None else WeakCallback(on_started)
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []

@@ -11,7 +11,7 @@ from sockpool import AsyncClient, HandshakeRefused, JobFailed
 
 from .cluster import start_broker, start_worker, wait_for_processes
 from .test_durability import free_port
-from .test_security import write_secret
+from .test_security import certs, write_secret  # noqa: F401  (certs: a fixture)
 
 WAIT_S = 60
 
@@ -140,19 +140,23 @@ def test_async_client_survives_a_broker_kill_9_and_delivers_each_result_once(tmp
         broker.stop()
 
 
-def test_secrets_as_the_client(tmp_path):
+def test_secrets_and_tls_as_the_client(tmp_path, certs):  # noqa: F811
+    good, _ = certs
     secret = write_secret(tmp_path / "secret")
-    broker, address = start_broker(tmp_path, "--secret-file", secret)
-    worker = start_worker(tmp_path, address, 1, "--secret-file", secret)
+    broker, address = start_broker(tmp_path, "--secret-file", secret, "--tls-cert", str(good.cert),
+                                   "--tls-key", str(good.key))
+    worker = start_worker(tmp_path, address, 1, "--secret-file", secret, "--tls-ca", str(good.ca))
     try:
-        wait_for_processes(address, 1, secret_file=secret)
+        wait_for_processes(address, 1, secret_file=secret, tls_ca=str(good.ca))
 
         async def main():
-            async with AsyncClient(address, secret_file=secret) as client:
+            async with AsyncClient(address, secret_file=secret, tls_ca=str(good.ca)) as client:
                 assert await client.submit("square", 12) == 144
-            with pytest.raises(HandshakeRefused):
-                async with AsyncClient(address):
-                    pass
+                assert await client.map("square", range(100)) == [i * i for i in range(100)]
+            for options in ({"tls_ca": str(good.ca)}, {"secret_file": secret}):
+                with pytest.raises(HandshakeRefused):
+                    async with AsyncClient(address, **options):
+                        pass
 
         run(main())
     finally:
