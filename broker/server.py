@@ -225,8 +225,9 @@ class BrokerServer:
                 return
             while True:
                 msg = conn.recv()
+                size = conn.decoder.last_frame_bytes
                 with self._lock:
-                    self._emit(self.state.on_message(conn_id, msg, time.time()))
+                    self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
             log.warning("closing %s: %s", conn.peer, exc)
@@ -412,11 +413,18 @@ class BrokerServer:
             self._post(out)
 
     def _post(self, out: list[tuple[int, Message]]) -> None:
-        """Queue messages on the peers' outboxes; call with the lock held."""
+        """Queue messages on the peers' outboxes; call with the lock held.
+
+        A job too large for its worker's frames fails alone (the state
+        says so to its submitter); the worker and the rest of the batch go on.
+        """
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
-                peer.post(msg)
+                unsent = peer.post(msg)
+                if unsent:
+                    log.error("%d job(s) too large to send to %s; failing them", len(unsent), peer.conn.peer)
+                    self._emit(self.state.on_unsendable(conn_id, [entry[0] for entry in unsent], time.time()))
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(TICK_S):

@@ -66,7 +66,10 @@ from sockpool.protocol.defaults import (
     RETRY_BASE_S,
     RETRY_MAX_S,
 )
+from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+
+from . import admission
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
@@ -182,8 +185,9 @@ class BrokerState:
 
     # -- messages ------------------------------------------------------
 
-    def on_message(self, conn_id: int, msg: Message, now: float) -> Outbox:
-        """Handle one message from an admitted connection.
+    def on_message(self, conn_id: int, msg: Message, now: float, frame_bytes: int = 0) -> Outbox:
+        """Handle one message from an admitted connection; `frame_bytes` is
+        the size of the frame it came in (0: unknown, taken as small).
 
         Raises:
             ProtocolError: the message is not one this role may send.
@@ -218,7 +222,7 @@ class BrokerState:
             session.conn_id = conn_id
             session.gone_since = None
             if isinstance(msg, Submit):
-                return self.on_submit(session, msg)
+                return self.on_submit(session, msg, frame_bytes)
             if isinstance(msg, Ack):
                 return self.on_ack(session, msg)
             if isinstance(msg, ListFailed):
@@ -227,16 +231,22 @@ class BrokerState:
                 return [(conn_id, StatusReply(self.status(now)))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
-    def on_submit(self, session: Session, msg: Submit) -> Outbox:
+    def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
         refused: list[list[Any]] = []
         added = 0
+        # Jobs that could not travel on to a worker, or be stored, are
+        # refused here, each alone, before anything else sees them.
+        unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
-            if self.workers and task not in self.served:
-                refused.append([cid, False, unknown_task(task)])
-                self.stats.on_refused(task, refused[-1][2], self.now)
+            why = unfit.get(cid) if unfit else None
+            if why is None and self.workers and task not in self.served:
+                why = unknown_task(task)
+            if why is not None:
+                refused.append([cid, False, why])
+                self.stats.on_refused(task, why, self.now)
                 continue
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
@@ -260,8 +270,26 @@ class BrokerState:
         if credit < 0:
             raise ProtocolError("credit must not be negative")
         if not worker.draining:
-            worker.credit += credit
+            worker.credit = min(worker.credit + credit, MAX_CREDIT)
         return self._dispatch()
+
+    def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:
+        """Jobs the server could not send to this worker (too large for its
+        frames): they fail alone, and the worker gets its credit back."""
+        worker = self.workers.get(conn_id)
+        if worker is None:
+            return []
+        by_session: dict[str, list[list[Any]]] = {}
+        for gid in gids:
+            job = worker.leased.pop(gid, None)
+            if job is None:
+                continue
+            job.worker = None
+            worker.credit += 1
+            error = admission.too_large_to_forward(self.max_frame_bytes)
+            self.stats.remember_failure(job.task, worker.name or worker.address, error, now)
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session) + self._dispatch()
 
     def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
         """The worker hands back jobs it never started: no attempt counted."""
@@ -277,6 +305,8 @@ class BrokerState:
             raise ProtocolError("credit must not be negative")
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
+        # One walk over the batch; per entry only if something is too deep.
+        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -284,6 +314,8 @@ class BrokerState:
             job.worker = None
             job.attempts += 1
             ok, value = entry[1], entry[2]
+            if deep or not ok:
+                ok, value = admission.checked_result(ok, value)
             self._count_run(worker, job, ok, value)
             if not ok:
                 retrying = self._should_retry(job, value)

@@ -28,6 +28,7 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
+from sockpool.protocol.limits import MAX_TIMEOUT_S
 from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array, unpack_array
 
@@ -330,8 +331,8 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
     options: dict[str, Any] = {}
     if retries:
         options["retries"] = retries

@@ -84,10 +84,12 @@ def is_array(value: Any) -> bool:
     if not (isinstance(value, msgpack.ExtType) and value.code == PACKED_ARRAY):
         return False
     try:
-        array_items(value.data)
+        count, items = array_items(value.data)
     except ProtocolError:
         return False
-    return True
+    # Every item takes at least a byte: a header claiming more items than
+    # there are bytes is a lie, and `array_length` would believe it.
+    return count <= len(items)
 
 
 def array_length(value: list[Any] | msgpack.ExtType) -> int:

@@ -1,0 +1,167 @@
+"""The outside review's attacks (issue #10), replayed against real processes.
+
+Each test is one finding: what the attacker sent, and that it costs only
+the attacker. On the old broker each of them failed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import msgpack
+
+from sockpool.client import Client
+from sockpool.protocol import PROTOCOL_VERSION, Accepted, Error, Hello, Results, frame
+
+from .cluster import start_broker, start_worker, wait_for_processes
+from .rawpeer import RawPeer, raw_frame
+
+WAIT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def submit_frame(jobs: list, batch: int = 1, **pack: bool) -> bytes:
+    return frame(msgpack.packb({"type": "submit", "batch": batch, "jobs": jobs}, use_bin_type=True, **pack))
+
+
+# -- 1. one submit stops durability for everyone ------------------------------
+
+
+def test_an_out_of_range_job_id_is_the_senders_protocol_error_and_durability_goes_on(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    try:
+        with RawPeer(address) as attacker:
+            attacker.send(submit_frame([[2**63, "square", [2], {}, False]]))
+            last = attacker.recv_until_closed()
+        assert any(isinstance(m, Error) and m.code == "bad_message" for m in last), last
+        # Everyone else is still acknowledged, which means: on disk.
+        with Client(address, session="victim-session-0123456789") as victim:
+            victim.submit("square", 7)
+            assert victim.wait_accepted(WAIT_S)
+        broker.kill()  # kill -9: what was accepted must come back
+        broker, address = start_broker(tmp_path, port=port)
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            with Client(address, session="victim-session-0123456789") as victim:
+                [(cid, ok, value)] = victim.collect(WAIT_S)
+            assert (ok, value) == (True, 49)
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+# -- 2. one client's frame fails other clients' jobs ------------------------
+
+
+def test_a_job_that_would_outgrow_the_workers_frame_fails_alone(tmp_path):
+    """float32 values re-encoded as float64 by the broker: the job is
+    refused at submit, the worker is never dropped, the other client's
+    jobs all complete."""
+    broker, address = start_broker(tmp_path, "--max-frame-bytes", str(1 << 20))
+    worker = start_worker(tmp_path, address, 2)
+    try:
+        wait_for_processes(address, 2)
+        with Client(address) as victim, RawPeer(address) as attacker:
+            futures = [victim.submit("square", i) for i in range(300)]
+            floats = [0.5] * 150_000  # 750 KB as float32, 1.35 MB as float64
+            attacker.send(submit_frame([[1, "echo", floats, {}, False]], use_single_float=True))
+            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+            assert [r.count for r in replies if isinstance(r, Accepted)] == [0]
+            [refused] = [r for r in replies if isinstance(r, Results)]
+            assert refused.results[0][:2] == [1, False]
+            assert refused.results[0][2]["type"] == "ArgumentsTooLarge"
+            futures += [victim.submit("square", i) for i in range(300, 600)]
+            assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(600)]
+        log = broker.log()
+        assert "cannot send" not in log and "too large to send" not in log
+        assert worker.log().count("joined broker") == 1  # never dropped, never rejoined
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def test_arguments_nested_600_deep_are_refused_alone_and_durability_goes_on(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    try:
+        deep = b"\x91" * 600 + b"\x01"  # 601 bytes: [[[...[1]...]]]
+        body = (
+            b"\x83" + msgpack.packb("type") + msgpack.packb("submit") + msgpack.packb("batch") + b"\x01"
+            + msgpack.packb("jobs") + b"\x91\x95\x01" + msgpack.packb("echo") + b"\x91" + deep + b"\x80\xc2"
+        )
+        with RawPeer(address) as attacker:
+            attacker.send(frame(body))
+            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+        [refused] = [r for r in replies if isinstance(r, Results)]
+        assert refused.results[0][2]["type"] == "ArgumentsTooDeep"
+        with Client(address, session="victim-session-0123456789") as victim:
+            victim.submit("square", 8)
+            assert victim.wait_accepted(WAIT_S)
+        broker.kill()
+        broker, address = start_broker(tmp_path, port=port)
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            with Client(address, session="victim-session-0123456789") as victim:
+                assert [(ok, v) for _, ok, v in victim.collect(WAIT_S)] == [(True, 64)]
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+def test_a_worker_result_with_a_non_string_error_type_drops_that_worker_not_the_job(tmp_path):
+    """The old broker raised TypeError deciding on a retry; the job vanished."""
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        rogue = RawPeer(address, Hello(PROTOCOL_VERSION, "worker", name="rogue", tasks=["square"], processes=1))
+        with Client(address) as client:
+            future = client.submit("square", 6)
+            rogue.send(raw_frame({"type": "credit", "credit": 1}))
+            jobs = rogue.recv(WAIT_S)
+            gid = jobs.jobs[0][0]
+            rogue.send(raw_frame({"type": "results", "results": [[gid, False, {"type": [1], "message": "m"}]]}))
+            last = rogue.recv_until_closed()
+            assert any(isinstance(m, Error) and "malformed result" in m.message for m in last), last
+            rogue.close()
+            # The job went back to the queue; an honest worker runs it.
+            worker = start_worker(tmp_path, address, 1)
+            try:
+                assert future.result(WAIT_S) == 36
+            finally:
+                worker.stop()
+    finally:
+        broker.stop()
+
+
+def test_a_worker_announcing_absurd_processes_is_refused_and_locks_nobody_out(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        rogue = RawPeer(address, shake=False)
+        rogue.send(raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker",
+                              "tasks": ["square"], "processes": 2**64 - 2}))
+        assert any(isinstance(m, Error) for m in rogue.recv_until_closed())
+        rogue.close()
+        worker = start_worker(tmp_path, address, 2)
+        try:
+            wait_for_processes(address, 2)
+            with Client(address) as client:
+                assert client.submit("square", 9).result(WAIT_S) == 81
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+def wait_for(condition, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

@@ -1,0 +1,107 @@
+"""broker/admission.py through BrokerState: a job or result the broker could
+not pass on costs only itself, never a worker or another client's jobs."""
+
+from __future__ import annotations
+
+import struct
+
+from sockpool.broker.state import BrokerState
+from sockpool.protocol import PROTOCOL_VERSION, Accepted, Credit, Hello, Jobs, Results, Submit
+from sockpool.protocol.limits import MAX_NESTING
+
+MAX = 64 * 1024
+C1, C2, W1 = 11, 12, 21
+
+
+def nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def setup() -> BrokerState:
+    state = BrokerState("b1", MAX)
+    state.on_hello(C1, Hello(PROTOCOL_VERSION, "client", session="attacker"), "h:1", 0.0)
+    state.on_hello(C2, Hello(PROTOCOL_VERSION, "client", session="victim"), "h:2", 0.0)
+    state.on_hello(W1, Hello(PROTOCOL_VERSION, "worker", tasks=["echo"], processes=1), "h:w", 0.0)
+    return state
+
+
+def results_for(out: list, conn: int) -> dict[int, list]:
+    return {e[0]: e for c, m in out if c == conn and isinstance(m, Results) for e in m.results}
+
+
+def test_a_job_that_would_outgrow_a_workers_frame_is_refused_alone_at_submit():
+    state = setup()
+    # 40 KiB of float32 on the wire (what a numpy client sends) becomes
+    # 72 KiB of float64 on the way to a worker: over the 64 KiB limit.
+    floats = [struct.unpack(">f", struct.pack(">f", 0.5))[0]] * 8000
+    frame_bytes = 5 * 8000 + 100
+    out = state.on_message(C1, Submit(1, [[1, "echo", floats, {}, False], [2, "echo", [1], {}, False]]), 1.0, frame_bytes)
+    assert (C1, Accepted(1, 1)) in out
+    refused = results_for(out, C1)
+    assert refused[1][1] is False and refused[1][2]["type"] == "ArgumentsTooLarge"
+    assert "float64" in refused[1][2]["message"]
+    assert 2 not in refused
+    assert [e[0] for c, m in out if isinstance(m, Jobs) for e in m.jobs] == []  # no credit yet
+    out = state.on_message(W1, Credit(5), 1.0)
+    [(to, jobs)] = [(c, m) for c, m in out if isinstance(m, Jobs)]
+    assert to == W1 and len(jobs.jobs) == 1 and jobs.jobs[0][2] == [1]
+
+
+def test_a_small_frame_is_never_re_encoded_to_check_its_size():
+    state = setup()
+    floats = [0.5] * 8000  # as if they had come in a small frame: trusted
+    out = state.on_message(C1, Submit(1, [[1, "echo", floats, {}, False]]), 1.0, frame_bytes=100)
+    assert (C1, Accepted(1, 1)) in out
+
+
+def test_arguments_nested_past_the_bound_are_refused_alone():
+    state = setup()
+    jobs = [[1, "echo", [nested(MAX_NESTING)], {}, False], [2, "echo", [1], {"k": nested(MAX_NESTING)}, False],
+            [3, "echo", [nested(MAX_NESTING - 1)], {}, False]]
+    out = state.on_message(C1, Submit(1, jobs), 1.0, 700)
+    assert (C1, Accepted(1, 1)) in out
+    refused = results_for(out, C1)
+    assert refused.keys() == {1, 2}
+    assert {e[2]["type"] for e in refused.values()} == {"ArgumentsTooDeep"}
+
+
+def test_a_job_that_cannot_be_sent_fails_alone_and_the_worker_keeps_its_credit():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "echo", ["big"], {}, False]]), 1.0)
+    state.on_message(C2, Submit(1, [[7, "echo", ["small"], {}, False]]), 1.0)
+    out = state.on_message(W1, Credit(2), 1.0)
+    [jobs] = [m for c, m in out if isinstance(m, Jobs)]
+    big_gid = next(e[0] for e in jobs.jobs if e[2] == ["big"])
+    out = state.on_unsendable(W1, [big_gid], 2.0)
+    failed = results_for(out, C1)
+    assert failed[1][2]["type"] == "ArgumentsTooLarge"
+    assert state.workers[W1].credit == 1 and set(state.workers[W1].leased) == {big_gid + 1}
+    # The victim's job is still leased and completes normally.
+    out = state.on_message(W1, Results([[big_gid + 1, True, "done"]]), 3.0)
+    assert results_for(out, C2)[7] == [7, True, "done"]
+
+
+def test_a_result_nested_past_the_bound_fails_that_job_only():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "echo", [1], {}, False], [2, "echo", [2], {}, False]]), 1.0)
+    out = state.on_message(W1, Credit(2), 1.0)
+    [jobs] = [m for c, m in out if isinstance(m, Jobs)]
+    g1, g2 = (e[0] for e in jobs.jobs)
+    out = state.on_message(W1, Results([[g1, True, nested(MAX_NESTING + 1)], [g2, True, 2]]), 2.0)
+    got = results_for(out, C1)
+    assert got[1][1] is False and got[1][2]["type"] == "ResultTooDeep"
+    assert got[2] == [2, True, 2]
+
+
+def test_an_error_message_of_a_megabyte_is_cut():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "echo", [1], {}, False]]), 1.0)
+    [jobs] = [m for c, m in state.on_message(W1, Credit(1), 1.0) if isinstance(m, Jobs)]
+    error = {"type": "ValueError", "message": "m" * 1_000_000, "traceback": "t" * 1_000_000}
+    out = state.on_message(W1, Results([[jobs.jobs[0][0], False, error]]), 2.0)
+    value = results_for(out, C1)[1][2]
+    assert value["type"] == "ValueError"
+    assert len(value["message"]) <= 4000 and len(value["traceback"]) <= 16_000
