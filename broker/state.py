@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import secrets
 from collections import Counter, deque
 from typing import Any
 
@@ -137,7 +138,11 @@ class BrokerState:
             )
             self.served.update(set(hello.tasks))
         else:
-            session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
+            # A session ID is a bearer capability: whoever names it gets its
+            # results. So a broker-chosen one is 128 bits from the OS's
+            # CSPRNG, never from `self.rng` (a Mersenne Twister, whose next
+            # output 624 observed ones predict).
+            session = self._session(hello.session or new_session_id())
             session.conn_id = conn_id
             session.gone_since = None
             self.clients[conn_id] = session
@@ -595,6 +600,11 @@ class BrokerState:
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
+
+
+def new_session_id() -> str:
+    """An unguessable session ID: 128 bits from `secrets`."""
+    return secrets.token_hex(16)
 
 
 def unknown_task(task: str) -> dict[str, Any]:

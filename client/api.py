@@ -11,9 +11,9 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import threading
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -91,7 +91,7 @@ class Client:
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
         self._link = BrokerLink(
-            address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
+            address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
         )
         self.session = self._link.welcome.session or self._link.session
