@@ -98,3 +98,36 @@ def checked_result(ok: bool, value: Any) -> tuple[bool, Any]:
             "traceback": cut(traceback, MAX_TRACEBACK_CHARS),
         }
     return ok, value
+
+
+def bounded_failure(
+    args: Any, kwargs: dict[str, Any], error: Any, limit: int
+) -> tuple[Any, dict[str, Any], Any, int]:
+    """What the broker keeps of a failed job for `broker failed`: its
+    arguments and error while they fit `limit` bytes as a row, else a note
+    of what was dropped. Returns (args, kwargs, error, row bytes).
+
+    The submitter got the whole error with its result; this is the record
+    kept for a week, shown to the operator.
+    """
+    size = _row_bytes(args, kwargs, error)
+    if size <= limit:
+        return args, kwargs, error, size
+    args, kwargs = [f"<arguments of about {size} bytes not kept>"], {}
+    size = _row_bytes(args, kwargs, error)
+    if size <= limit or not isinstance(error, dict):
+        return args, kwargs, error, size
+    error = {
+        "type": cut(str(error.get("type", "Error")), 200),
+        "message": cut(str(error.get("message", "")), 1000),
+        "traceback": cut(str(error.get("traceback", "")), 4000),
+    }
+    return args, kwargs, error, _row_bytes(args, kwargs, error)
+
+
+def _row_bytes(args: Any, kwargs: dict[str, Any], error: Any) -> int:
+    # The row's other fields (task, attempts, time) are bounded and small.
+    try:
+        return len(pack_body([args, kwargs, error])) + 64 + 3 * 256
+    except ProtocolError:
+        return 1 << 62

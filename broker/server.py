@@ -37,6 +37,7 @@ from sockpool.net.connection import Connection, address_family, join_address
 from sockpool.net.tls import TLSStream
 from sockpool.protocol import (
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Auth,
@@ -87,6 +88,7 @@ class BrokerServer:
         name: str | None = None,
         secret: bytes | None = None,
         worker_secret: bytes | None = None,
+        operator_secret: bytes | None = None,
         tls: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_outbox_bytes: int = MAX_OUTBOX_BYTES,
@@ -99,7 +101,9 @@ class BrokerServer:
         `secret` admits clients, and workers too unless `worker_secret` is
         given: then only it admits workers, so a client's secret cannot
         join as a worker and receive other people's jobs. None leaves that
-        role open. `tls` is a server context (sockpool.net.tls.server_context).
+        role open. `operator_secret` admits the operator role (every
+        session's failed jobs); by default the worker secret does, the most
+        trusted secret there is (a worker sees every job's arguments anyway). `tls` is a server context (sockpool.net.tls.server_context).
         """
         self._listener = socket.create_server((host, port), family=address_family(host), backlog=128)
         bound = self._listener.getsockname()
@@ -111,7 +115,11 @@ class BrokerServer:
         self.max_outbox_bytes = max(max_outbox_bytes, 2 * max_frame_bytes)
         # A peer whose writer is stuck this long is as gone as a silent one.
         self.stall_s = heartbeat_s * HEARTBEAT_MISSES
-        self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
+        self._keys: dict[str, bytes | None] = {
+            ROLE_CLIENT: secret,
+            ROLE_WORKER: worker_secret or secret,
+            ROLE_OPERATOR: operator_secret or worker_secret or secret,
+        }
         self._tls = tls
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()

@@ -36,6 +36,7 @@ from typing import Any
 
 from sockpool.protocol import (
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Ack,
@@ -66,6 +67,7 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     RETRY_BASE_S,
     RETRY_MAX_S,
+    FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
@@ -80,6 +82,8 @@ from .stats import BrokerStats
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Room in a reply frame for everything but its rows.
+_REPLY_OVERHEAD_BYTES = 256
 
 Outbox = list[tuple[int, Message]]
 
@@ -97,6 +101,9 @@ class BrokerState:
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        # A failed job's record is kept at most this large, so a page of
+        # `broker failed` holds at least a few and never outgrows a frame.
+        self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
         self.rng = rng or random.Random()
@@ -107,6 +114,8 @@ class BrokerState:
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
+        # Client connections admitted with the operator role (see is_operator).
+        self.operators: set[int] = set()
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
@@ -146,6 +155,8 @@ class BrokerState:
             session.conn_id = conn_id
             session.gone_since = None
             self.clients[conn_id] = session
+            if hello.role == ROLE_OPERATOR:
+                self.operators.add(conn_id)
         welcome = Welcome(
             version=PROTOCOL_VERSION,
             broker=self.name,
@@ -174,6 +185,7 @@ class BrokerState:
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
+        self.operators.discard(conn_id)
         session = self.clients.pop(conn_id, None)
         if session is not None and session.conn_id == conn_id:
             others = [c for c, s in self.clients.items() if s is session]
@@ -185,8 +197,15 @@ class BrokerState:
         if conn_id in self.workers:
             return ROLE_WORKER
         if conn_id in self.clients:
-            return ROLE_CLIENT
+            return ROLE_OPERATOR if conn_id in self.operators else ROLE_CLIENT
         return None
+
+    def is_operator(self, conn_id: int) -> bool:
+        """Whether this connection proved the operator's secret (or the broker
+        has none for that role). The one check for every request that acts
+        beyond the caller's own session: `list_failed` of every session, and
+        whatever job control the operator gets."""
+        return conn_id in self.operators
 
     # -- messages ------------------------------------------------------
 
@@ -231,10 +250,28 @@ class BrokerState:
             if isinstance(msg, Ack):
                 return self.on_ack(session, msg)
             if isinstance(msg, ListFailed):
-                return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
+                return [(conn_id, self.failed_jobs(conn_id, session, msg))]
             if isinstance(msg, StatusRequest):
                 return [(conn_id, StatusReply(self.status(now)))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
+
+    def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
+        """One page of the failed jobs this connection may see: its own
+        session's, or every session's for the operator. A page always fits
+        a frame, because every record is bounded well under one."""
+        visible = (
+            list(self.failed) if self.is_operator(conn_id)
+            else [f for f in self.failed if f.session == session.session_id]
+        )
+        budget = self.max_frame_bytes - _REPLY_OVERHEAD_BYTES
+        rows: list[list[Any]] = []
+        offset = max(0, msg.offset)
+        for record in visible[offset:]:
+            if rows and budget < record.size:
+                break
+            budget -= record.size
+            rows.append(record.row())
+        return FailedJobs(rows, offset, offset + len(rows) < len(visible))
 
     def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
         refused: list[list[Any]] = []
@@ -405,7 +442,8 @@ class BrokerState:
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok:
-            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+            args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
+            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size)
             self.failed.append(record)
             self.journal.append(("failed", record))
         session = self.sessions.get(job.session)

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error, session, size]
     attempts     INTEGER NOT NULL,
     finished_at  REAL NOT NULL
 );
@@ -106,8 +106,11 @@ class Store:
         for gid, task, body, attempts, finished_at in self._db.execute(
             "SELECT gid, task, body, attempts, finished_at FROM failed"
         ):
-            args, kwargs, error = msgpack.unpackb(body, raw=False)
-            failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at))
+            # Rows from before sessions were kept hold three fields: the
+            # operator still sees them, no client does.
+            args, kwargs, error, *rest = msgpack.unpackb(body, raw=False)
+            session, size = (rest + ["", 0])[:2] if rest else ("", len(body))
+            failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body)))
         return jobs, results, failed
 
     # -- writing ---------------------------------------------------------------
@@ -196,7 +199,7 @@ class Store:
         )
         db.executemany(
             "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)",
-            [(f.gid, f.task, _pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at)
+            [(f.gid, f.task, _pack([f.args, f.kwargs, f.error, f.session, f.size]), f.attempts, f.finished_at)
              for _, f in by_kind.get("failed", ())],
         )
         db.executemany("DELETE FROM jobs WHERE gid = ?", [(gid,) for op in by_kind.get("forget", ()) for gid in op[1]])

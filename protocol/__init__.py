@@ -19,6 +19,7 @@ from .handshake import check_hello
 from .messages import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Auth,
@@ -49,7 +50,7 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "ROLE_CLIENT", "ROLE_OPERATOR", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",

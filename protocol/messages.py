@@ -51,7 +51,11 @@ PROTOCOL_VERSION = 1
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
-ROLES = (ROLE_CLIENT, ROLE_WORKER)
+# A client with the operator's rights: it sees every session's failed jobs
+# (and, with later requests, may act on any job). It has a secret of its
+# own (`--operator-secret-file`, by default the worker secret): see SECURITY.md.
+ROLE_OPERATOR = "operator"
+ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_OPERATOR)
 
 # Error codes carried by `error` messages and by failed results' `type`.
 E_VERSION = "version_mismatch"
@@ -61,6 +65,8 @@ E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
 E_AUTH = "auth_failed"
+# A request only the operator role may make.
+E_FORBIDDEN = "forbidden"
 E_TLS = "tls"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
@@ -233,14 +239,23 @@ class Ack(Message):
 
 @_message("list_failed")
 class ListFailed(Message):
-    """Client to broker: which jobs failed for good (kept until their TTL)."""
+    """Client to broker: which jobs failed for good (kept until their TTL).
+
+    A client sees its own session's; the operator role sees every session's.
+    The answer comes in pages that fit a frame: ask again from `offset`.
+    """
+
+    offset: int = 0
 
 
 @_message("failed_jobs")
 class FailedJobs(Message):
-    """Broker to client: [task, args, kwargs, error, attempts, finished_at] each."""
+    """Broker to client: [task, args, kwargs, error, attempts, finished_at] each,
+    from `offset` on; `more` if the next page starts at offset + len(jobs)."""
 
     jobs: list[list[Any]]
+    offset: int = 0
+    more: bool = False
 
 
 @_message("status")

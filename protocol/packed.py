@@ -84,12 +84,10 @@ def is_array(value: Any) -> bool:
     if not (isinstance(value, msgpack.ExtType) and value.code == PACKED_ARRAY):
         return False
     try:
-        count, items = array_items(value.data)
+        array_items(value.data)
     except ProtocolError:
         return False
-    # Every item takes at least a byte: a header claiming more items than
-    # there are bytes is a lie, and `array_length` would believe it.
-    return count <= len(items)
+    return True
 
 
 def array_length(value: list[Any] | msgpack.ExtType) -> int:
@@ -100,7 +98,11 @@ def array_length(value: list[Any] | msgpack.ExtType) -> int:
     """
     if isinstance(value, list):
         return len(value)
-    return array_items(value.data)[0]
+    count, items = array_items(value.data)
+    # Every item takes at least a byte: a header claiming more items than
+    # it has bytes (5 bytes can claim 4 billion) is counted as what was
+    # really sent. The pool process that cannot read it fails that job.
+    return min(count, len(items))
 
 
 def unpack_array(value: Any) -> Any:

@@ -6,15 +6,17 @@ the attacker. On the old broker each of them failed.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
 import msgpack
+import pytest
 
-from sockpool.client import Client
+from sockpool.client import Client, JobFailed
 from sockpool.protocol import PROTOCOL_VERSION, Accepted, Error, Hello, Results, frame
 
-from .cluster import start_broker, start_worker, wait_for_processes
+from .cluster import run_module, start_broker, start_worker, wait_for_processes
 from .rawpeer import RawPeer, raw_frame
 
 WAIT_S = 30
@@ -156,6 +158,59 @@ def test_a_worker_announcing_absurd_processes_is_refused_and_locks_nobody_out(tm
                 assert client.submit("square", 9).result(WAIT_S) == 81
         finally:
             worker.stop()
+    finally:
+        broker.stop()
+
+
+# -- 4. list_failed shows other clients' data ---------------------------------
+
+
+def write_secret(path) -> str:
+    import secrets
+
+    path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_failed_jobs_are_the_callers_own_and_every_sessions_needs_the_operator(tmp_path):
+    client_secret = write_secret(tmp_path / "client")
+    worker_secret = write_secret(tmp_path / "worker")
+    broker, address = start_broker(tmp_path, "--secret-file", client_secret, "--worker-secret-file", worker_secret)
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks", "--secret-file", worker_secret)
+    try:
+        wait_for_processes(address, 1, secret_file=client_secret)
+        with Client(address, secret_file=client_secret) as victim:
+            future = victim.submit("tests.tasks:fail", "api-key-secret-password-123")
+            with pytest.raises(JobFailed):
+                future.result(WAIT_S)
+            assert [j["args"] for j in victim.failed_jobs()] == [["api-key-secret-password-123"]]
+        with Client(address, secret_file=client_secret) as attacker:
+            assert attacker.failed_jobs() == []
+        # `broker failed` is the operator's: the client secret does not open it...
+        done = run_module("sockpool.broker", "failed", "--broker", address, "--secret-file", client_secret, "--json")
+        assert done.returncode != 0 and "authentication failed" in done.stderr
+        # ...the operator's (here: by default, the worker secret) does.
+        done = run_module("sockpool.broker", "failed", "--broker", address, "--secret-file", worker_secret, "--json")
+        assert done.returncode == 0, done.stderr
+        assert [job["args"] for job in json.loads(done.stdout)] == [["api-key-secret-password-123"]]
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def test_an_operator_secret_of_its_own(tmp_path):
+    client_secret = write_secret(tmp_path / "client")
+    operator_secret = write_secret(tmp_path / "operator")
+    broker, address = start_broker(tmp_path, "--in-memory", "--secret-file", client_secret,
+                                   "--operator-secret-file", operator_secret)
+    try:
+        env = {"SOCKPOOL_OPERATOR_SECRET_FILE": operator_secret}
+        done = run_module("sockpool.broker", "failed", "--broker", address, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "0 failed jobs" in done.stderr
+        done = run_module("sockpool.broker", "failed", "--broker", address, "--secret-file", client_secret)
+        assert done.returncode != 0
     finally:
         broker.stop()
 

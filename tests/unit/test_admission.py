@@ -105,3 +105,49 @@ def test_an_error_message_of_a_megabyte_is_cut():
     value = results_for(out, C1)[1][2]
     assert value["type"] == "ValueError"
     assert len(value["message"]) <= 4000 and len(value["traceback"]) <= 16_000
+
+
+# -- failed jobs: scoped to the caller's session, bounded, paged ------------------
+
+
+def fail(state: BrokerState, conn: int, cid: int, args: list, now: float) -> None:
+    state.on_message(conn, Submit(cid, [[cid, "echo", args, {}, False]]), now)
+    [jobs] = [m for c, m in state.on_message(W1, Credit(1), now) if isinstance(m, Jobs)]
+    state.on_message(W1, Results([[jobs.jobs[0][0], False, {"type": "ValueError", "message": "no"}]]), now)
+
+
+def test_a_client_lists_only_its_own_sessions_failed_jobs_and_the_operator_all():
+    from sockpool.protocol import FailedJobs, ListFailed
+
+    state = setup()
+    fail(state, C2, 1, ["victim-api-key"], 1.0)
+    fail(state, C1, 2, ["attacker-own"], 2.0)
+    [(_, mine)] = state.on_message(C1, ListFailed(), 3.0)
+    assert isinstance(mine, FailedJobs) and [row[1] for row in mine.jobs] == [["attacker-own"]]
+    state.on_hello(31, Hello(PROTOCOL_VERSION, "operator", name="ops"), "h:o", 3.0)
+    assert state.is_operator(31) and not state.is_operator(C1)
+    [(_, everything)] = state.on_message(31, ListFailed(), 3.0)
+    assert [row[1] for row in everything.jobs] == [["victim-api-key"], ["attacker-own"]]
+    state.on_disconnect(31, 4.0)
+    assert not state.is_operator(31)
+
+
+def test_failed_records_are_bounded_and_pages_fit_a_frame():
+    from sockpool.protocol import ListFailed, encode
+
+    state = setup()
+    for cid in range(1, 9):
+        fail(state, C1, cid, ["x" * 10_000], float(cid))  # kept: 8 of them outgrow a 64 KiB frame
+    fail(state, C1, 9, ["x" * 60_000], 9.0)  # not kept: one alone would nearly fill a frame
+    pages, offset = [], 0
+    while True:
+        [(_, page)] = state.on_message(C1, ListFailed(offset=offset), 10.0)
+        assert len(encode(page)) - 4 <= MAX
+        pages.append(page)
+        offset += len(page.jobs)
+        if not page.more:
+            break
+    assert offset == 9 and len(pages) > 1
+    rows = [row for page in pages for row in page.jobs]
+    assert [row[1] for row in rows[:8]] == [["x" * 10_000]] * 8
+    assert "not kept" in rows[8][1][0]

@@ -17,7 +17,7 @@ from sockpool.protocol.limits import (
     cut,
     too_deep,
 )
-from sockpool.protocol.packed import PACKED_ARRAY, is_array
+from sockpool.protocol.packed import PACKED_ARRAY, array_length, is_array
 
 
 def body(wire: object) -> bytes:
@@ -117,10 +117,11 @@ def test_nesting_is_bounded_by_us():
 
 
 def test_a_packed_array_header_cannot_claim_more_items_than_bytes():
-    assert is_array(msgpack.ExtType(PACKED_ARRAY, msgpack.packb([1, 2, 3])))
-    assert not is_array(msgpack.ExtType(PACKED_ARRAY, b"\xdd\xff\xff\xff\xff"))
-    with pytest.raises(ProtocolError, match="malformed job entry"):
-        decode(submit([1, "t", msgpack.ExtType(PACKED_ARRAY, b"\xdd\x00\x00\x10\x00"), {}, True]))
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, msgpack.packb([1, 2, 3]))) == 3
+    # 5 bytes claiming 4 billion items count as the 0 they hold.
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, b"\xdd\xff\xff\xff\xff")) == 0
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, b"\x93\x01")) == 1
+    assert is_array(msgpack.ExtType(PACKED_ARRAY, b"\x93\x01"))  # the job fails alone, in the pool
 
 
 def test_cut_says_what_it_cut():
