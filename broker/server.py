@@ -12,7 +12,8 @@ Strangers and garbage cost little and never crash anything:
    thread closes any more at once, so a flood costs no threads.
 2. Until its handshake is done (TLS, hello, authentication) a connection
    has `handshake_timeout_s` in all, however slowly it sends, and frames
-   of at most HANDSHAKE_MAX_FRAME_BYTES; the queue core never sees it.
+   of at most HANDSHAKE_MAX_FRAME_BYTES (a few KiB, read a few KiB at a
+   time); the queue core never sees it.
 3. Malformed frames, unknown or out-of-order messages close that
    connection with a logged reason; nothing else is affected.
 4. A peer that stops reading is dropped once more than
@@ -33,7 +34,7 @@ import threading
 import time
 from typing import Any
 
-from sockpool.net.connection import Connection, address_family, join_address
+from sockpool.net.connection import RECV_BYTES, Connection, address_family, join_address
 from sockpool.net.tls import TLSStream
 from sockpool.protocol import (
     ROLE_CLIENT,
@@ -51,6 +52,7 @@ from sockpool.protocol import (
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
+from sockpool.protocol.framing import pack_body, unpack_body
 from sockpool.protocol.defaults import (
     HANDSHAKE_MAX_FRAME_BYTES,
     HANDSHAKE_TIMEOUT_S,
@@ -314,6 +316,7 @@ class BrokerServer:
             ConnectionLost: the peer went away.
         """
         conn.decoder.set_max_frame_bytes(min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes))
+        conn.recv_bytes = HANDSHAKE_MAX_FRAME_BYTES
         try:
             hello = conn.recv(deadline)
         except TimeoutError:
@@ -325,6 +328,10 @@ class BrokerServer:
         if refusal is not None:
             self._refuse(conn, refusal)
             return None
+        # While it answers the challenge, keep its task names as the few
+        # KiB they came in, not as a list of string objects 20 times larger.
+        tasks = pack_body(hello.tasks)
+        hello = dataclasses.replace(hello, tasks=[])
         try:
             proof = self._authenticate(conn, hello, deadline)
         except TimeoutError:
@@ -335,7 +342,9 @@ class BrokerServer:
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
+        conn.recv_bytes = RECV_BYTES
         conn.settimeout(None)
+        hello = dataclasses.replace(hello, tasks=unpack_body(tasks))
         with self._lock:
             out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]

@@ -55,6 +55,7 @@ from sockpool.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    Tasks,
     Welcome,
     check_hello,
     error_value,
@@ -69,7 +70,7 @@ from sockpool.protocol.defaults import (
     RETRY_MAX_S,
     FAILED_ROW_MAX_BYTES,
 )
-from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING
+from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
 from . import admission
@@ -234,6 +235,8 @@ class BrokerState:
                 return self.on_credit(worker, msg.credit)
             if isinstance(msg, Release):
                 return self.on_release(worker, msg.ids)
+            if isinstance(msg, Tasks):
+                return self.on_tasks(worker, msg.tasks)
             if isinstance(msg, Drain):
                 worker.draining = True
                 worker.credit = 0
@@ -313,6 +316,19 @@ class BrokerState:
             raise ProtocolError("credit must not be negative")
         if not worker.draining:
             worker.credit = min(worker.credit + credit, MAX_CREDIT)
+        return self._dispatch()
+
+    def on_tasks(self, worker: WorkerInfo, tasks: list[str]) -> Outbox:
+        """More task names for a worker whose hello could not hold them all.
+
+        Raises:
+            ProtocolError: the worker would serve more than MAX_TASKS_PER_WORKER.
+        """
+        new = set(tasks) - worker.tasks
+        if len(worker.tasks) + len(new) > MAX_TASKS_PER_WORKER:
+            raise ProtocolError(f"a worker may serve at most {MAX_TASKS_PER_WORKER} tasks")
+        worker.tasks = worker.tasks | new
+        self.served.update(new)
         return self._dispatch()
 
     def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:

@@ -16,9 +16,12 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # A peer that has not finished its handshake (TLS, hello, authentication)
 # by then is cut off, however slowly it keeps sending.
 HANDSHAKE_TIMEOUT_S = 10.0
-# Frames before the handshake completes are small (a hello lists task names);
-# a stranger must not make the broker buffer a full-size frame.
-HANDSHAKE_MAX_FRAME_BYTES = 1024 * 1024
+# Frames before the handshake completes are small, and a stranger must
+# not make the broker buffer, or decode, more than a few KiB: what the
+# broker holds for a peer not yet authenticated is this, whatever it sends.
+# A worker whose task names do not fit sends them after its welcome, in
+# `tasks` messages (see docs/PROTOCOL.md).
+HANDSHAKE_MAX_FRAME_BYTES = 4 * 1024
 
 # Connections the broker serves at once, admitted or not; more are accepted
 # and closed at once, so a flood costs a socket each, not a thread each.

@@ -211,6 +211,18 @@ class Credit(Message):
     credit: int
 
 
+@_message("tasks")
+class Tasks(Message):
+    """Worker to broker, after its welcome: more task names it serves.
+
+    A hello must fit the few KiB a broker reads from a peer it has not yet
+    authenticated; a worker serving more names sends them here instead,
+    before its first credit.
+    """
+
+    tasks: list[str]
+
+
 @_message("release")
 class Release(Message):
     """Worker to broker: these jobs never started here; queue them again.
@@ -490,6 +502,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,
+    Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
     Ping: _check_ping,

@@ -16,7 +16,7 @@ import pytest
 from sockpool.client import Client, JobFailed
 from sockpool.protocol import PROTOCOL_VERSION, Accepted, Error, Hello, Results, frame
 
-from .cluster import run_module, start_broker, start_worker, wait_for_processes
+from .cluster import ROOT, Proc, python_command, run_module, start_broker, start_worker, wait_for_processes
 from .rawpeer import RawPeer, raw_frame
 
 WAIT_S = 30
@@ -159,6 +159,76 @@ def test_a_worker_announcing_absurd_processes_is_refused_and_locks_nobody_out(tm
         finally:
             worker.stop()
     finally:
+        broker.stop()
+
+
+# -- 3. memory before authentication --------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+PREAUTH_CONNECTIONS = 40
+
+
+def test_a_peer_that_never_answers_the_challenge_costs_a_few_kib(tmp_path):
+    secret = write_secret(tmp_path / "secret")
+    broker, address = start_broker(tmp_path, "--in-memory", "--secret-file", secret, "--handshake-timeout-s", "60")
+    host, port = address.rsplit(":", 1)
+    socks = []
+    try:
+        # The old attack, a 1 MiB hello, is refused as soon as its length is read.
+        with RawPeer(address, shake=False) as big:
+            big.send(raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
+                                "nonce": b"n" * 32, "tasks": ["ab"] * 350_000}))
+            assert any(isinstance(m, Error) and m.code == "frame_too_large" for m in big.recv_until_closed())
+        # The most a hello may now hold: as many 2-character names as fit.
+        names = ["ab"] * 1300
+        hello = raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
+                           "nonce": b"n" * 32, "tasks": names})
+        assert len(hello) <= 4096
+        warm = socket.create_connection((host, int(port)), timeout=10)
+        warm.sendall(hello)
+        socks.append(warm)
+        time.sleep(0.5)
+        before = rss_bytes(broker.popen.pid)
+        for _ in range(PREAUTH_CONNECTIONS):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(hello + b"\x00" * 60_000)  # and more bytes, unasked for
+            socks.append(sock)
+        # Each got its challenge: the broker holds them all, mid-handshake.
+        for sock in socks:
+            assert sock.recv(4)
+        growth = rss_bytes(broker.popen.pid) - before
+        # A thread and a socket each, plus the few KiB read: the old broker
+        # held 25.8 MB per connection here.
+        print(f"broker RSS growth per unauthenticated connection: {growth / PREAUTH_CONNECTIONS:.0f} bytes")
+        assert growth / PREAUTH_CONNECTIONS < 256 * 1024, growth
+    finally:
+        for sock in socks:
+            sock.close()
+        broker.stop()
+
+
+def test_a_worker_with_more_task_names_than_a_hello_holds_sends_them_after_its_welcome(tmp_path):
+    secret = write_secret(tmp_path / "secret")
+    module = tmp_path / "manytasks.py"
+    module.write_text("".join(f"def task_with_a_rather_long_name_{i:04d}(x):\n    return x + {i}\n\n" for i in range(300)))
+    broker, address = start_broker(tmp_path, "--in-memory", "--secret-file", secret)
+    args = python_command("sockpool.worker", "join", address, "--processes", "1", "--tasks", "manytasks",
+                          "--secret-file", secret, "--log-level", "debug")
+    worker = Proc(args, tmp_path / "worker.log", env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    try:
+        wait_for_processes(address, 1, secret_file=secret)
+        with Client(address, secret_file=secret) as client:
+            assert client.submit("manytasks:task_with_a_rather_long_name_0299", 1).result(WAIT_S) == 300
+            assert client.submit("manytasks:task_with_a_rather_long_name_0000", 1).result(WAIT_S) == 1
+    finally:
+        worker.stop()
         broker.stop()
 
 
