@@ -131,3 +131,30 @@ def _row_bytes(args: Any, kwargs: dict[str, Any], error: Any) -> int:
         return len(pack_body([args, kwargs, error])) + 64 + 3 * 256
     except ProtocolError:
         return 1 << 62
+
+
+def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`status` cut until it encodes in `budget` bytes, so a status reply
+    always fits a frame: first the recent failures, then the per-task
+    counts, then the worker list (each cut says so, with `truncated`).
+
+    Every part is bounded already (names, messages, tracked tasks), so at
+    the default frame size nothing is ever cut; a broker run with a small
+    --max-frame-bytes and many workers still answers.
+    """
+    if len(pack_body(status)) <= budget:
+        return status
+    status = {**status, "truncated": []}
+    for key, empty in (("recent_failures", []), ("tasks", {})):
+        status[key] = empty
+        status["truncated"].append(key)
+        if len(pack_body(status)) <= budget:
+            return status
+    workers = status["workers"]
+    status["truncated"].append("workers")
+    while workers:
+        workers = workers[: len(workers) // 2]
+        status["workers"] = workers
+        if len(pack_body(status)) <= budget:
+            break
+    return status

@@ -4,6 +4,7 @@ how it is doing, or what failed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -161,22 +162,33 @@ def start(
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@peer_options("The broker's client secret.")
+@peer_options("The broker's client secret (with --operator: its operator secret).")
+@click.option("--operator", is_flag=True,
+              help="Connect as the operator (secret: --secret-file, else $SOCKPOOL_OPERATOR_SECRET_FILE), "
+                   "to see every recent failure's message.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the broker.")
-def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None, timeout: float) -> None:
+@click.pass_context
+def status(
+    ctx: click.Context, address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None,
+    operator: bool, timeout: float,
+) -> None:
     """Show a broker's workers, queue depth, totals, throughput and counts per task.
 
     Asks the broker over the protocol, as a client with the client's
-    credentials. Counts are calls: a map chunk of N items counts N.
+    credentials. Counts are calls: a map chunk of N items counts N. Recent
+    failures show their messages (which may quote a job's arguments) only
+    with --operator.
     """
     from sockpool.client import Client, SockpoolError
 
     from .report import format_status
 
+    if operator and ctx.get_parameter_source("secret_file") != click.core.ParameterSource.COMMANDLINE:
+        secret_file = os.environ.get(OPERATOR_SECRET_ENV) or secret_file
     try:
         with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout) as client:
+                    connect_timeout_s=timeout, operator=operator) as client:
             report = client.status(timeout)
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -200,9 +200,10 @@ class BrokerServer:
         return thread
 
     def status(self) -> dict[str, Any]:
-        """The state's `status`, read under the lock (for /metrics and the dashboard)."""
+        """The state's `status`, read under the lock (for /metrics and the
+        dashboard, which have no authentication: no failure messages)."""
         with self._lock:
-            return self.state.status(time.time())
+            return self.state.status(time.time(), viewer=None)
 
     def stop(self) -> None:
         """Stop accepting, close every connection, write out the store."""

@@ -76,7 +76,7 @@ from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, 
 from . import admission
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
-from .stats import BrokerStats
+from .stats import EVERYONE, BrokerStats
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
@@ -255,7 +255,9 @@ class BrokerState:
             if isinstance(msg, ListFailed):
                 return [(conn_id, self.failed_jobs(conn_id, session, msg))]
             if isinstance(msg, StatusRequest):
-                return [(conn_id, StatusReply(self.status(now)))]
+                viewer = EVERYONE if self.is_operator(conn_id) else session.session_id
+                status = admission.fit_status(self.status(now, viewer), self.max_frame_bytes - _REPLY_OVERHEAD_BYTES)
+                return [(conn_id, StatusReply(status))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
@@ -291,7 +293,7 @@ class BrokerState:
                 why = unknown_task(task)
             if why is not None:
                 refused.append([cid, False, why])
-                self.stats.on_refused(task, why, self.now)
+                self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
@@ -345,7 +347,7 @@ class BrokerState:
             job.worker = None
             worker.credit += 1
             error = admission.too_large_to_forward(self.max_frame_bytes)
-            self.stats.remember_failure(job.task, worker.name or worker.address, error, now)
+            self.stats.remember_failure(job.task, worker.name or worker.address, error, now, session=job.session)
             self._finish(job, False, error, now, by_session)
         return self._deliver(by_session) + self._dispatch()
 
@@ -377,7 +379,9 @@ class BrokerState:
             self._count_run(worker, job, ok, value)
             if not ok:
                 retrying = self._should_retry(job, value)
-                self.stats.remember_failure(job.task, worker.name or worker.address, value, now, retrying)
+                self.stats.remember_failure(
+                    job.task, worker.name or worker.address, value, now, retrying, session=job.session
+                )
                 if retrying:
                     self._retry_later(job, now)
                     continue
@@ -446,7 +450,7 @@ class BrokerState:
                 E_POISON, f"the workers running this job died {job.requeues} times; giving up on it"
             )
             by_session: dict[str, list[list[Any]]] = {}
-            self.stats.remember_failure(job.task, "", error, now)
+            self.stats.remember_failure(job.task, "", error, now, session=job.session)
             self._finish(job, False, error, now, by_session)
             return self._deliver(by_session)
         self._queue(job, front=True)
@@ -615,7 +619,7 @@ class BrokerState:
         worker.failed += failed
         return failed
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """Everything `broker status`, /metrics and the dashboard show, as a
         plain dict of msgpack- and JSON-ready values. Counts are in calls (a
         map chunk of N items is N calls), except `queue.failed`: the failed
@@ -638,7 +642,7 @@ class BrokerState:
             }
             for w in self.workers.values()
         ]
-        stats = self.stats.to_dict(now)
+        stats = self.stats.to_dict(now, viewer)
         return {
             "broker": self.name,
             "uptime_s": now - self.started_at,

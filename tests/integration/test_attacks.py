@@ -232,6 +232,38 @@ def test_a_worker_with_more_task_names_than_a_hello_holds_sends_them_after_its_w
         broker.stop()
 
 
+# -- 5. status for everyone, refused by one -------------------------------------
+
+
+def test_huge_names_and_failures_cannot_make_status_or_failed_unanswerable(tmp_path):
+    import urllib.request
+
+    broker, address = start_broker(tmp_path, "--in-memory", "--max-frame-bytes", str(1 << 20), "--metrics-port", "0")
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 1)
+        for _ in range(17):  # the review's 1 MiB task names: the sender's protocol error now
+            with RawPeer(address) as attacker:
+                attacker.send(submit_frame([[1, "t" * 1_000_000, [], {}, False]]))
+                assert any(isinstance(m, Error) for m in attacker.recv_until_closed())
+        with Client(address) as client:
+            failing = [client.submit("tests.tasks:fail", "x" * 600_000) for _ in range(3)]
+            for future in failing:
+                with pytest.raises(JobFailed):
+                    future.result(WAIT_S)
+            assert client.status()["totals"]["failed"] == 3
+            mine = client.failed_jobs()
+        assert len(mine) == 3 and all("not kept" in job["args"][0] for job in mine)
+        done = run_module("sockpool.broker", "failed", "--broker", address, "--json")
+        assert done.returncode == 0, done.stderr
+        assert len(json.loads(done.stdout)) == 3
+        with urllib.request.urlopen(f"http://{broker.metrics_address}/api/status", timeout=10) as reply:
+            assert len(reply.read()) < 256 * 1024
+    finally:
+        worker.stop()
+        broker.stop()
+
+
 # -- 4. list_failed shows other clients' data ---------------------------------
 
 

@@ -151,3 +151,33 @@ def test_failed_records_are_bounded_and_pages_fit_a_frame():
     rows = [row for page in pages for row in page.jobs]
     assert [row[1] for row in rows[:8]] == [["x" * 10_000]] * 8
     assert "not kept" in rows[8][1][0]
+
+
+def test_a_status_reply_always_fits_a_frame_whatever_the_names():
+    from sockpool.protocol import StatusRequest, encode
+    from sockpool.protocol.limits import MAX_TASK_NAME_CHARS
+
+    for frame_limit in (MAX, 8192):
+        state = setup()
+        state.max_frame_bytes = frame_limit
+        for i in range(40):
+            name = f"{i:03d}" + "é" * (MAX_TASK_NAME_CHARS - 3)  # the longest names, 2 bytes a character
+            state.on_message(C2, Submit(i + 1, [[i + 1, name, [1], {}, False]]), 1.0)  # refused: unknown task
+        [(_, reply)] = state.on_message(C1, StatusRequest(), 2.0)
+        assert len(encode(reply)) - 4 <= frame_limit
+        assert reply.status["totals"]["refused"] == 40
+    assert reply.status["truncated"] == ["recent_failures"]  # cut at 8 KiB, and says so
+
+
+def test_failure_messages_in_status_are_shown_to_their_own_session_and_the_operator_only():
+    from sockpool.protocol import StatusRequest
+
+    state = setup()
+    fail(state, C2, 1, ["x"], 1.0)  # ValueError "no", the victim's
+    [(_, mine)] = state.on_message(C2, StatusRequest(), 2.0)
+    [(_, theirs)] = state.on_message(C1, StatusRequest(), 2.0)
+    assert mine.status["recent_failures"][0]["message"] == "no"
+    assert "message" not in theirs.status["recent_failures"][0]
+    assert theirs.status["recent_failures"][0]["type"] == "ValueError"
+    assert "session" not in mine.status["recent_failures"][0]  # never shown: a capability
+    assert "message" not in state.status(2.0, viewer=None)["recent_failures"][0]  # the HTTP port's view
