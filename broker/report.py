@@ -14,6 +14,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"broker {status['broker']}  up {format_age(status['uptime_s'])}  "
         f"{len(workers)} workers ({status['processes']} processes)  {status['clients']} clients",
         "",
+        *([f"REFUSING NEW JOBS: {status['store_refusal']}", ""] if status.get("store_refusal") else []),
         f"queue       ready {queue['ready']}  in flight {queue['in_flight']}  "
         f"delayed or retrying {queue['delayed']}  failed {queue['failed']}",
         f"totals      submitted {totals['submitted']}  completed {totals['completed']}  failed {totals['failed']}  "

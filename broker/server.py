@@ -61,11 +61,19 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
-from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
+from sockpool.protocol.messages import (
+    E_AUTH,
+    E_BAD_MESSAGE,
+    E_DISK_FULL,
+    E_FRAME_TOO_LARGE,
+    E_STORE_FAILED,
+    E_TLS,
+    error_value,
+)
 
 from .peer import Peer
 from .state import BrokerState
-from .store import Store
+from .store import Store, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
 
@@ -122,7 +130,6 @@ class BrokerServer:
             self.state.restore(jobs, results, failed, time.time())
             if jobs or results:
                 log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
-            store.start()
         self._lock = threading.Lock()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
@@ -131,6 +138,8 @@ class BrokerServer:
         self._slots = threading.BoundedSemaphore(max_connections)
         self._turned_away = 0
         self._last_turned_away_log = -1e9
+        if store is not None:
+            store.start(on_health=self._on_store_health)
 
     @property
     def address(self) -> str:
@@ -406,6 +415,16 @@ class BrokerServer:
         self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+
+    def _on_store_health(self, trouble: StoreTrouble | None) -> None:
+        """On the store's writer thread: it cannot write (refuse new jobs,
+        tell the clients), or writes again (accept them again)."""
+        refusal = None
+        if trouble is not None:
+            code = E_DISK_FULL if trouble.disk_full else E_STORE_FAILED
+            refusal = error_value(code, f"broker cannot store jobs: {trouble.reason}")
+        with self._lock:
+            self._emit(self.state.on_store_health(refusal))
 
     def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
         with self._lock:

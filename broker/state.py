@@ -40,6 +40,7 @@ from sockpool.protocol import (
     Ack,
     Credit,
     Drain,
+    Error,
     FailedJobs,
     Hello,
     Jobs,
@@ -108,6 +109,8 @@ class BrokerState:
         self.served: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
+        # While the store cannot write: the error new submissions get.
+        self.store_refusal: dict[str, Any] | None = None
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
@@ -227,13 +230,33 @@ class BrokerState:
                 return [(conn_id, StatusReply(self.status(now)))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
+    def on_store_health(self, refusal: dict[str, Any] | None) -> Outbox:
+        """The store cannot write (`refusal`: the error new jobs get) or
+        writes again (None). Clients hear of a refusal at once, so one
+        waiting for room to submit can give up instead of waiting."""
+        self.store_refusal = refusal
+        if refusal is None:
+            return []
+        return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
+
     def on_submit(self, session: Session, msg: Submit) -> Outbox:
+        """Accept a batch of jobs, or refuse some with results saying why.
+
+        A job the session already has (sent again after a reconnect) is not
+        added twice; its `accepted` still waits for the store, like every
+        `accepted`, so it only goes out once the job is on disk.
+        """
         refused: list[list[Any]] = []
         added = 0
+        refusal = self.store_refusal
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
+            if refusal is not None:
+                refused.append([cid, False, refusal])
+                self.stats.on_refused(task, refusal, self.now)
+                continue
             if self.workers and task not in self.served:
                 refused.append([cid, False, unknown_task(task)])
                 self.stats.on_refused(task, refused[-1][2], self.now)
@@ -251,9 +274,11 @@ class BrokerState:
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
         assert conn_id is not None  # on_message just set it
-        out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
-        if refused:
-            out.append((conn_id, Results(refused)))
+        # Refusals first: a client that sees `accepted` knows every fate.
+        out: Outbox = [(conn_id, Results(refused))] if refused else []
+        if refusal is not None and refused:
+            out.append((conn_id, Error(refusal["type"], refusal["message"])))
+        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
@@ -554,6 +579,8 @@ class BrokerState:
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Why new jobs are refused right now ("" while the store writes).
+            "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),

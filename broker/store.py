@@ -11,17 +11,38 @@ With `synchronous=NORMAL` a commit survives the broker being killed;
 `fsync=True` (`--fsync`) makes it survive a power cut too, at the cost of
 an fsync per commit.
 
+A failed write loses nothing: the entries of a flush that did not commit
+stay queued, in order, and the writer tries them again (after
+RETRY_MIN_S, doubling to RETRY_MAX_S) together with whatever came
+meanwhile, until they commit. Their `after_commit` replies wait for that
+commit, and so does every later one: the store acknowledges nothing that
+is not on disk, and the disk never holds a later entry without the earlier
+ones. While it cannot write, the store tells its owner why (`on_health`,
+once per change: "disk full" or the error), so the broker refuses new jobs
+rather than queue entries it cannot write; it says so again when a write
+succeeds. Keeping and retrying was chosen over stopping the broker: the
+in-memory state already holds those entries, running jobs can finish and
+deliver their results meanwhile, and the moment space returns the broker
+goes on by itself. If the broker is killed before that, the disk is
+consistent as of the last commit: unwritten submissions were never
+acknowledged, and unwritten finishes only mean a job runs again.
+
+The writer thread never dies of an exception: anything a write raises is
+a failed write like any other, and a failing `after_commit` is logged.
+
 The store must never decide anything: it writes what it is given and
 reads back what it wrote.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     session      TEXT NOT NULL,
     cid          INTEGER NOT NULL,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
@@ -54,6 +75,44 @@ CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
 """
 
 Deferred = Callable[[], None]
+# Told the store's trouble (a `StoreTrouble`), or None once it writes again.
+HealthHandler = Callable[["StoreTrouble | None"], None]
+Queued = list[tuple[list[tuple[Any, ...]], "Deferred | None"]]
+
+# A failed write is tried again after RETRY_MIN_S, doubling up to RETRY_MAX_S.
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 2.0
+# A store that still cannot write logs it again this often.
+TROUBLE_LOG_EVERY_S = 30.0
+# How long close() waits for a failing store before giving up on what is queued.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class StoreTrouble:
+    """Why the store cannot write: `disk_full` or any other failure."""
+
+    def __init__(self, disk_full: bool, detail: str) -> None:
+        self.disk_full = disk_full
+        self.detail = detail
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StoreTrouble:
+        full = (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+            or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+            or "disk is full" in str(exc)
+        )
+        return cls(full, f"{type(exc).__name__}: {exc}")
+
+    @property
+    def reason(self) -> str:
+        return "disk full" if self.disk_full else f"store write failed ({self.detail})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoreTrouble) and (self.disk_full, self.detail) == (other.disk_full, other.detail)
+
+    def __repr__(self) -> str:
+        return f"StoreTrouble({self.reason!r})"
 
 
 class DataDirBusy(Exception):
@@ -82,11 +141,17 @@ class Store:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
         self._cond = threading.Condition()
-        self._queue: list[tuple[list[tuple[Any, ...]], Deferred | None]] = []
+        self._queue: Queued = []
         self._closing = False
         self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
+        self._on_health: HealthHandler | None = None
+        self.trouble: StoreTrouble | None = None  # written by the writer thread only
+        self._logged_at = 0.0
 
-    def start(self) -> None:
+    def start(self, on_health: HealthHandler | None = None) -> None:
+        """Start the writer; `on_health` hears of trouble and recovery (on
+        the writer thread, so it must not call back into the store)."""
+        self._on_health = on_health
         self._thread.start()
 
     # -- reading (at start-up, before the writer runs) ------------------------
@@ -119,54 +184,127 @@ class Store:
             self._cond.notify()
 
     def close(self) -> None:
-        """Write everything queued, then close."""
+        """Write everything queued, then close. A store that cannot write
+        gets CLOSE_TIMEOUT_S more; what is still unwritten then is lost, as
+        in a kill, and said so."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         else:
-            self._flush(self._take())
+            queued = self._take()
+            if not self._flush_guarded(queued):
+                self._queue[:0] = queued
+        with self._cond:
+            unwritten = sum(len(journal) for journal, _ in self._queue)
+        if unwritten:
+            log.critical("closing with %d journal entries unwritten (%s); the store holds what was "
+                         "committed before", unwritten, self.trouble.reason if self.trouble else "not written")
         self._db.close()
         self._lock_file.close()
 
-    def _take(self) -> list[tuple[list[tuple[Any, ...]], Deferred | None]]:
+    def _take(self) -> Queued:
         queued, self._queue = self._queue, []
         return queued
 
     def _write_loop(self) -> None:
+        retry_s = RETRY_MIN_S
+        give_up_at: float | None = None
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 queued = self._take()
                 closing = self._closing
-            self._flush(queued)
-            if closing:
-                with self._cond:
-                    rest = self._take()
-                self._flush(rest)
-                return
+            if self._flush_guarded(queued):
+                retry_s = RETRY_MIN_S
+                if closing:
+                    with self._cond:
+                        if not self._queue:
+                            return
+                continue
+            # Not written: back to the front, in order, before anything newer.
+            with self._cond:
+                self._queue[:0] = queued
+                if closing:
+                    give_up_at = give_up_at or time.monotonic() + CLOSE_TIMEOUT_S
+                    if time.monotonic() >= give_up_at:
+                        return
+                self._cond.wait(retry_s)  # a close wakes us early
+            retry_s = min(retry_s * 2, RETRY_MAX_S)
 
-    def _flush(self, queued: list[tuple[list[tuple[Any, ...]], Deferred | None]]) -> None:
+    def _flush_guarded(self, queued: Queued) -> bool:
+        """Write and commit `queued`; whether it committed. Never raises."""
         if not queued:
-            return
+            return True
         try:
-            self._db.execute("BEGIN")
-            self._apply([op for journal, _ in queued for op in journal])
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            # Nothing is acknowledged that did not commit: clients resend
-            # unacknowledged submissions when they reconnect.
-            log.exception("store write failed; %d batches not acknowledged", len(queued))
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            return
+            self._flush(queued)
+        except Exception as exc:  # any failure: nothing committed, nothing acknowledged
+            self._rollback()
+            trouble = StoreTrouble.of(exc)
+            if trouble.disk_full:
+                self._reclaim()
+            self._report(trouble, exc, sum(len(journal) for journal, _ in queued))
+            return False
+        if self.trouble is not None:
+            log.warning("store writes again after %s; %d entries written", self.trouble.reason,
+                        sum(len(journal) for journal, _ in queued))
+            self.trouble = None
+            self._tell(None)
         for _, after_commit in queued:
             if after_commit is not None:
-                after_commit()
+                try:
+                    after_commit()
+                except Exception:  # top of the writer's work: log, go on
+                    log.exception("a reply after a commit failed")
+        return True
+
+    def _flush(self, queued: Queued) -> None:
+        """One transaction for everything queued.
+
+        Raises:
+            Exception: whatever SQLite (or packing a value) raised; nothing
+                was committed.
+        """
+        self._db.execute("BEGIN")
+        self._apply([op for journal, _ in queued for op in journal])
+        self._db.execute("COMMIT")
+
+    def _reclaim(self) -> None:
+        """Give back the space our own write-ahead log holds: it only shrinks
+        when a checkpoint truncates it, and on a small disk it can be most
+        of what is used."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception:
+            pass  # no room even for that: the next retry tries again
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except Exception:
+            pass  # SQLite may have rolled back itself (a full disk does)
+
+    def _report(self, trouble: StoreTrouble, exc: Exception, entries: int) -> None:
+        now = time.monotonic()
+        if trouble != self.trouble:
+            log.critical("broker cannot store jobs: %s; %d journal entries kept to be written again, "
+                         "new jobs are refused until then", trouble.reason, entries, exc_info=exc)
+            self.trouble = trouble
+            self._logged_at = now
+            self._tell(trouble)
+        elif now - self._logged_at >= TROUBLE_LOG_EVERY_S:
+            log.critical("broker still cannot store jobs: %s; %d journal entries waiting", trouble.reason, entries)
+            self._logged_at = now
+
+    def _tell(self, trouble: StoreTrouble | None) -> None:
+        if self._on_health is None:
+            return
+        try:
+            self._on_health(trouble)
+        except Exception:
+            log.exception("the store's health handler failed")
 
     def _apply(self, journal: list[tuple[Any, ...]]) -> None:
         """Write a flush's journal, one statement per kind of entry.
@@ -190,8 +328,10 @@ class Store:
             "UPDATE jobs SET attempts = ? WHERE gid = ?",
             [(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
         )
+        # A finished job's arguments are never read again: dropping them
+        # keeps the write (and the disk) small for jobs with large ones.
         db.executemany(
-            "UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?",
+            "UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?",
             [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
         )
         db.executemany(

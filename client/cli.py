@@ -13,7 +13,7 @@ import click
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
-from sockpool.protocol.messages import MAX_RETRIES
+from sockpool.protocol.messages import MAX_RETRIES, REFUSALS
 
 from .api import Client
 from .errors import JobFailed
@@ -192,10 +192,18 @@ def submit_detached(
     try:
         with Client(address, auto_ack=False, credentials=credentials) as client:
             jobs = client.with_options(retries=retries, timeout=timeout)
-            for value in values:
-                jobs.submit(task, value)
+            futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
                 raise click.ClickException("the broker did not accept every job in time")
+            # A refusal (disk full) comes before the `accepted` of its batch.
+            refused = [
+                error for error in (f.exception(0) for f in futures if f.done())
+                if isinstance(error, JobFailed) and error.remote_type in REFUSALS
+            ]
+            if refused:
+                raise click.ClickException(
+                    f"{refused[0].remote_message}: {len(refused)} of {len(futures)} jobs not accepted"
+                )
             return client.session
     except SockpoolError as exc:
         raise click.ClickException(str(exc)) from exc

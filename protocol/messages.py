@@ -56,6 +56,14 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+# Submissions the broker refuses for now (the job is not accepted; submit
+# it again later): it cannot write its journal, because the disk is full or
+# for another reason it names.
+E_DISK_FULL = "DiskFull"
+E_STORE_FAILED = "StoreFailed"
+# Refusals that say the broker takes no new jobs at the moment: the client
+# raises them from a submit that would otherwise wait for room.
+REFUSALS = frozenset({E_DISK_FULL, E_STORE_FAILED})
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 

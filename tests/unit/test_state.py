@@ -192,8 +192,8 @@ def test_unknown_task_refused_at_once_naming_it(state):
     worker(state, W1, ["square"])
     state.on_message(W1, Credit(10), 0.0)
     out = state.on_message(C1, Submit(4, [job(1, "nope"), job(2, "square")]), 0.0)
-    assert out[0] == (C1, Accepted(4, 1))
-    conn, refused = out[1]
+    assert out[1] == (C1, Accepted(4, 1))  # after the refusals: accepted means every fate is known
+    conn, refused = out[0]
     assert conn == C1 and isinstance(refused, Results)
     [[cid, ok, error]] = refused.results
     assert (cid, ok) == (1, False)
@@ -210,9 +210,9 @@ def test_task_refused_once_its_last_worker_leaves(state):
     worker(state, W2, ["b"])
     state.on_disconnect(W2, 1.0)
     out = state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 2.0)
-    assert out[0] == (C1, Accepted(1, 1))
-    assert out[1][1].results[0][:2] == [1, False]
-    assert out[1][1].results[0][2]["type"] == "UnknownTask"
+    assert out[1] == (C1, Accepted(1, 1))
+    assert out[0][1].results[0][:2] == [1, False]
+    assert out[0][1].results[0][2]["type"] == "UnknownTask"
 
 
 # -- result routing ------------------------------------------------------------------
