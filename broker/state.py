@@ -22,7 +22,9 @@ Rules:
    that session is on now, and stay until the session acknowledges them.
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
-   last heartbeat said the job was running. Prefetched jobs go back free.
+   last heartbeat said the job was running. Prefetched jobs go back free,
+   and so does everything a draining worker (one that sent `drain`) still
+   held when it left: it was asked to stop, the jobs did nothing wrong.
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            if worker.draining:
+                # Asked to stop, it left what it could not finish in time:
+                # that is no fault of the jobs', so they go back uncharged,
+                # as if released.
+                return self.on_release(worker, list(worker.leased))
             out: Outbox = []
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)

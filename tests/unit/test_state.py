@@ -13,6 +13,7 @@ from sockpool.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Credit,
+    Drain,
     Error,
     Hello,
     Jobs,
@@ -470,3 +471,22 @@ def test_job_options_are_accepted_and_reach_the_worker(state):
     out = state.on_message(C1, Submit(1, [[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]), 0.0)
     assert out[0] == (C1, Accepted(1, 2))
     assert out[1] == (W1, Jobs([[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]))
+
+
+# -- a worker asked to stop ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("drained", [True, False])
+def test_jobs_a_draining_worker_leaves_behind_go_back_uncharged(state, drained):
+    client(state, C1, "s")
+    worker(state, W1, ["square"], processes=2)
+    state.on_message(W1, Credit(2), 0.0)
+    state.on_message(C1, Submit(1, [job(1), job(2)]), 0.0)
+    state.on_message(W1, Ping(running=[1]), 1.0)  # job 1 is running, job 2 prefetched
+    if drained:
+        state.on_message(W1, Drain(), 1.0)
+    state.on_disconnect(W1, 2.0)
+    assert sorted(j.gid for q in state.ready.values() for j in q) == [1, 2]
+    # Stopped on request, nothing is charged; lost, the running job is.
+    assert {g: state.jobs[g].attempts for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 0})
+    assert {g: state.jobs[g].requeues for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 1})
