@@ -22,6 +22,13 @@ def format_status(status: dict[str, Any]) -> str:
         f"throughput  {throughput['per_s']:.1f} calls/s over the last {throughput['window_s']} s",
         "",
     ]
+    unserved = status.get("unserved") or []
+    if unserved:
+        lines += table(
+            ["NO WORKER SERVES", "JOBS", "WAITING", "FAILS IN"],
+            [[u["task"], u["jobs"], format_age(u["waiting_s"]), format_age(u["fails_in_s"])] for u in unserved],
+        )
+        lines.append("")
     if workers:
         lines += table(
             ["WORKER", "ADDRESS", "PROCESSES", "IN FLIGHT", "DONE", "FAILED", "LAST HEARD"],

@@ -59,6 +59,8 @@ from sockpool.protocol.defaults import (
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
 from sockpool.protocol.messages import (
@@ -101,6 +103,8 @@ class BrokerServer:
         store: Store | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -122,7 +126,8 @@ class BrokerServer:
         self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
         self._tls = tls
         self.state = BrokerState(
-            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
+            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s, now=time.time(),
         )
         self.store = store
         if store is not None:

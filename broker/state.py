@@ -48,6 +48,7 @@ from sockpool.protocol import (
     Jobs,
     ListFailed,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -68,17 +69,22 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     RETRY_BASE_S,
     RETRY_MAX_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, N_UNSERVED, NOT_RETRYABLE, PROTOCOL_VERSION
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
+from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Tasks listed in status as waiting for a worker, at most.
+MAX_UNSERVED_SHOWN = 20
 
 Outbox = list[tuple[int, Message]]
 
@@ -91,6 +97,8 @@ class BrokerState:
         *,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
     ) -> None:
@@ -109,6 +117,7 @@ class BrokerState:
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
+        self.unserved = UnservedTasks(unserved_grace_s, unserved_timeout_s)
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
         # While the store cannot write: the error new submissions get.
@@ -138,6 +147,7 @@ class BrokerState:
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
             )
             self.served.update(set(hello.tasks))
+            self.unserved.joined(hello.tasks, now)
         else:
             session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
             session.conn_id = conn_id
@@ -167,6 +177,9 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            for task in worker.tasks:
+                if task not in self.served and task in self.ready:
+                    self.unserved.mark(task, now)  # its last server left
             if worker.draining:
                 # Asked to stop, it left what it could not finish in time:
                 # that is no fault of the jobs', so they go back uncharged,
@@ -255,6 +268,7 @@ class BrokerState:
         """
         refused: list[list[Any]] = []
         added = 0
+        unserved: set[str] = set()
         refusal = self.store_refusal
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
@@ -264,10 +278,8 @@ class BrokerState:
                 refused.append([cid, False, refusal])
                 self.stats.on_refused(task, refusal, self.now)
                 continue
-            if self.workers and task not in self.served:
-                refused.append([cid, False, unknown_task(task)])
-                self.stats.on_refused(task, refused[-1][2], self.now)
-                continue
+            if task not in self.served:
+                unserved.add(task)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
@@ -286,6 +298,10 @@ class BrokerState:
         if refusal is not None and refused:
             out.append((conn_id, Error(refusal["type"], refusal["message"])))
         out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
+        for task in sorted(unserved):  # never without a word: say what they wait for
+            if task in self.unserved.since:
+                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
@@ -349,6 +365,9 @@ class BrokerState:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep(now)
+        if self.unserved.since:
+            for task, since in self.unserved.due(now, bool(self.workers)):
+                out += self._fail_unserved(task, now - since, now)
         return out + self._dispatch()
 
     def take_silent_connections(self, now: float) -> list[int]:
@@ -393,6 +412,21 @@ class BrokerState:
             return self._deliver(by_session)
         self._queue(job, front=True)
         return []
+
+    def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
+        """No worker came for `task` in time: its queued jobs fail (retries
+        could not help; they fail whole)."""
+        queue = self.ready.pop(task, None)
+        if not queue:
+            return []
+        error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
+        self.stats.remember_failure(task, "", error, now)
+        by_session: dict[str, list[list[Any]]] = {}
+        for job in queue:
+            self.ready_count -= 1
+            self.ready_calls -= job.calls
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session)
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
@@ -455,6 +489,8 @@ class BrokerState:
         self.ready_count += 1
         self.ready_calls += job.calls
         job.queued_at = self.now
+        if job.task not in self.served:
+            self.unserved.mark(job.task, self.now)
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -546,6 +582,14 @@ class BrokerState:
 
     # -- observation -----------------------------------------------------
 
+    def _unserved_status(self, now: float) -> list[dict[str, Any]]:
+        connected = bool(self.workers)
+        return [
+            {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
+             "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
+            for task, since in sorted(self.unserved.since.items())[:MAX_UNSERVED_SHOWN]
+        ]
+
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
         """Time a run whose result came back and count it for its worker;
         returns how many of its calls failed."""
@@ -586,6 +630,9 @@ class BrokerState:
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Queued jobs that no connected worker can run, per task, and
+            # when they fail with UnknownTask unless one joins.
+            "unserved": self._unserved_status(now),
             # Why new jobs are refused right now ("" while the store writes).
             "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
             "queue": {
@@ -598,6 +645,3 @@ class BrokerState:
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
 
-
-def unknown_task(task: str) -> dict[str, Any]:
-    return error_value(E_UNKNOWN_TASK, f"no connected worker serves task {task!r}")

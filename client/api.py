@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
 from sockpool.protocol.defaults import (
@@ -64,6 +64,7 @@ class Client:
         secret_file: str | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -71,6 +72,11 @@ class Client:
         The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
         is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
         signed the broker's certificate. `credentials` overrides both.
+
+        `on_notice(text)` hears what the broker says about our jobs that is
+        not an error, such as jobs waiting for a worker that serves their
+        task (on the reader thread: return quickly); by default it is
+        logged as a warning.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -91,7 +97,7 @@ class Client:
         self._lost: BaseException | None = None
         self._link = BrokerLink(
             address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
-            self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
+            self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials, on_notice,
         )
         self.session = self._link.welcome.session or self._link.session
         self._link.start()

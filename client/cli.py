@@ -159,6 +159,19 @@ def main(
         sys.exit(1)
 
 
+class NoticePrinter:
+    """Prints each distinct notice from the broker once on stderr (a job
+    waiting for a worker that serves its task, say): never wait without a word."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, text: str) -> None:
+        if text not in self._seen:
+            self._seen.add(text)
+            click.echo(f"submit: waiting: {text}", err=True)
+
+
 def _option_names() -> set[str]:
     return {name for param in main.params if isinstance(param, click.Option) for name in param.opts + param.secondary_opts}
 
@@ -177,7 +190,9 @@ def run(
                 # the same secret, so a configured secret keeps working.
                 cluster = stack.enter_context(LocalCluster(processes, modules, secret=credentials.secret))
                 address, credentials = cluster.address, Credentials(secret=credentials.secret)
-            client = stack.enter_context(Client(address, auto_ack=False, credentials=credentials))
+            client = stack.enter_context(
+                Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter())
+            )
             jobs = client.with_options(retries=retries, timeout=timeout)
             yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
@@ -190,7 +205,7 @@ def submit_detached(
 ) -> str:
     """Submit one job per value; return the session ID once all are durable."""
     try:
-        with Client(address, auto_ack=False, credentials=credentials) as client:
+        with Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter()) as client:
             jobs = client.with_options(retries=retries, timeout=timeout)
             futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):

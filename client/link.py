@@ -32,6 +32,7 @@ from sockpool.protocol import (
     FailedJobs,
     HandshakeRefused,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -66,6 +67,7 @@ class BrokerLink:
         connect_timeout_s: float,
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         """Connect and shake hands.
 
@@ -81,6 +83,7 @@ class BrokerLink:
         self.reconnect_timeout_s = reconnect_timeout_s
         self._on_results = on_results
         self._on_lost = on_lost
+        self._on_notice = on_notice
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -379,6 +382,11 @@ class BrokerLink:
                     reply = self._replies.pop(0) if self._replies else None
                 if reply is not None:
                     reply.set_result(msg)
+            elif isinstance(msg, Notice):
+                if self._on_notice is not None:
+                    self._on_notice(msg.message)
+                else:
+                    log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
                 log.error("broker says %s: %s", msg.code, msg.message)
                 if msg.code in REFUSALS:

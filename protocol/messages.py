@@ -49,6 +49,7 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+N_UNSERVED = "unserved"  # a notice: jobs wait for a worker serving their task
 E_AUTH = "auth_failed"
 E_TLS = "tls"
 E_TIMEOUT = "Timeout"
@@ -156,6 +157,16 @@ class Welcome(Message):
 @_message("error")
 class Error(Message):
     """A refusal. During the handshake it is followed by a close."""
+
+    code: str
+    message: str
+
+
+@_message("notice")
+class Notice(Message):
+    """Broker to client: something the submitter should know that is not an
+    error, such as a job waiting for a worker that serves its task
+    (`code` "unserved"). For people: the client shows `message`."""
 
     code: str
     message: str

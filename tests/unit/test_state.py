@@ -17,6 +17,7 @@ from sockpool.protocol import (
     Error,
     Hello,
     Jobs,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -61,6 +62,10 @@ def is_welcome(reply: tuple, conn: int, session: str | None = "", processes: int
         and (msg.version, msg.broker, msg.max_frame_bytes, msg.processes) == (PROTOCOL_VERSION, "b1", MAX, processes)
         and (session is None or msg.session == session)
     )
+
+
+def without_notices(out: list) -> list:
+    return [(c, m) for c, m in out if not isinstance(m, Notice)]
 
 
 def job_ids(out: list, conn: int) -> list[int]:
@@ -113,13 +118,13 @@ def test_bad_role_refused(state, hello):
 
 def test_submit_is_accepted(state):
     client(state, C1, "s")
-    assert state.on_message(C1, Submit(5, [job(1), job(2)]), 1.0) == [(C1, Accepted(5, 2))]
+    assert without_notices(state.on_message(C1, Submit(5, [job(1), job(2)]), 1.0)) == [(C1, Accepted(5, 2))]
     assert state.snapshot()["ready"] == 2
 
 
 def test_with_no_workers_jobs_wait_for_the_first_worker(state):
     client(state, C1, "s")
-    assert state.on_message(C1, Submit(1, [job(1, "anything", 7), job(2, "tests.tasks:add", 1, 2)]), 0.0) == [
+    assert without_notices(state.on_message(C1, Submit(1, [job(1, "anything", 7), job(2, "tests.tasks:add", 1, 2)]), 0.0)) == [
         (C1, Accepted(1, 2))
     ]
     [reply] = worker(state, W1, ["anything", "tests.tasks:add"], now=1.0)
@@ -188,32 +193,82 @@ def test_a_job_goes_only_to_a_worker_serving_its_task(state):
     assert sorted(job_ids(out, W2)) == [1, 3]
 
 
-def test_unknown_task_refused_at_once_naming_it(state):
+def test_unknown_task_on_a_settled_cluster_fails_after_the_grace_naming_the_closest(state):
     client(state, C1, "s")
-    worker(state, W1, ["square"])
+    worker(state, W1, ["square", "cube"])
     state.on_message(W1, Credit(10), 0.0)
-    out = state.on_message(C1, Submit(4, [job(1, "nope"), job(2, "square")]), 0.0)
-    assert out[1] == (C1, Accepted(4, 1))  # after the refusals: accepted means every fate is known
-    conn, refused = out[0]
-    assert conn == C1 and isinstance(refused, Results)
+    out = state.on_message(C1, Submit(4, [job(1, "sqaure"), job(2, "square")]), 100.0)
+    assert out[0] == (C1, Accepted(4, 2))
+    [(conn, notice)] = [(c, m) for c, m in out if isinstance(m, Notice)]
+    assert conn == C1 and notice.code == "unserved"
+    assert "'sqaure'" in notice.message and "cube, square" in notice.message
+    assert "did you mean 'square'?" in notice.message and "at most 10 s" in notice.message
+    assert not failures(state.tick(109.9))
+    [(conn, refused)] = failures(state.tick(110.0))
     [[cid, ok, error]] = refused.results
-    assert (cid, ok) == (1, False)
-    assert error["type"] == "UnknownTask"
-    assert "'nope'" in error["message"]
-    assert set(error) >= {"type", "message", "traceback"}
-    assert out[2:] == [(W1, Jobs([leased(1, "square", 2)]))]
-    assert state.snapshot()["ready"] == 0
+    assert (conn, cid, ok, error["type"]) == (C1, 1, False, "UnknownTask")
+    assert "'sqaure'" in error["message"] and "did you mean 'square'?" in error["message"]
+    assert state.status(110.0)["unserved"] == []
 
 
-def test_task_refused_once_its_last_worker_leaves(state):
+def failures(out: list) -> list:
+    return [(c, m) for c, m in out if isinstance(m, Results)]
+
+
+def test_a_job_whose_worker_is_still_joining_is_not_failed(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])  # an older worker, settled long ago
+    state.on_message(C1, Submit(1, [job(1, "b")]), 100.0)
+    assert not failures(state.tick(105.0))
+    worker(state, W2, ["b"], now=108.0)
+    out = state.on_message(W2, Credit(1), 108.0)
+    assert job_ids(out, W2) == [1]
+    assert not failures(state.tick(500.0))
+
+
+def test_every_worker_joining_gives_a_waiting_job_the_grace_again(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])
+    state.on_message(C1, Submit(1, [job(1, "b")]), 100.0)
+    worker(state, W2, ["c"], now=108.0)  # a cluster still starting up
+    assert not failures(state.tick(117.9))
+    assert failures(state.tick(118.0))
+
+
+def test_with_no_worker_at_all_jobs_wait_the_timeout(state):
+    client(state, C1, "s")
+    out = state.on_message(C1, Submit(1, [job(1, "b")]), 0.0)
+    [notice] = [m for _, m in out if isinstance(m, Notice)]
+    assert "no worker is connected" in notice.message and "at most 600 s" in notice.message
+    assert state.status(1.0)["unserved"] == [{"task": "b", "jobs": 1, "waiting_s": 1.0, "fails_in_s": 599.0}]
+    assert not failures(state.tick(599.0))
+    [(_, refused)] = failures(state.tick(600.0))
+    assert "no worker is connected" in refused.results[0][2]["message"]
+
+
+def test_workers_that_keep_joining_do_not_make_the_wait_endless(state):
+    client(state, C1, "s")
+    state.on_message(C1, Submit(1, [job(1, "b")]), 0.0)
+    for n in range(1, 200):  # a worker not serving b joins every 5 s
+        worker(state, 100 + n, ["a"], now=5.0 * n)
+        out = state.tick(5.0 * n)
+        if failures(out):
+            assert 5.0 * n == 600.0
+            return
+    raise AssertionError("the job never failed")
+
+
+def test_task_fails_after_the_grace_once_its_last_worker_leaves(state):
     client(state, C1, "s")
     worker(state, W1, ["a"])
     worker(state, W2, ["b"])
-    state.on_disconnect(W2, 1.0)
-    out = state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 2.0)
-    assert out[1] == (C1, Accepted(1, 1))
-    assert out[0][1].results[0][:2] == [1, False]
-    assert out[0][1].results[0][2]["type"] == "UnknownTask"
+    state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 1.0)  # no credit yet: both wait
+    state.on_disconnect(W2, 50.0)
+    assert [t["task"] for t in state.status(50.0)["unserved"]] == ["b"]
+    assert not failures(state.tick(59.9))
+    [(_, refused)] = failures(state.tick(60.0))
+    assert refused.results[0][:2] == [1, False] and refused.results[0][2]["type"] == "UnknownTask"
+    assert "a" in state.ready  # the served task's job still waits for credit
 
 
 # -- result routing ------------------------------------------------------------------
