@@ -59,6 +59,7 @@ from sockpool.protocol.defaults import (
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
+    SESSION_GRACE_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
 )
@@ -103,6 +104,7 @@ class BrokerServer:
         store: Store | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
     ) -> None:
@@ -127,7 +129,8 @@ class BrokerServer:
         self._tls = tls
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
-            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s, now=time.time(),
+            session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
+            unserved_timeout_s=unserved_timeout_s, now=time.time(),
         )
         self.store = store
         if store is not None:

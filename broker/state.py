@@ -19,7 +19,10 @@ Rules:
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
 4. Results go to the session that submitted the job, whichever connection
-   that session is on now, and stay until the session acknowledges them.
+   that session is on now, and stay until the session acknowledges them,
+   or its client has been gone for `session_grace_s` (then only detached
+   jobs' results stay, until their TTL). A fire-and-forget job's result is
+   not kept at all; a failure of any job is kept for `broker failed`.
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
    last heartbeat said the job was running. Prefetched jobs go back free,
@@ -68,11 +71,20 @@ from sockpool.protocol.defaults import (
     MAX_REQUEUES,
     RESULT_TTL_S,
     RETRY_BASE_S,
+    SESSION_GRACE_S,
     RETRY_MAX_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
 )
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, N_UNSERVED, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.messages import (
+    E_POISON,
+    E_UNKNOWN_TASK,
+    N_UNSERVED,
+    NOT_RETRYABLE,
+    PROTOCOL_VERSION,
+    RESULT_DETACHED,
+    RESULT_NONE,
+)
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
@@ -97,6 +109,7 @@ class BrokerState:
         *,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
@@ -106,6 +119,7 @@ class BrokerState:
         self.max_frame_bytes = max_frame_bytes
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
+        self.session_grace_s = session_grace_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
         self.ready: dict[str, deque[Job]] = {}
@@ -125,6 +139,7 @@ class BrokerState:
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
+        self._next_abandon_check = 0.0
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
@@ -152,6 +167,7 @@ class BrokerState:
             session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
             session.conn_id = conn_id
             session.gone_since = None
+            session.abandoned = False
             self.clients[conn_id] = session
         welcome = Welcome(
             version=PROTOCOL_VERSION,
@@ -365,6 +381,9 @@ class BrokerState:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep(now)
+        if now >= self._next_abandon_check:
+            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
+            self._abandon_gone_sessions(now)
         if self.unserved.since:
             for task, since in self.unserved.due(now, bool(self.workers)):
                 out += self._fail_unserved(task, now - since, now)
@@ -438,11 +457,16 @@ class BrokerState:
             self.failed.append(record)
             self.journal.append(("failed", record))
         session = self.sessions.get(job.session)
-        if session is None:
+        if session is not None:
+            session.live.pop(job.cid, None)
+        mode = job.result_mode
+        if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
+            # Nobody will collect it: keep nothing (a failure stays listed
+            # above, for `broker failed`).
+            self.journal.append(("forget", [job.gid]))
             return
-        session.live.pop(job.cid, None)
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -465,6 +489,20 @@ class BrokerState:
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
         self.journal.append(("expire", cutoff))
+
+    def _abandon_gone_sessions(self, now: float) -> None:
+        """Sessions whose client has been gone past the grace cannot come
+        back for their results: drop those not detached, and keep no more."""
+        limit = now - self.session_grace_s
+        for session in self.sessions.values():
+            if session.abandoned or session.conn_id is not None or session.gone_since is None:
+                continue
+            if session.gone_since > limit:
+                continue
+            session.abandoned = True
+            dropped = [cid for cid, r in session.results.items() if not r.detached]
+            if dropped:
+                self.journal.append(("forget", [session.results.pop(cid).gid for cid in dropped]))
 
     # -- queue -----------------------------------------------------------
 
@@ -630,6 +668,8 @@ class BrokerState:
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Results kept for sessions to collect (fire-and-forget jobs keep none).
+            "results_kept": sum(len(s.results) for s in self.sessions.values()),
             # Queued jobs that no connected worker can run, per task, and
             # when they fail with UnknownTask unless one joins.
             "unserved": self._unserved_status(now),

@@ -48,6 +48,8 @@ from typing import Any, Callable
 
 import msgpack
 
+from sockpool.protocol.messages import RESULT_DETACHED
+
 from .records import FailedJob, Job, StoredResult
 
 log = logging.getLogger("sockpool.broker.store")
@@ -62,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
-    finished_at  REAL
+    finished_at  REAL,
+    detached     INTEGER NOT NULL DEFAULT 0  -- its result outlives its session
 );
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
@@ -140,6 +143,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "detached" not in columns:  # a store from before detached jobs
+            self._db.execute("ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0")
         self._cond = threading.Condition()
         self._queue: Queued = []
         self._closing = False
@@ -159,14 +165,16 @@ class Store:
     def load(self) -> tuple[list[Job], list[tuple[str, StoredResult]], list[FailedJob]]:
         jobs: list[Job] = []
         results: list[tuple[str, StoredResult]] = []
-        rows = self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs")
-        for gid, session, cid, task, body, attempts, ok, result, finished_at in rows:
+        rows = self._db.execute(
+            "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM jobs"
+        )
+        for gid, session, cid, task, body, attempts, ok, result, finished_at, detached in rows:
             if ok is None:
                 args, kwargs, many, options = msgpack.unpackb(body, raw=False)
                 jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
             else:
                 entry = [cid, bool(ok), msgpack.unpackb(result, raw=False)]
-                results.append((session, StoredResult(gid, entry, finished_at)))
+                results.append((session, StoredResult(gid, entry, finished_at, bool(detached))))
         failed = []
         for gid, task, body, attempts, finished_at in self._db.execute(
             "SELECT gid, task, body, attempts, finished_at FROM failed"
@@ -320,8 +328,9 @@ class Store:
         forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
         db = self._db
         db.executemany(
-            "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
-            [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
+            "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts,
+              int(j.result_mode == RESULT_DETACHED))
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         )
         db.executemany(

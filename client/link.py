@@ -68,6 +68,7 @@ class BrokerLink:
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
         on_notice: Callable[[str], None] | None = None,
+        on_accepted: Callable[[list[list[Any]]], None] | None = None,
     ) -> None:
         """Connect and shake hands.
 
@@ -84,6 +85,7 @@ class BrokerLink:
         self._on_results = on_results
         self._on_lost = on_lost
         self._on_notice = on_notice
+        self._on_accepted = on_accepted
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -375,6 +377,8 @@ class BrokerLink:
                     if self._refusal is not None and msg.count and msg.count == len(batch):
                         self._refusal = None  # the broker takes jobs again
                     self._lock.notify_all()
+                if batch and self._on_accepted is not None:
+                    self._on_accepted(list(batch))
             elif isinstance(msg, Ping):
                 conn.send(Pong())
             elif isinstance(msg, (FailedJobs, StatusReply)):  # replies come in request order

@@ -87,6 +87,12 @@ MAX_REQUEUES = 20
 UNSERVED_GRACE_S = 10.0
 UNSERVED_TIMEOUT_S = 600.0
 
+# A client session gone this long (closed, or lost and not back) cannot
+# return for its results: longer than a client keeps reconnecting
+# (RECONNECT_TIMEOUT_S). Its results are then dropped, unless its jobs were
+# submitted detached (kept until acknowledged or RESULT_TTL_S).
+SESSION_GRACE_S = 300.0
+
 # How long results and failed jobs are kept when nobody acknowledges them.
 RESULT_TTL_S = 7 * 24 * 3600.0
 

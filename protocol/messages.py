@@ -16,8 +16,10 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff) and `result`
+("detached": kept for a session that may come back much later; "none":
+fire and forget, the broker keeps no result, only a failure record).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -37,6 +39,10 @@ from .packed import is_array
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
+# The `result` job option: who wants the result.
+RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
+RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
+RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -390,8 +396,10 @@ def _valid_options(options: Any) -> bool:
         return False
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
-    return (timeout is None or (type(timeout) in (int, float) and timeout > 0)) and (
-        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    return (
+        (timeout is None or (type(timeout) in (int, float) and timeout > 0))
+        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and options.get("result") in (None, *RESULT_MODES)
     )
 
 

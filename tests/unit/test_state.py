@@ -545,3 +545,66 @@ def test_jobs_a_draining_worker_leaves_behind_go_back_uncharged(state, drained):
     # Stopped on request, nothing is charged; lost, the running job is.
     assert {g: state.jobs[g].attempts for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 0})
     assert {g: state.jobs[g].requeues for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 1})
+
+
+# -- results nobody can collect ----------------------------------------------------------
+
+
+def run_one(state, cid: int, options: dict | None, now: float, ok: bool = True) -> list:
+    """Submit one job from C1, run it on W1; the broker's replies to the result."""
+    entry = job(cid) + ([options] if options else [])
+    out = state.on_message(C1, Submit(cid, [entry]), now)
+    [gid] = [e[0] for _, m in out if isinstance(m, Jobs) for e in m.jobs]
+    return state.on_message(W1, Results([[gid, ok, cid * cid if ok else {"type": "E", "message": "m"}]], 1), now)
+
+
+def test_fire_and_forget_keeps_no_result_only_a_failure_record(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    state.take_journal()
+    assert failures(run_one(state, 1, {"result": "none"}, 1.0)) == []
+    assert failures(run_one(state, 2, {"result": "none"}, 2.0, ok=False)) == []
+    session = state.sessions["s"]
+    assert session.results == {} and session.live == {}
+    assert [f.gid for f in state.failed] == [2]  # listed by `broker failed`
+    forgotten = [gid for op in state.take_journal() if op[0] == "forget" for gid in op[1]]
+    assert forgotten == [1, 2]  # the store keeps no row of either
+    assert state.status(3.0)["results_kept"] == 0
+
+
+def test_results_of_a_session_gone_past_the_grace_are_dropped_unless_detached(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    run_one(state, 1, None, 1.0)
+    run_one(state, 2, {"result": "detached"}, 1.0)
+    # Two more wait for credit while the client goes away.
+    state.on_message(C1, Submit(3, [job(3), job(4) + [{"result": "detached"}]]), 2.0)
+    state.on_disconnect(C1, 10.0)
+    state.tick(10.0 + 299.0)
+    assert sorted(state.sessions["s"].results) == [1, 2]  # within the grace: still deliverable
+    state.take_journal()
+    state.tick(10.0 + 300.0 + 60.0)  # checked at least once a minute
+    assert sorted(state.sessions["s"].results) == [2]
+    assert [op for op in state.take_journal() if op[0] == "forget"] == [("forget", [1])]
+    # Its jobs that finish later keep nothing either, detached ones excepted.
+    out = state.on_message(W1, Credit(2), 400.0)
+    gids = [e[0] for _, m in out if isinstance(m, Jobs) for e in m.jobs]
+    state.on_message(W1, Results([[gid, True, 0] for gid in gids]), 401.0)
+    assert sorted(state.sessions["s"].results) == [2, 4]
+    assert state.status(402.0)["results_kept"] == 2
+
+
+def test_a_session_that_comes_back_in_the_grace_gets_everything(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    run_one(state, 1, None, 1.0)
+    state.on_disconnect(C1, 10.0)
+    state.tick(100.0)
+    out = client(state, C2, "s", now=200.0)
+    assert any(isinstance(m, Results) and m.results[0][0] == 1 for _, m in out)
+    state.on_disconnect(C2, 210.0)
+    state.tick(210.0 + 299.0)
+    assert 1 in state.sessions["s"].results  # the grace starts again at each departure
