@@ -85,6 +85,7 @@ class BrokerLink:
         self._on_results = on_results
         self._on_lost = on_lost
         self._on_notice = on_notice
+        self._notices_logged: set[str] = set()
         self._on_accepted = on_accepted
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
@@ -389,7 +390,8 @@ class BrokerLink:
             elif isinstance(msg, Notice):
                 if self._on_notice is not None:
                     self._on_notice(msg.message)
-                else:
+                elif msg.message not in self._notices_logged and len(self._notices_logged) < 100:
+                    self._notices_logged.add(msg.message)  # once each, not once per batch
                     log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
                 log.error("broker says %s: %s", msg.code, msg.message)
