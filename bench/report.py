@@ -46,6 +46,8 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
+        Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
+            "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
     ]
 
 
