@@ -55,6 +55,11 @@ class Job:
         return [self.gid, self.task, self.args, self.kwargs, self.many]
 
     @property
+    def result_mode(self) -> str | None:
+        """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
+        return self.options.get("result") if self.options else None
+
+    @property
     def retries(self) -> int:
         return int(self.options.get("retries", 0)) if self.options else 0
 
@@ -84,6 +89,7 @@ class StoredResult:
     gid: int
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
+    detached: bool = False  # kept even once its session cannot come back
 
 
 @dataclass
@@ -102,6 +108,9 @@ class Session:
     gone_since: float | None = None
     # The client asked (hello.started) to be told when its jobs go to a worker.
     wants_started: bool = False
+    # Gone past the grace: results of its jobs that are not detached are
+    # not kept (until it comes back after all).
+    abandoned: bool = False
 
     def holds(self, cid: int) -> bool:
         return cid in self.live or cid in self.results
@@ -109,7 +118,11 @@ class Session:
 
 @dataclass
 class FailedJob:
-    """A job that failed for good, kept for `broker failed` until its TTL."""
+    """A job that failed for good, kept for `broker failed` until its TTL.
+
+    Bounded in size (see `admission.bounded_failure`); `size` is the bytes
+    its row takes on the wire, for paging the list into frames.
+    """
 
     gid: int
     task: str
@@ -118,6 +131,8 @@ class FailedJob:
     error: Any
     attempts: int
     finished_at: float
+    session: str = ""
+    size: int = 0
 
     def row(self) -> list[Any]:
         return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]

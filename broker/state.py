@@ -19,10 +19,15 @@ Rules:
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
 4. Results go to the session that submitted the job, whichever connection
-   that session is on now, and stay until the session acknowledges them.
+   that session is on now, and stay until the session acknowledges them,
+   or its client has been gone for `session_grace_s` (then only detached
+   jobs' results stay, until their TTL). A fire-and-forget job's result is
+   not kept at all; a failure of any job is kept for `broker failed`.
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
-   last heartbeat said the job was running. Prefetched jobs go back free.
+   last heartbeat said the job was running. Prefetched jobs go back free,
+   and so does everything a draining worker (one that sent `drain`) still
+   held when it left: it was asked to stop, the jobs did nothing wrong.
 6. A session that asked for them (hello.started) gets one `started`
    message per dispatch round naming its jobs that went to a worker, and
    after each welcome the jobs workers hold now. Others get none: bulk
@@ -34,21 +39,25 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import secrets
 from collections import Counter, deque
 from typing import Any
 
 from sockpool.protocol import (
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Ack,
     Credit,
     Drain,
+    Error,
     FailedJobs,
     Hello,
     Jobs,
     ListFailed,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -58,6 +67,7 @@ from sockpool.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    Tasks,
     Welcome,
     check_hello,
     error_value,
@@ -69,18 +79,38 @@ from sockpool.protocol.defaults import (
     MAX_REQUEUES,
     RESULT_TTL_S,
     RETRY_BASE_S,
+    SESSION_GRACE_S,
     RETRY_MAX_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
+    FAILED_ROW_MAX_BYTES,
 )
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
+from sockpool.protocol.messages import (
+    E_POISON,
+    E_UNKNOWN_TASK,
+    N_UNSERVED,
+    NOT_RETRYABLE,
+    PROTOCOL_VERSION,
+    RESULT_DETACHED,
+    RESULT_NONE,
+)
+
+from . import admission
 
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
-from .stats import BrokerStats
+from .stats import EVERYONE, BrokerStats
+from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Room in a reply frame for everything but its rows.
+_REPLY_OVERHEAD_BYTES = 256
+# Tasks listed in status as waiting for a worker, at most.
+MAX_UNSERVED_SHOWN = 20
 
 Outbox = list[tuple[int, Message]]
 
@@ -93,13 +123,20 @@ class BrokerState:
         *,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        # A failed job's record is kept at most this large, so a page of
+        # `broker failed` holds at least a few and never outgrows a frame.
+        self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
+        self.session_grace_s = session_grace_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
         self.ready: dict[str, deque[Job]] = {}
@@ -108,14 +145,20 @@ class BrokerState:
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
+        # Client connections admitted with the operator role (see is_operator).
+        self.operators: set[int] = set()
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
+        self.unserved = UnservedTasks(unserved_grace_s, unserved_timeout_s)
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
+        # While the store cannot write: the error new submissions get.
+        self.store_refusal: dict[str, Any] | None = None
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
+        self._next_abandon_check = 0.0
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
@@ -138,15 +181,23 @@ class BrokerState:
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
             )
             self.served.update(set(hello.tasks))
+            self.unserved.joined(hello.tasks, now)
         else:
-            session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
+            # A session ID is a bearer capability: whoever names it gets its
+            # results. So a broker-chosen one is 128 bits from the OS's
+            # CSPRNG, never from `self.rng` (a Mersenne Twister, whose next
+            # output 624 observed ones predict).
+            session = self._session(hello.session or new_session_id())
             session.conn_id = conn_id
             session.gone_since = None
+            session.abandoned = False
             self.clients[conn_id] = session
             if hello.started and not session.wants_started:
                 session.wants_started = True
                 for gid in session.live.values():
                     self.jobs[gid].notify = True
+            if hello.role == ROLE_OPERATOR:
+                self.operators.add(conn_id)
         welcome = Welcome(
             version=PROTOCOL_VERSION,
             broker=self.name,
@@ -175,10 +226,19 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            for task in worker.tasks:
+                if task not in self.served and task in self.ready:
+                    self.unserved.mark(task, now)  # its last server left
+            if worker.draining:
+                # Asked to stop, it left what it could not finish in time:
+                # that is no fault of the jobs', so they go back uncharged,
+                # as if released.
+                return self.on_release(worker, list(worker.leased))
             out: Outbox = []
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
+        self.operators.discard(conn_id)
         session = self.clients.pop(conn_id, None)
         if session is not None and session.conn_id == conn_id:
             others = [c for c, s in self.clients.items() if s is session]
@@ -190,13 +250,21 @@ class BrokerState:
         if conn_id in self.workers:
             return ROLE_WORKER
         if conn_id in self.clients:
-            return ROLE_CLIENT
+            return ROLE_OPERATOR if conn_id in self.operators else ROLE_CLIENT
         return None
+
+    def is_operator(self, conn_id: int) -> bool:
+        """Whether this connection proved the operator's secret (or the broker
+        has none for that role). The one check for every request that acts
+        beyond the caller's own session: `list_failed` of every session, and
+        whatever job control the operator gets."""
+        return conn_id in self.operators
 
     # -- messages ------------------------------------------------------
 
-    def on_message(self, conn_id: int, msg: Message, now: float) -> Outbox:
-        """Handle one message from an admitted connection.
+    def on_message(self, conn_id: int, msg: Message, now: float, frame_bytes: int = 0) -> Outbox:
+        """Handle one message from an admitted connection; `frame_bytes` is
+        the size of the frame it came in (0: unknown, taken as small).
 
         Raises:
             ProtocolError: the message is not one this role may send.
@@ -219,6 +287,8 @@ class BrokerState:
                 return self.on_credit(worker, msg.credit)
             if isinstance(msg, Release):
                 return self.on_release(worker, msg.ids)
+            if isinstance(msg, Tasks):
+                return self.on_tasks(worker, msg.tasks)
             if isinstance(msg, Drain):
                 worker.draining = True
                 worker.credit = 0
@@ -231,26 +301,69 @@ class BrokerState:
             session.conn_id = conn_id
             session.gone_since = None
             if isinstance(msg, Submit):
-                return self.on_submit(session, msg)
+                return self.on_submit(session, msg, frame_bytes)
             if isinstance(msg, Ack):
                 return self.on_ack(session, msg)
             if isinstance(msg, ListFailed):
-                return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
+                return [(conn_id, self.failed_jobs(conn_id, session, msg))]
             if isinstance(msg, StatusRequest):
-                return [(conn_id, StatusReply(self.status(now)))]
+                viewer = EVERYONE if self.is_operator(conn_id) else session.session_id
+                status = admission.fit_status(self.status(now, viewer), self.max_frame_bytes - _REPLY_OVERHEAD_BYTES)
+                return [(conn_id, StatusReply(status))]
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
-    def on_submit(self, session: Session, msg: Submit) -> Outbox:
+    def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
+        """One page of the failed jobs this connection may see: its own
+        session's, or every session's for the operator. A page always fits
+        a frame, because every record is bounded well under one."""
+        visible = (
+            list(self.failed) if self.is_operator(conn_id)
+            else [f for f in self.failed if f.session == session.session_id]
+        )
+        budget = self.max_frame_bytes - _REPLY_OVERHEAD_BYTES
+        rows: list[list[Any]] = []
+        offset = max(0, msg.offset)
+        for record in visible[offset:]:
+            if rows and budget < record.size:
+                break
+            budget -= record.size
+            rows.append(record.row())
+        return FailedJobs(rows, offset, offset + len(rows) < len(visible))
+
+    def on_store_health(self, refusal: dict[str, Any] | None) -> Outbox:
+        """The store cannot write (`refusal`: the error new jobs get) or
+        writes again (None). Clients hear of a refusal at once, so one
+        waiting for room to submit can give up instead of waiting."""
+        self.store_refusal = refusal
+        if refusal is None:
+            return []
+        return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
+
+    def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
+        """Accept a batch of jobs, or refuse some with results saying why.
+
+        A job the session already has (sent again after a reconnect) is not
+        added twice; its `accepted` still waits for the store, like every
+        `accepted`, so it only goes out once the job is on disk.
+        """
         refused: list[list[Any]] = []
         added = 0
+        unserved: set[str] = set()
+        refusal = self.store_refusal
+        # Jobs that could not travel on to a worker, or be stored, are
+        # refused here, each alone, before anything else sees them.
+        unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
-            if self.workers and task not in self.served:
-                refused.append([cid, False, unknown_task(task)])
-                self.stats.on_refused(task, refused[-1][2], self.now)
+            why = refusal or (unfit.get(cid) if unfit else None)
+            if why is not None:
+                refused.append([cid, False, why])
+                self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
+            if task not in self.served:
+                unserved.add(task)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
             job.notify = session.wants_started
@@ -265,17 +378,54 @@ class BrokerState:
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
         assert conn_id is not None  # on_message just set it
-        out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
-        if refused:
-            out.append((conn_id, Results(refused)))
+        # Refusals first: a client that sees `accepted` knows every fate.
+        out: Outbox = [(conn_id, Results(refused))] if refused else []
+        if refusal is not None and refused:
+            out.append((conn_id, Error(refusal["type"], refusal["message"])))
+        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
+        for task in sorted(unserved):  # never without a word: say what they wait for
+            if task in self.unserved.since:
+                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
         if credit < 0:
             raise ProtocolError("credit must not be negative")
         if not worker.draining:
-            worker.credit += credit
+            worker.credit = min(worker.credit + credit, MAX_CREDIT)
         return self._dispatch()
+
+    def on_tasks(self, worker: WorkerInfo, tasks: list[str]) -> Outbox:
+        """More task names for a worker whose hello could not hold them all.
+
+        Raises:
+            ProtocolError: the worker would serve more than MAX_TASKS_PER_WORKER.
+        """
+        new = set(tasks) - worker.tasks
+        if len(worker.tasks) + len(new) > MAX_TASKS_PER_WORKER:
+            raise ProtocolError(f"a worker may serve at most {MAX_TASKS_PER_WORKER} tasks")
+        worker.tasks = worker.tasks | new
+        self.served.update(new)
+        return self._dispatch()
+
+    def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:
+        """Jobs the server could not send to this worker (too large for its
+        frames): they fail alone, and the worker gets its credit back."""
+        worker = self.workers.get(conn_id)
+        if worker is None:
+            return []
+        by_session: dict[str, list[list[Any]]] = {}
+        for gid in gids:
+            job = worker.leased.pop(gid, None)
+            if job is None:
+                continue
+            job.worker = None
+            worker.credit += 1
+            error = admission.too_large_to_forward(self.max_frame_bytes)
+            self.stats.remember_failure(job.task, worker.name or worker.address, error, now, session=job.session)
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session) + self._dispatch()
 
     def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
         """The worker hands back jobs it never started: no attempt counted."""
@@ -291,6 +441,8 @@ class BrokerState:
             raise ProtocolError("credit must not be negative")
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
+        # One walk over the batch; per entry only if something is too deep.
+        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -298,10 +450,14 @@ class BrokerState:
             job.worker = None
             job.attempts += 1
             ok, value = entry[1], entry[2]
+            if deep or not ok:
+                ok, value = admission.checked_result(ok, value)
             self._count_run(worker, job, ok, value)
             if not ok:
                 retrying = self._should_retry(job, value)
-                self.stats.remember_failure(job.task, worker.name or worker.address, value, now, retrying)
+                self.stats.remember_failure(
+                    job.task, worker.name or worker.address, value, now, retrying, session=job.session
+                )
                 if retrying:
                     self._retry_later(job, now)
                     continue
@@ -331,6 +487,12 @@ class BrokerState:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep(now)
+        if now >= self._next_abandon_check:
+            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
+            self._abandon_gone_sessions(now)
+        if self.unserved.since:
+            for task, since in self.unserved.due(now, bool(self.workers)):
+                out += self._fail_unserved(task, now - since, now)
         return out + self._dispatch()
 
     def take_silent_connections(self, now: float) -> list[int]:
@@ -370,11 +532,26 @@ class BrokerState:
                 E_POISON, f"the workers running this job died {job.requeues} times; giving up on it"
             )
             by_session: dict[str, list[list[Any]]] = {}
-            self.stats.remember_failure(job.task, "", error, now)
+            self.stats.remember_failure(job.task, "", error, now, session=job.session)
             self._finish(job, False, error, now, by_session)
             return self._deliver(by_session)
         self._queue(job, front=True)
         return []
+
+    def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
+        """No worker came for `task` in time: its queued jobs fail (retries
+        could not help; they fail whole)."""
+        queue = self.ready.pop(task, None)
+        if not queue:
+            return []
+        error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
+        self.stats.remember_failure(task, "", error, now)
+        by_session: dict[str, list[list[Any]]] = {}
+        for job in queue:
+            self.ready_count -= 1
+            self.ready_calls -= job.calls
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session)
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
@@ -382,15 +559,21 @@ class BrokerState:
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok:
-            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+            args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
+            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size)
             self.failed.append(record)
             self.journal.append(("failed", record))
         session = self.sessions.get(job.session)
-        if session is None:
+        if session is not None:
+            session.live.pop(job.cid, None)
+        mode = job.result_mode
+        if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
+            # Nobody will collect it: keep nothing (a failure stays listed
+            # above, for `broker failed`).
+            self.journal.append(("forget", [job.gid]))
             return
-        session.live.pop(job.cid, None)
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -413,6 +596,20 @@ class BrokerState:
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
         self.journal.append(("expire", cutoff))
+
+    def _abandon_gone_sessions(self, now: float) -> None:
+        """Sessions whose client has been gone past the grace cannot come
+        back for their results: drop those not detached, and keep no more."""
+        limit = now - self.session_grace_s
+        for session in self.sessions.values():
+            if session.abandoned or session.conn_id is not None or session.gone_since is None:
+                continue
+            if session.gone_since > limit:
+                continue
+            session.abandoned = True
+            dropped = [cid for cid, r in session.results.items() if not r.detached]
+            if dropped:
+                self.journal.append(("forget", [session.results.pop(cid).gid for cid in dropped]))
 
     # -- queue -----------------------------------------------------------
 
@@ -437,6 +634,8 @@ class BrokerState:
         self.ready_count += 1
         self.ready_calls += job.calls
         job.queued_at = self.now
+        if job.task not in self.served:
+            self.unserved.mark(job.task, self.now)
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -543,6 +742,14 @@ class BrokerState:
 
     # -- observation -----------------------------------------------------
 
+    def _unserved_status(self, now: float) -> list[dict[str, Any]]:
+        connected = bool(self.workers)
+        return [
+            {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
+             "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
+            for task, since in sorted(self.unserved.since.items())[:MAX_UNSERVED_SHOWN]
+        ]
+
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
         """Time a run whose result came back and count it for its worker;
         returns how many of its calls failed."""
@@ -553,7 +760,7 @@ class BrokerState:
         worker.failed += failed
         return failed
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """Everything `broker status`, /metrics and the dashboard show, as a
         plain dict of msgpack- and JSON-ready values. Counts are in calls (a
         map chunk of N items is N calls), except `queue.failed`: the failed
@@ -576,13 +783,20 @@ class BrokerState:
             }
             for w in self.workers.values()
         ]
-        stats = self.stats.to_dict(now)
+        stats = self.stats.to_dict(now, viewer)
         return {
             "broker": self.name,
             "uptime_s": now - self.started_at,
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Results kept for sessions to collect (fire-and-forget jobs keep none).
+            "results_kept": sum(len(s.results) for s in self.sessions.values()),
+            # Queued jobs that no connected worker can run, per task, and
+            # when they fail with UnknownTask unless one joins.
+            "unserved": self._unserved_status(now),
+            # Why new jobs are refused right now ("" while the store writes).
+            "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
@@ -594,5 +808,7 @@ class BrokerState:
         }
 
 
-def unknown_task(task: str) -> dict[str, Any]:
-    return error_value(E_UNKNOWN_TASK, f"no connected worker serves task {task!r}")
+
+def new_session_id() -> str:
+    """An unguessable session ID: 128 bits from `secrets`."""
+    return secrets.token_hex(16)

@@ -11,15 +11,15 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
+from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -28,6 +28,7 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
+from sockpool.protocol.messages import RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
 from sockpool.net.request import failed_job_rows
@@ -73,6 +74,8 @@ class Client:
         secret_file: str | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        operator: bool = False,
+        on_notice: Callable[[str], None] | None = None,
         notify_started: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
@@ -81,6 +84,15 @@ class Client:
         The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
         is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
         signed the broker's certificate. `credentials` overrides both.
+
+        `operator` connects in the operator role, with the operator's
+        secret: `failed_jobs` then lists every session's failures, not only
+        this client's (see SECURITY.md).
+
+        `on_notice(text)` hears what the broker says about our jobs that is
+        not an error, such as jobs waiting for a worker that serves their
+        task (on the reader thread: return quickly); by default it is
+        logged as a warning.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -98,10 +110,12 @@ class Client:
         self._ids = itertools.count(1)
         self._futures: dict[int, Any] = {}  # JobFuture, or aio.py's slot
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
+        self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
         self._link = BrokerLink(
-            address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
+            address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
+            ROLE_OPERATOR if operator else ROLE_CLIENT, on_notice, self._accepted,
             on_started=self._mark_started if notify_started else None,
         )
         self.session = self._link.welcome.session or self._link.session
@@ -138,11 +152,29 @@ class Client:
         """
         return self._submit(task, list(args), kwargs, False, self.options)
 
-    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> JobOptions:
-        """`submit` and `map` with other retries or timeout than the client's."""
+    def with_options(
+        self, *, retries: int | None = None, timeout: float | None = None,
+        detached: bool = False, fire_and_forget: bool = False,
+    ) -> JobOptions:
+        """`submit` and `map` with other retries or timeout than the client's.
+
+        `detached`: the broker keeps the results even after this client is
+        gone for good, until a client attaching to this session (`session=`,
+        `collect`) acknowledges them or their TTL passes. Without it, the
+        results of a client gone longer than the broker's session grace
+        (5 minutes by default) are dropped: nobody can collect them.
+
+        `fire_and_forget` (`submit` only): the broker keeps no result at
+        all, only a record of a failure (`broker failed`); the future
+        resolves to None once the job is on the broker's disk.
+        """
+        if detached and fire_and_forget:
+            raise ValueError("a job is either detached or fire-and-forget")
+        mode = RESULT_DETACHED if detached else RESULT_NONE if fire_and_forget else None
         return JobOptions(self, job_options(
             self.options.get("retries", 0) if retries is None else retries,
             self.options.get("timeout") if timeout is None else timeout,
+            mode,
         ))
 
     def map(
@@ -198,14 +230,23 @@ class Client:
         self._link.ack(None)
 
     def failed_jobs(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Jobs that failed for good, as the broker keeps them until their TTL.
+        """Jobs of this session that failed for good (of every session, for
+        an `operator` client), as the broker keeps them until their TTL.
+
+        The broker keeps a bounded record of each (see SECURITY.md): large
+        arguments are replaced by a note. It answers in pages that fit a
+        frame; this asks for every page.
 
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        reply = self._link.request(ListFailed(), timeout)
-        assert isinstance(reply, FailedJobs)
-        return failed_job_rows(reply.jobs)
+        jobs: list[dict[str, Any]] = []
+        while True:
+            reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
+            assert isinstance(reply, FailedJobs)
+            jobs += failed_job_rows(reply.jobs)
+            if not reply.more or not reply.jobs:
+                return jobs
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -235,8 +276,10 @@ class Client:
         self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
     ) -> Iterator[Any]:
+        if options.get("result") == RESULT_NONE:
+            raise ValueError("map yields results: fire-and-forget jobs have none (use submit)")
         if chunksize is None:
-            chunksize = 1 if options else self._default_chunksize(iterable)
+            chunksize = 1 if options.keys() - {"result"} else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         items = iter(iterable)
@@ -284,6 +327,8 @@ class Client:
             if lone:
                 BUSY.add(self)
             self._futures[job_id] = future
+            if options.get("result") == RESULT_NONE:
+                self._unwanted.add(job_id)
         entry = job_entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
@@ -309,6 +354,8 @@ class Client:
             ids = [next(self._ids) for _ in calls]
             for job_id, call in zip(ids, calls):
                 self._futures[job_id] = call[5]
+                if call[4].get("result") == RESULT_NONE:
+                    self._unwanted.add(job_id)
         entries = [job_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
         try:
             self._link.queue_many(entries)
@@ -354,6 +401,23 @@ class Client:
                 pass
         if self.auto_ack:
             self._link.ack([entry[0] for entry in results])
+
+    def _accepted(self, jobs: list[list[Any]]) -> None:
+        """On the reader thread: a batch is on the broker's disk. A
+        fire-and-forget job is done for us then (a refusal came before)."""
+        if not self._unwanted:
+            return
+        with self._lock:
+            done = [self._futures.pop(job[0], None) for job in jobs if job[0] in self._unwanted]
+            self._unwanted.difference_update(job[0] for job in jobs)
+            if not self._futures:
+                BUSY.discard(self)
+        for future in done:
+            if future is not None:
+                try:
+                    future.set_result(None)
+                except InvalidStateError:
+                    pass
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
 from sockpool.protocol import SockpoolError
+from sockpool.protocol.limits import MAX_TIMEOUT_S
 from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array
 from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
@@ -21,21 +22,23 @@ from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args
 from .errors import JobFailed
 
 
-def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
-    """The `options` of a job entry; empty when both are defaults.
+def job_options(retries: int, timeout: float | None, result: str | None = None) -> dict[str, Any]:
+    """The `options` of a job entry; empty when all are defaults.
 
     Raises:
         ValueError: a negative retry count or a non-positive timeout.
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
     options: dict[str, Any] = {}
     if retries:
         options["retries"] = retries
     if timeout is not None:
         options["timeout"] = float(timeout)
+    if result is not None:
+        options["result"] = result
     return options
 
 

@@ -13,6 +13,7 @@ as it does for a call a ProcessPoolExecutor has handed to its processes.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from concurrent.futures import Future
@@ -65,14 +66,16 @@ BUSY = BusyClients()
 
 
 class WeakCallback:
-    """A bound method held weakly: the link's threads must not keep the
-    client that owns them alive, or a client dropped without `close()`
-    would never be collected and its threads would run forever."""
+    """A callback for the link's threads that does not keep its owner alive:
+    a bound method (the client's own) is held weakly, or a client dropped
+    without `close()` would never be collected and its threads would run
+    forever. Any other callable (a user's `on_notice`) is held as it is."""
 
-    def __init__(self, method: Callable[..., None]) -> None:
-        self._method = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self._method = weakref.WeakMethod(fn) if inspect.ismethod(fn) else None
+        self._fn = None if self._method is not None else fn
 
     def __call__(self, *args: Any) -> None:
-        method = self._method()
-        if method is not None:
-            method(*args)
+        fn = self._fn if self._method is None else self._method()
+        if fn is not None:
+            fn(*args)

@@ -21,15 +21,16 @@ R = TypeVar("R", bound=Message)
 
 
 def ask(address: str | None, request: Message, reply_type: type[R], credentials: Credentials,
-        timeout_s: float, name: str = "sockpool-tool") -> R:
-    """Send `request` on a fresh client connection and return its reply.
+        timeout_s: float, *, role: str = ROLE_CLIENT, name: str = "sockpool-tool") -> R:
+    """Send `request` on a fresh connection (as a client, or `role`) and
+    return its reply.
 
     Raises:
         ConnectionLost: the broker cannot be reached, or did not answer in time.
         HandshakeRefused: the broker refused us.
         ProtocolError: the broker answered with something unexpected.
     """
-    conn, _ = connect(address, new_hello(ROLE_CLIENT, name=name), timeout_s, credentials)
+    conn, _ = connect(address, new_hello(role, name=name), timeout_s, credentials)
     deadline = time.monotonic() + timeout_s
     try:
         conn.send(request)

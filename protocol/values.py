@@ -177,16 +177,22 @@ def from_wire_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_wire_error(error: Any) -> Any:
-    """An error map with its `args` and `items` (see runner.py) decoded.
+    """An error map with its `args` decoded, and each value of its `items`
+    (a map chunk's outcome per item, see worker/runner.py).
 
     Raises:
         ProtocolError: one of them is not a valid extension value.
     """
     if not isinstance(error, dict):
         return error
-    decoded = None
-    for key in ("args", "items"):
-        if type(error.get(key)) is msgpack.ExtType:
-            decoded = decoded or dict(error)
-            decoded[key] = from_wire_value(error[key])
-    return decoded or error
+    decoded = error
+    if type(error.get("args")) is msgpack.ExtType:
+        decoded = {**error, "args": from_wire_value(error["args"])}
+    items = error.get("items")
+    if type(items) is list:
+        decoded = {**decoded, "items": [
+            [item[0], from_wire_value(item[1]) if item[0] else from_wire_error(item[1])]
+            if type(item) is list and len(item) == 2 else item
+            for item in items
+        ]}
+    return decoded

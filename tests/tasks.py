@@ -156,3 +156,10 @@ async def async_slow_square(x: float) -> float:
 
     await asyncio.sleep(0.005)
     return x * x
+
+
+def tuple_or_fail(x: int) -> tuple[int, int]:
+    """(x, 2**70 + x), except for 3, which fails with a tuple in its args."""
+    if x == 3:
+        raise ValueError((x, "three"))
+    return (x, 2**70 + x)

@@ -13,11 +13,14 @@ reads back what it wrote.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
+
+log = logging.getLogger("sockpool.broker.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -25,16 +28,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     session      TEXT NOT NULL,
     cid          INTEGER NOT NULL,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
-    finished_at  REAL
+    finished_at  REAL,
+    detached     INTEGER NOT NULL DEFAULT 0  -- its result outlives its session
 );
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error, session, size]
     attempts     INTEGER NOT NULL,
     finished_at  REAL NOT NULL
 );
@@ -55,10 +59,10 @@ class SqliteStore(GroupCommitStore):
             sqlite3.Error: the database cannot be opened.
         """
         super().__init__()
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "broker.sqlite3"
+        _make_private(data_dir, self.path)
         # Two brokers on one store would both run its jobs.
-        self._lock_file = open(data_dir / "broker.lock", "w")
+        self._lock_file = os.fdopen(os.open(data_dir / "broker.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,10 +72,15 @@ class SqliteStore(GroupCommitStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "detached" not in columns:  # a store from before detached jobs
+            self._db.execute("ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0")
 
     def restore(self) -> Snapshot:
         return snapshot_from_rows(
-            self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs"),
+            self._db.execute(
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM jobs"
+            ),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
         )
 
@@ -81,27 +90,60 @@ class SqliteStore(GroupCommitStore):
         try:
             db.execute("BEGIN")
             db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows.add,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
-            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?", rows.finish)
+            # A finished job's arguments are never read again: dropping them
+            # keeps the write (and the disk) small for jobs with large ones.
+            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
             db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
             for cutoff in rows.expire:
                 db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
                 db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:  # packing a value can fail too, not only SQLite
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
-                pass
+                pass  # SQLite may have rolled back itself (a full disk does)
             raise
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        return (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+            or "disk is full" in str(exc)
+            or super()._disk_full(exc)
+        )
+
+    def _reclaim(self) -> None:
+        """The write-ahead log only shrinks when a checkpoint truncates it,
+        and on a small disk it can be most of what the store uses."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _close_backend(self) -> None:
         self._db.close()
         self._lock_file.close()
+
+
+def _make_private(data_dir: Path, db_path: Path) -> None:
+    """The data directory 0700 and the database 0600, whatever the umask:
+    the files hold every queued job's arguments and every kept result.
+
+    SQLite gives its -wal and -shm files the database file's mode, so
+    creating that one private is enough for the files to come; files left
+    by an older broker are made private too.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("%s was accessible by other users; making it private (0700)", data_dir)
+        os.chmod(data_dir, 0o700)
+    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in data_dir.iterdir():
+        if path.is_file() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def default_data_dir(port: int) -> Path:

@@ -55,6 +55,11 @@ def test_tuples_and_ints_of_any_size_travel_both_ways(cluster):
                     [(i, 2**70) for i in range(50)])
         assert same(list(executor.map(tasks.pair, range(5), [(i,) for i in range(5)])),
                     [(i, (i,)) for i in range(5)])
+        # A chunk with a failed item: the others keep their types, the failure its args.
+        with Client(cluster.address) as client:
+            outcome = list(client.map("tests.tasks:tuple_or_fail", range(6), chunksize=6, return_exceptions=True))
+        assert same(outcome[:3] + outcome[4:], [(i, 2**70 + i) for i in (0, 1, 2, 4, 5)])
+        assert isinstance(outcome[3], ValueError) and same(outcome[3].args, ((3, "three"),))
         # A list stays a list.
         assert same(executor.submit(builtin_tasks.echo, [[1], []]).result(WAIT_S), [[1], []])
 

@@ -141,6 +141,9 @@ def test_round_trip_property(value):
 
 
 def test_error_maps_decode_their_args_and_items():
-    error = {"type": "ValueError", "message": "m", "args": wire_value([(1, 2)]), "items": wire_value([[True, (3,)]])}
+    item_error = {"type": "KeyError", "message": "k", "args": wire_value([(4,)])}
+    error = {"type": "ValueError", "message": "m", "args": wire_value([(1, 2)]),
+             "items": [[True, wire_value((3,))], [False, item_error], [True, 5]]}
     back = from_wire_error(relay(error))
-    assert same(back["args"], [(1, 2)]) and same(back["items"], [[True, (3,)]])
+    assert same(back["args"], [(1, 2)])
+    assert same(back["items"], [[True, (3,)], [False, {**item_error, "args": [(4,)]}], [True, 5]])
