@@ -163,3 +163,20 @@ def tuple_or_fail(x: int) -> tuple[int, int]:
     if x == 3:
         raise ValueError((x, "three"))
     return (x, 2**70 + x)
+
+
+MARKER = "unset"
+
+
+def set_marker(value: str) -> None:
+    """An initializer: leaves `value` in this pool process."""
+    global MARKER
+    MARKER = value
+
+
+def get_marker(_: Any = None) -> str:
+    return MARKER
+
+
+def failing_initializer() -> None:
+    raise OSError("no database here")

@@ -204,3 +204,15 @@ def test_max_workers_bounds_the_jobs_at_the_cluster_and_the_rest_wait_here(clust
         queued = [executor.submit(tasks.add, i, 1) for i in range(20)]
     # shutdown(wait=True) let everything waiting here go and finish.
     assert [f.result(0) for f in queued] == list(range(1, 21))
+
+
+def test_an_initializer_runs_in_each_pool_process_before_the_executors_jobs(cluster):
+    cluster.add_worker(2, "--tasks", "tests.tasks")
+    with Executor(cluster.address, initializer=tasks.set_marker, initargs=("ready",)) as executor:
+        assert set(executor.map(tasks.get_marker, range(40), chunksize=1)) == {"ready"}
+        assert executor.submit(tasks.get_marker).result(WAIT_S) == "ready"
+    with Executor(cluster.address, initializer=tasks.failing_initializer) as broken:
+        with pytest.raises(BrokenProcessPool, match="no database here"):
+            broken.submit(tasks.get_marker).result(WAIT_S)
+    with pytest.raises(TypeError, match="not a top-level function"):
+        Executor(cluster.address, initializer=lambda: None)
