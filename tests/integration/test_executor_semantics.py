@@ -135,6 +135,20 @@ def test_a_script_that_exits_without_shutdown_gets_its_results(cluster):
     assert done.stdout.split() == ["result", "49"], done.stderr
 
 
+def test_a_script_that_drops_its_executor_unshut_still_gets_its_results(cluster):
+    cluster.add_worker(2, "--tasks", "tests.tasks")
+    done = run_script(cluster.address, """
+        import gc
+        from sockpool import Executor
+        import tests.tasks as tasks
+        future = Executor("ADDRESS").submit(tasks.slow_square, 6, 0.5)
+        gc.collect()
+        future.add_done_callback(lambda f: print("result", f.result(), flush=True))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["result", "36"], done.stderr
+
+
 def test_submit_after_interpreter_shutdown_raises_as_the_stdlib(cluster):
     cluster.add_worker(1, "--tasks", "tests.tasks")
     done = run_script(cluster.address, """
