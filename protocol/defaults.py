@@ -34,8 +34,12 @@ MAX_OUTBOX_BYTES = 64 * 1024 * 1024
 SECRET_ENV = "SOCKPOOL_SECRET_FILE"
 # The operator's secret, for `broker failed` (falls back to SECRET_ENV).
 OPERATOR_SECRET_ENV = "SOCKPOOL_OPERATOR_SECRET_FILE"
-# Shorter secrets are refused: a guessable secret protects nothing.
-MIN_SECRET_BYTES = 16
+# Shorter secrets are refused: a guessable secret protects nothing. The peer
+# proves first, so whoever it connects to (a fake broker, without TLS) gets
+# one MAC to guess the secret against offline: only a generated secret
+# (`secrets.token_hex(32)`, 256 bits) makes that hopeless. 32 characters is
+# the floor; length cannot tell a generated secret from a passphrase.
+MIN_SECRET_BYTES = 32
 # TLS: the CA certificate that peers verify the broker's certificate with.
 TLS_CA_ENV = "SOCKPOOL_TLS_CA"
 

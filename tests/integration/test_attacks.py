@@ -317,6 +317,40 @@ def test_an_operator_secret_of_its_own(tmp_path):
         broker.stop()
 
 
+# -- 8. data at rest ------------------------------------------------------------
+
+
+def test_the_data_directory_and_its_files_are_private_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual default: the broker inherits it
+    try:
+        broker, address = start_broker(tmp_path)
+    finally:
+        os.umask(old)
+    data = tmp_path / "data"
+    try:
+        with Client(address) as client:
+            client.submit("square", 3)  # no worker: it stays queued, on disk
+            assert client.wait_accepted(WAIT_S)
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+        assert {"broker.sqlite3", "broker.sqlite3-wal", "broker.lock"} <= set(files), files
+        assert all(mode == 0o600 for mode in files.values()), files
+    finally:
+        broker.stop()
+
+
+def test_a_broker_refuses_a_secret_file_others_can_read(tmp_path):
+    secret = write_secret(tmp_path / "secret")
+    os_chmod = __import__("os").chmod
+    os_chmod(secret, 0o644)
+    done = run_module("sockpool.broker", "start", "--port", "0", "--in-memory", "--secret-file", secret, timeout_s=30)
+    assert done.returncode != 0
+    assert "accessible by other users" in done.stderr and "chmod 600" in done.stderr
+
+
 def wait_for(condition, timeout_s: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
