@@ -317,6 +317,80 @@ def test_an_operator_secret_of_its_own(tmp_path):
         broker.stop()
 
 
+# -- 6. the metrics port has no limits ------------------------------------------
+
+
+def threads_of(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads")
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def http_status(address: str, host_header: str) -> int:
+    import http.client
+
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/api/status", headers={"Host": host_header})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_idle_http_connections_are_capped_and_cut_and_the_broker_port_still_serves(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0")
+    worker = start_worker(tmp_path, address, 1)
+    host, port = broker.metrics_address.rsplit(":", 1)
+    idle = []
+    try:
+        wait_for_processes(address, 1)
+        before = threads_of(broker.popen.pid)
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(200)]
+        time.sleep(1.0)
+        assert threads_of(broker.popen.pid) - before <= 16 + 2  # the cap, not 200
+        with Client(address) as client:
+            assert client.submit("square", 12).result(WAIT_S) == 144
+        # Those over the cap were closed at once; the others are cut by the
+        # read timeout: none is held for ever.
+        started = time.monotonic()
+        for sock in idle:
+            assert closed_by_peer(sock)
+        assert time.monotonic() - started < 20
+        for sock in idle:
+            sock.close()
+        idle = []
+        wait_for(lambda: threads_of(broker.popen.pid) <= before + 1)
+        assert http_status(broker.metrics_address, broker.metrics_address) == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        worker.stop()
+        broker.stop()
+
+
+def test_the_metrics_port_answers_only_requests_that_name_it(tmp_path):
+    """DNS rebinding: a page on evil.example, resolved to 127.0.0.1, sends Host: evil.example."""
+    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0")
+    try:
+        port = broker.metrics_address.rsplit(":", 1)[1]
+        assert http_status(broker.metrics_address, f"evil.example:{port}") == 421
+        assert http_status(broker.metrics_address, "evil.example") == 421
+        assert http_status(broker.metrics_address, f"127.0.0.1:{port}") == 200
+        assert http_status(broker.metrics_address, f"localhost:{port}") == 200
+    finally:
+        broker.stop()
+
+
 # -- 8. data at rest ------------------------------------------------------------
 
 
