@@ -64,6 +64,7 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
+from sockpool.protocol.limits import loggable
 from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
 
 from .peer import Peer
@@ -241,11 +242,11 @@ class BrokerServer:
                     self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
-            log.warning("closing %s: %s", conn.peer, exc)
+            log.warning("closing %s: %s", conn.peer, loggable(str(exc)))
             self._send_last_words(conn, Error(E_FRAME_TOO_LARGE, str(exc)))
         except ProtocolError as exc:
             assert conn is not None
-            log.warning("closing %s: protocol error: %s", conn.peer, exc)
+            log.warning("closing %s: protocol error: %s", conn.peer, loggable(str(exc), 500))
             self._send_last_words(conn, Error(E_BAD_MESSAGE, str(exc)))
         except ConnectionLost as exc:
             log.debug("%s", exc)
@@ -339,7 +340,9 @@ class BrokerServer:
             log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
             return None
         except AuthFailed as exc:
-            log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
+            log.warning(
+                "authentication failed for %s %r from %s: %s", hello.role, loggable(hello.name), conn.peer, exc.reason
+            )
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
@@ -361,10 +364,11 @@ class BrokerServer:
         if hello.role == "worker":
             log.info(
                 "worker %s joined from %s: %d processes, tasks %s",
-                hello.name or conn_id, conn.peer, hello.processes, ", ".join(sorted(hello.tasks)),
+                loggable(hello.name) or conn_id, conn.peer, hello.processes,
+                loggable(", ".join(sorted(hello.tasks)), 2000),
             )
         else:
-            log.info("client %s connected from %s", hello.name or conn_id, conn.peer)
+            log.info("%s %s connected from %s", hello.role, loggable(hello.name) or conn_id, conn.peer)
         return peer
 
     def _authenticate(self, conn: Connection, hello: Hello, deadline: float) -> bytes:
@@ -387,7 +391,7 @@ class BrokerServer:
         return auth.verify(answer)
 
     def _refuse(self, conn: Connection, error: Error) -> None:
-        log.warning("refused %s (%s): %s", conn.peer, error.code, error.message)
+        log.warning("refused %s (%s): %s", conn.peer, error.code, loggable(error.message, 500))
         self._send_last_words(conn, error)
 
     def _send_last_words(self, conn: Connection, error: Error) -> None:

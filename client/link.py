@@ -46,6 +46,7 @@ from sockpool.protocol import (
 from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS
 
+from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
 
@@ -350,7 +351,7 @@ class BrokerLink:
                 if reply is not None:
                     reply.set_result(msg)
             elif isinstance(msg, Error):
-                log.error("broker says %s: %s", msg.code, msg.message)
+                log.error("broker says %s: %s", loggable(msg.code), loggable(msg.message, 2000))
             elif not isinstance(msg, Pong):
                 raise ProtocolError(f"unexpected {msg.type!r} from the broker")
 

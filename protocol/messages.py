@@ -31,6 +31,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
+from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
 from .limits import (
@@ -467,6 +468,14 @@ def _check_jobs(msg: Any) -> None:
         check_job(entry)
 
 
+def _check_submit(msg: Any) -> None:
+    # Each job costs the broker a few hundred bytes however few it took on
+    # the wire; clients split their batches at this many (client/link.py).
+    if len(msg.jobs) > MAX_JOBS_PER_FRAME:
+        raise ProtocolError(f"submit: more than {MAX_JOBS_PER_FRAME} jobs in one frame")
+    _check_jobs(msg)
+
+
 def _check_results(msg: Any) -> None:
     for entry in msg.results:
         check_result(entry)
@@ -498,7 +507,7 @@ def _check_task_names(msg: Any) -> None:
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
-    Submit: _check_jobs,
+    Submit: _check_submit,
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,

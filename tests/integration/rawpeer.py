@@ -13,7 +13,18 @@ from typing import Any
 import msgpack
 
 from sockpool.net.connection import Connection, parse_address
-from sockpool.protocol import PROTOCOL_VERSION, ConnectionLost, Hello, Message, ProtocolError, Welcome, encode, frame
+from sockpool.protocol import (
+    PROTOCOL_VERSION,
+    ConnectionLost,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Welcome,
+    encode,
+    frame,
+)
 
 TIMEOUT_S = 10.0
 
@@ -40,6 +51,14 @@ class RawPeer:
 
     def recv(self, timeout_s: float = TIMEOUT_S) -> Message:
         return self.conn.recv(time.monotonic() + timeout_s)
+
+    def recv_reply(self, timeout_s: float = TIMEOUT_S) -> Message:
+        """The next message that is not a heartbeat."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            msg = self.conn.recv(deadline)
+            if not isinstance(msg, (Ping, Pong)):
+                return msg
 
     def recv_until_closed(self, timeout_s: float = TIMEOUT_S) -> list[Message]:
         """Everything the broker sends until it closes the connection.

@@ -75,7 +75,7 @@ def test_a_job_that_would_outgrow_the_workers_frame_fails_alone(tmp_path):
             futures = [victim.submit("square", i) for i in range(300)]
             floats = [0.5] * 150_000  # 750 KB as float32, 1.35 MB as float64
             attacker.send(submit_frame([[1, "echo", floats, {}, False]], use_single_float=True))
-            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+            replies = [attacker.recv_reply(WAIT_S) for _ in range(2)]
             assert [r.count for r in replies if isinstance(r, Accepted)] == [0]
             [refused] = [r for r in replies if isinstance(r, Results)]
             assert refused.results[0][:2] == [1, False]
@@ -101,7 +101,7 @@ def test_arguments_nested_600_deep_are_refused_alone_and_durability_goes_on(tmp_
         )
         with RawPeer(address) as attacker:
             attacker.send(frame(body))
-            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+            replies = [attacker.recv_reply(WAIT_S) for _ in range(2)]
         [refused] = [r for r in replies if isinstance(r, Results)]
         assert refused.results[0][2]["type"] == "ArgumentsTooDeep"
         with Client(address, session="victim-session-0123456789") as victim:
@@ -127,7 +127,7 @@ def test_a_worker_result_with_a_non_string_error_type_drops_that_worker_not_the_
         with Client(address) as client:
             future = client.submit("square", 6)
             rogue.send(raw_frame({"type": "credit", "credit": 1}))
-            jobs = rogue.recv(WAIT_S)
+            jobs = rogue.recv_reply(WAIT_S)
             gid = jobs.jobs[0][0]
             rogue.send(raw_frame({"type": "results", "results": [[gid, False, {"type": [1], "message": "m"}]]}))
             last = rogue.recv_until_closed()
@@ -387,6 +387,42 @@ def test_the_metrics_port_answers_only_requests_that_name_it(tmp_path):
         assert http_status(broker.metrics_address, "evil.example") == 421
         assert http_status(broker.metrics_address, f"127.0.0.1:{port}") == 200
         assert http_status(broker.metrics_address, f"localhost:{port}") == 200
+    finally:
+        broker.stop()
+
+
+# -- smaller: what a frame can cost is proportional to its size ----------------
+
+
+@pytest.mark.slow
+def test_a_frame_of_empty_maps_costs_the_broker_about_its_size(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        with Client(address) as warm:
+            warm.submit("square", 1)
+            assert warm.wait_accepted(WAIT_S)
+        before = rss_bytes(broker.popen.pid)
+        with RawPeer(address) as attacker:
+            # 2 MiB of empty maps: 64 bytes each once decoded (the old broker grew
+            # by 300 MB for 4 MiB of them).
+            attacker.send(submit_frame([[1, "echo", [{}] * (2 << 20), {}, False]]))
+            assert isinstance(attacker.recv_reply(WAIT_S), Accepted)
+            time.sleep(0.5)
+            growth = rss_bytes(broker.popen.pid) - before
+        print(f"broker RSS growth for a 2 MiB frame of empty maps, queued: {growth / 2**20:.1f} MiB")
+        assert growth < 24 << 20, growth
+    finally:
+        broker.stop()
+
+
+def test_a_newline_in_a_peers_name_cannot_forge_a_broker_log_line(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        forged = "x\n2026-12-01 10:00:00 INFO sockpool.broker: worker admin joined"
+        with RawPeer(address, Hello(PROTOCOL_VERSION, "client", name=forged)):
+            pass
+        wait_for(lambda: "x\\x0a2026" in broker.log())
+        assert not any(line.startswith("2026-12-01 10:00:00 INFO") for line in broker.log().splitlines())
     finally:
         broker.stop()
 

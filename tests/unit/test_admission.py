@@ -181,3 +181,17 @@ def test_failure_messages_in_status_are_shown_to_their_own_session_and_the_opera
     assert theirs.status["recent_failures"][0]["type"] == "ValueError"
     assert "session" not in mine.status["recent_failures"][0]  # never shown: a capability
     assert "message" not in state.status(2.0, viewer=None)["recent_failures"][0]  # the HTTP port's view
+
+
+def test_a_large_frames_long_argument_lists_are_kept_packed():
+    from sockpool.protocol.packed import PACKED_ARRAY, unpack_array
+
+    state = setup()
+    args = [{}] * 30_000  # 30 KB on the wire, 2 MB as Python dicts
+    small = [1, 2]
+    state.on_message(C1, Submit(1, [[1, "echo", args, {}, False], [2, "echo", small, {}, False]]), 1.0, 66_000)
+    kept = {job.cid: job.args for job in state.jobs.values()}
+    assert getattr(kept[1], "code", None) == PACKED_ARRAY and unpack_array(kept[1]) == args
+    assert kept[2] == [1, 2]  # short lists stay as they are
+    [jobs] = [m for c, m in state.on_message(W1, Credit(2), 1.0) if isinstance(m, Jobs)]
+    assert [e[2] for e in jobs.jobs][1] == [1, 2]

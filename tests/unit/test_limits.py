@@ -128,3 +128,12 @@ def test_cut_says_what_it_cut():
     assert cut("short", 100) == "short"
     long = cut("x" * 10_000, 100)
     assert len(long) <= 100 + 40 and "characters cut" in long
+
+
+def test_peer_text_is_logged_with_its_control_characters_escaped():
+    from sockpool.protocol.limits import loggable
+
+    forged = loggable("w1\n2026-12-01 10:00:00 INFO broker: worker admin joined\x1b[2J")
+    assert "\n" not in forged and "\x1b" not in forged
+    assert forged.startswith("w1\\x0a2026")
+    assert len(loggable("x" * 10_000)) <= 240
