@@ -68,6 +68,7 @@ from sockpool.protocol.limits import loggable
 from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
 
 from .peer import Peer
+from .quota import Quota
 from .state import BrokerState
 from .store import GroupCommitStore
 
@@ -98,6 +99,7 @@ class BrokerServer:
         store: GroupCommitStore | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        quota: Quota | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -125,7 +127,8 @@ class BrokerServer:
         }
         self._tls = tls
         self.state = BrokerState(
-            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
+            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time(),
+            quota=quota,
         )
         self.store = store
         if store is not None:

@@ -75,6 +75,7 @@ from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, 
 
 from . import admission
 
+from .quota import JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
 
@@ -99,11 +100,13 @@ class BrokerState:
         result_ttl_s: float = RESULT_TTL_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        quota: Quota | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
+        self.quota = quota or Quota()
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
@@ -284,6 +287,9 @@ class BrokerState:
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
+        # Each job's share of the frame it came in, plus what any job costs.
+        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
+        quota = self.quota
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -291,6 +297,8 @@ class BrokerState:
             why = unfit.get(cid) if unfit else None
             if why is None and self.workers and task not in self.served:
                 why = unknown_task(task)
+            if why is None:
+                why = quota.refusal(session.session_id, cost)
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -298,6 +306,8 @@ class BrokerState:
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
+            job.cost = cost
+            quota.add(session.session_id, cost)
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
@@ -458,6 +468,7 @@ class BrokerState:
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
+        self.quota.remove(job.session, job.cost)
         self.stats.on_finished(job.task, job.calls, ok, value, now)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
@@ -582,6 +593,8 @@ class BrokerState:
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
+            job.cost += JOB_OVERHEAD_BYTES
+            self.quota.add(job.session, job.cost)
             self._session(job.session).live[job.cid] = job.gid
             self._queue(job)
         for session_id, result in results:

@@ -192,10 +192,19 @@ def submit_detached(
     try:
         with Client(address, auto_ack=False, credentials=credentials) as client:
             jobs = client.with_options(retries=retries, timeout=timeout)
-            for value in values:
-                jobs.submit(task, value)
+            futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
                 raise click.ClickException("the broker did not accept every job in time")
+            if client.refused:
+                # Refusals travel ahead of (or right behind) the acceptance.
+                deadline = time.monotonic() + 5.0
+                while sum(f.done() for f in futures) < client.refused and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                reasons = {str(f.exception()).splitlines()[0] for f in futures if f.done() and f.exception()}
+                raise click.ClickException(
+                    f"{client.refused} of {len(values)} jobs refused ({'; '.join(sorted(reasons))}); "
+                    f"the other {len(values) - client.refused} are queued as submission {client.session}"
+                )
             return client.session
     except SockpoolError as exc:
         raise click.ClickException(str(exc)) from exc

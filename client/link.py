@@ -91,6 +91,8 @@ class BrokerLink:
         # `queue` bounds, so a caller submitting faster than the broker
         # accepts waits instead of piling jobs up in memory.
         self._pending = 0
+        # Jobs the broker refused at submit (their results say why).
+        self.refused = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
         self._replies: list[Future[Message]] = []
@@ -341,7 +343,9 @@ class BrokerLink:
                 self._on_results(msg.results)
             elif isinstance(msg, Accepted):
                 with self._lock:
-                    self._pending -= len(self._unaccepted.pop(msg.batch, ()))
+                    batch = self._unaccepted.pop(msg.batch, ())
+                    self._pending -= len(batch)
+                    self.refused += max(0, len(batch) - msg.count)
                     self._lock.notify_all()
             elif isinstance(msg, Ping):
                 conn.send(Pong())

@@ -88,6 +88,15 @@ MAX_LOST_ATTEMPTS = 3
 # not, fails too: a backstop for jobs that kill workers before they report.
 MAX_REQUEUES = 20
 
+# Quotas (broker/quota.py; 0 means none). By default only the bytes all
+# queued jobs may take, counting a fixed overhead per job, so that clients
+# together cannot make the broker run out of memory; a shared broker sets
+# per-session limits too.
+MAX_QUEUED_JOBS = 0
+MAX_STORE_BYTES = 1 << 30
+MAX_SESSION_JOBS = 0
+MAX_SESSION_BYTES = 0
+
 # How long results and failed jobs are kept when nobody acknowledges them.
 RESULT_TTL_S = 7 * 24 * 3600.0
 

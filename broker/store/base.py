@@ -86,7 +86,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
     for gid, session, cid, task, body, attempts, ok, result, finished_at in job_rows:
         if ok is None:
             args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
-            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
+            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
             results.append((session, StoredResult(gid, entry, finished_at)))

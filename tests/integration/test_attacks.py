@@ -427,6 +427,40 @@ def test_a_newline_in_a_peers_name_cannot_forge_a_broker_log_line(tmp_path):
         broker.stop()
 
 
+# -- quotas ---------------------------------------------------------------------
+
+
+def test_a_full_broker_refuses_with_broker_full_and_keeps_everything_it_accepted(tmp_path):
+    from sockpool.client import BrokerFull
+
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port, *("--max-queued-jobs", "5", "--max-session-jobs", "4"))
+    try:
+        with Client(address, session="first-session-0123456789") as first:
+            futures = [first.submit("square", i) for i in range(6)]
+            assert first.wait_accepted(WAIT_S)
+            with pytest.raises(BrokerFull, match="--max-session-jobs"):
+                futures[4].result(WAIT_S)
+            assert first.refused == 2
+        done = run_module("sockpool.client", "--detach", "--broker", address, "square", "7", "8")
+        assert done.returncode != 0 and "1 of 2 jobs refused" in done.stderr, done.stderr
+        assert "--max-queued-jobs" in done.stderr
+        done = run_module("sockpool.client", "--broker", address, "square", "9")
+        assert done.returncode != 0 and "BrokerFull: broker full" in done.stderr, done.stderr
+        broker.kill()  # kill -9: the five accepted jobs are on disk, the refused ones nowhere
+        broker, address = start_broker(tmp_path, port=port, *("--max-queued-jobs", "5"))
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            with Client(address, session="first-session-0123456789") as first:
+                assert sorted((cid, v) for cid, ok, v in first.collect(WAIT_S)) == [(i + 1, i * i) for i in range(4)]
+            with Client(address) as later:  # room again, once they ran
+                assert later.submit("square", 10).result(WAIT_S) == 100
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
 # -- 8. data at rest ------------------------------------------------------------
 
 
