@@ -386,7 +386,7 @@ def from_wire(wire: Any) -> Message:
         elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
         if base is int:
-            low, high = _INT_RANGES.get((tag, name), _INT64)
+            low, high = _INT_RANGES.get((cls.type, name), _INT64)
             if not low <= value <= high:
                 raise ProtocolError(f"{tag}: field {name!r} out of range [{low}, {high}]")
         elif base is str and len(value) > _STR_LIMITS.get(name, _ANY_LENGTH):
