@@ -102,6 +102,11 @@ def main() -> None:
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve Prometheus /metrics and the dashboard on this HTTP port of --host; 0 picks a free one.",
 )
+@click.option(
+    "--metrics-host", "metrics_hosts", multiple=True, metavar="NAME",
+    help="Another DNS name the HTTP port answers to (repeatable); besides IP addresses, localhost and "
+         "this machine's names, other Host headers are refused, against DNS rebinding.",
+)
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
@@ -109,7 +114,7 @@ def start(
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int,
     max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
-    handshake_timeout_s: float, metrics_port: int | None,
+    handshake_timeout_s: float, metrics_port: int | None, metrics_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Start a broker. It prints 'listening on HOST:PORT' once it accepts
@@ -148,7 +153,7 @@ def start(
         from .observe import ObserveServer  # only a broker asked for metrics needs prometheus-client
 
         try:
-            http = ObserveServer(host, metrics_port, server.status)
+            http = ObserveServer(host, metrics_port, server.status, allowed_hosts=metrics_hosts)
         except OSError as exc:
             server.stop()
             raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {exc}") from exc

@@ -169,8 +169,12 @@ class ObserveServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, host: str, port: int, status: StatusSource, *, max_connections: int = MAX_HTTP_CONNECTIONS
+        self, host: str, port: int, status: StatusSource, *, max_connections: int = MAX_HTTP_CONNECTIONS,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
+        """`allowed_hosts`: more names the port answers to in a Host header
+        (a DNS name Prometheus or a proxy uses), besides IP addresses,
+        localhost and this machine's own names."""
         self.address_family = address_family(host)
         super().__init__((host, port), _Handler)
         self.status = status
@@ -179,7 +183,8 @@ class ObserveServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._open: dict[socket.socket, float] = {}  # connection -> when it must be done
         self._open_lock = threading.Lock()
-        self._names = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+        self._names = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower(),
+                       *(name.lower().rstrip(".") for name in allowed_hosts)}
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a request's Host header names us: an IP address (a browser

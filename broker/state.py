@@ -602,7 +602,13 @@ class BrokerState:
             session.results[result.entry[0]] = result
         for session in self.sessions.values():
             session.gone_since = now
-        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        for record in sorted(failed, key=lambda f: f.finished_at):
+            # Rows an older broker stored may be of any size: bound them as
+            # new ones are, so `broker failed` can always answer.
+            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
+                record.args, record.kwargs, record.error, self.failed_row_bytes
+            )
+            self.failed.append(record)
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.

@@ -27,6 +27,7 @@ A failed job's value is an error map, see `error_value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
@@ -383,6 +384,8 @@ def from_wire(wire: Any) -> Message:
         value = wire[name]
         if base is float and type(value) is int:
             value = float(value)  # an encoder may write 2.0 as 2
+        if base is float and type(value) is float and not math.isfinite(value):
+            raise ProtocolError(f"{tag}: field {name!r} must be a finite number")
         elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
         if base is int:

@@ -380,9 +380,10 @@ def test_idle_http_connections_are_capped_and_cut_and_the_broker_port_still_serv
 
 def test_the_metrics_port_answers_only_requests_that_name_it(tmp_path):
     """DNS rebinding: a page on evil.example, resolved to 127.0.0.1, sends Host: evil.example."""
-    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0")
+    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0", "--metrics-host", "metrics.internal")
     try:
         port = broker.metrics_address.rsplit(":", 1)[1]
+        assert http_status(broker.metrics_address, f"metrics.internal:{port}") == 200
         assert http_status(broker.metrics_address, f"evil.example:{port}") == 421
         assert http_status(broker.metrics_address, "evil.example") == 421
         assert http_status(broker.metrics_address, f"127.0.0.1:{port}") == 200

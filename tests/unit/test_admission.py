@@ -195,3 +195,27 @@ def test_a_large_frames_long_argument_lists_are_kept_packed():
     assert kept[2] == [1, 2]  # short lists stay as they are
     [jobs] = [m for c, m in state.on_message(W1, Credit(2), 1.0) if isinstance(m, Jobs)]
     assert [e[2] for e in jobs.jobs][1] == [1, 2]
+
+
+def test_failed_rows_an_older_broker_stored_are_bounded_on_restore():
+    from sockpool.broker.records import FailedJob
+    from sockpool.protocol import ListFailed, encode
+
+    state = setup()
+    huge = FailedJob(1, "echo", ["x" * 9_000_000], {}, {"type": "E", "message": "m"}, 1, 1.0, "", 9_000_000)
+    state.restore([], [], [huge, huge], 2.0)
+    state.on_hello(31, Hello(PROTOCOL_VERSION, "operator"), "h:o", 2.0)
+    [(_, page)] = state.on_message(31, ListFailed(), 3.0)
+    assert len(page.jobs) == 2 and len(encode(page)) - 4 <= MAX
+    assert "not kept" in page.jobs[0][1][0]
+
+
+def test_a_non_finite_float_is_a_protocol_error():
+    import msgpack
+    import pytest
+
+    from sockpool.protocol import ProtocolError, decode
+
+    with pytest.raises(ProtocolError, match="finite"):
+        decode(msgpack.packb({"type": "welcome", "version": 1, "broker": "b", "max_frame_bytes": 1024,
+                              "heartbeat_s": float("nan")}))
