@@ -372,8 +372,7 @@ def from_wire(wire: Any) -> Message:
     if not isinstance(wire, dict):
         raise ProtocolError(f"message must be a map, not {type(wire).__name__}")
     tag = wire.get("type")
-    cls = _registry.get(tag) if isinstance(tag, str) else None
-    if cls is None:
+    if not isinstance(tag, str) or (cls := _registry.get(tag)) is None:
         raise ProtocolError(f"unknown message type {tag!r}")
     kwargs = {}
     for name, base, required in _field_types[cls]:
