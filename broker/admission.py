@@ -28,7 +28,7 @@ from sockpool.protocol.limits import (
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, error_value
 from sockpool.protocol.packed import pack_array
 
-__all__ = ["checked_result", "too_deep", "too_large_to_forward", "unfit_jobs"]
+__all__ = ["any_nested_value", "checked_result", "too_deep", "too_large_to_forward", "unfit_jobs"]
 
 E_TOO_LARGE = "ArgumentsTooLarge"
 E_TOO_DEEP = "ArgumentsTooDeep"
@@ -62,7 +62,7 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
     might cost real memory or outgrow a worker's frame.
     """
     refused: dict[int, dict[str, Any]] = {}
-    if too_deep(jobs, MAX_NESTING + 2):
+    if any_nested(jobs):
         for entry in jobs:
             if too_deep(entry, MAX_NESTING + 1):
                 refused[entry[0]] = error_value(
@@ -96,6 +96,42 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
                 f"{max_frame_bytes} (float32 values travel on as float64; send large arrays as bytes)",
             )
     return refused
+
+
+_CONTAINERS = (list, dict)
+
+
+def any_nested(entries: list[list[Any]]) -> bool:
+    """Whether any job's arguments, keyword arguments or options hold a list
+    or map at all: the only jobs whose nesting needs a walk. One tight loop,
+    no call per job, for the usual batch of flat arguments."""
+    containers = _CONTAINERS
+    for entry in entries:
+        args = entry[2]
+        if type(args) is list:
+            for arg in args:
+                if type(arg) in containers:
+                    return True
+        kwargs = entry[3]
+        if kwargs:
+            for value in kwargs.values():
+                if type(value) in containers:
+                    return True
+        if len(entry) > 5:
+            for value in entry[5].values():
+                if type(value) in containers:
+                    return True
+    return False
+
+
+def any_nested_value(results: list[list[Any]]) -> bool:
+    """Whether any result's value is a list or map, the only ones whose
+    nesting needs a walk (a map chunk's values come packed)."""
+    containers = _CONTAINERS
+    for entry in results:
+        if type(entry[2]) in containers:
+            return True
+    return False
 
 
 def too_large_to_forward(max_frame_bytes: int) -> dict[str, Any]:

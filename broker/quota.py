@@ -24,6 +24,9 @@ E_BROKER_FULL = "BrokerFull"
 JOB_OVERHEAD_BYTES = 512
 
 
+_UNLIMITED = 1 << 62
+
+
 class Quota:
     """Limits of 0 mean none."""
 
@@ -38,14 +41,16 @@ class Quota:
         self.bytes = 0
         self._by_session: dict[str, list[int]] = {}  # session -> [jobs, bytes]
 
-    def refusal(self, session: str, cost: int) -> dict[str, Any] | None:
-        """The `BrokerFull` error for one more job of `cost` bytes, or None."""
+    def refusal(self, session: str, cost: int, pending: int = 0) -> dict[str, Any] | None:
+        """The `BrokerFull` error for one more job of `cost` bytes, after
+        `pending` such jobs not yet added, or None if it fits."""
         mine = self._by_session.get(session, (0, 0))
         for limit, used, add, what, option in (
-            (self.max_jobs, self.jobs, 1, "queued jobs", "--max-queued-jobs"),
-            (self.max_bytes, self.bytes, cost, "bytes of queued jobs", "--max-store-bytes"),
-            (self.max_session_jobs, mine[0], 1, "queued jobs for this session", "--max-session-jobs"),
-            (self.max_session_bytes, mine[1], cost, "bytes of queued jobs for this session", "--max-session-bytes"),
+            (self.max_jobs, self.jobs + pending, 1, "queued jobs", "--max-queued-jobs"),
+            (self.max_bytes, self.bytes + pending * cost, cost, "bytes of queued jobs", "--max-store-bytes"),
+            (self.max_session_jobs, mine[0] + pending, 1, "queued jobs for this session", "--max-session-jobs"),
+            (self.max_session_bytes, mine[1] + pending * cost, cost, "bytes of queued jobs for this session",
+             "--max-session-bytes"),
         ):
             if limit and used + add > limit:
                 return error_value(
@@ -55,12 +60,27 @@ class Quota:
                 )
         return None
 
-    def add(self, session: str, cost: int) -> None:
-        self.jobs += 1
-        self.bytes += cost
+    def room(self, session: str, cost: int) -> int:
+        """How many more jobs of `cost` bytes this session may queue now;
+        a submit asks once, not per job."""
+        mine = self._by_session.get(session, (0, 0))
+        room = _UNLIMITED
+        if self.max_jobs:
+            room = min(room, self.max_jobs - self.jobs)
+        if self.max_bytes:
+            room = min(room, (self.max_bytes - self.bytes) // cost)
+        if self.max_session_jobs:
+            room = min(room, self.max_session_jobs - mine[0])
+        if self.max_session_bytes:
+            room = min(room, (self.max_session_bytes - mine[1]) // cost)
+        return max(0, room)
+
+    def add(self, session: str, cost: int, count: int = 1) -> None:
+        self.jobs += count
+        self.bytes += cost * count
         mine = self._by_session.setdefault(session, [0, 0])
-        mine[0] += 1
-        mine[1] += cost
+        mine[0] += count
+        mine[1] += cost * count
 
     def remove(self, session: str, cost: int) -> None:
         self.jobs -= 1

@@ -75,7 +75,7 @@ from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, 
 
 from . import admission
 
-from .quota import JOB_OVERHEAD_BYTES, Quota
+from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
 
@@ -289,7 +289,7 @@ class BrokerState:
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         # Each job's share of the frame it came in, plus what any job costs.
         cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
-        quota = self.quota
+        room = self.quota.room(session.session_id, cost)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -297,8 +297,8 @@ class BrokerState:
             why = unfit.get(cid) if unfit else None
             if why is None and self.workers and task not in self.served:
                 why = unknown_task(task)
-            if why is None:
-                why = quota.refusal(session.session_id, cost)
+            if why is None and added >= room:
+                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -307,13 +307,13 @@ class BrokerState:
                       entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
             job.cost = cost
-            quota.add(session.session_id, cost)
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
             self._queue(job)
             added += 1
+        self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
@@ -376,7 +376,7 @@ class BrokerState:
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
-        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
+        deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -677,6 +677,10 @@ class BrokerState:
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
+
+
+def broker_full() -> dict[str, Any]:
+    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
 
 
 def new_session_id() -> str:
