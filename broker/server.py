@@ -429,9 +429,12 @@ class BrokerServer:
             self._post(out)
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
-        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        # The journal goes to the store before anything is posted: posting
+        # can fail a job it cannot send (see _post), and that failure's
+        # entries must reach the store after this job's `add`, not before.
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
 
     def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
         with self._lock:

@@ -61,6 +61,7 @@ from sockpool.protocol import (
     error_value,
 )
 from sockpool.protocol.defaults import (
+    FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
@@ -68,13 +69,11 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     RETRY_BASE_S,
     RETRY_MAX_S,
-    FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
 from . import admission
-
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
@@ -104,9 +103,9 @@ class BrokerState:
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.quota = quota or Quota()
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
-        self.quota = quota or Quota()
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
