@@ -107,3 +107,9 @@ def kill_worker(seconds: float = 0.5) -> None:
     with open(f"/proc/{os.getppid()}/stat") as f:
         worker_pid = int(f.read().rsplit(")", 1)[1].split()[1])
     os.kill(worker_pid, 9)
+
+
+def total(*values: float) -> float:
+    """Many positional arguments: in a large submit frame the broker keeps
+    them packed (broker/admission.py), and they must arrive unchanged."""
+    return sum(values)

@@ -402,6 +402,21 @@ def test_the_metrics_port_answers_only_requests_that_name_it(tmp_path):
 # -- smaller: what a frame can cost is proportional to its size ----------------
 
 
+def test_long_argument_lists_the_broker_keeps_packed_arrive_unchanged(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 2)
+        with Client(address) as client:
+            # A burst: thousands of jobs to a frame, well over the 64 KiB past
+            # which the broker packs argument lists of 16 items or more.
+            futures = [client.submit("tests.tasks:total", *range(i, i + 20)) for i in range(3000)]
+            assert [f.result(WAIT_S) for f in futures] == [sum(range(i, i + 20)) for i in range(3000)]
+    finally:
+        worker.stop()
+        broker.stop()
+
+
 @pytest.mark.slow
 def test_a_frame_of_empty_maps_costs_the_broker_about_its_size(tmp_path):
     broker, address = start_broker(tmp_path, "--in-memory")
