@@ -320,6 +320,12 @@ def test_an_operator_secret_of_its_own(tmp_path):
         assert "0 failed jobs" in done.stderr
         done = run_module("sockpool.broker", "failed", "--broker", address, "--secret-file", client_secret)
         assert done.returncode != 0
+        # `broker status --operator` takes the operator's secret from its own variable too.
+        done = run_module("sockpool.broker", "status", "--broker", address, "--operator", "--json",
+                          env={**env, "SOCKPOOL_SECRET_FILE": client_secret})
+        assert done.returncode == 0, done.stderr
+        done = run_module("sockpool.broker", "status", "--broker", address, "--json", "--secret-file", client_secret)
+        assert done.returncode == 0, done.stderr
     finally:
         broker.stop()
 
