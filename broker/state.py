@@ -193,15 +193,15 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            out: Outbox = []
             for task in worker.tasks:
-                if task not in self.served and task in self.ready:
-                    self.unserved.mark(task, now)  # its last server left
+                if task not in self.served and task in self.ready and self.unserved.mark(task, now):
+                    out += self._tell_waiting(task)  # its last server left
             if worker.draining:
                 # Asked to stop, it left what it could not finish in time:
                 # that is no fault of the jobs', so they go back uncharged,
                 # as if released.
-                return self.on_release(worker, list(worker.leased))
-            out: Outbox = []
+                return out + self.on_release(worker, list(worker.leased))
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
@@ -431,6 +431,15 @@ class BrokerState:
             return self._deliver(by_session)
         self._queue(job, front=True)
         return []
+
+    def _tell_waiting(self, task: str) -> Outbox:
+        """Tell the connected sessions with jobs of `task` queued that they
+        now wait for a worker that serves it."""
+        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
+        sessions = {job.session for job in self.ready.get(task, ())}
+        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
+        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
 
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """No worker came for `task` in time: its queued jobs fail (retries
