@@ -610,3 +610,15 @@ def test_a_session_that_comes_back_in_the_grace_gets_everything(state):
     state.on_disconnect(C2, 210.0)
     state.tick(210.0 + 299.0)
     assert 1 in state.sessions["s"].results  # the grace starts again at each departure
+
+
+def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():
+    """The rng is seeded in tests and predictable in production (a Mersenne
+    Twister): two brokers with the same rng must still hand out unrelated IDs."""
+    import random
+
+    a, b = BrokerState("b1", MAX, rng=random.Random(7)), BrokerState("b1", MAX, rng=random.Random(7))
+    [(_, wa)] = client(a, C1)
+    [(_, wb)] = client(b, C1)
+    assert wa.session != wb.session
+    assert len(wa.session) >= 32 and int(wa.session, 16) >= 0  # 128 bits, hex
