@@ -192,6 +192,10 @@ class Client:
         """For a client created with `session=`: wait for every result the
         broker holds for that session; (job id, ok, value) in submission order.
 
+        The broker holds them for a session gone longer than its session
+        grace (5 minutes by default) only if the jobs were submitted
+        detached (`with_options(detached=True)`, `submit --detach`).
+
         Raises:
             TimeoutError: not all results arrived in time.
             ConnectionLost: the broker was lost for good.
