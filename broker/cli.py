@@ -103,8 +103,8 @@ def main() -> None:
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
-    name: str | None, secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None,
-    tls_cert: str | None, tls_key: str | None,
+    name: str | None,
+    secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
     log_level: str,
 ) -> None:

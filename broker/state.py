@@ -102,10 +102,10 @@ from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
-# Room in a reply frame for everything but its rows.
-_REPLY_OVERHEAD_BYTES = 256
 # Tasks listed in status as waiting for a worker, at most.
 MAX_UNSERVED_SHOWN = 20
+# Room in a reply frame for everything but its rows.
+_REPLY_OVERHEAD_BYTES = 256
 
 Outbox = list[tuple[int, Message]]
 
@@ -213,15 +213,15 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            out: Outbox = []
             for task in worker.tasks:
-                if task not in self.served and task in self.ready:
-                    self.unserved.mark(task, now)  # its last server left
+                if task not in self.served and task in self.ready and self.unserved.mark(task, now):
+                    out += self._tell_waiting(task)  # its last server left
             if worker.draining:
                 # Asked to stop, it left what it could not finish in time:
                 # that is no fault of the jobs', so they go back uncharged,
                 # as if released.
-                return self.on_release(worker, list(worker.leased))
-            out: Outbox = []
+                return out + self.on_release(worker, list(worker.leased))
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
@@ -344,7 +344,9 @@ class BrokerState:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
-            why = refusal or (unfit.get(cid) if unfit else None)
+            why = unfit.get(cid) if unfit else None
+            if why is None and refusal is not None:
+                why = refusal
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -523,6 +525,15 @@ class BrokerState:
             return self._deliver(by_session)
         self._queue(job, front=True)
         return []
+
+    def _tell_waiting(self, task: str) -> Outbox:
+        """Tell the connected sessions with jobs of `task` queued that they
+        now wait for a worker that serves it."""
+        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
+        sessions = {job.session for job in self.ready.get(task, ())}
+        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
+        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
 
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """No worker came for `task` in time: its queued jobs fail (retries
@@ -718,7 +729,7 @@ class BrokerState:
         return [
             {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
              "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
-            for task, since in sorted(self.unserved.since.items())[:MAX_UNSERVED_SHOWN]
+            for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
         ]
 
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
