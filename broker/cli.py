@@ -32,6 +32,9 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     OPERATOR_SECRET_ENV,
     SECRET_ENV,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 
 from .quota import Quota
@@ -61,6 +64,13 @@ def main() -> None:
               help="Heartbeat interval; a peer silent for 4 intervals is dropped and its jobs requeued.")
 @click.option("--result-ttl-s", default=RESULT_TTL_S, show_default=True, type=click.FloatRange(1),
               help="How long unacknowledged results and failed jobs are kept.")
+@click.option("--session-grace-s", default=SESSION_GRACE_S, show_default=True, type=click.FloatRange(1),
+              help="A client gone this long cannot come back: its results are dropped, except detached jobs'.")
+@click.option("--unserved-grace-s", default=UNSERVED_GRACE_S, show_default=True, type=click.FloatRange(0),
+              help="A job whose task no connected worker serves fails with UnknownTask once none has come "
+                   "for this long since it was submitted and since the last worker joined.")
+@click.option("--unserved-timeout-s", default=UNSERVED_TIMEOUT_S, show_default=True, type=click.FloatRange(0),
+              help="...and in any case after this long (the wait when no worker is connected at all).")
 @click.option("--name", default=None, help="Name shown to peers and in logs.")
 @click.option(
     "--secret-file", envvar=SECRET_ENV, metavar="PATH",
@@ -110,7 +120,8 @@ def main() -> None:
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
-    heartbeat_s: float, result_ttl_s: float, name: str | None,
+    heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
+    name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int,
     max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
@@ -144,6 +155,7 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+        session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
         quota=Quota(max_queued_jobs, max_store_bytes, max_session_jobs, max_session_bytes),
@@ -201,16 +213,18 @@ def status(
     failures show their messages (which may quote a job's arguments) only
     with --operator.
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, SockpoolError, StatusReply, StatusRequest
 
     from .report import format_status
 
     if operator and ctx.get_parameter_source("secret_file") != click.core.ParameterSource.COMMANDLINE:
         secret_file = os.environ.get(OPERATOR_SECRET_ENV) or secret_file
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout, operator=operator) as client:
-            report = client.status(timeout)
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        role = ROLE_OPERATOR if operator else ROLE_CLIENT
+        report = ask(address, StatusRequest(), StatusReply, credentials, timeout, role=role, name="broker-status").status
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
@@ -230,12 +244,20 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     list shows other people's job arguments. A client sees only its own
     session's failures (`Client.failed_jobs`).
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask, failed_job_rows
+    from sockpool.protocol import ROLE_OPERATOR, FailedJobs, ListFailed, SockpoolError
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-failed") as client:
-            jobs = client.failed_jobs()
-    except (SockpoolError, ValueError) as exc:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        jobs: list[dict] = []
+        while True:
+            reply = ask(address, ListFailed(offset=len(jobs)), FailedJobs, credentials, CONNECT_TIMEOUT_S * 2,
+                        role=ROLE_OPERATOR, name="broker-failed")
+            jobs += failed_job_rows(reply.jobs)
+            if not reply.more or not reply.jobs:
+                break
+    except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(jobs))

@@ -13,7 +13,7 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "cost",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
     )
 
     def __init__(
@@ -48,12 +48,19 @@ class Job:
         self.cost = cost
         self.queued_at = 0.0
         self.dispatched_at = 0.0
+        # Its session asked to hear when a worker takes it (`started`).
+        self.notify = False
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
         if self.options:
             return [self.gid, self.task, self.args, self.kwargs, self.many, self.options]
         return [self.gid, self.task, self.args, self.kwargs, self.many]
+
+    @property
+    def result_mode(self) -> str | None:
+        """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
+        return self.options.get("result") if self.options else None
 
     @property
     def retries(self) -> int:
@@ -85,6 +92,7 @@ class StoredResult:
     gid: int
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
+    detached: bool = False  # kept even once its session cannot come back
 
 
 @dataclass
@@ -101,6 +109,11 @@ class Session:
     live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
     results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
     gone_since: float | None = None
+    # The client asked (hello.started) to be told when its jobs go to a worker.
+    wants_started: bool = False
+    # Gone past the grace: results of its jobs that are not detached are
+    # not kept (until it comes back after all).
+    abandoned: bool = False
 
     def holds(self, cid: int) -> bool:
         return cid in self.live or cid in self.results

@@ -97,6 +97,20 @@ MAX_STORE_BYTES = 1 << 30
 MAX_SESSION_JOBS = 0
 MAX_SESSION_BYTES = 0
 
+# A job whose task no connected worker serves fails with UnknownTask once
+# its task has had no server for UNSERVED_GRACE_S since it was submitted
+# and since the last worker joined, or for UNSERVED_TIMEOUT_S in all
+# (with no worker connected at all, only the latter applies). See
+# broker/unserved.py.
+UNSERVED_GRACE_S = 10.0
+UNSERVED_TIMEOUT_S = 600.0
+
+# A client session gone this long (closed, or lost and not back) cannot
+# return for its results: longer than a client keeps reconnecting
+# (RECONNECT_TIMEOUT_S). Its results are then dropped, unless its jobs were
+# submitted detached (kept until acknowledged or RESULT_TTL_S).
+SESSION_GRACE_S = 300.0
+
 # How long results and failed jobs are kept when nobody acknowledges them.
 RESULT_TTL_S = 7 * 24 * 3600.0
 

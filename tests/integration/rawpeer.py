@@ -19,7 +19,6 @@ from sockpool.protocol import (
     Hello,
     Message,
     Ping,
-    Pong,
     ProtocolError,
     Welcome,
     encode,
@@ -52,13 +51,16 @@ class RawPeer:
     def recv(self, timeout_s: float = TIMEOUT_S) -> Message:
         return self.conn.recv(time.monotonic() + timeout_s)
 
-    def recv_reply(self, timeout_s: float = TIMEOUT_S) -> Message:
-        """The next message that is not a heartbeat."""
+    def recv_replies(self, count: int, timeout_s: float = TIMEOUT_S) -> list[Message]:
+        """The next `count` messages that are not the broker's heartbeats
+        (a loaded machine can slip a ping in between two replies)."""
+        got: list[Message] = []
         deadline = time.monotonic() + timeout_s
-        while True:
+        while len(got) < count:
             msg = self.conn.recv(deadline)
-            if not isinstance(msg, (Ping, Pong)):
-                return msg
+            if not isinstance(msg, Ping):
+                got.append(msg)
+        return got
 
     def recv_until_closed(self, timeout_s: float = TIMEOUT_S) -> list[Message]:
         """Everything the broker sends until it closes the connection.

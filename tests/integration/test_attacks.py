@@ -75,7 +75,7 @@ def test_a_job_that_would_outgrow_the_workers_frame_fails_alone(tmp_path):
             futures = [victim.submit("square", i) for i in range(300)]
             floats = [0.5] * 150_000  # 750 KB as float32, 1.35 MB as float64
             attacker.send(submit_frame([[1, "echo", floats, {}, False]], use_single_float=True))
-            replies = [attacker.recv_reply(WAIT_S) for _ in range(2)]
+            replies = attacker.recv_replies(2, WAIT_S)
             assert [r.count for r in replies if isinstance(r, Accepted)] == [0]
             [refused] = [r for r in replies if isinstance(r, Results)]
             assert refused.results[0][:2] == [1, False]
@@ -101,7 +101,7 @@ def test_arguments_nested_600_deep_are_refused_alone_and_durability_goes_on(tmp_
         )
         with RawPeer(address) as attacker:
             attacker.send(frame(body))
-            replies = [attacker.recv_reply(WAIT_S) for _ in range(2)]
+            replies = attacker.recv_replies(2, WAIT_S)
         [refused] = [r for r in replies if isinstance(r, Results)]
         assert refused.results[0][2]["type"] == "ArgumentsTooDeep"
         with Client(address, session="victim-session-0123456789") as victim:
@@ -127,7 +127,7 @@ def test_a_worker_result_with_a_non_string_error_type_drops_that_worker_not_the_
         with Client(address) as client:
             future = client.submit("square", 6)
             rogue.send(raw_frame({"type": "credit", "credit": 1}))
-            jobs = rogue.recv_reply(WAIT_S)
+            [jobs] = rogue.recv_replies(1, WAIT_S)
             gid = jobs.jobs[0][0]
             rogue.send(raw_frame({"type": "results", "results": [[gid, False, {"type": [1], "message": "m"}]]}))
             last = rogue.recv_until_closed()
@@ -435,7 +435,7 @@ def test_a_frame_of_empty_maps_costs_the_broker_about_its_size(tmp_path):
             # 2 MiB of empty maps: 64 bytes each once decoded (the old broker grew
             # by 300 MB for 4 MiB of them).
             attacker.send(submit_frame([[1, "echo", [{}] * (2 << 20), {}, False]]))
-            assert isinstance(attacker.recv_reply(WAIT_S), Accepted)
+            assert isinstance(attacker.recv_replies(1, WAIT_S)[0], Accepted)
             time.sleep(0.5)
             growth = rss_bytes(broker.popen.pid) - before
         print(f"broker RSS growth for a 2 MiB frame of empty maps, queued: {growth / 2**20:.1f} MiB")
@@ -472,7 +472,7 @@ def test_a_full_broker_refuses_with_broker_full_and_keeps_everything_it_accepted
                 futures[4].result(WAIT_S)
             assert first.refused == 2
         done = run_module("sockpool.client", "--detach", "--broker", address, "square", "7", "8")
-        assert done.returncode != 0 and "1 of 2 jobs refused" in done.stderr, done.stderr
+        assert done.returncode != 0 and "1 of 2 jobs not accepted" in done.stderr, done.stderr
         assert "--max-queued-jobs" in done.stderr
         done = run_module("sockpool.client", "--broker", address, "square", "9")
         assert done.returncode != 0 and "BrokerFull: broker full" in done.stderr, done.stderr
