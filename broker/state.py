@@ -73,6 +73,7 @@ from sockpool.protocol import (
     error_value,
 )
 from sockpool.protocol.defaults import (
+    FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
@@ -83,7 +84,6 @@ from sockpool.protocol.defaults import (
     RETRY_MAX_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
-    FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import (
@@ -97,7 +97,7 @@ from sockpool.protocol.messages import (
 )
 
 from . import admission
-
+from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
 from .unserved import UnservedTasks, unknown_task_message, waiting_notice
@@ -107,10 +107,10 @@ from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
-# Room in a reply frame for everything but its rows.
-_REPLY_OVERHEAD_BYTES = 256
 # Tasks listed in status as waiting for a worker, at most.
 MAX_UNSERVED_SHOWN = 20
+# Room in a reply frame for everything but its rows.
+_REPLY_OVERHEAD_BYTES = 256
 
 Outbox = list[tuple[int, Message]]
 
@@ -128,9 +128,11 @@ class BrokerState:
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        quota: Quota | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.quota = quota or Quota()
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
@@ -226,15 +228,15 @@ class BrokerState:
         if worker is not None:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
+            out: Outbox = []
             for task in worker.tasks:
-                if task not in self.served and task in self.ready:
-                    self.unserved.mark(task, now)  # its last server left
+                if task not in self.served and task in self.ready and self.unserved.mark(task, now):
+                    out += self._tell_waiting(task)  # its last server left
             if worker.draining:
                 # Asked to stop, it left what it could not finish in time:
                 # that is no fault of the jobs', so they go back uncharged,
                 # as if released.
-                return self.on_release(worker, list(worker.leased))
-            out: Outbox = []
+                return out + self.on_release(worker, list(worker.leased))
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
@@ -353,11 +355,18 @@ class BrokerState:
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
+        # Each job's share of the frame it came in, plus what any job costs.
+        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
+        room = self.quota.room(session.session_id, cost)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
-            why = refusal or (unfit.get(cid) if unfit else None)
+            why = unfit.get(cid) if unfit else None
+            if why is None and refusal is not None:
+                why = refusal
+            if why is None and added >= room:
+                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -368,12 +377,14 @@ class BrokerState:
                       entry[5] if len(entry) > 5 else None)
             job.notify = session.wants_started
             self._next_gid += 1
+            job.cost = cost
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
             self._queue(job)
             added += 1
+        self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
@@ -442,7 +453,7 @@ class BrokerState:
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
-        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
+        deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -538,6 +549,15 @@ class BrokerState:
         self._queue(job, front=True)
         return []
 
+    def _tell_waiting(self, task: str) -> Outbox:
+        """Tell the connected sessions with jobs of `task` queued that they
+        now wait for a worker that serves it."""
+        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
+        sessions = {job.session for job in self.ready.get(task, ())}
+        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
+        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
+
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """No worker came for `task` in time: its queued jobs fail (retries
         could not help; they fail whole)."""
@@ -555,6 +575,7 @@ class BrokerState:
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
+        self.quota.remove(job.session, job.cost)
         self.stats.on_finished(job.task, job.calls, ok, value, now)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
@@ -715,6 +736,8 @@ class BrokerState:
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
+            job.cost += JOB_OVERHEAD_BYTES
+            self.quota.add(job.session, job.cost)
             self._session(job.session).live[job.cid] = job.gid
             self._queue(job)
         for session_id, result in results:
@@ -722,7 +745,13 @@ class BrokerState:
             session.results[result.entry[0]] = result
         for session in self.sessions.values():
             session.gone_since = now
-        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        for record in sorted(failed, key=lambda f: f.finished_at):
+            # Rows an older broker stored may be of any size: bound them as
+            # new ones are, so `broker failed` can always answer.
+            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
+                record.args, record.kwargs, record.error, self.failed_row_bytes
+            )
+            self.failed.append(record)
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
@@ -747,7 +776,7 @@ class BrokerState:
         return [
             {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
              "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
-            for task, since in sorted(self.unserved.since.items())[:MAX_UNSERVED_SHOWN]
+            for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
         ]
 
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
@@ -807,6 +836,9 @@ class BrokerState:
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
 
+
+def broker_full() -> dict[str, Any]:
+    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
 
 
 def new_session_id() -> str:

@@ -24,6 +24,7 @@ Pure bookkeeping driven by `now`: no I/O, no clock of its own.
 from __future__ import annotations
 
 import difflib
+import itertools
 from typing import Iterable
 
 from sockpool.protocol.defaults import UNSERVED_GRACE_S, UNSERVED_TIMEOUT_S
@@ -36,7 +37,9 @@ class UnservedTasks:
     def __init__(self, grace_s: float = UNSERVED_GRACE_S, timeout_s: float = UNSERVED_TIMEOUT_S) -> None:
         self.grace_s = grace_s
         self.timeout_s = timeout_s
-        self.since: dict[str, float] = {}  # task -> when it became unserved
+        # task -> when it became unserved, oldest first (insertion order: `now`
+        # only grows), so the tasks due first are always at the front.
+        self.since: dict[str, float] = {}
         self.last_join = float("-inf")
 
     def mark(self, task: str, now: float) -> bool:
@@ -61,10 +64,20 @@ class UnservedTasks:
     def due(self, now: float, workers_connected: bool) -> list[tuple[str, float]]:
         """Tasks whose jobs fail now, with when they became unserved; they
         are forgotten here."""
-        due = [(task, since) for task, since in self.since.items() if self.deadline(task, workers_connected) <= now]
+        due = []
+        # A deadline never comes before an older task's: stop at the first
+        # that is not due, so a tick costs nothing however many names wait.
+        for task, since in self.since.items():
+            if self.deadline(task, workers_connected) > now:
+                break
+            due.append((task, since))
         for task, _ in due:
             del self.since[task]
         return due
+
+    def oldest(self, count: int) -> list[tuple[str, float]]:
+        """The `count` tasks that have waited longest."""
+        return list(itertools.islice(self.since.items(), count))
 
     def forget(self, task: str) -> None:
         self.since.pop(task, None)

@@ -207,6 +207,10 @@ class Client:
         """For a client created with `session=`: wait for every result the
         broker holds for that session; (job id, ok, value) in submission order.
 
+        The broker holds them for a session gone longer than its session
+        grace (5 minutes by default) only if the jobs were submitted
+        detached (`with_options(detached=True)`, `submit --detach`).
+
         Raises:
             TimeoutError: not all results arrived in time.
             ConnectionLost: the broker was lost for good.
@@ -226,6 +230,12 @@ class Client:
     def wait_accepted(self, timeout: float | None = None) -> bool:
         """Wait until the broker has durably accepted every job submitted so far."""
         return self._link.wait_accepted(timeout)
+
+    @property
+    def refused(self) -> int:
+        """Jobs the broker refused at submit so far (unknown task, too large,
+        broker full): their futures fail at once, each with the reason."""
+        return self._link.refused
 
     def ack_all(self) -> None:
         """Let the broker forget every result of this session it has sent."""

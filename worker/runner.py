@@ -226,9 +226,10 @@ class Runner:
     def close(self, timeout_s: float = 5.0) -> bool:
         """Stop the pool processes now; jobs still running are abandoned.
 
-        Bounded: a process that ignores SIGTERM, or a pool stuck on a lock a
-        killed process held, gets SIGKILL after `timeout_s`, and after as
-        long again we give up on it. Returns whether the pool shut down.
+        The pool's terminate() kills its processes (they ignore SIGTERM, see
+        pool_signals.py). Bounded: a pool stuck on a lock a killed process
+        held gets every process SIGKILLed again after `timeout_s`, and after
+        as long again we give up on it. Returns whether the pool shut down.
         """
         self.monitor.stop()
         closer = threading.Thread(target=self._terminate, name="pool-close", daemon=True)

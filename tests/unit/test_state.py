@@ -263,7 +263,9 @@ def test_task_fails_after_the_grace_once_its_last_worker_leaves(state):
     worker(state, W1, ["a"])
     worker(state, W2, ["b"])
     state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 1.0)  # no credit yet: both wait
-    state.on_disconnect(W2, 50.0)
+    out = state.on_disconnect(W2, 50.0)
+    [(conn, notice)] = [(c, m) for c, m in out if isinstance(m, Notice)]  # never waiting without a word
+    assert conn == C1 and "'b'" in notice.message and "at most 10 s" in notice.message
     assert [t["task"] for t in state.status(50.0)["unserved"]] == ["b"]
     assert not failures(state.tick(59.9))
     [(_, refused)] = failures(state.tick(60.0))
@@ -396,7 +398,7 @@ def test_worker_disconnect_requeues_its_leases_at_the_front(state):
     worker(state, W1)
     state.on_message(W1, Credit(2), 0.0)
     state.on_message(C1, Submit(1, [job(i) for i in range(1, 5)]), 0.0)  # W1 holds 1, 2; 3, 4 wait
-    assert state.on_disconnect(W1, 1.0) == []  # no worker left to take them
+    assert without_notices(state.on_disconnect(W1, 1.0)) == []  # no worker left to take them (the client is told)
     assert state.snapshot()["ready"] == 4
     assert state.totals["requeued"] == 2
     worker(state, W2, now=2.0)
@@ -662,3 +664,15 @@ def test_a_session_that_comes_back_in_the_grace_gets_everything(state):
     state.on_disconnect(C2, 210.0)
     state.tick(210.0 + 299.0)
     assert 1 in state.sessions["s"].results  # the grace starts again at each departure
+
+
+def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():
+    """The rng is seeded in tests and predictable in production (a Mersenne
+    Twister): two brokers with the same rng must still hand out unrelated IDs."""
+    import random
+
+    a, b = BrokerState("b1", MAX, rng=random.Random(7)), BrokerState("b1", MAX, rng=random.Random(7))
+    [(_, wa)] = client(a, C1)
+    [(_, wb)] = client(b, C1)
+    assert wa.session != wb.session
+    assert len(wa.session) >= 32 and int(wa.session, 16) >= 0  # 128 bits, hex
