@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -19,7 +18,7 @@ import tests.tasks as tasks
 from sockpool.client import Client, Executor, JobFailed
 from sockpool.worker import tasks as builtin_tasks
 
-from .cluster import ROOT, environment, start_broker, start_worker, wait_for_processes
+from .cluster import ROOT, environment, start_broker, start_worker
 from .test_durability import free_port, wait_until
 
 WAIT_S = 30
