@@ -78,6 +78,7 @@ def test_async_def_tasks_run_in_the_pool_process(cluster):
     run(main())
 
 
+@pytest.mark.slow
 def test_the_event_loop_keeps_running_during_a_large_map(cluster):
     """A coroutine ticking every 5 ms keeps ticking while maps run: nothing
     the client does blocks the loop. The slow map takes 2 s (800 calls of

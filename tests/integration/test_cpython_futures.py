@@ -141,6 +141,8 @@ def load_suite() -> tuple[Any, list[str]]:
 
 
 suite, EXTRA_PATHS = load_suite()
+# About 40 s in all; each test a few seconds at most (the suite's own sleeps).
+pytestmark = pytest.mark.slow
 
 
 def _modules() -> list[Any]:
