@@ -14,6 +14,7 @@ class Job:
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
         "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at",
+        "limits", "followers",
     )
 
     def __init__(
@@ -45,6 +46,11 @@ class Job:
         self.calls = array_length(args) if many else 1
         self.queued_at = 0.0
         self.dispatched_at = 0.0
+        # The limits whose slots it holds (broker/limits.py); None: none.
+        self.limits: tuple[str, ...] | None = None
+        # Other submissions of its unique key: (session, client id) each,
+        # given the same outcome (broker/keys.py).
+        self.followers: list[tuple[str, int]] | None = None
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
@@ -55,6 +61,11 @@ class Job:
     @property
     def retries(self) -> int:
         return int(self.options.get("retries", 0)) if self.options else 0
+
+    @property
+    def key(self) -> str | None:
+        """Its unique key, if it was submitted with one."""
+        return self.options.get("key") if self.options else None
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
@@ -82,6 +93,10 @@ class StoredResult:
     gid: int
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
+    # The result of a job this session only followed (same unique key):
+    # acknowledging it forgets this copy, not the job's own row.
+    follower: bool = False
+    key: str | None = None  # the job's unique key, held until this is acknowledged
 
 
 @dataclass
@@ -114,6 +129,13 @@ class FailedJob:
     error: Any
     attempts: int
     finished_at: float
+    # Who submitted it and with which options, so `broker retry` can send
+    # it again to the same session ("" for rows kept before retry existed).
+    session: str = ""
+    cid: int = 0
+    options: dict[str, Any] | None = None
+    many: bool = False
 
     def row(self) -> list[Any]:
-        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]
+        """As in `failed_jobs`: the broker id comes last (older readers take the first six)."""
+        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at, self.gid]

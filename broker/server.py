@@ -40,6 +40,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Auth,
+    CancelReply,
     AuthFailed,
     ConnectionLost,
     Error,
@@ -47,6 +48,7 @@ from sockpool.protocol import (
     Hello,
     Message,
     ProtocolError,
+    RetryReply,
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
@@ -63,6 +65,7 @@ from sockpool.protocol.defaults import (
 from sockpool.protocol.handshake import looks_like_tls
 from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
 
+from .limits import LimitSpec
 from .peer import Peer
 from .state import BrokerState
 from .store import Store
@@ -93,6 +96,7 @@ class BrokerServer:
         store: Store | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        limits: dict[str, LimitSpec] | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -114,12 +118,13 @@ class BrokerServer:
         self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
         self._tls = tls
         self.state = BrokerState(
-            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
+            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time(),
+            limits=limits,
         )
         self.store = store
         if store is not None:
             jobs, results, failed = store.load()
-            self.state.restore(jobs, results, failed, time.time())
+            self.state.restore(jobs, results, failed, time.time(), store.followers)
             if jobs or results:
                 log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
             store.start()
@@ -401,6 +406,11 @@ class BrokerServer:
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
+            return
+        if any(isinstance(m, (CancelReply, RetryReply)) for _, m in out):
+            # A cancel or retry is promised by its reply: nothing of it
+            # (results, stops) goes out before it is on disk.
+            self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
         self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])

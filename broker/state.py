@@ -23,6 +23,11 @@ Rules:
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
    last heartbeat said the job was running. Prefetched jobs go back free.
+6. A job under a concurrency limit enters the ready queue only once
+   admitted (broker/limits.py); until then it waits in the limit's line.
+
+Control over jobs already sent (cancel, retry from failed) lives in
+broker/control.py, the unique-key index in broker/keys.py.
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ from sockpool.protocol.defaults import (
 )
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
+from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
+
+from . import control
+from .keys import KeyIndex
+from .limits import Limits, LimitSpec
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
 
@@ -90,6 +100,7 @@ class BrokerState:
         result_ttl_s: float = RESULT_TTL_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        limits: dict[str, LimitSpec] | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
@@ -108,6 +119,8 @@ class BrokerState:
         self.served: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
+        self.limits = Limits(limits)
+        self.keys = KeyIndex()
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
@@ -225,10 +238,15 @@ class BrokerState:
                 return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
             if isinstance(msg, StatusRequest):
                 return [(conn_id, StatusReply(self.status(now)))]
+            if isinstance(msg, Cancel):
+                return control.on_cancel(self, session, msg, now)
+            if isinstance(msg, Retry):
+                return control.on_retry(self, session, msg, now)
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def on_submit(self, session: Session, msg: Submit) -> Outbox:
         refused: list[list[Any]] = []
+        follow_out: Outbox = []
         added = 0
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
@@ -238,6 +256,10 @@ class BrokerState:
                 refused.append([cid, False, unknown_task(task)])
                 self.stats.on_refused(task, refused[-1][2], self.now)
                 continue
+            key = entry[5].get("key") if len(entry) > 5 else None
+            if key is not None and self.keys.holder(key) is not None:
+                follow_out += control.follow(self, session, cid, key)
+                continue
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
@@ -245,6 +267,8 @@ class BrokerState:
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
+            if key is not None:
+                self.keys.hold(key, job.gid, session.session_id, cid)
             self._queue(job)
             added += 1
         self.totals["submitted"] += added
@@ -254,7 +278,7 @@ class BrokerState:
         out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
         if refused:
             out.append((conn_id, Results(refused)))
-        return out + self._dispatch()
+        return out + follow_out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
         if credit < 0:
@@ -299,7 +323,16 @@ class BrokerState:
 
     def on_ack(self, session: Session, msg: Ack) -> Outbox:
         cids = list(session.results) if msg.all else msg.ids
-        gone = [session.results.pop(cid).gid for cid in cids if cid in session.results]
+        gone: list[int] = []
+        for cid in cids:
+            result = session.results.pop(cid, None)
+            if result is None:
+                continue
+            if result.follower:
+                self.journal.append(("unfollow", session.session_id, cid))
+            else:
+                gone.append(result.gid)
+                self.keys.release(result.gid)
         if gone:
             self.journal.append(("forget", gone))
         return []
@@ -311,6 +344,8 @@ class BrokerState:
         while self.delayed and self.delayed[0][0] <= now:
             _, job = heapq.heappop(self.delayed)
             self._queue(job)
+        for job in self.limits.tick(now):
+            self._ready(job)
         if now >= self._next_ping:
             self._next_ping = now + self.heartbeat_s
             out += [(conn_id, Ping()) for conn_id in self.last_seen]
@@ -339,6 +374,9 @@ class BrokerState:
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
         job.due = now + delay
         heapq.heappush(self.delayed, (job.due, job))
+        # Waiting for a retry is not running: its limit slots go to others.
+        for admitted in self.limits.release(job, now):
+            self._ready(admitted)
         self.totals["retried"] += 1
         self.journal.append(("attempts", job.gid, job.attempts))
 
@@ -364,19 +402,31 @@ class BrokerState:
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
-        self.stats.on_finished(job.task, job.calls, ok, value, now)
-        self.totals["completed" if ok else "failed"] += 1
+        cancelled = not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED
+        if not cancelled:  # a cancel is nobody's failure: counted apart
+            self.stats.on_finished(job.task, job.calls, ok, value, now)
+        self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
-        if not ok:
-            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+        if not ok and not cancelled:
+            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now,
+                               job.session, job.cid, job.options, job.many)
             self.failed.append(record)
             self.journal.append(("failed", record))
+        for admitted in self.limits.release(job, now):
+            self._ready(admitted)
+        for session_id, cid in job.followers or ():
+            follower = self.sessions.get(session_id)
+            if follower is not None and follower.live.pop(cid, None) is not None:
+                entry = [cid, ok, value]
+                follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
+                by_session.setdefault(session_id, []).append(entry)
         session = self.sessions.get(job.session)
         if session is None:
+            self.keys.release(job.gid)  # nobody left to collect it
             return
         session.live.pop(job.cid, None)
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, key=job.key)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -394,7 +444,7 @@ class BrokerState:
         for session_id, session in list(self.sessions.items()):
             expired = [cid for cid, r in session.results.items() if r.finished_at < cutoff]
             for cid in expired:
-                del session.results[cid]
+                self.keys.release(session.results.pop(cid).gid)
             idle = session.conn_id is None and not session.live and not session.results
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
@@ -413,6 +463,14 @@ class BrokerState:
         return session
 
     def _queue(self, job: Job, front: bool = False) -> None:
+        """Into the ready queue, once its limits admit it (a job that holds
+        its slots already, back from a lost worker, goes straight in)."""
+        if job.limits is None and not self.limits.admit(job, self.now):
+            job.queued_at = self.now
+            return
+        self._ready(job, front)
+
+    def _ready(self, job: Job, front: bool = False) -> None:
         queue = self.ready.get(job.task)
         if queue is None:
             queue = self.ready[job.task] = deque()
@@ -480,18 +538,31 @@ class BrokerState:
         journal, self.journal = self.journal, []
         return journal
 
-    def restore(self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float) -> None:
+    def restore(
+        self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float,
+        followers: list[tuple[str, int, int]] | None = None,
+    ) -> None:
         """Rebuild from the store after a restart: unfinished jobs are queued
         again (those that were running included), results wait for their
-        sessions, failed jobs stay listable."""
+        sessions, failed jobs stay listable; unique keys are held again by
+        the jobs that held them, and their followers follow again."""
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
             self._session(job.session).live[job.cid] = job.gid
+            if job.key is not None:
+                self.keys.hold(job.key, job.gid, job.session, job.cid)
             self._queue(job)
+        for session_id, cid, gid in followers or ():
+            followed = self.jobs.get(gid)
+            if followed is not None:
+                followed.followers = (followed.followers or []) + [(session_id, cid)]
+                self._session(session_id).live[cid] = gid
         for session_id, result in results:
             session = self._session(session_id)
             session.results[result.entry[0]] = result
+            if result.key is not None and not result.follower:
+                self.keys.hold(result.key, result.gid, session_id, result.entry[0])
         for session in self.sessions.values():
             session.gone_since = now
         self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
@@ -506,6 +577,7 @@ class BrokerState:
             "ready": self.ready_count,
             "in_flight": sum(len(w.leased) for w in self.workers.values()),
             "delayed": len(self.delayed),
+            "waiting_on_limit": self.limits.waiting,
             "failed": len(self.failed),
             "workers": len(self.workers),
             "clients": len(self.clients),
@@ -558,10 +630,16 @@ class BrokerState:
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
                 "delayed": sum(job.calls for _, job in self.delayed),
+                "waiting_on_limit": sum(job.calls for job in self.limits.waiting_jobs()),
                 "failed": len(self.failed),
             },
+            "limits": self.limits.status(now),
+            "unique_keys": len(self.keys),
             **stats,
-            "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
+            "totals": {
+                **stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"],
+                "cancelled": self.totals["cancelled"],
+            },
         }
 
 

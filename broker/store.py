@@ -51,7 +51,22 @@ CREATE TABLE IF NOT EXISTS failed (
     finished_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
+-- Submissions that joined another job by its unique key (broker/keys.py):
+-- they get that job's outcome, kept here until they acknowledge it.
+CREATE TABLE IF NOT EXISTS followers (
+    session      TEXT NOT NULL,
+    cid          INTEGER NOT NULL,
+    gid          INTEGER NOT NULL,   -- the job followed
+    ok           INTEGER,
+    result       BLOB,
+    finished_at  REAL,
+    PRIMARY KEY (session, cid)
+);
 """
+# Columns added after the first release: added to older stores on open.
+# `key` needs no SQL index: the broker never queries by it, it reads every
+# row once at start-up and keeps the index in memory.
+MIGRATIONS = {"jobs": [("key", "TEXT")]}
 
 Deferred = Callable[[], None]
 
@@ -81,8 +96,18 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        for table, columns in MIGRATIONS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         self._cond = threading.Condition()
         self._queue: list[tuple[list[tuple[Any, ...]], Deferred | None]] = []
+        # Until a job is followed, finishes skip the followers table: the
+        # plain job path pays nothing for unique keys.
+        self._followers_seen = False
+        # Unfinished followers (session, cid, gid), read by `load`.
+        self.followers: list[tuple[str, int, int]] = []
         self._closing = False
         self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
 
@@ -94,20 +119,32 @@ class Store:
     def load(self) -> tuple[list[Job], list[tuple[str, StoredResult]], list[FailedJob]]:
         jobs: list[Job] = []
         results: list[tuple[str, StoredResult]] = []
-        rows = self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs")
-        for gid, session, cid, task, body, attempts, ok, result, finished_at in rows:
+        rows = self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, key FROM jobs")
+        for gid, session, cid, task, body, attempts, ok, result, finished_at, key in rows:
             if ok is None:
                 args, kwargs, many, options = msgpack.unpackb(body, raw=False)
                 jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
             else:
                 entry = [cid, bool(ok), msgpack.unpackb(result, raw=False)]
-                results.append((session, StoredResult(gid, entry, finished_at)))
+                results.append((session, StoredResult(gid, entry, finished_at, key=key)))
+        self.followers = []
+        self._followers_seen = self._db.execute("SELECT 1 FROM followers LIMIT 1").fetchone() is not None
+        for session, cid, gid, ok, result, finished_at in self._db.execute(
+            "SELECT session, cid, gid, ok, result, finished_at FROM followers"
+        ):
+            if ok is None:
+                self.followers.append((session, cid, gid))
+            else:
+                entry = [cid, bool(ok), msgpack.unpackb(result, raw=False)]
+                results.append((session, StoredResult(gid, entry, finished_at, follower=True)))
         failed = []
         for gid, task, body, attempts, finished_at in self._db.execute(
             "SELECT gid, task, body, attempts, finished_at FROM failed"
         ):
-            args, kwargs, error = msgpack.unpackb(body, raw=False)
-            failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at))
+            args, kwargs, error, *origin = msgpack.unpackb(body, raw=False)
+            # Rows written before `broker retry` existed lack who sent them.
+            session, cid, options, many = origin if origin else ("", 0, None, False)
+            failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, cid, options, many))
         return jobs, results, failed
 
     # -- writing ---------------------------------------------------------------
@@ -172,7 +209,8 @@ class Store:
         """Write a flush's journal, one statement per kind of entry.
 
         Grouping by kind is safe because a job's entries only ever come in
-        this order: add, attempts, finish, failed, forget.
+        this order: add, attempts, finish, failed, forget (with follow
+        before finish, and unfail, unfollow after what they undo).
         """
         by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for op in journal:
@@ -182,9 +220,17 @@ class Store:
         forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
         db = self._db
         db.executemany(
-            "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
-            [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
+            "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(j.gid, j.session, j.cid, j.task, _pack([j.args, j.kwargs, j.many, j.options]), j.attempts, j.key)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO followers (session, cid, gid) VALUES (?, ?, ?)",
+            [op[1:] for op in by_kind.get("follow", ())],
+        )
+        db.executemany(
+            "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE session = ? AND cid = ?",
+            [(int(ok), _pack(value), at, session, cid) for _, session, cid, ok, value, at in by_kind.get("follow_result", ())],
         )
         db.executemany(
             "UPDATE jobs SET attempts = ? WHERE gid = ?",
@@ -194,15 +240,29 @@ class Store:
             "UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?",
             [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
         )
+        if by_kind.get("follow"):
+            self._followers_seen = True
+        if self._followers_seen and by_kind.get("finish"):
+            db.executemany(
+                "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE gid = ? AND ok IS NULL",
+                [(int(ok), _pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())],
+            )
         db.executemany(
             "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)",
-            [(f.gid, f.task, _pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at)
+            [(f.gid, f.task, _pack([f.args, f.kwargs, f.error, f.session, f.cid, f.options, f.many]),
+              f.attempts, f.finished_at)
              for _, f in by_kind.get("failed", ())],
+        )
+        db.executemany("DELETE FROM failed WHERE gid = ?", [(gid,) for op in by_kind.get("unfail", ()) for gid in op[1]])
+        db.executemany(
+            "DELETE FROM followers WHERE session = ? AND cid = ?", [op[1:] for op in by_kind.get("unfollow", ())]
         )
         db.executemany("DELETE FROM jobs WHERE gid = ?", [(gid,) for op in by_kind.get("forget", ()) for gid in op[1]])
         for _, cutoff in by_kind.get("expire", ()):
             db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
             db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
+            db.execute("DELETE FROM followers WHERE finished_at < ?", (cutoff,))
+
 
 
 def _pack(value: Any) -> bytes:

@@ -46,6 +46,7 @@ from .messages import (
     from_wire,
 )
 from .stream import Decoder
+from .control import Cancel, CancelReply, Retry, RetryReply, Stop
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
@@ -53,6 +54,7 @@ __all__ = [
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",
+    "Cancel", "CancelReply", "Retry", "RetryReply", "Stop",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

@@ -16,8 +16,10 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff), `key` (a
+unique key: see broker/keys.py), `limit_key` and `limit` (a concurrency
+limit shared by jobs of that key: see broker/limits.py).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -37,6 +39,9 @@ from .packed import is_array
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
+# Unique keys and limit keys are names, not payloads.
+MAX_KEY_CHARS = 256
+MAX_LIMIT = 1_000_000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -371,9 +376,17 @@ def _valid_options(options: Any) -> bool:
         return False
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
-    return (timeout is None or (type(timeout) in (int, float) and timeout > 0)) and (
-        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    limit = options.get("limit")
+    return (
+        (timeout is None or (type(timeout) in (int, float) and timeout > 0))
+        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and all(_valid_name(options.get(name)) for name in ("key", "limit_key"))
+        and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
     )
+
+
+def _valid_name(value: Any) -> bool:
+    return value is None or (type(value) is str and 0 < len(value) <= MAX_KEY_CHARS)
 
 
 def check_result(entry: Any) -> None:
