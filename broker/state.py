@@ -638,7 +638,7 @@ class BrokerState:
             **stats,
             "totals": {
                 **stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"],
-                "cancelled": self.totals["cancelled"],
+                "cancelled": self.totals["cancelled"], "deduplicated": self.totals["deduplicated"],
             },
         }
 

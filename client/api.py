@@ -14,12 +14,12 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
 from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol.control import E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -28,11 +28,12 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_KEY_CHARS, MAX_LIMIT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array, unpack_array
 
 from sockpool.net.credentials import Credentials
 from .errors import JobFailed
+from .futures import JobFuture, MapResults, mark_cancelled
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -44,7 +45,11 @@ class Client:
     Jobs carry options: `retries` (further attempts after a failure, with
     exponential backoff) and `timeout` (seconds; the pool process running
     an over-time job is killed and replaced). Set defaults here, or per
-    call with `with_options(...)`.
+    call with `with_options(...)`, which also takes a unique `key` and a
+    concurrency `limit_key` (README: Control over jobs).
+
+    `future.cancel()` withdraws a job that has not started (it never runs);
+    `client.cancel(future)` also stops one that is running.
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
@@ -125,11 +130,28 @@ class Client:
         """
         return self._submit(task, list(args), kwargs, False, self.options)
 
-    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> JobOptions:
-        """`submit` and `map` with other retries or timeout than the client's."""
+    def with_options(
+        self, *, retries: int | None = None, timeout: float | None = None, key: str | None = None,
+        limit_key: str | None = None, limit: int | None = None,
+    ) -> JobOptions:
+        """`submit` and `map` with other options than the client's.
+
+        `key`: a unique key. While a job with this key is queued, running,
+        or has a result its submitter has not collected, a submit with the
+        same key (from any client) makes no new job: its future gets that
+        job's outcome. Not for `map`, whose chunks are many jobs.
+        `limit_key` (and `limit`, its capacity unless the broker sets one
+        with `--limit`): at most that many jobs with this key run at once,
+        across the cluster. The options are job options, not arguments of
+        `submit`, because `submit`'s keyword arguments are the task's.
+
+        Raises:
+            ValueError: an option out of range.
+        """
         return JobOptions(self, job_options(
             self.options.get("retries", 0) if retries is None else retries,
             self.options.get("timeout") if timeout is None else timeout,
+            key=key, limit_key=limit_key, limit=limit,
         ))
 
     def map(
@@ -140,7 +162,7 @@ class Client:
         chunksize: int | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
-    ) -> Iterator[Any]:
+    ) -> MapResults:
         """Run `task(item)` for every item; yields the results in input order.
 
         Items travel in chunks of `chunksize` (by default sized from the
@@ -148,6 +170,7 @@ class Client:
         item per job when jobs have a timeout or retries, so that those
         apply to each item). At most a fixed number of chunks are in
         flight, so an endless input streams in bounded memory.
+        `.cancel()` on what it returns cancels the map's unfinished chunks.
 
         Raises (while iterating):
             JobFailed: an item failed (unless `return_exceptions`, which
@@ -192,8 +215,80 @@ class Client:
         """
         reply = self._link.request(ListFailed(), timeout)
         assert isinstance(reply, FailedJobs)
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
+        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at", "id")
         return [{**dict(zip(keys, row)), "args": unpack_array(row[1])} for row in reply.jobs]
+
+    def cancel(self, target: Future[Any] | MapResults | Iterable[Future[Any]], timeout: float = 10.0) -> bool:
+        """Cancel jobs, stopping those that are running: the worker kills
+        the pool process running one and replaces it. `target` is a future
+        of this client, a map's results, or futures. Waits for the broker's
+        decision; True if any job was cancelled or stopped (its future is
+        then cancelled), False if every one had finished first (its future
+        has, or is about to have, its result).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        if isinstance(target, MapResults):
+            return target.cancel(timeout)
+        futures = [target] if isinstance(target, Future) else list(target)
+        mine = {f.job_id: f for f in futures if isinstance(f, JobFuture) and f._client is self and not f.done()}
+        if not mine:
+            return False
+        withdrawn = self._link.withdraw(list(mine))
+        for job_id in withdrawn:
+            mark_cancelled(mine.pop(job_id))
+            with self._lock:
+                self._futures.pop(job_id, None)
+        if not mine:
+            return True
+        reply = self._link.request(Cancel(ids=list(mine), stop=True), timeout)
+        assert isinstance(reply, CancelReply)
+        hit = bool(withdrawn)
+        for job_id, outcome in reply.outcomes:
+            if outcome in (OUTCOME_CANCELLED, OUTCOME_STOPPED) and job_id in mine:
+                mark_cancelled(mine[job_id])
+                hit = True
+        return hit
+
+    def cancel_session(self, session: str, *, stop: bool = True, timeout: float = 10.0) -> dict[str, int]:
+        """Cancel every unfinished job of another session (a detached
+        submission's ID, as `submit --detach` prints it); the counts of
+        each outcome (`cancelled`, `stopped`, `running`, `finished`).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Cancel(session=session, stop=stop), timeout)
+        assert isinstance(reply, CancelReply)
+        return _count_outcomes(reply.outcomes)
+
+    def cancel_jobs(
+        self, gids: list[int] | None = None, *, task: str = "", stop: bool = True, timeout: float = 10.0
+    ) -> list[list[Any]]:
+        """Operator: cancel jobs by broker id, or every unfinished job of
+        `task`; `[broker id, outcome]` per job.
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Cancel(gids=gids or [], task=task, stop=stop), timeout)
+        assert isinstance(reply, CancelReply)
+        return reply.outcomes
+
+    def retry_failed(
+        self, gids: list[int] | None = None, *, all: bool = False, task: str = "", timeout: float = 10.0
+    ) -> tuple[list[int], list[int]]:
+        """Operator: run failed jobs again (see `failed_jobs` for their
+        `id`s), as new attempts for the sessions that sent them. Returns
+        (ids queued again, ids that are not among the failed jobs).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Retry(gids=gids or [], all=all, task=task), timeout)
+        assert isinstance(reply, RetryReply)
+        return reply.retried, reply.missing
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -217,31 +312,18 @@ class Client:
     def _map(
         self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
-    ) -> Iterator[Any]:
+    ) -> MapResults:
         if chunksize is None:
-            chunksize = 1 if options else self._default_chunksize(iterable)
+            per_item = "retries" in options or "timeout" in options
+            chunksize = 1 if per_item else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
-        items = iter(iterable)
-        window: deque[tuple[Future[Any], int]] = deque()
-
-        def refill() -> None:
-            while len(window) < MAP_WINDOW_CHUNKS:
-                chunk = list(itertools.islice(items, chunksize))
-                if not chunk:
-                    return
-                window.append((self._submit(task, chunk, {}, True, options), len(chunk)))
-
-        refill()  # start now, not at the first next(), like Pool.map
-
-        def chunks() -> Iterator[Iterable[Any]]:
-            while window:
-                future, size = window.popleft()
-                refill()
-                yield _chunk_values(future, size, timeout, return_exceptions)
-
-        # chain walks each chunk's list in C: no Python frame per item.
-        return itertools.chain.from_iterable(chunks())
+        if options.get("key") is not None:
+            raise ValueError("a unique key names one job; a map is many jobs (submit each with its own key)")
+        return MapResults(
+            self, lambda chunk: self._submit(task, chunk, {}, True, options), iter(iterable), chunksize,
+            MAP_WINDOW_CHUNKS, lambda future, size: _chunk_values(future, size, timeout, return_exceptions),
+        )
 
     def _default_chunksize(self, iterable: Iterable[Any]) -> int:
         if not hasattr(iterable, "__len__"):
@@ -252,11 +334,11 @@ class Client:
     def _submit(
         self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
     ) -> Future[Any]:
-        future: Future[Any] = Future()
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
+            future = JobFuture(self, job_id)
             lone = not self._futures  # no other job of ours in flight: send it now
             self._futures[job_id] = future
         # A chunk's items travel packed: only the worker's pool unpacks them.
@@ -284,7 +366,9 @@ class Client:
             # The caller may have cancelled the future; the job ran anyway,
             # and its result has nowhere to go.
             try:
-                if ok:
+                if not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED:
+                    mark_cancelled(future)
+                elif ok:
                     future.set_result(value)
                 else:
                     future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
@@ -292,6 +376,12 @@ class Client:
                 pass
         if self.auto_ack:
             self._link.ack([entry[0] for entry in results])
+
+    def _withdraw(self, job_id: int) -> None:
+        """`future.cancel()` succeeded: take the job back (see futures.py)."""
+        if self._link.withdraw([job_id], ask_broker=True):
+            with self._lock:
+                self._futures.pop(job_id, None)
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -318,26 +408,48 @@ class JobOptions:
     def map(
         self, task: str, iterable: Iterable[Any], *, chunksize: int | None = None,
         timeout: float | None = None, return_exceptions: bool = False,
-    ) -> Iterator[Any]:
+    ) -> MapResults:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
 
 
-def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
-    """The `options` of a job entry; empty when both are defaults.
+def job_options(
+    retries: int, timeout: float | None, *, key: str | None = None, limit_key: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The `options` of a job entry; empty when all are defaults.
 
     Raises:
-        ValueError: a negative retry count or a non-positive timeout.
+        ValueError: a negative retry count, a non-positive timeout, an
+            empty or over-long key, or a limit below 1.
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be positive")
+    for name, value in (("key", key), ("limit_key", limit_key)):
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
+            raise ValueError(f"{name} must be a string of 1 to {MAX_KEY_CHARS} characters")
+    if limit is not None and not (type(limit) is int and 1 <= limit <= MAX_LIMIT):
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
     options: dict[str, Any] = {}
     if retries:
         options["retries"] = retries
     if timeout is not None:
         options["timeout"] = float(timeout)
+    if key is not None:
+        options["key"] = key
+    if limit_key is not None:
+        options["limit_key"] = limit_key
+    if limit is not None:
+        options["limit"] = limit
     return options
+
+
+def _count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
+    counts = {"cancelled": 0, "stopped": 0, "running": 0, "finished": 0}
+    for _, outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
 
 
 def _unpacked(entry: list[Any]) -> list[Any]:

@@ -107,3 +107,33 @@ def kill_worker(seconds: float = 0.5) -> None:
     with open(f"/proc/{os.getppid()}/stat") as f:
         worker_pid = int(f.read().rsplit(")", 1)[1].split()[1])
     os.kill(worker_pid, 9)
+
+
+def concurrency_probe(marker_dir: str, seconds: float = 0.3) -> int:
+    """Hold a file in `marker_dir`/running while running, and return how many
+    probes were running (this one included) when it started. The count is
+    taken under a lock on the shared directory, so probes on different
+    workers of one machine see each other exactly."""
+    import fcntl
+
+    running = os.path.join(marker_dir, "running")
+    os.makedirs(running, exist_ok=True)
+    me = os.path.join(running, f"{os.getpid()}-{time.monotonic_ns()}")
+    with open(os.path.join(marker_dir, "lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        open(me, "w").close()
+        count = len(os.listdir(running))
+        with open(os.path.join(marker_dir, "seen"), "a") as seen:
+            seen.write(f"{count}\n")
+    try:
+        time.sleep(seconds)
+    finally:
+        os.remove(me)
+    return count
+
+
+def mark_then_sleep(marker_dir: str, key: str, seconds: float = 0.0) -> str:
+    """Record a run of `key`, then sleep; returns `key` and the run count."""
+    runs = _record_run(marker_dir, key)
+    time.sleep(seconds)
+    return f"{key}:{runs}"

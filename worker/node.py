@@ -48,6 +48,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Release,
+    Stop,
     Welcome,
     encode,
     frame,
@@ -171,6 +172,8 @@ class WorkerNode:
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
                         self.runner.run(msg.jobs, outbox, _chunk_done)
+                elif isinstance(msg, Stop):
+                    self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
                     outbox.ask(pong=True)
                 elif isinstance(msg, Error):

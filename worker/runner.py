@@ -34,6 +34,8 @@ from sockpool.protocol.defaults import MAX_LOST_ATTEMPTS
 from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
 from sockpool.protocol.packed import pack_array, unpack_array
 
+from sockpool.protocol.control import E_CANCELLED
+
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
 from .registry import load_tasks
@@ -104,7 +106,7 @@ class Runner:
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
-            died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
+            died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT, cancelled_type=E_CANCELLED,
         )
         self.pool = _Pool(
             processes, _init_process, (modules, self.slots), context=context, on_process=self.monitor.adopt
@@ -135,6 +137,11 @@ class Runner:
             if chunk is not None and (tag is None or chunk.tag == tag):
                 ids.append(slot.job)
         return ids
+
+    def stop(self, ids: list[int]) -> None:
+        """Stop these jobs: the pool process running one is killed and
+        replaced (as for a timeout), and the job reported as cancelled."""
+        self.monitor.stop_jobs(ids)
 
     def drain(self) -> None:
         """From now on, jobs not yet started come back unrun (as released ids)."""
