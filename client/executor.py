@@ -11,8 +11,10 @@ What differs from a process pool, because the work is remote:
 - A failed call raises `JobFailed` (with the remote type, message and
   traceback), not the original exception object; for a built-in exception
   type it is an instance of that type too (`except KeyError:` works).
-- `Future.cancel()` succeeds while the result has not arrived, and the
-  result is then dropped; the job itself may still run on a worker.
+- `Future.cancel()` succeeds while the result has not arrived: a job still
+  waiting in the broker is removed and never runs; one a worker already
+  holds runs on and its result is dropped. `executor.client.cancel(future)`
+  stops a running one too (its pool process is killed and replaced).
 """
 
 from __future__ import annotations
