@@ -46,6 +46,16 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
+        Row("plain_jobs", "8. Plain jobs, limits + keys held", f"8. Jobs with no key or limit, {s.control_jobs:,} submits, on a broker holding {s.control_jobs:,} keys and 2 limits (vs a plain broker)",
+            "jobs/s", True, reference="plain", target="≥ 0.9× plain", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("limited", "9. Task at its limit of 2", f"9. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU under a global limit of 2, on 2 processes (vs the same jobs unlimited)",
+            "efficiency", True, reference="unlimited", target="≥ 0.9× unlimited", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("keyed_submits", "10. Unique-key submits", f"10. {s.control_jobs:,} submits, each with its own unique key (vs no key)",
+            "jobs/s", True, reference="plain"),
+        Row("key_memory", "11. Broker memory, keyed job", f"11. Broker memory per queued job with a 16-character unique key ({s.queued_jobs:,} queued; vs no key)",
+            "bytes", False, reference="plain"),
+        Row("key_store", "12. Store bytes, keyed job", f"12. Store bytes per queued job with a unique key (vs no key)",
+            "bytes", False, reference="plain"),
     ]
 
 

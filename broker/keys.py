@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyHolder:
     """The job holding a key, and the session and client id its result is
     stored under once it finishes."""
