@@ -107,7 +107,8 @@ def _targets(state: BrokerState, session: Session, msg: Cancel) -> list[tuple[in
     owner = state.sessions.get(msg.session) if msg.session else session
     if owner is None:
         return [(cid, None) for cid in msg.ids]
-    cids = msg.ids or sorted(owner.live)
+    # A whole session only when named: an empty cancel cancels nothing.
+    cids = msg.ids or (sorted(owner.live) if msg.session else [])
     return [(cid, state.jobs.get(owner.live.get(cid, -1))) for cid in cids]
 
 

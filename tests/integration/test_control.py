@@ -126,6 +126,26 @@ def test_cancelling_a_map_cancels_its_unfinished_chunks(cluster, tmp_path):
         assert status["queue"]["ready"] == 0 and status["queue"]["in_flight"] == 0
 
 
+def test_a_cancel_racing_completion_has_one_outcome(cluster):
+    cluster.add_worker(2)
+    with Client(cluster.address) as client:
+        outcomes = []
+        for i in range(200):
+            future = client.submit("square", i)
+            if i % 3 == 1:
+                time.sleep(0.0005 * (i % 5))  # cancel at different points of the job's way
+            outcomes.append((i, future, client.cancel(future)))
+        for i, future, cancelled in outcomes:
+            # The answer and the future agree: cancelled, or the real result.
+            assert future.cancelled() == cancelled, i
+            if not cancelled:
+                assert future.result(10) == i * i
+        assert {c for _, _, c in outcomes} == {True, False}  # the race went both ways
+        status = client.status()
+        stopped_or_removed = status["totals"]["cancelled"]
+        assert stopped_or_removed + status["totals"]["completed"] == status["totals"]["submitted"]
+
+
 # -- limits ----------------------------------------------------------------------
 
 

@@ -225,3 +225,72 @@ def test_retry_all_of_a_task():
     out = state.on_message(C2, Retry(all=True, task="cube"), 3.0)
     assert len(reply(out, C2, RetryReply).retried) == 1
     assert [f.task for f in state.failed] == ["square"]
+
+
+def test_stopping_a_prefetched_job_that_has_not_started_yet():
+    state = setup(processes=1)
+    state.on_message(W1, Credit(3), 0.5)
+    out = state.on_message(C1, Submit(1, [[1, "square", [1], {}, False], [2, "square", [2], {}, False]]), 1.0)
+    first, second = job_ids(out, W1)
+    state.on_message(W1, Ping(running=[first]), 1.5)  # the second waits in the worker's prefetch
+    out = state.on_message(C1, Cancel(ids=[2], stop=True), 2.0)
+    assert reply(out, C1).outcomes == [[2, "stopped"]]
+    # The worker is told, so that it never starts it (or kills it as it starts).
+    assert [(c, m.ids) for c, m in out if isinstance(m, Stop)] == [(W1, [second])]
+    assert list(state.workers[W1].leased) == [first]
+
+
+def test_an_empty_cancel_cancels_nothing():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "square", [1], {}, False]]), 1.0)
+    out = state.on_message(C1, Cancel(), 2.0)
+    assert reply(out, C1).outcomes == []
+    assert len(state.jobs) == 1
+
+
+def test_cancel_of_an_unknown_session_or_id_is_finished():
+    state = setup()
+    out = state.on_message(C1, Cancel(ids=[5], session="nobody"), 1.0)
+    assert reply(out, C1).outcomes == [[5, "finished"]]
+    out = state.on_message(C1, Cancel(gids=[123456]), 1.0)
+    assert reply(out, C1).outcomes == [[123456, "finished"]]
+
+
+def test_a_worker_may_not_cancel_and_a_client_may_not_stop():
+    import pytest
+
+    from sockpool.protocol import ProtocolError
+
+    state = setup()
+    with pytest.raises(ProtocolError):
+        state.on_message(W1, Cancel(ids=[1]), 1.0)
+    with pytest.raises(ProtocolError):
+        state.on_message(C1, Stop([1]), 1.0)
+
+
+def test_control_messages_decode_strictly():
+    import pytest
+
+    from sockpool.protocol import ProtocolError, decode, encode
+    from sockpool.protocol.framing import frame, pack_body
+
+    for msg in (Cancel(ids=[1], session="s", gids=[2], task="t", stop=True), CancelReply([[1, "cancelled"]]),
+                Stop([3]), Retry(gids=[4], all=True, task="t"), RetryReply([4], [5])):
+        assert decode(encode(msg)[4:]) == msg
+    for bad in ({"type": "cancel", "ids": [True]}, {"type": "cancel", "gids": ["1"]}, {"type": "stop", "ids": [1.5]},
+                {"type": "retry", "gids": [None]}, {"type": "cancel", "stop": 1}):
+        with pytest.raises(ProtocolError):
+            decode(frame(pack_body(bad))[4:])
+
+
+def test_job_options_for_keys_and_limits_are_checked():
+    import pytest
+
+    from sockpool.protocol import ProtocolError
+    from sockpool.protocol.messages import check_job
+
+    check_job([1, "t", [], {}, False, {"key": "k", "limit_key": "c", "limit": 3}])
+    for options in ({"key": ""}, {"key": 5}, {"key": "x" * 257}, {"limit_key": None, "limit": 0},
+                    {"limit": True}, {"limit_key": []}):
+        with pytest.raises(ProtocolError):
+            check_job([1, "t", [], {}, False, options])
