@@ -122,7 +122,9 @@ def concurrency_probe(marker_dir: str, seconds: float = 0.3) -> int:
     with open(os.path.join(marker_dir, "lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         open(me, "w").close()
-        count = len(os.listdir(running))
+        # A probe whose process was killed (stopped, or abandoned when its
+        # worker lost the broker) left its file behind: it runs no more.
+        count = sum(1 for name in os.listdir(running) if _process_runs(int(name.split("-")[0])))
         with open(os.path.join(marker_dir, "seen"), "a") as seen:
             seen.write(f"{count}\n")
     try:
@@ -137,3 +139,12 @@ def mark_then_sleep(marker_dir: str, key: str, seconds: float = 0.0) -> str:
     runs = _record_run(marker_dir, key)
     time.sleep(seconds)
     return f"{key}:{runs}"
+
+
+def _process_runs(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -198,7 +198,7 @@ class Monitor:
             pass
         with self._stop_lock:
             self._to_stop.discard(slot.job)
-        log.warning("job %d stopped on request; killed pool process %d", slot.job, slot.pid)
+        log.warning("job %d stopped (on request, or its connection is gone); killed pool process %d", slot.job, slot.pid)
         self.on_lost(lost, self.cancelled_type, "cancelled: its pool process was stopped on request")
 
     def _check_timeout(self, slot: SlotView, now: float, first_seen: dict[tuple[int, int, int], float]) -> None:

@@ -143,6 +143,27 @@ class Runner:
         replaced (as for a timeout), and the job reported as cancelled."""
         self.monitor.stop_jobs(ids)
 
+    def abandon(self, tag: Any, timeout_s: float = 2.0) -> None:
+        """The connection the chunks tagged `tag` came on is gone: the broker
+        requeues their jobs and would drop their results, so stop running
+        them. Running jobs are killed (as a stop does); jobs not started
+        are handed back unrun (as in a drain), with no process killed.
+        Waits up to `timeout_s` for those chunks to leave the pool, so that
+        no run of them overlaps the jobs of the next connection (which
+        matters to global limits: a broker restarted after a kill -9 admits
+        those jobs again).
+        """
+        if not any(t is tag for t in self.book.tags().values()):
+            return
+        draining = self.slots.draining
+        self.slots.set_draining()
+        self.monitor.stop_jobs(self.running_ids(tag))
+        deadline = time.monotonic() + timeout_s
+        while any(t is tag for t in self.book.tags().values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not draining:
+            self.slots.set_draining(False)
+
     def drain(self) -> None:
         """From now on, jobs not yet started come back unrun (as released ids)."""
         self.slots.set_draining()
