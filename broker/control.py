@@ -23,7 +23,12 @@ of state.py because they are rules of their own:
 5. `retry` queues a failed job again as a fresh job (new broker id, new
    attempts) for the session that submitted it, under the same client id:
    the session gets a second result for it, which a client attached with
-   `--attach` collects.
+   `--attach` collects. Only a failed job whose arguments were kept whole
+   can be retried (see admission.bounded_failure).
+6. Who may act on what: the operator (`state.is_operator`) on any job; a
+   client on its own session's jobs, and on a session whose ID it knows
+   (a session ID is a capability, as for `--attach`). Jobs a client may
+   not touch are answered as if they did not exist: `finished`, `missing`.
 """
 
 from __future__ import annotations
@@ -61,9 +66,15 @@ def cancelled_error(stopped: bool) -> dict[str, Any]:
     return error_value(E_CANCELLED, "cancelled before it ran")
 
 
-def on_cancel(state: BrokerState, session: Session, msg: Cancel, now: float) -> Outbox:
+def on_cancel(state: BrokerState, conn_id: int, session: Session, msg: Cancel, now: float) -> Outbox:
     """Cancel what `msg` names; the reply lists an outcome per id asked about."""
     targets = _targets(state, session, msg)
+    if (msg.gids or msg.task) and not state.is_operator(conn_id):
+        mine = session.session_id
+        if msg.task:  # of a task: only the caller's own jobs of it
+            targets = [(ident, job) for ident, job in targets if job is not None and job.session == mine]
+        else:  # by broker id: another session's job is as good as absent
+            targets = [(ident, job if job is not None and job.session == mine else None) for ident, job in targets]
     by_session: dict[str, list[list[Any]]] = {}
     stops: dict[int, list[int]] = {}
     waiting: dict[int, Job] = {}
@@ -90,8 +101,6 @@ def on_cancel(state: BrokerState, session: Session, msg: Cancel, now: float) -> 
         _unqueue(state, waiting)
         for job in waiting.values():
             state._finish(job, False, cancelled_error(False), now, by_session)
-    conn_id = session.conn_id
-    assert conn_id is not None  # on_message just set it
     out: Outbox = [(worker_conn, Stop(gids)) for worker_conn, gids in stops.items()]
     out += state._deliver(by_session)
     out.append((conn_id, CancelReply(outcomes)))
@@ -160,12 +169,14 @@ def follow(state: BrokerState, session: Session, cid: int, key: str) -> Outbox:
     return [(session.conn_id, Results([entry]))]
 
 
-def on_retry(state: BrokerState, session: Session, msg: Retry, now: float) -> Outbox:
+def on_retry(state: BrokerState, conn_id: int, session: Session, msg: Retry, now: float) -> Outbox:
     """Queue failed jobs again for their sessions; reply with what was."""
     wanted = set(msg.gids)
+    everyone = state.is_operator(conn_id)
     chosen = [
         f for f in state.failed
-        if (f.gid in wanted if not msg.all else (not msg.task or f.task == msg.task))
+        if f.retryable and (everyone or f.session == session.session_id)
+        and (f.gid in wanted if not msg.all else (not msg.task or f.task == msg.task))
     ]
     missing = sorted(wanted - {f.gid for f in chosen})
     retried: list[int] = []
@@ -196,5 +207,4 @@ def on_retry(state: BrokerState, session: Session, msg: Retry, now: float) -> Ou
         state.stats.on_submitted(job.task, job.calls)
         state._queue(job)
         retried.append(failed.gid)
-    assert session.conn_id is not None
-    return [(session.conn_id, RetryReply(retried, missing))] + state._dispatch()
+    return [(conn_id, RetryReply(retried, missing))] + state._dispatch()

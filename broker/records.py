@@ -120,7 +120,11 @@ class Session:
 
 @dataclass
 class FailedJob:
-    """A job that failed for good, kept for `broker failed` until its TTL."""
+    """A job that failed for good, kept for `broker failed` until its TTL.
+
+    Bounded in size (see `admission.bounded_failure`); `size` is the bytes
+    its row takes on the wire, for paging the list into frames.
+    """
 
     gid: int
     task: str
@@ -129,13 +133,17 @@ class FailedJob:
     error: Any
     attempts: int
     finished_at: float
-    # Who submitted it and with which options, so `broker retry` can send
-    # it again to the same session ("" for rows kept before retry existed).
     session: str = ""
+    size: int = 0
+    # What `broker retry` needs to send it again as it was sent: the
+    # client id in its session, its options, whether it is a map chunk,
+    # and whether its arguments were kept whole (see admission.bounded_failure).
     cid: int = 0
     options: dict[str, Any] | None = None
     many: bool = False
+    retryable: bool = False
 
     def row(self) -> list[Any]:
-        """As in `failed_jobs`: the broker id comes last (older readers take the first six)."""
-        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at, self.gid]
+        """As in `failed_jobs`: the broker id and whether `retry` can send it
+        again come last (older readers take the first six)."""
+        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at, self.gid, self.retryable]

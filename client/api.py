@@ -11,14 +11,14 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import threading
 import time
-import uuid
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterable, Iterator
 
-from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
 from sockpool.protocol.control import E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
@@ -28,6 +28,7 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
+from sockpool.protocol.limits import MAX_TIMEOUT_S
 from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_KEY_CHARS, MAX_LIMIT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array, unpack_array
 
@@ -69,6 +70,7 @@ class Client:
         secret_file: str | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        operator: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -76,6 +78,10 @@ class Client:
         The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
         is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
         signed the broker's certificate. `credentials` overrides both.
+
+        `operator` connects in the operator role, with the operator's
+        secret: `failed_jobs` then lists every session's failures, not only
+        this client's (see SECURITY.md).
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -95,8 +101,9 @@ class Client:
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
         self._link = BrokerLink(
-            address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
+            address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
+            ROLE_OPERATOR if operator else ROLE_CLIENT,
         )
         self.session = self._link.welcome.session or self._link.session
         self._link.start()
@@ -208,15 +215,24 @@ class Client:
         self._link.ack(None)
 
     def failed_jobs(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Jobs that failed for good, as the broker keeps them until their TTL.
+        """Jobs of this session that failed for good (of every session, for
+        an `operator` client), as the broker keeps them until their TTL.
+
+        The broker keeps a bounded record of each (see SECURITY.md): large
+        arguments are replaced by a note. It answers in pages that fit a
+        frame; this asks for every page.
 
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        reply = self._link.request(ListFailed(), timeout)
-        assert isinstance(reply, FailedJobs)
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at", "id")
-        return [{**dict(zip(keys, row)), "args": unpack_array(row[1])} for row in reply.jobs]
+        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at", "id", "retryable")
+        jobs: list[dict[str, Any]] = []
+        while True:
+            reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
+            assert isinstance(reply, FailedJobs)
+            jobs += [{**dict(zip(keys, row)), "args": _readable(row[1])} for row in reply.jobs]
+            if not reply.more or not reply.jobs:
+                return jobs
 
     def cancel(self, target: Future[Any] | MapResults | Iterable[Future[Any]], timeout: float = 10.0) -> bool:
         """Cancel jobs, stopping those that are running: the worker kills
@@ -424,8 +440,8 @@ def job_options(
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
     for name, value in (("key", key), ("limit_key", limit_key)):
         if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
             raise ValueError(f"{name} must be a string of 1 to {MAX_KEY_CHARS} characters")
@@ -450,6 +466,13 @@ def _count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
     for _, outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
+
+
+def _readable(args: Any) -> Any:
+    try:
+        return unpack_array(args)
+    except SockpoolError:
+        return args
 
 
 def _unpacked(entry: list[Any]) -> list[Any]:

@@ -85,7 +85,8 @@ def rows_for(journal: Journal) -> Rows:
                        for _, session, cid, ok, value, at in by_kind.get("follow_result", ())],
         finish=[row for row in finished if row[3] not in forgotten],
         finish_followers=finished,
-        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.cid, f.options, f.many]),
+        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size, f.cid, f.options, f.many,
+                                      f.retryable]),
                  f.attempts, f.finished_at)
                 for _, f in by_kind.get("failed", ())],
         unfail=[(gid,) for op in by_kind.get("unfail", ()) for gid in op[1]],
@@ -111,10 +112,14 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ())
             results.append((session, StoredResult(gid, entry, finished_at, key=key)))
     failed = []
     for gid, task, body, attempts, finished_at in failed_rows:
-        args, kwargs, error, *origin = msgpack.unpackb(bytes(body), raw=False)
-        # Rows written before `broker retry` existed lack who sent them.
-        session, cid, options, many = origin if origin else ("", 0, None, False)
-        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, cid, options, many))
+        # Rows from before sessions were kept hold three fields: the
+        # operator still sees them, no client does. Rows from before
+        # `broker retry` lack what a retry needs, and cannot be retried.
+        args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
+        session, size = (rest + ["", 0])[:2] if rest else ("", len(body))
+        cid, options, many, retryable = rest[2:6] if len(rest) >= 6 else (0, None, False, False)
+        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body),
+                                cid, options, many, retryable))
     followers = []
     for session, cid, gid, ok, result, finished_at in follower_rows:
         if ok is None:

@@ -10,7 +10,15 @@ from sockpool.broker.state import BrokerState
 from sockpool.protocol import Ack, Credit, Jobs, Ping, Results, Submit
 from sockpool.protocol.control import Cancel, CancelReply, Retry, RetryReply, Stop
 
+from sockpool.protocol import PROTOCOL_VERSION, Hello
+
 from .test_state import C1, C2, MAX, W1, W2, client, job_ids, worker
+
+OPS = 31
+
+
+def operator(state: BrokerState, conn: int = OPS) -> None:
+    state.on_hello(conn, Hello(PROTOCOL_VERSION, "operator", name="ops"), "h:ops", 0.0)
 
 
 def results(out: list, conn: int) -> list[list]:
@@ -112,8 +120,15 @@ def test_cancel_a_whole_session_from_another_client_and_by_task():
     assert sorted(e[0] for e in results(out, C1)) == [1, 2, 3, 4, 5]
     assert state.ready_count == 0 and state.ready_calls == 0
     state.on_message(C1, Submit(2, [[6, "square", [6], {}, False]]), 3.0)
+    # By task or broker id is the operator's: a client reaches only its own jobs.
     out = state.on_message(C2, Cancel(task="square"), 4.0)
-    assert [o for _, o in reply(out, C2).outcomes] == ["cancelled"]
+    assert reply(out, C2).outcomes == []
+    [gid] = state.jobs
+    out = state.on_message(C2, Cancel(gids=[gid]), 4.0)
+    assert reply(out, C2).outcomes == [[gid, "finished"]] and gid in state.jobs
+    operator(state)
+    out = state.on_message(OPS, Cancel(task="square"), 4.0)
+    assert [o for _, o in reply(out, OPS).outcomes] == ["cancelled"]
 
 
 def test_cancel_is_journalled_as_the_jobs_finish():
@@ -198,14 +213,18 @@ def test_cancelling_a_keyed_job_frees_the_key_once_collected():
 
 def test_retry_sends_a_failed_job_again_to_its_session():
     state = setup()
-    client(state, C2, "operator")
+    client(state, C2, "someone-else")
+    operator(state, C2 + 1)
     state.on_message(W1, Credit(5), 0.5)
     out = state.on_message(C1, Submit(1, [[1, "square", [3], {}, False]]), 1.0)
     [gid] = job_ids(out, W1)
     state.on_message(W1, Results([[gid, False, {"type": "ValueError", "message": "x"}]]), 2.0)
     [failed] = state.failed
-    out = state.on_message(C2, Retry(gids=[failed.gid, 12345]), 3.0)
-    assert reply(out, C2, RetryReply) == RetryReply([failed.gid], [12345])
+    # Another client cannot retry it; the operator (or its own session) can.
+    out = state.on_message(C2, Retry(gids=[failed.gid]), 2.5)
+    assert reply(out, C2, RetryReply) == RetryReply([], [failed.gid])
+    out = state.on_message(C2 + 1, Retry(gids=[failed.gid, 12345]), 3.0)
+    assert reply(out, C2 + 1, RetryReply) == RetryReply([failed.gid], [12345])
     [new_gid] = job_ids(out, W1)
     assert new_gid != gid and not state.failed
     out = state.on_message(W1, Results([[new_gid, True, 9]]), 4.0)
@@ -215,7 +234,7 @@ def test_retry_sends_a_failed_job_again_to_its_session():
 def test_retry_all_of_a_task():
     state = setup()
     worker(state, W2, tasks=("cube",))
-    client(state, C2, "operator")
+    operator(state, C2)
     state.on_message(W1, Credit(5), 0.5)
     state.on_message(W2, Credit(5), 0.5)
     out = state.on_message(C1, Submit(1, [[1, "square", [1], {}, False], [2, "cube", [2], {}, False]]), 1.0)
@@ -294,3 +313,17 @@ def test_job_options_for_keys_and_limits_are_checked():
                     {"limit": True}, {"limit_key": []}):
         with pytest.raises(ProtocolError):
             check_job([1, "t", [], {}, False, options])
+
+
+def test_a_failed_job_whose_arguments_were_not_kept_cannot_be_retried():
+    state = setup()
+    state.failed_row_bytes = 2000
+    operator(state)
+    state.on_message(W1, Credit(5), 0.5)
+    out = state.on_message(C1, Submit(1, [[1, "square", ["x" * 5000], {}, False]]), 1.0)
+    [gid] = job_ids(out, W1)
+    state.on_message(W1, Results([[gid, False, {"type": "ValueError", "message": "x"}]]), 2.0)
+    [failed] = state.failed
+    assert not failed.retryable and failed.row()[-1] is False
+    out = state.on_message(OPS, Retry(all=True), 3.0)
+    assert reply(out, OPS, RetryReply) == RetryReply([], [])

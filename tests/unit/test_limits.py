@@ -1,154 +1,130 @@
-"""broker/limits.py: admission order, slots, rate windows; and the state's use of it."""
+"""The protocol boundary's bounds (protocol/limits.py): every integer that
+reaches the store or a fixed-width field, every name the broker keeps,
+every field of what a worker reports."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
-from sockpool.broker.limits import LimitSpec, Limits, parse_limit
-from sockpool.broker.records import Job
-from sockpool.broker.state import BrokerState
-from sockpool.protocol import Credit, Results, Submit
-from sockpool.protocol.control import Cancel
-
-from .test_state import C1, MAX, W1, W2, client, job_ids, worker
-
-
-def make(gid: int, task: str = "fetch", **options) -> Job:
-    return Job(gid, "s", gid, task, [gid], {}, False, options or None)
-
-
-def test_parse_limit_shapes():
-    assert parse_limit("mytasks:fetch=4") == ("mytasks:fetch", LimitSpec(4))
-    assert parse_limit("api=10/2s") == ("api", LimitSpec(10, 2.0))
-    assert parse_limit("api=100/1m") == ("api", LimitSpec(100, 60.0))
-    for bad in ("fetch", "fetch=0", "fetch=x", "=3", "a=1/0s"):
-        with pytest.raises(ValueError):
-            parse_limit(bad)
+from sockpool.protocol import ProtocolError, decode
+from sockpool.protocol.limits import (
+    MAX_NESTING,
+    MAX_PROCESSES,
+    MAX_SESSION_CHARS,
+    MAX_TASK_NAME_CHARS,
+    bad_error_value,
+    cut,
+    too_deep,
+)
+from sockpool.protocol.packed import PACKED_ARRAY, array_length, is_array
 
 
-def test_jobs_over_the_limit_wait_and_start_in_order_as_slots_free():
-    limits = Limits({"fetch": LimitSpec(2)})
-    jobs = [make(i) for i in range(1, 6)]
-    assert [limits.admit(j, 0.0) for j in jobs] == [True, True, False, False, False]
-    assert limits.waiting == 3
-    assert [j.gid for j in limits.release(jobs[1], 1.0)] == [3]
-    assert [j.gid for j in limits.release(jobs[0], 2.0)] == [4]
-    assert limits.status(2.0)["fetch"] == {"limit": 2, "per_s": None, "held": 2, "waiting": 1}
-    # A job released twice (or never admitted) gives back nothing more.
-    assert limits.release(jobs[0], 3.0) == []
+def body(wire: object) -> bytes:
+    return msgpack.packb(wire, use_bin_type=True)
 
 
-def test_a_new_job_waits_behind_those_already_waiting():
-    limits = Limits({"fetch": LimitSpec(1)})
-    a, b, c = make(1), make(2), make(3)
-    limits.admit(a, 0.0)
-    limits.admit(b, 0.0)
-    limits.release(a, 1.0)  # b takes the slot
-    assert not limits.admit(c, 1.0)
+def submit(*jobs: list) -> bytes:
+    return body({"type": "submit", "batch": 1, "jobs": list(jobs)})
 
 
-def test_a_key_named_by_jobs_takes_its_capacity_from_them_and_is_forgotten_when_idle():
-    limits = Limits()
-    a, b = make(1, limit_key="customer-7", limit=1), make(2, limit_key="customer-7", limit=1)
-    assert limits.admit(a, 0.0) and not limits.admit(b, 0.0)
-    assert [j.gid for j in limits.release(a, 1.0)] == [2]
-    limits.release(b, 2.0)
-    assert limits.status(2.0) == {}
-    # A key with no capacity anywhere is no limit.
-    assert limits.admit(make(3, limit_key="nobody"), 3.0)
+def test_a_job_id_sqlite_cannot_store_is_a_protocol_error():
+    assert decode(submit([2**63 - 1, "t", [], {}, False]))
+    assert decode(submit([-(2**63), "t", [], {}, False]))
+    for cid in (2**63, 2**64 - 1):
+        with pytest.raises(ProtocolError, match="malformed job entry"):
+            decode(submit([cid, "t", [], {}, False]))
 
 
-def test_a_job_under_two_limits_needs_both():
-    limits = Limits({"fetch": LimitSpec(2), "cust": LimitSpec(1)})
-    a = make(1, limit_key="cust")
-    b = make(2, limit_key="cust")
-    c = make(3)  # task limit only
-    assert limits.admit(a, 0.0)
-    assert not limits.admit(b, 0.0)  # cust is full
-    assert limits.admit(c, 0.0)  # fetch has a slot left
-    assert limits.release(c, 1.0) == []  # b still waits on cust
-    assert [j.gid for j in limits.release(a, 2.0)] == [2]
+@pytest.mark.parametrize("wire", [
+    {"type": "submit", "batch": 2**63, "jobs": []},
+    {"type": "accepted", "batch": 2**64 - 1, "count": 1},
+    {"type": "ack", "ids": [1, 2**63]},
+    {"type": "release", "ids": [2**64 - 1]},
+    {"type": "ping", "running": [2**63]},
+    {"type": "results", "results": [[2**63, True, None]]},
+    {"type": "hello", "version": 2**64 - 1, "role": "client"},
+])
+def test_every_wire_integer_fits_64_signed_bits(wire):
+    with pytest.raises(ProtocolError):
+        decode(body(wire))
 
 
-def test_a_rate_limit_gives_slots_back_after_its_period_not_at_the_end():
-    limits = Limits({"api": LimitSpec(2, per_s=10.0)})
-    jobs = [make(i, task="api") for i in range(1, 5)]
-    assert [limits.admit(j, 0.0) for j in jobs] == [True, True, False, False]
-    assert limits.release(jobs[0], 1.0) == []  # finished, but its slot is the period's
-    assert limits.tick(9.9) == []
-    assert [j.gid for j in limits.tick(10.0)] == [3, 4]
+@pytest.mark.parametrize("wire", [
+    {"type": "hello", "version": 1, "role": "worker", "tasks": ["t"], "processes": 2**64 - 2},
+    {"type": "hello", "version": 1, "role": "worker", "tasks": ["t"], "processes": MAX_PROCESSES + 1},
+    {"type": "credit", "credit": 2**62},
+    {"type": "credit", "credit": -1},
+    {"type": "results", "results": [], "credit": 2**40},
+])
+def test_announced_numbers_are_bounded(wire):
+    with pytest.raises(ProtocolError, match="out of range"):
+        decode(body(wire))
 
 
-def test_discard_takes_cancelled_jobs_out_of_the_line():
-    limits = Limits({"fetch": LimitSpec(1)})
-    a, b, c = make(1), make(2), make(3)
-    for j in (a, b, c):
-        limits.admit(j, 0.0)
-    assert [j.gid for j in limits.discard({2})] == [2]
-    assert [j.gid for j in limits.release(a, 1.0)] == [3]
+def test_names_and_ids_the_broker_keeps_are_bounded():
+    decode(body({"type": "hello", "version": 1, "role": "client", "session": "s" * MAX_SESSION_CHARS}))
+    with pytest.raises(ProtocolError, match="session"):
+        decode(body({"type": "hello", "version": 1, "role": "client", "session": "s" * (MAX_SESSION_CHARS + 1)}))
+    with pytest.raises(ProtocolError, match="name"):
+        decode(body({"type": "hello", "version": 1, "role": "client", "name": "n" * 100_000}))
+    with pytest.raises(ProtocolError, match="tasks"):
+        decode(body({"type": "hello", "version": 1, "role": "worker", "processes": 1,
+                     "tasks": ["t" * (MAX_TASK_NAME_CHARS + 1)]}))
+    with pytest.raises(ProtocolError, match="malformed job entry"):
+        decode(submit([1, "t" * (MAX_TASK_NAME_CHARS + 1), [], {}, False]))
 
 
-# -- in the state ---------------------------------------------------------------
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e300, 0, -1])
+def test_a_job_timeout_is_a_finite_positive_number(timeout):
+    with pytest.raises(ProtocolError):
+        decode(submit([1, "t", [], {}, False, {"timeout": timeout}]))
 
 
-def test_the_state_never_hands_out_more_than_the_limit_across_workers():
-    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(3)})
-    client(state, C1, "s1")
-    worker(state, W1, tasks=("fetch",), processes=4)
-    worker(state, W2, tasks=("fetch",), processes=4)
-    out = state.on_message(W1, Credit(8), 0.1) + state.on_message(W2, Credit(8), 0.1)
-    out = state.on_message(C1, Submit(1, [[i, "fetch", [i], {}, False] for i in range(1, 21)]), 1.0)
-    first = job_ids(out, W1) + job_ids(out, W2)
-    assert len(first) == 3
-    status = state.status(1.0)
-    assert status["queue"]["waiting_on_limit"] == 17 and status["queue"]["ready"] == 0
-    assert status["limits"]["fetch"]["held"] == 3
-    started = list(first)
-    now = 2.0
-    while len(started) < 20:
-        done = started[len(started) - 3]
-        conn = W1 if done in state.workers[W1].leased else W2
-        out = state.on_message(conn, Results([[done, True, 0]], credit=1), now)
-        started += job_ids(out, W1) + job_ids(out, W2)
-        assert sum(len(w.leased) for w in state.workers.values()) <= 3
-        now += 1.0
-    assert started == sorted(started)  # admitted in submission order
+@pytest.mark.parametrize("error", [
+    {"type": [1], "message": "m"},
+    {"type": "E", "message": 7},
+    {"type": "E", "traceback": b"tb"},
+    {"type": "E", "items": "not a list"},
+    "just a string",
+    None,
+])
+def test_a_workers_failed_result_must_be_a_well_formed_error(error):
+    assert bad_error_value(error) is not None
+    with pytest.raises(ProtocolError, match="malformed result entry"):
+        decode(body({"type": "results", "results": [[1, False, error]]}))
 
 
-def test_a_cancelled_job_waiting_on_a_limit_never_starts():
-    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
-    client(state, C1, "s1")
-    worker(state, W1, tasks=("fetch",), processes=2)
-    state.on_message(W1, Credit(5), 0.1)
-    out = state.on_message(C1, Submit(1, [[i, "fetch", [i], {}, False] for i in (1, 2, 3)]), 1.0)
-    [first] = job_ids(out, W1)
-    out = state.on_message(C1, Cancel(ids=[2]), 2.0)
-    assert state.status(2.0)["queue"]["waiting_on_limit"] == 1
-    out = state.on_message(W1, Results([[first, True, 0]]), 3.0)
-    [second] = job_ids(out, W1)
-    assert state.jobs[second].cid == 3
+def test_well_formed_errors_pass():
+    assert bad_error_value({"type": "ValueError", "message": "m", "traceback": "tb", "items": []}) is None
+    assert decode(body({"type": "results", "results": [[1, False, {"type": "E"}], [2, True, [1]]]}))
 
 
-def test_a_job_back_from_a_lost_worker_keeps_its_slot():
-    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
-    client(state, C1, "s1")
-    worker(state, W1, tasks=("fetch",))
-    state.on_message(W1, Credit(1), 0.1)
-    out = state.on_message(C1, Submit(1, [[i, "fetch", [i], {}, False] for i in (1, 2)]), 1.0)
-    [first] = job_ids(out, W1)
-    state.on_disconnect(W1, 2.0)
-    worker(state, W2, tasks=("fetch",))
-    out = state.on_message(W2, Credit(5), 3.0)
-    assert job_ids(out, W2) == [first]  # not the waiting one: the limit holds
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
-def test_limited_jobs_are_admitted_again_after_a_restart():
-    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
-    client(state, C1, "s1")
-    state.on_message(C1, Submit(1, [[i, "fetch", [i], {}, False] for i in (1, 2)]), 1.0)
-    jobs = list(state.jobs.values())
-    for j in jobs:
-        j.limits = None  # as loaded from the store
-    again = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
-    again.restore(jobs, [], [], 10.0)
-    assert again.ready_count == 1 and again.limits.waiting == 1
+def test_nesting_is_bounded_by_us():
+    assert not too_deep(nested(MAX_NESTING))
+    assert too_deep(nested(MAX_NESTING + 1))
+    assert too_deep({"k": nested(MAX_NESTING)})
+    assert not too_deep([1.5] * 100_000)
+    # A packed array is opaque: only the pool process ever unpacks it.
+    assert not too_deep([msgpack.ExtType(PACKED_ARRAY, b"\x91" * 600 + b"\xc0")])
+
+
+def test_a_packed_array_header_cannot_claim_more_items_than_bytes():
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, msgpack.packb([1, 2, 3]))) == 3
+    # 5 bytes claiming 4 billion items count as the 0 they hold.
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, b"\xdd\xff\xff\xff\xff")) == 0
+    assert array_length(msgpack.ExtType(PACKED_ARRAY, b"\x93\x01")) == 1
+    assert is_array(msgpack.ExtType(PACKED_ARRAY, b"\x93\x01"))  # the job fails alone, in the pool
+
+
+def test_cut_says_what_it_cut():
+    assert cut("short", 100) == "short"
+    long = cut("x" * 10_000, 100)
+    assert len(long) <= 100 + 40 and "characters cut" in long
