@@ -90,6 +90,8 @@ class Limits:
             name: Limit(name, spec, configured=True) for name, spec in (configured or {}).items()
         }
         self._waiting = 0
+        # Whether any task has a limit (else only jobs with options can be under one).
+        self.by_task = bool(self._limits)
 
     def names_for(self, job: Limited) -> tuple[str, ...]:
         """The limits `job` is under (creating a key's limit on first use)."""

@@ -560,7 +560,9 @@ class BrokerState:
     def _queue(self, job: Job, front: bool = False) -> None:
         """Into the ready queue, once its limits admit it (a job that holds
         its slots already, back from a lost worker, goes straight in)."""
-        if job.limits is None and not self.limits.admit(job, self.now):
+        # A job with no options on a broker with no task limits is under no
+        # limit: the plain path skips the limits altogether.
+        if job.limits is None and (job.options or self.limits.by_task) and not self.limits.admit(job, self.now):
             job.queued_at = self.now
             return
         self._ready(job, front)
