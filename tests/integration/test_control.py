@@ -268,3 +268,30 @@ def test_broker_retry_sends_a_failed_job_again_to_its_submission(cluster, tmp_pa
     assert "job ok after 2 runs" in done.stdout
     again = run_module("sockpool.broker", "retry", "--broker", cluster.address, str(failed[0]["id"]))
     assert again.returncode != 0 and "not among the failed jobs" in again.stderr
+
+
+def test_cancel_and_retry_by_broker_id_are_the_operators(tmp_path):
+    from .test_attacks import write_secret
+
+    client_secret = write_secret(tmp_path / "client")
+    operator_secret = write_secret(tmp_path / "operator")
+    broker, address = start_broker(tmp_path, "--secret-file", client_secret, "--operator-secret-file", operator_secret)
+    try:
+        with Client(address, secret_file=client_secret) as owner, Client(address, secret_file=client_secret) as other:
+            owner.submit("square", 3)  # no worker: it waits
+            assert owner.wait_accepted(10)
+            with Client(address, secret_file=operator_secret, operator=True) as ops:
+                assert ops.status()["queue"]["ready"] == 1
+            # Another client may not cancel the owner's jobs by task.
+            assert other.cancel_jobs(task="square") == []
+            for secret in (client_secret, None):
+                args = ["--secret-file", secret] if secret else []
+                done = run_module("sockpool.broker", "cancel", "--broker", address, "--task", "square", *args,
+                                  env={"SOCKPOOL_OPERATOR_SECRET_FILE": operator_secret} if not secret else None)
+                if secret:
+                    assert done.returncode != 0 and "authentication failed" in done.stderr
+                else:
+                    assert done.returncode == 0, done.stderr
+                    assert "cancelled 1 waiting" in done.stdout
+    finally:
+        broker.stop()
