@@ -152,3 +152,15 @@ def test_limited_jobs_are_admitted_again_after_a_restart():
     again = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
     again.restore(jobs, [], [], 10.0)
     assert again.ready_count == 1 and again.limits.waiting == 1
+
+
+def test_broker_status_text_shows_limits_and_jobs_waiting_on_them():
+    from sockpool.broker.report import format_status
+
+    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1), "api": LimitSpec(5, per_s=60.0)})
+    client(state, C1, "s1")
+    state.on_message(C1, Submit(1, [[i, "fetch", [i], {}, False] for i in (1, 2, 3)]), 1.0)
+    text = format_status(state.status(2.0))
+    assert "waiting on a limit 2" in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith(("fetch", "api"))}
+    assert rows == {"fetch": ["1", "1", "2"], "api": ["5/60s", "0", "0"]}  # capacity, held, waiting
