@@ -17,9 +17,11 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 
 The `options` element may be left off (an empty map). Known options:
 `timeout` (seconds a run may take; the pool process is killed past it),
-`retries` (further attempts after a failure, with backoff), `key` (a
-unique key: see broker/keys.py), `limit_key` and `limit` (a concurrency
-limit shared by jobs of that key: see broker/limits.py).
+`retries` (further attempts after a failure, with backoff), `result`
+("detached": kept for a session that may come back much later; "none":
+fire and forget, the broker keeps no result, only a failure record),
+`key` (a unique key: see broker/keys.py), `limit_key` and `limit` (a
+concurrency limit shared by jobs of that key: see broker/limits.py).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -50,6 +52,10 @@ from .limits import (
 from .packed import is_array
 
 PROTOCOL_VERSION = 1
+# The `result` job option: who wants the result.
+RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
+RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
+RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
 # Unique keys and limit keys are names, not payloads.
 MAX_KEY_CHARS = 256
 MAX_LIMIT = 1_000_000
@@ -69,6 +75,7 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+N_UNSERVED = "unserved"  # a notice: jobs wait for a worker serving their task
 E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
@@ -78,6 +85,14 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+# Submissions the broker refuses for now (the job is not accepted; submit
+# it again later): it cannot write its journal, because the disk is full or
+# for another reason it names.
+E_DISK_FULL = "DiskFull"
+E_STORE_FAILED = "StoreFailed"
+# Refusals that say the broker takes no new jobs at the moment: the client
+# raises them from a submit that would otherwise wait for room.
+REFUSALS = frozenset({E_DISK_FULL, E_STORE_FAILED})
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 
@@ -170,6 +185,16 @@ class Welcome(Message):
 @_message("error")
 class Error(Message):
     """A refusal. During the handshake it is followed by a close."""
+
+    code: str
+    message: str
+
+
+@_message("notice")
+class Notice(Message):
+    """Broker to client: something the submitter should know that is not an
+    error, such as a job waiting for a worker that serves its task
+    (`code` "unserved"). For people: the client shows `message`."""
 
     code: str
     message: str
@@ -452,6 +477,7 @@ def _valid_options(options: Any) -> bool:
     return (
         (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
         and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and options.get("result") in (None, *RESULT_MODES)
         and all(_valid_name(options.get(name)) for name in ("key", "limit_key"))
         and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
     )

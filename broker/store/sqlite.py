@@ -28,11 +28,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     session      TEXT NOT NULL,
     cid          INTEGER NOT NULL,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
-    finished_at  REAL
+    finished_at  REAL,
+    detached     INTEGER NOT NULL DEFAULT 0  -- its result outlives its session
 );
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
@@ -86,9 +87,12 @@ class SqliteStore(GroupCommitStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
-        for table, columns in MIGRATIONS.items():
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "detached" not in columns:  # a store from before detached jobs
+            self._db.execute("ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0")
+        for table, added in MIGRATIONS.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, kind in columns:
+            for name, kind in added:
                 if name not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         # Until a job is followed, finishes skip the followers table: the
@@ -97,7 +101,9 @@ class SqliteStore(GroupCommitStore):
 
     def restore(self) -> Snapshot:
         return snapshot_from_rows(
-            self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, key FROM jobs"),
+            self._db.execute(
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key FROM jobs"
+            ),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
             self._db.execute("SELECT session, cid, gid, ok, result, finished_at FROM followers"),
         )
@@ -108,7 +114,8 @@ class SqliteStore(GroupCommitStore):
         try:
             db.execute("BEGIN")
             db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.add,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
@@ -119,7 +126,9 @@ class SqliteStore(GroupCommitStore):
                 "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE session = ? AND cid = ?",
                 rows.follow_result,
             )
-            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?", rows.finish)
+            # A finished job's arguments are never read again: dropping them
+            # keeps the write (and the disk) small for jobs with large ones.
+            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
             if self._followers_seen:
                 db.executemany(
                     "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE gid = ? AND ok IS NULL",
@@ -134,12 +143,24 @@ class SqliteStore(GroupCommitStore):
                 db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
                 db.execute("DELETE FROM followers WHERE finished_at < ?", (cutoff,))
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:  # packing a value can fail too, not only SQLite
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
-                pass
+                pass  # SQLite may have rolled back itself (a full disk does)
             raise
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        return (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+            or "disk is full" in str(exc)
+            or super()._disk_full(exc)
+        )
+
+    def _reclaim(self) -> None:
+        """The write-ahead log only shrinks when a checkpoint truncates it,
+        and on a small disk it can be most of what the store uses."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _close_backend(self) -> None:
         self._db.close()
