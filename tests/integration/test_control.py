@@ -99,6 +99,22 @@ def test_a_cancel_survives_a_broker_kill_9(cluster, tmp_path):
     assert not (marks / "doomed").exists()
 
 
+def test_a_stopped_job_stays_stopped_across_a_broker_kill_9(cluster, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    cluster.add_worker(1, *TASKS)
+    with Client(cluster.address) as client:
+        running = client.submit("tests.tasks:mark_then_sleep", str(marks), "stopped", 60)
+        wait_until(lambda: (marks / "stopped").exists(), what="the job started")
+        assert client.cancel(running) is True
+        restart(cluster)
+        # The worker is back and serves; the stopped job never runs again.
+        assert client.submit("tests.tasks:mark_then_sleep", str(marks), "next").result(30) == "next:1"
+        time.sleep(0.5)
+        assert (marks / "stopped").read_text() == "x"
+        assert client.status()["queue"]["in_flight"] == 0
+
+
 def test_submit_cancel_stops_a_detached_submission(cluster, tmp_path):
     cluster.add_worker(1, *TASKS)
     done = run_submit("--broker", cluster.address, "--detach", "tests.tasks:hang", "60", "60")
