@@ -209,6 +209,18 @@ def test_a_per_job_limit_key_holds_across_workers(cluster, tmp_path):
     assert max_seen(marks) == 2
 
 
+def test_a_rate_limit_admits_at_most_n_jobs_per_period(tmp_path):
+    cluster = Cluster(tmp_path, "--limit", "tests.tasks:started_at=2/1s")
+    try:
+        cluster.add_worker(2, *TASKS)
+        with Client(cluster.address) as client:
+            starts = sorted(f.result(30) for f in [client.submit("tests.tasks:started_at") for _ in range(6)])
+        # Any three starts span at least the period (less a little clock slack).
+        assert all(starts[i + 2] - starts[i] >= 0.9 for i in range(len(starts) - 2)), starts
+    finally:
+        cluster.stop()
+
+
 # -- unique keys -------------------------------------------------------------------
 
 
