@@ -477,10 +477,14 @@ def _valid_options(options: Any) -> bool:
     return (
         (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
         and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
-        and options.get("result") in (None, *RESULT_MODES)
-        and all(_valid_name(options.get(name)) for name in ("key", "limit_key"))
+        and options.get("result") in _RESULT_VALUES
+        and _valid_name(options.get("key"))
+        and _valid_name(options.get("limit_key"))
         and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
     )
+
+
+_RESULT_VALUES = frozenset({None, *RESULT_MODES})
 
 
 def _valid_name(value: Any) -> bool:
