@@ -28,7 +28,11 @@ Rules:
    last heartbeat said the job was running. Prefetched jobs go back free,
    and so does everything a draining worker (one that sent `drain`) still
    held when it left: it was asked to stop, the jobs did nothing wrong.
-6. A job under a concurrency limit enters the ready queue only once
+6. A session that asked for them (hello.started) gets one `started`
+   message per dispatch round naming its jobs that went to a worker, and
+   after each welcome the jobs workers hold now. Others get none: bulk
+   submitters pay nothing for it.
+7. A job under a concurrency limit enters the ready queue only once
    admitted (broker/limits.py); until then it waits in the limit's line.
 
 Control over jobs already sent (cancel, retry from failed) lives in
@@ -64,6 +68,7 @@ from sockpool.protocol import (
     ProtocolError,
     Release,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -198,6 +203,10 @@ class BrokerState:
             session.gone_since = None
             session.abandoned = False
             self.clients[conn_id] = session
+            if hello.started and not session.wants_started:
+                session.wants_started = True
+                for gid in session.live.values():
+                    self.jobs[gid].notify = True
             if hello.role == ROLE_OPERATOR:
                 self.operators.add(conn_id)
         welcome = Welcome(
@@ -210,6 +219,10 @@ class BrokerState:
             jobs=len(session.live) + len(session.results) if session else 0,
         )
         out: Outbox = [(conn_id, welcome)]
+        if session is not None and session.wants_started:
+            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
+            if running:
+                out.append((conn_id, Started(running)))
         if session is not None and session.results:
             # Everything not acknowledged: the client drops what it already has.
             out.append((conn_id, Results([r.entry for r in session.results.values()])))
@@ -375,6 +388,7 @@ class BrokerState:
                 unserved.add(task)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
+            job.notify = session.wants_started
             self._next_gid += 1
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
@@ -718,6 +732,7 @@ class BrokerState:
             return []
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
         out: Outbox = []
+        started: list[Job] = []
         for index, worker in enumerate(eligible):
             runnable = worker.tasks.intersection(self.ready)
             if not runnable:
@@ -727,14 +742,26 @@ class BrokerState:
             waiting = sum(len(self.ready[t]) for t in runnable)
             processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
             share = math.ceil(waiting * worker.processes / processes)
-            batch = self._take(worker, min(worker.credit, share))
+            batch = self._take(worker, min(worker.credit, share), started)
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
             if not self.ready_count:
                 break
+        return out + self._started(started) if started else out
+
+    def _started(self, jobs: list[Job]) -> Outbox:
+        """One `started` per session for the jobs that just went to workers."""
+        by_session: dict[str, list[int]] = {}
+        for job in jobs:
+            by_session.setdefault(job.session, []).append(job.cid)
+        out: Outbox = []
+        for session_id, cids in by_session.items():
+            session = self.sessions.get(session_id)
+            if session is not None and session.conn_id is not None:
+                out.append((session.conn_id, Started(cids)))
         return out
 
-    def _take(self, worker: WorkerInfo, limit: int) -> list[list[Any]]:
+    def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
         batch: list[list[Any]] = []
         for task in worker.tasks:
             queue = self.ready.get(task)
@@ -745,6 +772,8 @@ class BrokerState:
                 self.ready_calls -= job.calls
                 worker.leased[job.gid] = job
                 batch.append(job.entry())
+                if job.notify:
+                    started.append(job)
             if queue is not None and not queue:
                 del self.ready[task]
             if len(batch) >= limit:

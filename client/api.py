@@ -14,11 +14,12 @@ import os
 import secrets
 import threading
 import time
+import weakref
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterable, Iterator
 
-from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
 from sockpool.protocol.control import E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
@@ -28,15 +29,13 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.limits import MAX_TIMEOUT_S
-from sockpool.protocol.messages import (
-    E_UNENCODABLE_RESULT, MAX_KEY_CHARS, MAX_LIMIT, MAX_RETRIES, RESULT_DETACHED, RESULT_NONE, error_value,
-)
-from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.messages import RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
+from sockpool.net.request import failed_job_rows
+from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
-from .futures import JobFuture, MapResults, mark_cancelled
+from .futures import BUSY, JobFuture, MapResults, WeakCallback, mark_cancelled
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -56,6 +55,14 @@ class Client:
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
+
+    With `notify_started`, the broker tells the client when a worker takes
+    each job, so that `future.running()` turns true and `cancel()` fails
+    from then on (one small message per dispatch round; off by default,
+    as bulk submitters have no use for it).
+
+    A client dropped without `close()` closes itself once its pending
+    futures are resolved (at garbage collection).
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class Client:
         credentials: Credentials | None = None,
         operator: bool = False,
         on_notice: Callable[[str], None] | None = None,
+        notify_started: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -105,16 +113,22 @@ class Client:
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._futures: dict[int, Future[Any]] = {}
+        self._futures: dict[int, Any] = {}  # JobFuture, or aio.py's slot
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
+        # What a cancelled future calls; weakly, so futures a caller keeps
+        # do not keep a dropped client alive.
+        self._withdraw_weakly = WeakCallback(self._withdraw)
         self._link = BrokerLink(
             address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
             ROLE_OPERATOR if operator else ROLE_CLIENT, on_notice, self._accepted,
+            on_started=self._mark_started if notify_started else None,
         )
         self.session = self._link.welcome.session or self._link.session
+        # Dropped without close(): the link's threads hold us only weakly.
+        self._finalizer = weakref.finalize(self, self._link.close)
         self._link.start()
 
     def __enter__(self) -> Client:
@@ -153,6 +167,15 @@ class Client:
     ) -> JobOptions:
         """`submit` and `map` with other options than the client's.
 
+        `key`: a unique key. While a job with this key is queued, running,
+        or has a result its submitter has not collected, a submit with the
+        same key (from any client) makes no new job: its future gets that
+        job's outcome. Not for `map`, whose chunks are many jobs.
+        `limit_key` (and `limit`, its capacity unless the broker sets one
+        with `--limit`): at most that many jobs with this key run at once,
+        across the cluster. These are job options, not arguments of
+        `submit`, because `submit`'s keyword arguments are the task's.
+
         `detached`: the broker keeps the results even after this client is
         gone for good, until a client attaching to this session (`session=`,
         `collect`) acknowledges them or their TTL passes. Without it, the
@@ -162,19 +185,6 @@ class Client:
         `fire_and_forget` (`submit` only): the broker keeps no result at
         all, only a record of a failure (`broker failed`); the future
         resolves to None once the job is on the broker's disk.
-
-        `key`: a unique key. While a job with this key is queued, running,
-        or has a result its submitter has not collected, a submit with the
-        same key (from any client) makes no new job: its future gets that
-        job's outcome. Not for `map`, whose chunks are many jobs.
-        `limit_key` (and `limit`, its capacity unless the broker sets one
-        with `--limit`): at most that many jobs with this key run at once,
-        across the cluster. The options are job options, not arguments of
-        `submit`, because `submit`'s keyword arguments are the task's.
-
-        Raises:
-            ValueError: an option out of range, or both `detached` and
-                `fire_and_forget`.
         """
         if detached and fire_and_forget:
             raise ValueError("a job is either detached or fire-and-forget")
@@ -214,6 +224,10 @@ class Client:
         """For a client created with `session=`: wait for every result the
         broker holds for that session; (job id, ok, value) in submission order.
 
+        The broker holds them for a session gone longer than its session
+        grace (5 minutes by default) only if the jobs were submitted
+        detached (`with_options(detached=True)`, `submit --detach`).
+
         Raises:
             TimeoutError: not all results arrived in time.
             ConnectionLost: the broker was lost for good.
@@ -249,12 +263,11 @@ class Client:
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at", "id", "retryable")
         jobs: list[dict[str, Any]] = []
         while True:
             reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
             assert isinstance(reply, FailedJobs)
-            jobs += [{**dict(zip(keys, row)), "args": _readable(row[1])} for row in reply.jobs]
+            jobs += failed_job_rows(reply.jobs)
             if not reply.more or not reply.jobs:
                 return jobs
 
@@ -272,14 +285,14 @@ class Client:
         if isinstance(target, MapResults):
             return target.cancel(timeout)
         futures = [target] if isinstance(target, Future) else list(target)
-        mine = {f.job_id: f for f in futures if isinstance(f, JobFuture) and f._client is self and not f.done()}
+        mine = {f.job_id: f for f in futures
+                if isinstance(f, JobFuture) and f._withdraw is self._withdraw_weakly and not f.done()}
         if not mine:
             return False
         withdrawn = self._link.withdraw(list(mine))
         for job_id in withdrawn:
             mark_cancelled(mine.pop(job_id))
-            with self._lock:
-                self._futures.pop(job_id, None)
+        self._forget(withdrawn)
         if not mine:
             return True
         reply = self._link.request(Cancel(ids=list(mine), stop=True), timeout)
@@ -306,8 +319,9 @@ class Client:
     def cancel_jobs(
         self, gids: list[int] | None = None, *, task: str = "", stop: bool = True, timeout: float = 10.0
     ) -> list[list[Any]]:
-        """Operator: cancel jobs by broker id, or every unfinished job of
-        `task`; `[broker id, outcome]` per job.
+        """Cancel jobs by broker id, or every unfinished job of `task`;
+        `[broker id, outcome]` per job. Any job for an `operator` client,
+        else only this session's.
 
         Raises:
             ConnectionLost: no answer from the broker.
@@ -319,9 +333,10 @@ class Client:
     def retry_failed(
         self, gids: list[int] | None = None, *, all: bool = False, task: str = "", timeout: float = 10.0
     ) -> tuple[list[int], list[int]]:
-        """Operator: run failed jobs again (see `failed_jobs` for their
-        `id`s), as new attempts for the sessions that sent them. Returns
-        (ids queued again, ids that are not among the failed jobs).
+        """Run failed jobs again (see `failed_jobs` for their `id`s), as new
+        attempts for the sessions that sent them. Any session's for an
+        `operator` client, else only this session's. Returns (ids queued
+        again, ids that are not among the failed jobs or cannot be retried).
 
         Raises:
             ConnectionLost: no answer from the broker.
@@ -344,8 +359,13 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
-        self._link.close()
+        self._finalizer()
         self._fail_all(ConnectionLost("client closed"))
+
+    def pending(self) -> list[Future[Any]]:
+        """The futures whose results have not arrived yet (cancelled ones too)."""
+        with self._lock:
+            return list(self._futures.values())
 
     # -- internals ----------------------------------------------------------
 
@@ -364,7 +384,7 @@ class Client:
             raise ValueError("a unique key names one job; a map is many jobs (submit each with its own key)")
         return MapResults(
             self, lambda chunk: self._submit(task, chunk, {}, True, options), iter(iterable), chunksize,
-            MAP_WINDOW_CHUNKS, lambda future, size: _chunk_values(future, size, timeout, return_exceptions),
+            MAP_WINDOW_CHUNKS, lambda future, size: chunk_values(future, size, timeout, return_exceptions),
         )
 
     def _default_chunksize(self, iterable: Iterable[Any]) -> int:
@@ -374,35 +394,84 @@ class Client:
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(iterable) / (4 * processes))))  # type: ignore[arg-type]
 
     def _submit(
-        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
-    ) -> Future[Any]:
+        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any],
+        future: JobFuture | None = None,
+    ) -> JobFuture:
+        """Queue one job entry; resolves `future` (a new one by default).
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        future = JobFuture() if future is None else future
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
-            future = JobFuture(self, job_id)
+            future.job_id = job_id
+            future._withdraw = self._withdraw_weakly
             lone = not self._futures  # no other job of ours in flight: send it now
+            if lone:
+                BUSY.add(self)
             self._futures[job_id] = future
             if options.get("result") == RESULT_NONE:
                 self._unwanted.add(job_id)
-        # A chunk's items travel packed: only the worker's pool unpacks them.
-        packed = pack_array(args) if many else args
-        entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
+        entry = job_entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
-            with self._lock:
-                self._futures.pop(job_id, None)
+            self._forget([job_id])
             raise
         return future
 
+    def _submit_many(self, calls: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], Any]]) -> None:
+        """Queue many job entries at once, for the event loop (aio.py): each
+        (task, args, kwargs, many, options, future), where the future is
+        anything with set_result, set_exception and mark_running. One lock
+        round for them all, no waiting for room, no sending on this thread.
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        with self._lock:
+            if self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost}")
+            if not self._futures:
+                BUSY.add(self)
+            ids = [next(self._ids) for _ in calls]
+            for job_id, call in zip(ids, calls):
+                self._futures[job_id] = call[5]
+                if call[4].get("result") == RESULT_NONE:
+                    self._unwanted.add(job_id)
+        entries = [job_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
+        try:
+            self._link.queue_many(entries)
+        except ConnectionLost:
+            self._forget(ids)
+            raise
+
+    def _forget(self, ids: list[int]) -> None:
+        with self._lock:
+            for job_id in ids:
+                self._futures.pop(job_id, None)
+            if not self._futures:
+                BUSY.discard(self)
+
+    def _mark_started(self, ids: list[int]) -> None:
+        with self._lock:
+            futures = [self._futures.get(job_id) for job_id in ids]
+        for future in futures:
+            if future is not None:
+                future.mark_running()
+
     def _resolve(self, results: list[list[Any]]) -> None:
-        results = [_unpacked(entry) for entry in results]
+        results = [result_entry(entry) for entry in results]
         with self._lock:
             futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
+            if not self._futures:
+                BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
         for future, _, ok, value in futures:
             if future is None:
@@ -421,12 +490,6 @@ class Client:
         if self.auto_ack:
             self._link.ack([entry[0] for entry in results])
 
-    def _withdraw(self, job_id: int) -> None:
-        """`future.cancel()` succeeded: take the job back (see futures.py)."""
-        if self._link.withdraw([job_id], ask_broker=True):
-            with self._lock:
-                self._futures.pop(job_id, None)
-
     def _accepted(self, jobs: list[list[Any]]) -> None:
         """On the reader thread: a batch is on the broker's disk. A
         fire-and-forget job is done for us then (a refusal came before)."""
@@ -435,6 +498,8 @@ class Client:
         with self._lock:
             done = [self._futures.pop(job[0], None) for job in jobs if job[0] in self._unwanted]
             self._unwanted.difference_update(job[0] for job in jobs)
+            if not self._futures:
+                BUSY.discard(self)
         for future in done:
             if future is not None:
                 try:
@@ -442,10 +507,16 @@ class Client:
                 except InvalidStateError:
                     pass
 
+    def _withdraw(self, job_id: int) -> None:
+        """`future.cancel()` succeeded: take the job back (see futures.py)."""
+        if self._link.withdraw([job_id], ask_broker=True):
+            self._forget([job_id])
+
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
+            BUSY.discard(self)
             self._lock.notify_all()
         for future in futures.values():
             try:
@@ -467,43 +538,8 @@ class JobOptions:
     def map(
         self, task: str, iterable: Iterable[Any], *, chunksize: int | None = None,
         timeout: float | None = None, return_exceptions: bool = False,
-    ) -> MapResults:
+    ) -> Iterator[Any]:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
-
-
-def job_options(
-    retries: int, timeout: float | None, result: str | None = None, *, key: str | None = None,
-    limit_key: str | None = None, limit: int | None = None,
-) -> dict[str, Any]:
-    """The `options` of a job entry; empty when all are defaults.
-
-    Raises:
-        ValueError: a negative retry count, a non-positive timeout, an
-            empty or over-long key, or a limit below 1.
-    """
-    if retries < 0 or retries > MAX_RETRIES:
-        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
-        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
-    for name, value in (("key", key), ("limit_key", limit_key)):
-        if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
-            raise ValueError(f"{name} must be a string of 1 to {MAX_KEY_CHARS} characters")
-    if limit is not None and not (type(limit) is int and 1 <= limit <= MAX_LIMIT):
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    options: dict[str, Any] = {}
-    if retries:
-        options["retries"] = retries
-    if timeout is not None:
-        options["timeout"] = float(timeout)
-    if result is not None:
-        options["result"] = result
-    if key is not None:
-        options["key"] = key
-    if limit_key is not None:
-        options["limit_key"] = limit_key
-    if limit is not None:
-        options["limit"] = limit
-    return options
 
 
 def _count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
@@ -511,44 +547,3 @@ def _count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
     for _, outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
-
-
-def _readable(args: Any) -> Any:
-    try:
-        return unpack_array(args)
-    except SockpoolError:
-        return args
-
-
-def _unpacked(entry: list[Any]) -> list[Any]:
-    """A result entry with a map chunk's packed values as a list."""
-    job_id, ok, value = entry
-    try:
-        return [job_id, ok, unpack_array(value)]
-    except SockpoolError as exc:
-        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
-
-
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
-    """The values of one map chunk: its result list, or, if items failed,
-    an iterator that yields up to the first failure and then raises it."""
-    try:
-        return future.result(timeout)  # type: ignore[no-any-return]
-    except FutureTimeout:
-        raise TimeoutError(f"no result within {timeout} s") from None
-    except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return _item_values(failed.items, return_exceptions)
-
-
-def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
-    for ok, value in items:
-        if ok:
-            yield value
-        elif return_exceptions:
-            yield JobFailed(value)
-        else:
-            raise JobFailed(value) from None

@@ -1,23 +1,33 @@
-"""A job's future, and a map's results, with cancellation through the broker.
+"""The future a job's caller holds, and what keeps a busy client alive
+(and lets an idle one go).
 
-`JobFuture.cancel()` keeps the stdlib's contract: it returns True, and the
-future is cancelled, unless the future is done (or running, once the
-client learns that a worker started it); it never blocks. Cancelling also
-withdraws the job: dropped here if it was never sent, else the broker
-removes it if it is still waiting, so it never runs. A job that a worker
-already holds is left to finish and its result is dropped, as the stdlib
-leaves a running call alone.
+`JobFuture` is a `concurrent.futures.Future` whose successful `cancel()`
+notifies waiters at once: `wait()` and `as_completed()` count a future as
+done only once it is CANCELLED_AND_NOTIFIED, a step a local pool takes
+when it dequeues the call; a remote job may never come back to take it.
+A future becomes RUNNING when the broker says a worker took its job
+(for clients that asked: `notify_started`), or, for an Executor with
+`max_workers`, when it takes one of those places; `cancel()` then fails,
+as it does for a call a ProcessPoolExecutor has handed to its processes.
 
-Stopping a running job is a different request with a different answer, so
-it has its own name: `Client.cancel(future)` asks the broker, waits for
-its decision, and returns whether the job was cancelled or stopped (True:
-the future is cancelled) or had already finished (False: the future has,
-or will have, its result). The broker decides under one lock: one outcome.
+Cancelling also withdraws the job: dropped in the client if it was never
+sent, else the broker removes it if it is still waiting, so it never runs.
+A job a worker already holds is left to finish and its result is dropped,
+as the stdlib leaves a running call alone. Stopping a running job is a
+different request with a different answer, so it has its own name:
+`Client.cancel(future)` asks the broker, waits for its decision, and
+returns whether the job was cancelled or stopped (True: the future is
+cancelled) or had already finished (False). The broker decides under one
+lock: one outcome. `MapResults` is what `Client.map` returns, with a
+`cancel()` for the map's unfinished chunks.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import threading
+import weakref
 from collections import deque
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -31,25 +41,60 @@ class JobCancelled(CancelledError):
 
 
 class JobFuture(Future[Any]):
-    """The future of one job (or one map chunk) submitted by a `Client`."""
-
-    def __init__(self, client: Client, job_id: int) -> None:
-        super().__init__()
-        self._client = client
-        self.job_id = job_id  # the client's id for the job, as in `collect`
+    # Set by the client that submitted it: the client's id for the job (as
+    # in `collect`) and what to call to withdraw it once cancelled.
+    job_id: int = 0
+    _withdraw: Callable[[int], None] | None = None
 
     def cancel(self) -> bool:
+        """Cancel a job that no worker has taken yet; False once one has.
+
+        The job is withdrawn: the broker removes it if it still waits, so it
+        never runs (a job already leased to a worker runs on, and its
+        result is dropped). `Client.cancel(future)` stops a running one.
+        """
         if not super().cancel():
             return False
-        self._client._withdraw(self.job_id)
+        try:
+            self.set_running_or_notify_cancel()
+        except RuntimeError:
+            pass  # notified already
+        if self._withdraw is not None:
+            self._withdraw(self.job_id)
         return True
 
+    def cancel_here(self) -> bool:
+        """The broker cancelled or stopped the job: cancel the future
+        without asking the broker again."""
+        if not Future.cancel(self):
+            return False
+        try:
+            self.set_running_or_notify_cancel()
+        except RuntimeError:
+            pass
+        return True
 
-def mark_cancelled(future: Future[Any]) -> None:
+    def mark_running(self) -> None:
+        """A worker took the job: RUNNING, unless it is cancelled or done."""
+        try:
+            self.set_running_or_notify_cancel()
+        except RuntimeError:
+            pass  # finished (the result came first) or already running
+
+
+def mark_cancelled(future: Any) -> None:
     """The broker cancelled or stopped the job: end its future cancelled
-    (without asking the broker again)."""
+    (without asking the broker again). A future of the event loop's
+    (aio.py) only has set_result and set_exception: it gets the error."""
     try:
-        if not Future.cancel(future) and not future.done():
+        if isinstance(future, JobFuture):
+            cancelled = future.cancel_here()
+        elif isinstance(future, Future):
+            cancelled = Future.cancel(future)
+        else:
+            future.set_exception(JobCancelled("the job was cancelled"))
+            return
+        if not cancelled and not future.done():
             # Running (the stdlib will not cancel that): fail it with a
             # CancelledError, which is what result() raises for a cancel.
             future.set_exception(JobCancelled("the job was stopped"))
@@ -109,3 +154,41 @@ class MapResults(Iterator[Any]):
             self._refill()
             yield self._values(*self._current)
         self._current = None
+
+
+class BusyClients:
+    """Clients with jobs in flight, held strongly: a client dropped while
+    its futures are pending stays connected until they resolve (as a
+    ThreadPoolExecutor dropped with work queued finishes it); one dropped
+    with nothing pending is collected, and its finalizer closes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: set[Any] = set()
+
+    def add(self, client: Any) -> None:
+        with self._lock:
+            self._clients.add(client)
+
+    def discard(self, client: Any) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+
+BUSY = BusyClients()
+
+
+class WeakCallback:
+    """A callback for the link's threads that does not keep its owner alive:
+    a bound method (the client's own) is held weakly, or a client dropped
+    without `close()` would never be collected and its threads would run
+    forever. Any other callable (a user's `on_notice`) is held as it is."""
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self._method = weakref.WeakMethod(fn) if inspect.ismethod(fn) else None
+        self._fn = None if self._method is not None else fn
+
+    def __call__(self, *args: Any) -> None:
+        fn = self._fn if self._method is None else self._method()
+        if fn is not None:
+            fn(*args)

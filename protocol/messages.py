@@ -20,8 +20,10 @@ The `options` element may be left off (an empty map). Known options:
 `retries` (further attempts after a failure, with backoff), `result`
 ("detached": kept for a session that may come back much later; "none":
 fire and forget, the broker keeps no result, only a failure record),
-`key` (a unique key: see broker/keys.py), `limit_key` and `limit` (a
-concurrency limit shared by jobs of that key: see broker/limits.py).
+`init` ([task, args]: run once per pool process before the first job
+naming it), `key` (a unique key: see broker/keys.py), `limit_key` and
+`limit` (a concurrency limit shared by jobs of that key: see
+broker/limits.py).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -85,6 +87,7 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+E_INITIALIZER_FAILED = "InitializerFailed"
 # Submissions the broker refuses for now (the job is not accepted; submit
 # it again later): it cannot write its journal, because the disk is full or
 # for another reason it names.
@@ -146,6 +149,8 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Clients: send `started` notices for this session's jobs.
+    started: bool = False
 
 
 @_message("challenge")
@@ -214,6 +219,14 @@ class Accepted(Message):
 
     batch: int
     count: int
+
+
+@_message("started")
+class Started(Message):
+    """Broker to a client that asked for it (hello.started): these jobs of
+    its session (client ids) were handed to a worker."""
+
+    ids: list[int]
 
 
 @_message("jobs")
@@ -547,6 +560,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
+    Started: _check_ids,
     Ping: _check_ping,
 }
 
