@@ -52,6 +52,7 @@ from sockpool.protocol.control import (
 )
 from sockpool.protocol.messages import Message, error_value
 
+from .quota import JOB_OVERHEAD_BYTES
 from .records import Job, Session, StoredResult
 
 if TYPE_CHECKING:
@@ -196,6 +197,9 @@ def on_retry(state: BrokerState, conn_id: int, session: Session, msg: Retry, now
         job = Job(state._next_gid, failed.session if target is not None else f"retry-{failed.gid}",
                   failed.cid, failed.task, failed.args, failed.kwargs, failed.many, failed.options)
         state._next_gid += 1
+        # Counted against the quotas like any queued job (it comes off them when it ends).
+        job.cost = failed.size + JOB_OVERHEAD_BYTES
+        state.quota.add(job.session, job.cost)
         state.jobs[job.gid] = job
         state._session(job.session).live[job.cid] = job.gid
         state.journal.append(("add", job))

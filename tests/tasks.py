@@ -165,6 +165,12 @@ def tuple_or_fail(x: int) -> tuple[int, int]:
     return (x, 2**70 + x)
 
 
+def total(*values: float) -> float:
+    """Many positional arguments: in a large submit frame the broker keeps
+    them packed (broker/admission.py), and they must arrive unchanged."""
+    return sum(values)
+
+
 def concurrency_probe(marker_dir: str, seconds: float = 0.3) -> int:
     """Hold a file in `marker_dir`/running while running, and return how many
     probes were running (this one included) when it started. The count is

@@ -162,7 +162,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ())
     for gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key in job_rows:
         if ok is None:
             args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
-            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
+            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
             results.append((session, StoredResult(gid, entry, finished_at, bool(detached), key=key)))
@@ -172,7 +172,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ())
         # operator still sees them, no client does. Rows from before
         # `broker retry` lack what a retry needs, and cannot be retried.
         args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
-        session, size = (rest + ["", 0])[:2] if rest else ("", len(body))
+        session, size = (rest + ["", 0])[:2]
         cid, options, many, retryable = rest[2:6] if len(rest) >= 6 else (0, None, False, False)
         failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body),
                                 cid, options, many, retryable))
