@@ -29,12 +29,30 @@ from sockpool.protocol.defaults import (
 )
 
 from .server import BrokerServer
-from .store import DataDirBusy, Store, default_data_dir
+from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """The sockpool broker."""
+
+
+def _postgres_store(url: str) -> GroupCommitStore:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.UsageError(f"--store {url!r}: expected a postgresql:// URL")
+    try:
+        return open_postgres(url)
+    except ImportError as exc:
+        raise click.ClickException(f"--store needs psycopg: pip install 'sockpool[postgres]' ({exc})") from exc
+    except Exception as exc:  # psycopg.Error, SchemaTooNew: say what and stop
+        raise click.ClickException(f"cannot use the store {_redacted(url)}: {str(exc).strip()}") from exc
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, where = rest.rpartition("@")
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{where}" if at and ":" in creds else url
 
 
 @main.command()
@@ -43,6 +61,16 @@ def main() -> None:
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Where jobs and results are kept [default: ~/.local/share/sockpool/broker-PORT].",
+)
+@click.option(
+    "--store", "store_url", metavar="postgresql://...", envvar="SOCKPOOL_STORE", default=None,
+    help="Keep jobs in this PostgreSQL database instead of --data-dir: several brokers on one "
+         "database, one active, the others standing by (pip install 'sockpool[postgres]').",
+)
+@click.option(
+    "--advertise", metavar="HOST:PORT", default=None,
+    help="With --store: where peers reach this broker, named by standbys to the peers they refuse "
+         "[default: the bound address; the host name for 0.0.0.0].",
 )
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk: a restart loses queued jobs.")
 @click.option("--fsync", is_flag=True, help="fsync every commit, to survive a power cut, not only a crash.")
@@ -84,7 +112,8 @@ def main() -> None:
 )
 @log_level_option
 def start(
-    host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
+    host: str, port: int, data_dir: Path | None, store_url: str | None, advertise: str | None,
+    in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, name: str | None,
     secret_file: str | None, worker_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
@@ -103,8 +132,12 @@ def start(
         raise click.ClickException(str(exc)) from exc
     if secret is not None and secret == worker_secret:
         raise click.UsageError("--worker-secret-file must hold a different secret from --secret-file")
-    store = None
-    if not in_memory:
+    store: GroupCommitStore | None = None
+    if store_url is not None:
+        if in_memory or data_dir is not None:
+            raise click.UsageError("--store keeps jobs in PostgreSQL: leave out --in-memory and --data-dir")
+        store = _postgres_store(store_url)
+    elif not in_memory:
         if data_dir is None and port == 0:
             raise click.UsageError("--port 0 needs --data-dir or --in-memory: the default data dir is per port")
         try:
@@ -112,7 +145,7 @@ def start(
         except DataDirBusy as exc:
             raise click.ClickException(str(exc)) from exc
     server = BrokerServer(
-        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
+        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store, advertise=advertise,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
         secret=secret, worker_secret=worker_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,

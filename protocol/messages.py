@@ -51,6 +51,8 @@ E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
 E_AUTH = "auth_failed"
 E_TLS = "tls"
+# A standby broker (several on one PostgreSQL store): try the next address.
+E_STANDBY = "standby"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"

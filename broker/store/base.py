@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import msgpack
 
 from ..records import FailedJob, Job, StoredResult
+from .leadership import Leadership, SoleLeadership
 
 log = logging.getLogger("sockpool.broker.store")
 
@@ -109,6 +110,8 @@ class GroupCommitStore:
     """
 
     def __init__(self) -> None:
+        # Who may serve with this store; the one broker, unless a backend says otherwise.
+        self.leadership: Leadership = SoleLeadership()
         self._cond = threading.Condition()
         self._queue: list[tuple[Journal, Deferred | None]] = []
         self._closing = False
@@ -121,6 +124,11 @@ class GroupCommitStore:
         raise NotImplementedError
 
     def start(self) -> None:
+        """Start the writer (again, after `abandon`)."""
+        with self._cond:
+            if self._thread.ident is not None:
+                self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
+            self._closing = False
         self._thread.start()
 
     def write(self, journal: Journal, after_commit: Deferred | None = None) -> None:
@@ -140,7 +148,25 @@ class GroupCommitStore:
             self._flush(self._take())
         self._close_backend()
 
+    def abandon(self) -> None:
+        """Stop the writer and drop what is queued, unwritten: this broker no
+        longer leads, and what it did not commit was never acknowledged.
+        `restore()` and `start()` take up again."""
+        with self._cond:
+            self._closing = True
+            self._queue = []
+            self._cond.notify()
+        self._abandon_backend()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
     # -- for the backends ------------------------------------------------------
+
+    def _write_failed(self, exc: Exception) -> None:
+        """A commit failed (already logged); a backend may react."""
+
+    def _abandon_backend(self) -> None:
+        """Break off anything the writer is waiting on (see `abandon`)."""
 
     def _commit(self, journal: Journal) -> None:
         """Write `journal` in one transaction; raise if it did not commit."""
@@ -174,10 +200,11 @@ class GroupCommitStore:
             return
         try:
             self._commit([op for journal, _ in queued for op in journal])
-        except Exception:
+        except Exception as exc:
             # Nothing is acknowledged that did not commit: clients resend
             # unacknowledged submissions when they reconnect.
             log.exception("store write failed; %d batches not acknowledged", len(queued))
+            self._write_failed(exc)
             return
         for _, after_commit in queued:
             if after_commit is not None:
