@@ -98,6 +98,7 @@ class PostgresLease(Leadership):
                 return
             self._leading = False
             self._lost_reason = reason
+        self._leader = None  # not us any more; the next poll says who
         self._lost.set()
 
     def leader(self) -> str | None:
