@@ -63,7 +63,7 @@ def _redacted(url: str) -> str:
     help="Where jobs and results are kept [default: ~/.local/share/sockpool/broker-PORT].",
 )
 @click.option(
-    "--store", "store_url", metavar="postgresql://...", envvar="SOCKPOOL_STORE", default=None,
+    "--store", "store_url", metavar="postgresql://...", default=None,
     help="Keep jobs in this PostgreSQL database instead of --data-dir: several brokers on one "
          "database, one active, the others standing by (pip install 'sockpool[postgres]').",
 )

@@ -181,7 +181,7 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
                 f"{SCHEMA_VERSION}: upgrade sockpool"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute(MIGRATIONS[target])  # type: ignore[arg-type]
+            conn.execute(MIGRATIONS[target])
             log.info("store schema migrated to version %d", target)
         if row is None:
             conn.execute("INSERT INTO sockpool_schema VALUES (%s)", (SCHEMA_VERSION,))

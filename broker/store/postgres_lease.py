@@ -109,6 +109,7 @@ class PostgresLease(Leadership):
         with self._lock:
             was_leading, self._leading = self._leading, False
         if not was_leading:
+            self._close()
             return
         try:
             self._connection().execute(

@@ -18,11 +18,13 @@ from typing import Iterator
 
 import pytest
 
-from sockpool.client import Client
+from sockpool.client import Client, Executor
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.protocol import ROLE_CLIENT, ConnectionLost, Submit
 
-from .cluster import Proc, start_broker, start_worker, wait_for_processes
+from tests import tasks
+
+from .cluster import Proc, python_command, run_submit, start_broker, start_worker, wait_for_processes
 from .postgres import PostgresServer, require_server_binaries
 
 WAIT_S = 60
@@ -140,6 +142,28 @@ def test_standby_refuses_and_names_the_active_broker(pair: Pair):
     for address in (pair.address, ",".join(reversed(pair.addresses))):
         with Client(address, connect_timeout_s=5) as client:
             assert client._link.welcome.broker == "b0"
+
+
+def test_executor_cli_and_environment_follow_a_clean_handover(pair: Pair, tmp_path: Path):
+    """SIGTERM on the active broker hands over at once (it releases its
+    lease); a worker given the list in SOCKPOOL_BROKER, an Executor and the
+    submit CLI all follow."""
+    worker = Proc(python_command("sockpool.worker", "join", "--processes", "2", "--tasks", "tests.tasks",
+                                 "--name", "wenv", "--log-level", "debug"),
+                  tmp_path / "worker-env.log", env={"SOCKPOOL_BROKER": pair.address})
+    pair.workers.append(worker)
+    wait_for_processes(pair.address, 2)
+    with Executor(pair.address) as executor:
+        assert list(executor.map(tasks.cube, range(5))) == [0, 1, 8, 27, 64]
+        pair.brokers[0].stop()
+        assert "could not release" not in pair.brokers[0].log()
+        wait_until(lambda: epochs(pair.brokers[1]) == [2], 20, "the standby taking over")
+        assert list(executor.map(tasks.cube, range(5, 8))) == [125, 216, 343]
+    done = run_submit("tests.tasks:cube", "3", "4", env={"SOCKPOOL_BROKER": pair.address})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["27", "64"]
+    done = run_submit("--broker", pair.address, "tests.tasks:cube", "5")
+    assert done.stdout.split() == ["125"], done.stderr
 
 
 def run_through_kills(pair: Pair, tmp_path: Path, kills: int, how) -> None:
