@@ -46,6 +46,10 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
+        Row("postgres", "8. PostgreSQL store vs SQLite", f"8. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
+            "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
+        Row("failover", "9. Failover, kill -9 to first result", "9. Failover: kill -9 of the active broker to the first result from the new one",
+            "s", False, reference="none", target="a few seconds", met=lambda v, r: v <= 5.0),
     ]
 
 
