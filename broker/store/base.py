@@ -29,6 +29,9 @@ from .leadership import Leadership, SoleLeadership
 log = logging.getLogger("sockpool.broker.store")
 
 Deferred = Callable[[], None]
+# How long `abandon` waits for a commit in progress (backends bound their
+# statements well within it).
+ABANDON_TIMEOUT_S = 15.0
 Journal = list[tuple[Any, ...]]
 
 
@@ -156,9 +159,14 @@ class GroupCommitStore:
             self._closing = True
             self._queue = []
             self._cond.notify()
-        self._abandon_backend()
+        # The writer's connection is closed only once the writer is done
+        # with it: closing it under a running statement is not safe.
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=ABANDON_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.error("the store writer is still busy after %.0f s; leaving its connection open", ABANDON_TIMEOUT_S)
+        else:
+            self._abandon_backend()
 
     # -- for the backends ------------------------------------------------------
 

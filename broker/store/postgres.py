@@ -70,7 +70,11 @@ CREATE INDEX sockpool_failed_by_time ON sockpool_failed (finished_at);
 
 # A writer frozen inside a transaction holds the lease row's share lock;
 # the server ends such a transaction so a standby can take over.
-_WRITER_OPTIONS = f"-c idle_in_transaction_session_timeout={int(LEASE_TTL_S * 1000)}"
+# A statement that takes this long is a database in trouble: fail the
+# commit (and lose the lead) rather than wait without bound.
+_WRITER_OPTIONS = (
+    f"-c idle_in_transaction_session_timeout={int(LEASE_TTL_S * 1000)} -c statement_timeout=10000"
+)
 
 
 class SchemaTooNew(Exception):
@@ -93,7 +97,7 @@ class PostgresStore(GroupCommitStore):
         self._db: psycopg.Connection[Any] | None = None
 
     def restore(self) -> Snapshot:
-        self._close_writer()
+        self._close_writer()  # the writer thread is not running: start() follows
         self._db = connect(self.url, _WRITER_OPTIONS)
         with self._db.transaction():
             # One snapshot of both tables: REPEATABLE READ.

@@ -38,7 +38,17 @@ log = logging.getLogger("sockpool.broker.lease")
 
 # Lease statements must never hang past the lease: a renewal that cannot
 # finish in time is as good as failed.
-_LEASE_OPTIONS = f"-c statement_timeout={int(LEASE_RENEW_S * 2000)} -c lock_timeout={int(LEASE_RENEW_S * 2000)}"
+# The lock wait ends first, so a takeover that waits on a lock says so.
+_LEASE_OPTIONS = f"-c statement_timeout={int(LEASE_RENEW_S * 2000)} -c lock_timeout={int(LEASE_RENEW_S * 1000)}"
+
+# The sessions of an expired leader's writers, which may hold the lease row's
+# share lock for ever: a broker frozen inside a pipelined transaction is not
+# "idle in transaction" to the server, so no server timeout ends it.
+_TERMINATE_EXPIRED_WRITERS = """
+SELECT pg_terminate_backend(l.pid) FROM pg_locks l, sockpool_leader s
+WHERE l.relation = 'sockpool_leader'::regclass AND l.mode = 'RowShareLock' AND l.granted
+  AND l.pid <> pg_backend_pid() AND s.id = 1 AND s.expires_at < clock_timestamp()
+"""
 
 
 def connect(url: str, options: str = "", *, autocommit: bool = True) -> psycopg.Connection[Any]:
@@ -149,6 +159,17 @@ class PostgresLease(Leadership):
                 if current is not None:
                     self._leader = current[1]
                 return False
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            # The lease row is locked: by a live leader's commit (a moment),
+            # or by a frozen one's, whose lease has run out: end that one.
+            try:
+                ended = self._connection().execute(_TERMINATE_EXPIRED_WRITERS).fetchall()
+                if ended:
+                    log.warning("standby: ended %d session(s) of the expired leader holding the lease row", len(ended))
+            except psycopg.Error as exc:
+                self._close()
+                log.warning("standby: cannot end the expired leader's sessions: %s", str(exc).strip())
+            return False
         except psycopg.Error as exc:
             self._close()
             if started - self._last_error_log > 10:

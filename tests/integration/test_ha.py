@@ -199,6 +199,7 @@ def test_kill_9_of_the_active_broker_many_times(pair: Pair, tmp_path: Path):
                10, "no unfinished job in the store")
 
 
+@pytest.mark.slow
 def test_sigstopped_leader_is_fenced_when_it_wakes(pair: Pair, tmp_path: Path):
     old = pair.brokers[0]
     # A client of the old leader that the test speaks for by hand, to see
@@ -292,3 +293,25 @@ def test_database_restart_mid_run(tmp_path: Path):
             pair.stop()
     finally:
         server.stop(remove=True)
+
+
+def test_takeover_ends_a_frozen_leaders_transaction(pair: Pair):
+    """A leader frozen inside a commit holds the lease row's share lock; the
+    server does not end such a session by itself. Here a session of the
+    test's holds that lock as the frozen writer would: once the lease has
+    expired the standby ends it and takes over."""
+    import psycopg
+
+    frozen = psycopg.connect(pair.url)
+    frozen.execute("SELECT epoch FROM sockpool_leader WHERE id = 1 FOR SHARE")  # and the transaction stays open
+    pair.brokers[0].popen.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: epochs(pair.brokers[1]), 30, "the standby taking over")
+        assert "ended 1 session(s) of the expired leader" in pair.brokers[1].log()
+        with pytest.raises(psycopg.OperationalError):
+            frozen.execute("SELECT 1")
+    finally:
+        pair.brokers[0].popen.send_signal(signal.SIGCONT)
+        frozen.close()
+    with Client(pair.address, connect_timeout_s=5) as client:
+        assert client._link.welcome.broker == "b1"
