@@ -60,7 +60,7 @@ CREATE INDEX sockpool_jobs_by_time ON sockpool_jobs (finished_at);
 CREATE TABLE sockpool_failed (
     gid          BIGINT PRIMARY KEY,
     task         TEXT NOT NULL,
-    body         BYTEA NOT NULL,     -- msgpack [args, kwargs, error]
+    body         BYTEA NOT NULL,     -- msgpack [args, kwargs, error, session, size]
     attempts     INTEGER NOT NULL,
     finished_at  DOUBLE PRECISION NOT NULL
 );
