@@ -24,7 +24,7 @@ from sockpool.protocol import ROLE_CLIENT, ConnectionLost, Submit
 
 from tests import tasks
 
-from .cluster import Proc, python_command, run_submit, start_broker, start_worker, wait_for_processes
+from .cluster import Proc, python_command, run_module, run_submit, start_broker, start_worker, wait_for_processes
 from .postgres import PostgresServer, require_server_binaries
 
 WAIT_S = 60
@@ -315,3 +315,28 @@ def test_takeover_ends_a_frozen_leaders_transaction(pair: Pair):
         frozen.close()
     with Client(pair.address, connect_timeout_s=5) as client:
         assert client._link.welcome.broker == "b1"
+
+
+def test_schema_is_versioned_and_a_newer_one_is_refused(store_url: str, tmp_path: Path):
+    from sockpool.broker.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    PostgresStore(store_url).close()
+    PostgresStore(store_url).close()  # a second start migrates nothing
+    assert store_rows(store_url, "SELECT version FROM sockpool_schema") == [(SCHEMA_VERSION,)]
+    store_rows(store_url, "UPDATE sockpool_schema SET version = %s", SCHEMA_VERSION + 1)
+    done = run_module("sockpool.broker", "start", "--port", "0", "--store", store_url, timeout_s=30)
+    assert done.returncode != 0
+    assert f"schema is version {SCHEMA_VERSION + 1}" in done.stderr and "upgrade sockpool" in done.stderr
+
+
+def test_unreachable_store_is_a_clear_error(tmp_path: Path):
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'sockpool[postgres]'")
+    from .postgres import free_port
+
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
+    done = run_module("sockpool.broker", "start", "--port", "0", "--store", url, timeout_s=30)
+    assert done.returncode != 0
+    assert "cannot use the store postgresql://postgres:***@127.0.0.1" in done.stderr
+    assert "hunter2" not in done.stderr
+    done = run_module("sockpool.broker", "start", "--port", "0", "--store", "mysql://x", timeout_s=30)
+    assert done.returncode != 0 and "expected a postgresql:// URL" in done.stderr
