@@ -91,6 +91,12 @@ def parse_address(address: str | None) -> tuple[str, int]:
     return host.strip("[]") or DEFAULT_HOST, int(port)
 
 
+class NoActiveBroker(ConnectionLost):
+    """A broker answered that it stands by (several brokers on one store) and
+    none was active: a failover is under way, so retry soon, not with the
+    long backoff of a broker that is down."""
+
+
 def split_addresses(address: str | None) -> list[str | None]:
     """'HOST:PORT,HOST:PORT' (several brokers on one store, one active) as
     a list of single addresses; None stays [None] (then $SOCKPOOL_BROKER,
@@ -260,12 +266,14 @@ def connect(
     if len(addresses) == 1:
         return _connect_one(addresses[0], hello, timeout_s, credentials)
     reasons = []
+    standby = False
     for one in addresses:
         try:
             return _connect_one(one, hello, timeout_s, credentials)
         except ConnectionLost as exc:
             reasons.append(str(exc))
-    raise ConnectionLost("no active broker: " + "; ".join(reasons))
+            standby = standby or isinstance(exc, NoActiveBroker)
+    raise (NoActiveBroker if standby else ConnectionLost)("no active broker: " + "; ".join(reasons))
 
 
 def _connect_one(
@@ -340,7 +348,7 @@ def _shake_hands(conn: Connection, hello: Hello, credentials: Credentials, deadl
             if reply.code == E_AUTH and auth is None:
                 raise AuthFailed("the broker requires a secret")
             if reply.code == E_STANDBY:
-                raise ConnectionLost(f"broker at {where}: {reply.message}")
+                raise NoActiveBroker(f"broker at {where}: {reply.message}")
             raise HandshakeRefused(reply.code, reply.message)
         if not isinstance(reply, Welcome):
             raise ProtocolError(f"expected welcome, got {reply.type}")

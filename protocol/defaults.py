@@ -118,3 +118,6 @@ LEASE_RENEW_S = 0.5
 LEASE_VALID_S = 2.0
 LEASE_TTL_S = 2.5
 LEASE_POLL_S = 0.2
+# Clients and workers that find only standbys (a failover under way) retry
+# at most this far apart instead of RECONNECT_MAX_S.
+STANDBY_RETRY_MAX_S = 0.5

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Any
 
-from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from sockpool.protocol import (
     ROLE_WORKER,
@@ -64,6 +64,7 @@ from sockpool.protocol.defaults import (
     PREFETCH_TARGET_S,
     RECONNECT_MAX_S,
     RECONNECT_MIN_S,
+    STANDBY_RETRY_MAX_S,
 )
 
 from .outbox import Outbox
@@ -132,7 +133,7 @@ class WorkerNode:
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._pause(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                delay = min(delay * 2, STANDBY_RETRY_MAX_S if isinstance(exc, NoActiveBroker) else RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
