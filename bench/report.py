@@ -46,9 +46,11 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
-        Row("postgres", "8. PostgreSQL store vs SQLite", f"8. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
+        Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
+            "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
+        Row("postgres", "9. PostgreSQL store vs SQLite", f"9. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
             "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
-        Row("failover", "9. Failover, kill -9 to first result", "9. Failover: kill -9 of the active broker to the first result from the new one",
+        Row("failover", "10. Failover, kill -9 to first result", "10. Failover: kill -9 of the active broker to the first result from the new one",
             "s", False, reference="none", target="a few seconds", met=lambda v, r: v <= 5.0),
     ]
 

@@ -135,8 +135,8 @@ def _row_bytes(args: Any, kwargs: dict[str, Any], error: Any) -> int:
 
 def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
     """`status` cut until it encodes in `budget` bytes, so a status reply
-    always fits a frame: first the recent failures, then the per-task
-    counts, then the worker list (each cut says so, with `truncated`).
+    always fits a frame: first the recent failures, then the tasks waiting
+    for a worker, then the per-task counts, then the worker list (each cut says so, with `truncated`).
 
     Every part is bounded already (names, messages, tracked tasks), so at
     the default frame size nothing is ever cut; a broker run with a small
@@ -145,7 +145,9 @@ def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
     if len(pack_body(status)) <= budget:
         return status
     status = {**status, "truncated": []}
-    for key, empty in (("recent_failures", []), ("tasks", {})):
+    for key, empty in (("recent_failures", []), ("unserved", []), ("tasks", {})):
+        if not status.get(key):
+            continue
         status[key] = empty
         status["truncated"].append(key)
         if len(pack_body(status)) <= budget:

@@ -28,6 +28,9 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     OPERATOR_SECRET_ENV,
     SECRET_ENV,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 
 from .server import BrokerServer
@@ -84,6 +87,13 @@ def _redacted(url: str) -> str:
               help="Heartbeat interval; a peer silent for 4 intervals is dropped and its jobs requeued.")
 @click.option("--result-ttl-s", default=RESULT_TTL_S, show_default=True, type=click.FloatRange(1),
               help="How long unacknowledged results and failed jobs are kept.")
+@click.option("--session-grace-s", default=SESSION_GRACE_S, show_default=True, type=click.FloatRange(1),
+              help="A client gone this long cannot come back: its results are dropped, except detached jobs'.")
+@click.option("--unserved-grace-s", default=UNSERVED_GRACE_S, show_default=True, type=click.FloatRange(0),
+              help="A job whose task no connected worker serves fails with UnknownTask once none has come "
+                   "for this long since it was submitted and since the last worker joined.")
+@click.option("--unserved-timeout-s", default=UNSERVED_TIMEOUT_S, show_default=True, type=click.FloatRange(0),
+              help="...and in any case after this long (the wait when no worker is connected at all).")
 @click.option("--name", default=None, help="Name shown to peers and in logs.")
 @click.option(
     "--secret-file", envvar=SECRET_ENV, metavar="PATH",
@@ -121,7 +131,8 @@ def _redacted(url: str) -> str:
 def start(
     host: str, port: int, data_dir: Path | None, store_url: str | None, advertise: str | None,
     in_memory: bool, fsync: bool, max_frame_bytes: int,
-    heartbeat_s: float, result_ttl_s: float, name: str | None,
+    heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
+    name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
     log_level: str,
@@ -157,6 +168,7 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store, advertise=advertise,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+        session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
     )

@@ -70,13 +70,25 @@ from sockpool.protocol.defaults import (
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
-from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_STANDBY, E_TLS
+from sockpool.protocol.messages import (
+    E_AUTH,
+    E_BAD_MESSAGE,
+    E_DISK_FULL,
+    E_FRAME_TOO_LARGE,
+    E_STANDBY,
+    E_STORE_FAILED,
+    E_TLS,
+    error_value,
+)
 
 from .peer import Peer
 from .state import BrokerState
-from .store import GroupCommitStore
+from .store import GroupCommitStore, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
 
@@ -105,6 +117,9 @@ class BrokerServer:
         store: GroupCommitStore | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         advertise: str | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
@@ -135,7 +150,10 @@ class BrokerServer:
             ROLE_OPERATOR: operator_secret or worker_secret or secret,
         }
         self._tls = tls
-        self._heartbeat_s, self._result_ttl_s = heartbeat_s, result_ttl_s
+        self._state_options = dict(
+            heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, session_grace_s=session_grace_s,
+            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
+        )
         self.state = self._new_state()
         self.store = store
         self._lock = threading.Lock()
@@ -143,28 +161,25 @@ class BrokerServer:
         # Bumped whenever leadership is won or lost (see the module docstring).
         self._generation = 0
         self.active = store is None
-        if store is not None:
-            store.leadership.identify(self.name, advertise or self._reachable_address())
-            # SQLite leads at once; on PostgreSQL this is one try, and the
-            # leadership thread keeps trying once we serve.
-            if store.leadership.acquire(self._stopping, wait=False):
-                self._activate()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
         # Taken by the accept thread, given back by the connection's thread.
         self._slots = threading.BoundedSemaphore(max_connections)
         self._turned_away = 0
         self._last_turned_away_log = -1e9
+        if store is not None:
+            store.leadership.identify(self.name, advertise or self._reachable_address())
+            # SQLite leads at once; on PostgreSQL this is one try, and the
+            # leadership thread keeps trying once we serve.
+            if store.leadership.acquire(self._stopping, wait=False):
+                self._activate()
 
     def _reachable_address(self) -> str:
         wildcard = self.host in ("0.0.0.0", "::", "")
         return join_address(socket.gethostname(), self.port) if wildcard else self.address
 
     def _new_state(self) -> BrokerState:
-        return BrokerState(
-            self.name, self.max_frame_bytes, heartbeat_s=self._heartbeat_s, result_ttl_s=self._result_ttl_s,
-            now=time.time(),
-        )
+        return BrokerState(self.name, self.max_frame_bytes, now=time.time(), **self._state_options)
 
     # -- leadership ------------------------------------------------------
 
@@ -182,7 +197,7 @@ class BrokerServer:
             self.state = state
             self._generation += 1
             self.active = True
-        self.store.start()
+        self.store.start(on_health=self._on_store_health)
         epoch = self.store.leadership.epoch
         if epoch or jobs or results:
             log.info("active%s: recovered %d unfinished jobs and %d undelivered results",
@@ -521,6 +536,16 @@ class BrokerServer:
         self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+
+    def _on_store_health(self, trouble: StoreTrouble | None) -> None:
+        """On the store's writer thread: it cannot write (refuse new jobs,
+        tell the clients), or writes again (accept them again)."""
+        refusal = None
+        if trouble is not None:
+            code = E_DISK_FULL if trouble.disk_full else E_STORE_FAILED
+            refusal = error_value(code, f"broker cannot store jobs: {trouble.reason}")
+        with self._lock:
+            self._emit(self.state.on_store_health(refusal))
 
     def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
         with self._lock:

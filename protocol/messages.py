@@ -16,8 +16,10 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff) and `result`
+("detached": kept for a session that may come back much later; "none":
+fire and forget, the broker keeps no result, only a failure record).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -48,6 +50,10 @@ from .limits import (
 from .packed import is_array
 
 PROTOCOL_VERSION = 1
+# The `result` job option: who wants the result.
+RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
+RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
+RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -64,6 +70,7 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+N_UNSERVED = "unserved"  # a notice: jobs wait for a worker serving their task
 E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
@@ -75,6 +82,14 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+# Submissions the broker refuses for now (the job is not accepted; submit
+# it again later): it cannot write its journal, because the disk is full or
+# for another reason it names.
+E_DISK_FULL = "DiskFull"
+E_STORE_FAILED = "StoreFailed"
+# Refusals that say the broker takes no new jobs at the moment: the client
+# raises them from a submit that would otherwise wait for room.
+REFUSALS = frozenset({E_DISK_FULL, E_STORE_FAILED})
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 
@@ -167,6 +182,16 @@ class Welcome(Message):
 @_message("error")
 class Error(Message):
     """A refusal. During the handshake it is followed by a close."""
+
+    code: str
+    message: str
+
+
+@_message("notice")
+class Notice(Message):
+    """Broker to client: something the submitter should know that is not an
+    error, such as a job waiting for a worker that serves its task
+    (`code` "unserved"). For people: the client shows `message`."""
 
     code: str
     message: str
@@ -445,8 +470,10 @@ def _valid_options(options: Any) -> bool:
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
     # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
-    return (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S)) and (
-        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    return (
+        (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
+        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and options.get("result") in (None, *RESULT_MODES)
     )
 
 

@@ -3,7 +3,7 @@ by side (sqlite.py, the default; postgres.py for several brokers on one
 database). The server and the state only see the interface: `restore()`,
 `start()`, `write(journal, after_commit)`, `close()`."""
 
-from .base import GroupCommitStore, Snapshot
+from .base import GroupCommitStore, Snapshot, StoreTrouble
 from .leadership import Fenced, Leadership, SoleLeadership
 from .sqlite import DataDirBusy, SqliteStore, default_data_dir
 
@@ -27,5 +27,5 @@ def open_postgres(url: str) -> GroupCommitStore:
 
 __all__ = [
     "DataDirBusy", "Fenced", "GroupCommitStore", "Leadership", "Snapshot", "SoleLeadership", "SqliteStore",
-    "Store", "default_data_dir", "open_postgres",
+    "Store", "StoreTrouble", "default_data_dir", "open_postgres",
 ]

@@ -30,7 +30,7 @@ from .postgres_lease import PostgresLease, connect
 
 log = logging.getLogger("sockpool.broker.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Any fixed number: the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 0x736F636B  # "sock"
 
@@ -50,7 +50,7 @@ CREATE TABLE sockpool_jobs (
     session      TEXT NOT NULL,
     cid          BIGINT NOT NULL,
     task         TEXT NOT NULL,
-    body         BYTEA NOT NULL,     -- msgpack [args, kwargs, many, options]
+    body         BYTEA NOT NULL,     -- msgpack [args, kwargs, many, options]; empty once finished
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           SMALLINT,           -- NULL until the job finished
     result       BYTEA,              -- msgpack value or error
@@ -65,6 +65,10 @@ CREATE TABLE sockpool_failed (
     finished_at  DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX sockpool_failed_by_time ON sockpool_failed (finished_at);
+""",
+    # Detached jobs: their results outlive their sessions.
+    2: """
+ALTER TABLE sockpool_jobs ADD COLUMN detached SMALLINT NOT NULL DEFAULT 0;
 """,
 }
 
@@ -103,7 +107,7 @@ class PostgresStore(GroupCommitStore):
             # One snapshot of both tables: REPEATABLE READ.
             self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             jobs = self._db.execute(
-                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM sockpool_jobs"
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM sockpool_jobs"
             ).fetchall()
             failed = self._db.execute("SELECT gid, task, body, attempts, finished_at FROM sockpool_failed").fetchall()
         return snapshot_from_rows(jobs, failed)
@@ -122,17 +126,20 @@ class PostgresStore(GroupCommitStore):
                 raise Fenced(f"fenced: the store is at epoch {row[0] if row else '?'}, ours is {epoch}")
             if rows.add:
                 cur.executemany(
-                    "INSERT INTO sockpool_jobs (gid, session, cid, task, body, attempts) VALUES (%s, %s, %s, %s, %s, %s)"
+                    "INSERT INTO sockpool_jobs (gid, session, cid, task, body, attempts, detached)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (gid) DO UPDATE SET session = EXCLUDED.session, cid = EXCLUDED.cid,"
                     " task = EXCLUDED.task, body = EXCLUDED.body, attempts = EXCLUDED.attempts,"
-                    " ok = NULL, result = NULL, finished_at = NULL",
+                    " detached = EXCLUDED.detached, ok = NULL, result = NULL, finished_at = NULL",
                     rows.add,
                 )
             if rows.attempts:
                 cur.executemany("UPDATE sockpool_jobs SET attempts = %s WHERE gid = %s", rows.attempts)
             if rows.finish:
                 cur.executemany(
-                    "UPDATE sockpool_jobs SET ok = %s, result = %s, finished_at = %s WHERE gid = %s", rows.finish
+                    # A finished job's arguments are never read again.
+                    "UPDATE sockpool_jobs SET ok = %s, result = %s, finished_at = %s, body = ''::bytea WHERE gid = %s",
+                    rows.finish,
                 )
             if rows.failed:
                 cur.executemany(
@@ -146,6 +153,9 @@ class PostgresStore(GroupCommitStore):
             for cutoff in rows.expire:
                 cur.execute("DELETE FROM sockpool_jobs WHERE finished_at < %s", (cutoff,))
                 cur.execute("DELETE FROM sockpool_failed WHERE finished_at < %s", (cutoff,))
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.DiskFull)
 
     def _write_failed(self, exc: Exception) -> None:
         # Whatever went wrong, this broker cannot promise durability any

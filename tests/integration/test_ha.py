@@ -318,9 +318,19 @@ def test_takeover_ends_a_frozen_leaders_transaction(pair: Pair):
 
 
 def test_schema_is_versioned_and_a_newer_one_is_refused(store_url: str, tmp_path: Path):
-    from sockpool.broker.store.postgres import SCHEMA_VERSION, PostgresStore
+    import psycopg
 
-    PostgresStore(store_url).close()
+    from sockpool.broker.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
+
+    # A store as the first release left it: version 1, with a job in it.
+    with psycopg.connect(store_url) as conn:
+        conn.execute("CREATE TABLE sockpool_schema (version INTEGER NOT NULL); INSERT INTO sockpool_schema VALUES (1)")
+        conn.execute(MIGRATIONS[1])
+        conn.execute("INSERT INTO sockpool_jobs (gid, session, cid, task, body) VALUES (7, 's', 1, 't', %s)",
+                     (b"\x94\x90\x80\xc2\x80",))  # msgpack [[], {}, false, {}]
+    store = PostgresStore(store_url)
+    assert [(j.gid, j.task) for j in store.restore().jobs] == [(7, "t")]
+    store.close()
     PostgresStore(store_url).close()  # a second start migrates nothing
     assert store_rows(store_url, "SELECT version FROM sockpool_schema") == [(SCHEMA_VERSION,)]
     store_rows(store_url, "UPDATE sockpool_schema SET version = %s", SCHEMA_VERSION + 1)
