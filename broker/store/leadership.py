@@ -63,3 +63,38 @@ class SoleLeadership(Leadership):
     def wait_lost(self, stop: threading.Event) -> str | None:
         stop.wait()
         return None
+
+
+class LeaseTerm:
+    """One term of a lease-based leadership, in the broker's own monotonic
+    clock: the rule that decides whether anything may leave the broker.
+
+    Pure: every method takes `now`. The term is valid until `valid_s` after
+    the *start* of the last successful renewal (the database grants more,
+    from a later moment, so this end comes first). Once it has said no, or
+    was lost, it stays lost: what was not sent then leaves the state out of
+    step with the peers, so the broker must start over.
+    """
+
+    def __init__(self, epoch: int, started: float, valid_s: float) -> None:
+        self.epoch = epoch
+        self.valid_s = valid_s
+        self.valid_until = started + valid_s
+        self.lost: str | None = None
+
+    def renewed(self, started: float) -> None:
+        """A renewal that began at `started` succeeded (never shortens the term)."""
+        if self.lost is None:
+            self.valid_until = max(self.valid_until, started + self.valid_s)
+
+    def valid(self, now: float) -> bool:
+        if self.lost is None and now >= self.valid_until:
+            self.lost = f"lease expired: no renewal for {self.valid_s:g} s (paused, or the database unreachable)"
+        return self.lost is None
+
+    def lose(self, reason: str) -> bool:
+        """End the term; whether this call ended it (not an earlier one)."""
+        if self.lost is not None:
+            return False
+        self.lost = reason
+        return True

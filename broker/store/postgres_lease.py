@@ -32,7 +32,7 @@ import psycopg
 
 from sockpool.protocol.defaults import LEASE_POLL_S, LEASE_RENEW_S, LEASE_TTL_S, LEASE_VALID_S
 
-from .leadership import Leadership
+from .leadership import Leadership, LeaseTerm
 
 log = logging.getLogger("sockpool.broker.lease")
 
@@ -68,10 +68,8 @@ class PostgresLease(Leadership):
         self.epoch = 0
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
-        self._valid_until = 0.0  # monotonic
-        self._leading = False
+        self._term: LeaseTerm | None = None  # the current or last term; guarded by _lock
         self._lost = threading.Event()
-        self._lost_reason: str | None = None
         self._leader: str | None = None
         self._last_error_log = -1e9
 
@@ -89,25 +87,30 @@ class PostgresLease(Leadership):
 
     def valid(self) -> bool:
         with self._lock:
-            if not self._leading:
+            term = self._term
+            if term is None:
                 return False
-            if time.monotonic() < self._valid_until:
+            was_lost = term.lost is not None
+            if term.valid(time.monotonic()):
                 return True
-        self.lose(f"lease expired: no renewal for {LEASE_VALID_S:g} s (paused, or PostgreSQL unreachable)")
+        if not was_lost:
+            self._ended()
         return False
 
     def wait_lost(self, stop: threading.Event) -> str | None:
         while not stop.is_set():
             if self._lost.wait(0.1):
-                return self._lost_reason
+                with self._lock:
+                    return self._term.lost if self._term is not None else "no term"
         return None
 
     def lose(self, reason: str) -> None:
         with self._lock:
-            if not self._leading:
-                return
-            self._leading = False
-            self._lost_reason = reason
+            ended = self._term is not None and self._term.lose(reason)
+        if ended:
+            self._ended()
+
+    def _ended(self) -> None:
         self._leader = None  # not us any more; the next poll says who
         self._lost.set()
 
@@ -117,7 +120,7 @@ class PostgresLease(Leadership):
     def release(self) -> None:
         """Expire our lease now, so a standby need not wait for it."""
         with self._lock:
-            was_leading, self._leading = self._leading, False
+            was_leading = self._term is not None and self._term.lose("released")
         if not was_leading:
             self._close()
             return
@@ -178,9 +181,7 @@ class PostgresLease(Leadership):
             return False
         with self._lock:
             self.epoch = row[0]
-            self._valid_until = started + LEASE_VALID_S
-            self._leading = True
-            self._lost_reason = None
+            self._term = LeaseTerm(self.epoch, started, LEASE_VALID_S)
             self._lost.clear()
         self._leader = self.address
         threading.Thread(target=self._renew_loop, args=(self.epoch,), name="lease", daemon=True).start()
@@ -205,8 +206,8 @@ class PostgresLease(Leadership):
                               f"(epoch {holder[1] if holder else '?'}, ours was {epoch})")
                     return
                 with self._lock:
-                    if self._leading and self.epoch == epoch:
-                        self._valid_until = max(self._valid_until, started + LEASE_VALID_S)
+                    if self._term is not None and self._term.epoch == epoch:
+                        self._term.renewed(started)
             except psycopg.Error as exc:
                 self._close()
                 log.warning("lease renewal failed: %s", str(exc).strip())
