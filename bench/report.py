@@ -48,9 +48,15 @@ def row_specs(s: Sizes) -> list[Row]:
             "jobs/s", True, reference="in_memory"),
         Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
             "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
-        Row("postgres", "9. PostgreSQL store vs SQLite", f"9. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
+        Row("async_bulk_map", f"9. AsyncClient bulk map, {s.bulk_items:,} items",
+            f"9. AsyncClient bulk map: `await client.map(...)` of {s.bulk_items:,} items (vs Client.map, same run)",
+            "items/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("async_independent", f"10. AsyncClient independent jobs, {s.independent_jobs:,}",
+            f"10. AsyncClient independent jobs: {s.independent_jobs:,} submits, gathered (vs Client.submit, same run)",
+            "jobs/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("postgres", "11. PostgreSQL store vs SQLite", f"11. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
             "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
-        Row("failover", "10. Failover, kill -9 to first result", "10. Failover: kill -9 of the active broker to the first result from the new one",
+        Row("failover", "12. Failover, kill -9 to first result", "12. Failover: kill -9 of the active broker to the first result from the new one",
             "s", False, reference="none", target="a few seconds", met=lambda v, r: v <= 5.0),
     ]
 

@@ -110,6 +110,11 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 add("bulk_map", "local", w.local_bulk_map(pool, sizes.bulk_items))
                 add("independent", "sockpool", w.sockpool_independent(client, sizes.independent_jobs))
                 add("independent", "local", w.local_independent(pool, sizes.independent_jobs))
+                # AsyncClient against the Client, run next to it on the same cluster.
+                add("async_bulk_map", "sockpool", w.async_bulk_map(address, sizes.bulk_items))
+                add("async_bulk_map", "client", w.sockpool_bulk_map(client, sizes.bulk_items))
+                add("async_independent", "sockpool", w.async_independent(address, sizes.independent_jobs))
+                add("async_independent", "client", w.sockpool_independent(client, sizes.independent_jobs))
                 add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
                 add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
                 add("parallel", "sockpool", w.sockpool_parallel(client, sizes))

@@ -13,7 +13,7 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
     )
 
     def __init__(
@@ -27,6 +27,7 @@ class Job:
         many: bool,
         options: dict[str, Any] | None = None,
         attempts: int = 0,
+        cost: int = 0,
     ) -> None:
         self.gid = gid
         self.session = session
@@ -43,8 +44,12 @@ class Job:
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = array_length(args) if many else 1
+        # Bytes it counts against the quotas (broker/quota.py).
+        self.cost = cost
         self.queued_at = 0.0
         self.dispatched_at = 0.0
+        # Its session asked to hear when a worker takes it (`started`).
+        self.notify = False
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
@@ -104,6 +109,8 @@ class Session:
     live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
     results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
     gone_since: float | None = None
+    # The client asked (hello.started) to be told when its jobs go to a worker.
+    wants_started: bool = False
     # Gone past the grace: results of its jobs that are not detached are
     # not kept (until it comes back after all).
     abandoned: bool = False

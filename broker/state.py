@@ -28,6 +28,10 @@ Rules:
    last heartbeat said the job was running. Prefetched jobs go back free,
    and so does everything a draining worker (one that sent `drain`) still
    held when it left: it was asked to stop, the jobs did nothing wrong.
+6. A session that asked for them (hello.started) gets one `started`
+   message per dispatch round naming its jobs that went to a worker, and
+   after each welcome the jobs workers hold now. Others get none: bulk
+   submitters pay nothing for it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from sockpool.protocol import (
     ProtocolError,
     Release,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -68,6 +73,7 @@ from sockpool.protocol import (
     error_value,
 )
 from sockpool.protocol.defaults import (
+    FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
@@ -78,7 +84,6 @@ from sockpool.protocol.defaults import (
     RETRY_MAX_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
-    FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import (
@@ -92,7 +97,7 @@ from sockpool.protocol.messages import (
 )
 
 from . import admission
-
+from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
 from .unserved import UnservedTasks, unknown_task_message, waiting_notice
@@ -123,9 +128,11 @@ class BrokerState:
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        quota: Quota | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.quota = quota or Quota()
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
@@ -187,6 +194,10 @@ class BrokerState:
             session.gone_since = None
             session.abandoned = False
             self.clients[conn_id] = session
+            if hello.started and not session.wants_started:
+                session.wants_started = True
+                for gid in session.live.values():
+                    self.jobs[gid].notify = True
             if hello.role == ROLE_OPERATOR:
                 self.operators.add(conn_id)
         welcome = Welcome(
@@ -199,6 +210,10 @@ class BrokerState:
             jobs=len(session.live) + len(session.results) if session else 0,
         )
         out: Outbox = [(conn_id, welcome)]
+        if session is not None and session.wants_started:
+            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
+            if running:
+                out.append((conn_id, Started(running)))
         if session is not None and session.results:
             # Everything not acknowledged: the client drops what it already has.
             out.append((conn_id, Results([r.entry for r in session.results.values()])))
@@ -340,6 +355,9 @@ class BrokerState:
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
+        # Each job's share of the frame it came in, plus what any job costs.
+        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
+        room = self.quota.room(session.session_id, cost)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -347,6 +365,8 @@ class BrokerState:
             why = unfit.get(cid) if unfit else None
             if why is None and refusal is not None:
                 why = refusal
+            if why is None and added >= room:
+                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -355,13 +375,16 @@ class BrokerState:
                 unserved.add(task)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                       entry[5] if len(entry) > 5 else None)
+            job.notify = session.wants_started
             self._next_gid += 1
+            job.cost = cost
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
             self._queue(job)
             added += 1
+        self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
@@ -430,7 +453,7 @@ class BrokerState:
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
-        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
+        deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -552,6 +575,7 @@ class BrokerState:
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
+        self.quota.remove(job.session, job.cost)
         self.stats.on_finished(job.task, job.calls, ok, value, now)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
@@ -649,6 +673,7 @@ class BrokerState:
             return []
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
         out: Outbox = []
+        started: list[Job] = []
         for index, worker in enumerate(eligible):
             runnable = worker.tasks.intersection(self.ready)
             if not runnable:
@@ -658,14 +683,26 @@ class BrokerState:
             waiting = sum(len(self.ready[t]) for t in runnable)
             processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
             share = math.ceil(waiting * worker.processes / processes)
-            batch = self._take(worker, min(worker.credit, share))
+            batch = self._take(worker, min(worker.credit, share), started)
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
             if not self.ready_count:
                 break
+        return out + self._started(started) if started else out
+
+    def _started(self, jobs: list[Job]) -> Outbox:
+        """One `started` per session for the jobs that just went to workers."""
+        by_session: dict[str, list[int]] = {}
+        for job in jobs:
+            by_session.setdefault(job.session, []).append(job.cid)
+        out: Outbox = []
+        for session_id, cids in by_session.items():
+            session = self.sessions.get(session_id)
+            if session is not None and session.conn_id is not None:
+                out.append((session.conn_id, Started(cids)))
         return out
 
-    def _take(self, worker: WorkerInfo, limit: int) -> list[list[Any]]:
+    def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
         batch: list[list[Any]] = []
         for task in worker.tasks:
             queue = self.ready.get(task)
@@ -676,6 +713,8 @@ class BrokerState:
                 self.ready_calls -= job.calls
                 worker.leased[job.gid] = job
                 batch.append(job.entry())
+                if job.notify:
+                    started.append(job)
             if queue is not None and not queue:
                 del self.ready[task]
             if len(batch) >= limit:
@@ -697,6 +736,8 @@ class BrokerState:
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
+            job.cost += JOB_OVERHEAD_BYTES
+            self.quota.add(job.session, job.cost)
             self._session(job.session).live[job.cid] = job.gid
             self._queue(job)
         for session_id, result in results:
@@ -704,7 +745,13 @@ class BrokerState:
             session.results[result.entry[0]] = result
         for session in self.sessions.values():
             session.gone_since = now
-        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        for record in sorted(failed, key=lambda f: f.finished_at):
+            # Rows an older broker stored may be of any size: bound them as
+            # new ones are, so `broker failed` can always answer.
+            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
+                record.args, record.kwargs, record.error, self.failed_row_bytes
+            )
+            self.failed.append(record)
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
@@ -789,6 +836,9 @@ class BrokerState:
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
 
+
+def broker_full() -> dict[str, Any]:
+    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
 
 
 def new_session_id() -> str:

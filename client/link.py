@@ -37,6 +37,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Results,
+    Started,
     StatusReply,
     Submit,
     Welcome,
@@ -47,9 +48,12 @@ from sockpool.protocol import (
 from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S, STANDBY_RETRY_MAX_S
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
+from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
+
+from .futures import WeakCallback
 
 log = logging.getLogger("sockpool.client")
 
@@ -70,8 +74,11 @@ class BrokerLink:
         role: str = ROLE_CLIENT,
         on_notice: Callable[[str], None] | None = None,
         on_accepted: Callable[[list[list[Any]]], None] | None = None,
+        on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """Connect and shake hands.
+        """Connect and shake hands. The callbacks are held weakly (see
+        `WeakCallback`); with `on_started`, the broker is asked to say
+        when our jobs go to a worker.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -84,11 +91,12 @@ class BrokerLink:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._on_results = on_results
-        self._on_lost = on_lost
-        self._on_notice = on_notice
+        self._on_results = WeakCallback(on_results)
+        self._on_lost = WeakCallback(on_lost)
+        self._on_notice = None if on_notice is None else WeakCallback(on_notice)
         self._notices_logged: set[str] = set()
-        self._on_accepted = on_accepted
+        self._on_accepted = None if on_accepted is None else WeakCallback(on_accepted)
+        self._on_started = None if on_started is None else WeakCallback(on_started)
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -97,6 +105,8 @@ class BrokerLink:
         # `queue` bounds, so a caller submitting faster than the broker
         # accepts waits instead of piling jobs up in memory.
         self._pending = 0
+        # Jobs the broker refused at submit (their results say why).
+        self.refused = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
         # The broker said it takes no new jobs (disk full); cleared by the
@@ -135,7 +145,7 @@ class BrokerLink:
                 pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
-        hello = new_hello(self.role, name=self.name, session=self.session)
+        hello = new_hello(self.role, name=self.name, session=self.session, started=self._on_started is not None)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         # No socket timeout: it would also bound a whole sendall, and a large
         # submit on a slow link would then count as a lost broker. Silence is
@@ -187,6 +197,24 @@ class BrokerLink:
                 return
             conn, batches = self._take_batches_locked()
         self._send_batches(conn, batches)
+
+    def queue_many(self, jobs: list[list[Any]]) -> None:
+        """Queue jobs for the sender thread, at once: for callers on an
+        event loop, which must not wait. They are queued even past
+        MAX_PENDING_JOBS; such callers bound what they have in flight
+        themselves (AsyncClient.map keeps a window of chunks).
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
+        with self._lock:
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            wake = not self._unsent
+            self._unsent += jobs
+            self._pending += len(jobs)
+            if wake:
+                self._lock.notify_all()
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -373,10 +401,14 @@ class BrokerLink:
             self._last_heard = time.monotonic()
             if isinstance(msg, Results):
                 self._on_results(msg.results)
+            elif isinstance(msg, Started):
+                if self._on_started is not None:
+                    self._on_started(msg.ids)
             elif isinstance(msg, Accepted):
                 with self._lock:
                     batch = self._unaccepted.pop(msg.batch, ())
                     self._pending -= len(batch)
+                    self.refused += max(0, len(batch) - msg.count)
                     if self._refusal is not None and msg.count and msg.count == len(batch):
                         self._refusal = None  # the broker takes jobs again
                     self._lock.notify_all()
@@ -396,7 +428,7 @@ class BrokerLink:
                     self._notices_logged.add(msg.message)  # once each, not once per batch
                     log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
-                log.error("broker says %s: %s", msg.code, msg.message)
+                log.error("broker says %s: %s", loggable(msg.code), loggable(msg.message, 2000))
                 if msg.code in REFUSALS:
                     with self._lock:
                         self._refusal = msg

@@ -17,9 +17,11 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 
 The `options` element may be left off (an empty map). Known options:
 `timeout` (seconds a run may take; the pool process is killed past it),
-`retries` (further attempts after a failure, with backoff) and `result`
+`retries` (further attempts after a failure, with backoff), `result`
 ("detached": kept for a session that may come back much later; "none":
-fire and forget, the broker keeps no result, only a failure record).
+fire and forget, the broker keeps no result, only a failure record) and
+`init` ([task, args]: run once per pool process before the first job
+naming it).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -29,10 +31,12 @@ A failed job's value is an error map, see `error_value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
+from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
 from .limits import (
@@ -82,6 +86,7 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+E_INITIALIZER_FAILED = "InitializerFailed"
 # Submissions the broker refuses for now (the job is not accepted; submit
 # it again later): it cannot write its journal, because the disk is full or
 # for another reason it names.
@@ -143,6 +148,8 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Clients: send `started` notices for this session's jobs.
+    started: bool = False
 
 
 @_message("challenge")
@@ -211,6 +218,14 @@ class Accepted(Message):
 
     batch: int
     count: int
+
+
+@_message("started")
+class Started(Message):
+    """Broker to a client that asked for it (hello.started): these jobs of
+    its session (client ids) were handed to a worker."""
+
+    ids: list[int]
 
 
 @_message("jobs")
@@ -405,18 +420,21 @@ def from_wire(wire: Any) -> Message:
             if required:
                 raise ProtocolError(f"{tag}: missing field {name!r}")
             continue
-        value = wire[name]
+        value: Any = wire[name]
         if base is float and type(value) is int:
             value = float(value)  # an encoder may write 2.0 as 2
-        elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
+        checked: Any = value  # of type `base`; mypy cannot follow isinstance with a variable
+        if base is float and not math.isfinite(checked):
+            raise ProtocolError(f"{tag}: field {name!r} must be a finite number")
         if base is int:
-            low, high = _INT_RANGES.get((tag, name), _INT64)
-            if not low <= value <= high:
+            low, high = _INT_RANGES.get((cls.type, name), _INT64)
+            if not low <= checked <= high:
                 raise ProtocolError(f"{tag}: field {name!r} out of range [{low}, {high}]")
-        elif base is str and len(value) > _STR_LIMITS.get(name, _ANY_LENGTH):
+        elif base is str and len(checked) > _STR_LIMITS.get(name, _ANY_LENGTH):
             raise ProtocolError(f"{tag}: field {name!r} longer than {_STR_LIMITS[name]} characters")
-        kwargs[name] = value
+        kwargs[name] = checked
     msg = cls(**kwargs)
     _checks.get(cls, _no_check)(msg)
     return msg
@@ -495,6 +513,14 @@ def _check_jobs(msg: Any) -> None:
         check_job(entry)
 
 
+def _check_submit(msg: Any) -> None:
+    # Each job costs the broker a few hundred bytes however few it took on
+    # the wire; clients split their batches at this many (client/link.py).
+    if len(msg.jobs) > MAX_JOBS_PER_FRAME:
+        raise ProtocolError(f"submit: more than {MAX_JOBS_PER_FRAME} jobs in one frame")
+    _check_jobs(msg)
+
+
 def _check_results(msg: Any) -> None:
     for entry in msg.results:
         check_result(entry)
@@ -526,13 +552,14 @@ def _check_task_names(msg: Any) -> None:
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
-    Submit: _check_jobs,
+    Submit: _check_submit,
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,
     Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
+    Started: _check_ids,
     Ping: _check_ping,
 }
 
