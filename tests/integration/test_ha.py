@@ -115,15 +115,15 @@ class Pair:
 
 
 @pytest.fixture
-def pair(tmp_path: Path, store_url: str) -> Iterator[Pair]:
+def pair(request: pytest.FixtureRequest, tmp_path: Path, store_url: str) -> Iterator[Pair]:
+    failed_before = request.session.testsfailed
     p = Pair(tmp_path, store_url)
     try:
         yield p
-    except BaseException:
-        print(p.logs())
-        raise
     finally:
         p.stop()
+        if request.session.testsfailed > failed_before:
+            print(p.logs())  # shown with the failure
 
 
 def store_rows(url: str, sql: str, *params) -> list[tuple]:
