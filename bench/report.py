@@ -64,6 +64,10 @@ def row_specs(s: Sizes) -> list[Row]:
             "bytes", False, reference="plain"),
         Row("key_store", "15. Store bytes, keyed job", f"15. Store bytes per queued job with a unique key (vs no key)",
             "bytes", False, reference="plain"),
+        Row("postgres", "16. PostgreSQL store vs SQLite", f"16. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
+            "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
+        Row("failover", "17. Failover, kill -9 to first result", "17. Failover: kill -9 of the active broker to the first result from the new one",
+            "s", False, reference="none", target="a few seconds", met=lambda v, r: v <= 5.0),
     ]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from bench import control, dask_side, report
+from bench import control, dask_side, ha, report
 from bench import workloads as w
 from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
@@ -62,6 +62,7 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         run_fire_and_forget(sizes, log_dir, samples)
         click.echo("control over jobs ...", err=True)
         control.run_control(sizes, log_dir, samples)
+        ha.run_postgres(sizes, log_dir, samples)
     if with_dask:
         run_dask(sizes, samples)
     loads.append(os.getloadavg())

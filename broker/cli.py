@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -41,12 +42,32 @@ from sockpool.protocol.defaults import (
 from .limits import LimitSpec, parse_limit
 from .quota import Quota
 from .server import BrokerServer
-from .store import DataDirBusy, Store, default_data_dir
+from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
+
+R = TypeVar("R")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """The sockpool broker."""
+
+
+def _postgres_store(url: str) -> GroupCommitStore:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.UsageError(f"--store {url!r}: expected a postgresql:// URL")
+    try:
+        return open_postgres(url)
+    except ImportError as exc:
+        raise click.ClickException(f"--store needs psycopg: pip install 'sockpool[postgres]' ({exc})") from exc
+    except Exception as exc:  # psycopg.Error, SchemaTooNew: say what and stop
+        raise click.ClickException(f"cannot use the store {_redacted(url)}: {str(exc).strip()}") from exc
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, where = rest.rpartition("@")
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{where}" if at and ":" in creds else url
 
 
 @main.command()
@@ -55,6 +76,16 @@ def main() -> None:
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Where jobs and results are kept [default: ~/.local/share/sockpool/broker-PORT].",
+)
+@click.option(
+    "--store", "store_url", metavar="postgresql://...", default=None,
+    help="Keep jobs in this PostgreSQL database instead of --data-dir: several brokers on one "
+         "database, one active, the others standing by (pip install 'sockpool[postgres]').",
+)
+@click.option(
+    "--advertise", metavar="HOST:PORT", default=None,
+    help="With --store: where peers reach this broker, named by standbys to the peers they refuse "
+         "[default: the bound address; the host name for 0.0.0.0].",
 )
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk: a restart loses queued jobs.")
 @click.option("--fsync", is_flag=True, help="fsync every commit, to survive a power cut, not only a crash.")
@@ -126,7 +157,8 @@ def main() -> None:
 )
 @log_level_option
 def start(
-    host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
+    host: str, port: int, data_dir: Path | None, store_url: str | None, advertise: str | None,
+    in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
     name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
@@ -158,8 +190,12 @@ def start(
         raise click.UsageError("--worker-secret-file must hold a different secret from --secret-file")
     if secret is not None and secret == operator_secret:
         raise click.UsageError("--operator-secret-file must hold a different secret from --secret-file")
-    store = None
-    if not in_memory:
+    store: GroupCommitStore | None = None
+    if store_url is not None:
+        if in_memory or data_dir is not None:
+            raise click.UsageError("--store keeps jobs in PostgreSQL: leave out --in-memory and --data-dir")
+        store = _postgres_store(store_url)
+    elif not in_memory:
         if data_dir is None and port == 0:
             raise click.UsageError("--port 0 needs --data-dir or --in-memory: the default data dir is per port")
         try:
@@ -167,7 +203,7 @@ def start(
         except DataDirBusy as exc:
             raise click.ClickException(str(exc)) from exc
     server = BrokerServer(
-        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
+        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store, advertise=advertise,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
         session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
@@ -306,13 +342,11 @@ def retry(ids: tuple[int, ...], all_: bool, task: str, address: str | None, secr
         raise click.UsageError("give IDs or --all, not both")
     if task and not all_:
         raise click.UsageError("--task goes with --all")
-    from sockpool.client import Client, SockpoolError
+    from sockpool.protocol.control import Retry, RetryReply
 
-    try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-retry") as client:
-            retried, missing = client.retry_failed(list(ids), all=all_, task=task)
-    except (SockpoolError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    reply = _as_operator(address, secret_file, tls_ca, Retry(gids=list(ids), all=all_, task=task), RetryReply,
+                         "broker-retry")
+    retried, missing = reply.retried, reply.missing
     click.echo(f"queued {len(retried)} failed job(s) again")
     if missing:
         raise click.ClickException(
@@ -338,20 +372,26 @@ def cancel(ids: tuple[int, ...], session: str, task: str, queued_only: bool, add
     Connects in the operator role, as `broker failed` does."""
     if sum(map(bool, (ids, session, task))) != 1:
         raise click.UsageError("give IDs, --session or --task (one of them)")
-    from sockpool.client import Client, SockpoolError
+    from sockpool.protocol.control import Cancel, CancelReply, count_outcomes
 
-    try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-cancel") as client:
-            if session:
-                counts = client.cancel_session(session, stop=not queued_only)
-            else:
-                outcomes = client.cancel_jobs(list(ids), task=task, stop=not queued_only)
-                counts = {name: sum(1 for _, o in outcomes if o == name)
-                          for name in ("cancelled", "stopped", "running", "finished")}
-    except (SockpoolError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    request = Cancel(session=session, gids=list(ids), task=task, stop=not queued_only)
+    counts = count_outcomes(_as_operator(address, secret_file, tls_ca, request, CancelReply, "broker-cancel").outcomes)
     click.echo(f"cancelled {counts['cancelled']} waiting, stopped {counts['stopped']} running; "
                f"{counts['running']} left running, {counts['finished']} already finished")
+
+
+def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | None, request: Any,
+                 reply_type: type[R], name: str) -> R:
+    """Ask the broker one thing in the operator role; a failure is the command's error."""
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_OPERATOR, SockpoolError
+
+    try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        return ask(address, request, reply_type, credentials, CONNECT_TIMEOUT_S * 2, role=ROLE_OPERATOR, name=name)
+    except (SockpoolError, ValueError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 show_envvars(main)

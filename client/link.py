@@ -47,12 +47,12 @@ from sockpool.protocol import (
     error_value,
     unpack_body,
 )
-from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
+from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S, STANDBY_RETRY_MAX_S
 from sockpool.protocol.control import Cancel
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
 from sockpool.protocol.limits import loggable
-from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
 
@@ -507,8 +507,10 @@ class BrokerLink:
             except ConnectionLost as exc:
                 if time.monotonic() + delay > deadline:
                     raise ConnectionLost(f"gave up reconnecting after {self.reconnect_timeout_s:.0f} s: {exc}") from exc
+                # Only standbys answered: a failover is under way, and ends soon.
+                cap = STANDBY_RETRY_MAX_S if isinstance(exc, NoActiveBroker) else RECONNECT_MAX_S
             time.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, RECONNECT_MAX_S)
+            delay = min(delay * 2, cap)
 
     def ack(self, ids: list[int] | None) -> None:
         """Tell the broker it may forget these results (None: all of them)."""

@@ -84,6 +84,8 @@ E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
 E_TLS = "tls"
+# A standby broker (several on one PostgreSQL store): try the next address.
+E_STANDBY = "standby"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"

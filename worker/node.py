@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from sockpool.protocol.limits import loggable
-from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from sockpool.protocol import (
     ROLE_WORKER,
@@ -67,6 +67,7 @@ from sockpool.protocol.defaults import (
     PREFETCH_TARGET_S,
     RECONNECT_MAX_S,
     RECONNECT_MIN_S,
+    STANDBY_RETRY_MAX_S,
 )
 
 from .outbox import Outbox
@@ -135,7 +136,7 @@ class WorkerNode:
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._pause(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                delay = min(delay * 2, STANDBY_RETRY_MAX_S if isinstance(exc, NoActiveBroker) else RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)

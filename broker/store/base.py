@@ -49,10 +49,14 @@ import msgpack
 from sockpool.protocol.messages import RESULT_DETACHED
 
 from ..records import FailedJob, Job, StoredResult
+from .leadership import Leadership, SoleLeadership
 
 log = logging.getLogger("sockpool.broker.store")
 
 Deferred = Callable[[], None]
+# How long `abandon` waits for a commit in progress (backends bound their
+# statements well within it).
+ABANDON_TIMEOUT_S = 15.0
 Journal = list[tuple[Any, ...]]
 Queued = list[tuple[Journal, "Deferred | None"]]
 # Told the store's trouble (a `StoreTrouble`), or None once it writes again.
@@ -198,6 +202,9 @@ class GroupCommitStore:
     """
 
     def __init__(self) -> None:
+        # Who may serve with this store; the one broker, unless a backend says otherwise.
+        self.leadership: Leadership = SoleLeadership()
+        self._abandoning = False
         self._cond = threading.Condition()
         self._queue: Queued = []
         self._closing = False
@@ -214,7 +221,13 @@ class GroupCommitStore:
 
     def start(self, on_health: HealthHandler | None = None) -> None:
         """Start the writer; `on_health` hears of trouble and recovery (on
-        the writer thread, so it must not call back into the store)."""
+        the writer thread, so it must not call back into the store).
+        Again after `abandon`, with a new writer."""
+        with self._cond:
+            if self._thread.ident is not None:
+                self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
+            self._closing = self._abandoning = False
+            self.trouble = None
         self._on_health = on_health
         self._thread.start()
 
@@ -244,7 +257,32 @@ class GroupCommitStore:
                          "committed before", unwritten, self.trouble.reason if self.trouble else "not written")
         self._close_backend()
 
+    def abandon(self) -> None:
+        """Stop the writer and drop what is queued, unwritten: this broker no
+        longer leads, and what it did not commit was never acknowledged.
+        `restore()` and `start()` take up again."""
+        with self._cond:
+            self._closing = self._abandoning = True
+            self._queue = []
+            self._cond.notify()
+        # The writer's connection is closed only once the writer is done
+        # with it: closing it under a running statement is not safe.
+        if self._thread.is_alive():
+            self._thread.join(timeout=ABANDON_TIMEOUT_S)
+        with self._cond:
+            self._queue = []  # what a failed flush put back meanwhile
+        if self._thread.is_alive():
+            log.error("the store writer is still busy after %.0f s; leaving its connection open", ABANDON_TIMEOUT_S)
+        else:
+            self._abandon_backend()
+
     # -- for the backends ------------------------------------------------------
+
+    def _write_failed(self, exc: Exception) -> None:
+        """A commit failed (already reported); a backend may react."""
+
+    def _abandon_backend(self) -> None:
+        """Break off anything the writer is waiting on (see `abandon`)."""
 
     def _commit(self, journal: Journal) -> None:
         """Write `journal` in one transaction; raise if it did not commit
@@ -286,6 +324,8 @@ class GroupCommitStore:
                 continue
             # Not written: back to the front, in order, before anything newer.
             with self._cond:
+                if self._abandoning:
+                    return  # no longer ours to write
                 self._queue[:0] = queued
                 if closing:
                     give_up_at = give_up_at or time.monotonic() + CLOSE_TIMEOUT_S
@@ -308,6 +348,7 @@ class GroupCommitStore:
                 except Exception:
                     pass  # no room even for that: the next retry tries again
             self._report(trouble, exc, sum(len(journal) for journal, _ in queued))
+            self._write_failed(exc)
             return False
         if self.trouble is not None:
             log.warning("store writes again after %s; %d entries written", self.trouble.reason,
