@@ -515,6 +515,24 @@ def test_the_data_directory_and_its_files_are_private_whatever_the_umask(tmp_pat
         broker.stop()
 
 
+def test_an_existing_data_directory_left_readable_is_made_private(tmp_path):
+    import stat
+
+    from sockpool.broker.store.sqlite import SqliteStore
+
+    data = tmp_path / "old"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    (data / "broker.sqlite3").touch()
+    (data / "broker.sqlite3").chmod(0o644)
+    store = SqliteStore(data)
+    try:
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in data.iterdir())
+    finally:
+        store.close()
+
+
 def test_a_broker_refuses_a_secret_file_others_can_read(tmp_path):
     secret = write_secret(tmp_path / "secret")
     os_chmod = __import__("os").chmod
