@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from sockpool.protocol.errors import ProtocolError
+from sockpool.protocol.exttypes import PACKED_VALUE
 from sockpool.protocol.framing import pack_body
 from sockpool.protocol.limits import (
     INT64_MAX,
@@ -53,9 +56,10 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
 
     In a large frame, a job's long argument list is packed here, in place
     (`entry[2]` becomes a packed array, which the pool process unpacks as it
-    does a map chunk's): the broker then holds it as the bytes it will send,
-    not as Python objects that can take 70 times as much (a million empty
-    maps are a megabyte on the wire, 64 MB decoded).
+    does a map chunk's), and so is each long list or map among its keyword
+    arguments (a packed value): the broker then holds them as the bytes it
+    will send, not as Python objects that can take 70 times as much (a
+    million empty maps are a megabyte on the wire, 64 MB decoded).
 
     Cheap for the usual frame: one walk over the batch for nesting, and
     single jobs re-encoded only in a frame large enough that one of them
@@ -82,6 +86,9 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
                 refused[entry[0]] = error_value(E_UNENCODABLE_ARGUMENTS, "the broker cannot encode the job's arguments")
                 continue
             entry[2] = packed
+        kwargs = entry[3]
+        if kwargs and any(type(v) in _CONTAINERS and len(v) >= PACK_ARGS_MIN_ITEMS for v in kwargs.values()):
+            entry[3] = _packed_kwargs(kwargs)
         if not check_size:
             continue
         try:
@@ -99,6 +106,16 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
 
 
 _CONTAINERS = (list, dict)
+
+
+def _packed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments with each long list or map value packed, as a
+    client packs a value holding tuples (the pool process decodes both)."""
+    return {
+        key: msgpack.ExtType(PACKED_VALUE, msgpack.packb(value, use_bin_type=True))
+        if type(value) in _CONTAINERS and len(value) >= PACK_ARGS_MIN_ITEMS else value
+        for key, value in kwargs.items()
+    }
 
 
 def any_nested(entries: list[list[Any]]) -> bool:
