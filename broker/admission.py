@@ -80,14 +80,14 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
         if entry[0] in refused:
             continue
         args = entry[2]
-        if type(args) is list and len(args) >= PACK_ARGS_MIN_ITEMS:
+        if type(args) is list and _worth_packing(args):
             packed = pack_array(args, checked=True)
             if isinstance(packed, list):
                 refused[entry[0]] = error_value(E_UNENCODABLE_ARGUMENTS, "the broker cannot encode the job's arguments")
                 continue
             entry[2] = packed
         kwargs = entry[3]
-        if kwargs and any(type(v) in _CONTAINERS and len(v) >= PACK_ARGS_MIN_ITEMS for v in kwargs.values()):
+        if kwargs and any(_worth_packing(v) for v in kwargs.values()):
             entry[3] = _packed_kwargs(kwargs)
         if not check_size:
             continue
@@ -113,9 +113,22 @@ def _packed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     client packs a value holding tuples (the pool process decodes both)."""
     return {
         key: msgpack.ExtType(PACKED_VALUE, msgpack.packb(value, use_bin_type=True))
-        if type(value) in _CONTAINERS and len(value) >= PACK_ARGS_MIN_ITEMS else value
+        if _worth_packing(value) else value
         for key, value in kwargs.items()
     }
+
+
+def _worth_packing(value: Any) -> bool:
+    """A list or map long enough, or holding containers, that it costs the
+    broker far more decoded than packed."""
+    kind = type(value)
+    if kind is list:
+        items: Any = value
+    elif kind is dict:
+        items = value.values()
+    else:
+        return False
+    return len(value) >= PACK_ARGS_MIN_ITEMS or any(type(item) in _CONTAINERS for item in items)
 
 
 def any_nested(entries: list[list[Any]]) -> bool:

@@ -238,3 +238,10 @@ def test_a_large_frames_long_keyword_values_are_kept_packed():
     assert isinstance(job.kwargs["rows"], msgpack.ExtType) and job.kwargs["rows"].code == PACKED_VALUE
     assert job.kwargs["n"] == 3 and job.kwargs["short"] == [1, 2]
     assert from_wire_kwargs(job.kwargs) == kwargs  # what the pool process gets
+
+
+def test_a_short_list_holding_a_long_one_is_packed_too():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "echo", [[{}] * 30_000], {"k": [[1] * 20]}, False]]), 1.0, 66_000)
+    [job] = state.jobs.values()
+    assert getattr(job.args, "code", None) == 1 and getattr(job.kwargs["k"], "code", None) == 4
