@@ -54,6 +54,16 @@ def row_specs(s: Sizes) -> list[Row]:
         Row("async_independent", f"10. AsyncClient independent jobs, {s.independent_jobs:,}",
             f"10. AsyncClient independent jobs: {s.independent_jobs:,} submits, gathered (vs Client.submit, same run)",
             "jobs/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("plain_jobs", "11. Plain jobs, limits + keys held", f"11. Jobs with no key or limit, {s.control_jobs:,} submits, on a broker holding {s.control_jobs:,} keys and 2 limits (vs a plain broker)",
+            "jobs/s", True, reference="plain", target="≥ 0.9× plain", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("limited", "12. Task at its limit of 2", f"12. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU under a global limit of 2, on 2 processes (vs the same jobs unlimited)",
+            "efficiency", True, reference="unlimited", target="≥ 0.9× unlimited", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("keyed_submits", "13. Unique-key submits", f"13. {s.control_jobs:,} submits, each with its own unique key (vs no key)",
+            "jobs/s", True, reference="plain"),
+        Row("key_memory", "14. Broker memory, keyed job", f"14. Broker memory per queued job with a 16-character unique key ({s.queued_jobs:,} queued; vs no key)",
+            "bytes", False, reference="plain"),
+        Row("key_store", "15. Store bytes, keyed job", f"15. Store bytes per queued job with a unique key (vs no key)",
+            "bytes", False, reference="plain"),
     ]
 
 

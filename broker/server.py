@@ -42,6 +42,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Auth,
+    CancelReply,
     AuthFailed,
     ConnectionLost,
     Error,
@@ -49,6 +50,7 @@ from sockpool.protocol import (
     Hello,
     Message,
     ProtocolError,
+    RetryReply,
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
@@ -78,6 +80,7 @@ from sockpool.protocol.messages import (
     error_value,
 )
 
+from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
@@ -113,6 +116,7 @@ class BrokerServer:
         session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        limits: dict[str, LimitSpec] | None = None,
         quota: Quota | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
@@ -143,12 +147,13 @@ class BrokerServer:
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
             session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
-            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota,
+            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota, limits=limits,
         )
         self.store = store
         if store is not None:
-            jobs, results, failed = store.restore()
-            self.state.restore(jobs, results, failed, time.time())
+            snapshot = store.restore()
+            jobs, results, failed = snapshot.jobs, snapshot.results, snapshot.failed
+            self.state.restore(jobs, results, failed, time.time(), snapshot.followers)
             if jobs or results:
                 log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
         self._lock = threading.Lock()
@@ -443,6 +448,11 @@ class BrokerServer:
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
+            return
+        if any(isinstance(m, (CancelReply, RetryReply)) for _, m in out):
+            # A cancel or retry is promised by its reply: nothing of it
+            # (results, stops) goes out before it is on disk.
+            self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
         # The journal goes to the store before anything is posted: posting

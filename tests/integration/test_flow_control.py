@@ -61,7 +61,8 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     assert {"nproc", "cpu", "python"} <= set(results["machine"])
     keys = [w["key"] for w in results["workloads"]]
     assert keys == ["bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable",
-                    "forget_rss", "async_bulk_map", "async_independent"]
+                    "forget_rss", "async_bulk_map", "async_independent",
+                    "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store"]
     for workload in results["workloads"]:
         assert workload["sockpool"] is not None and workload["sockpool"] > 0, workload
         if workload["key"] != "memory":
