@@ -176,13 +176,15 @@ def _make_private(data_dir: Path, db_path: Path) -> None:
     by an older broker are made private too.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if data_dir.stat().st_mode & 0o077:
-        log.warning("%s was accessible by other users; making it private (0700)", data_dir)
-        os.chmod(data_dir, 0o700)
     os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
-    for path in data_dir.iterdir():
-        if path.is_file() and path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
+    for path in [data_dir, *data_dir.iterdir()]:
+        mode = 0o700 if path.is_dir() else 0o600
+        if (path == data_dir or path.is_file()) and path.stat().st_mode & 0o077:
+            try:
+                os.chmod(path, mode)
+                log.warning("%s was accessible by other users; made it private (%04o)", path, mode)
+            except OSError as exc:  # not ours (a mounted volume): say so, go on
+                log.warning("%s is accessible by other users and cannot be made private: %s", path, exc)
 
 
 def default_data_dir(port: int) -> Path:
