@@ -110,6 +110,8 @@ class Client:
                 secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
             )
         self.options = job_options(retries, timeout)
+        # An Executor's client: interpreter exit waits for its pending futures.
+        self.wait_at_exit = False
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)

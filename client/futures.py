@@ -174,6 +174,10 @@ class BusyClients:
         with self._lock:
             self._clients.discard(client)
 
+    def snapshot(self) -> list[Any]:
+        with self._lock:
+            return list(self._clients)
+
 
 BUSY = BusyClients()
 

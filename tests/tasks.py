@@ -165,6 +165,23 @@ def tuple_or_fail(x: int) -> tuple[int, int]:
     return (x, 2**70 + x)
 
 
+MARKER = "unset"
+
+
+def set_marker(value: str) -> None:
+    """An initializer: leaves `value` in this pool process."""
+    global MARKER
+    MARKER = value
+
+
+def get_marker(_: Any = None) -> str:
+    return MARKER
+
+
+def failing_initializer() -> None:
+    raise OSError("no database here")
+
+
 def total(*values: float) -> float:
     """Many positional arguments: in a large submit frame the broker keeps
     them packed (broker/admission.py), and they must arrive unchanged."""
