@@ -20,3 +20,9 @@ def spin(seconds: float) -> float:
     while time.process_time() < end:
         pass
     return seconds
+
+
+def unlimited_spin(seconds: float) -> float:
+    """`spin` under another name: the same work with no limit on it, as the
+    reference for `spin` under a limit (bench/control.py)."""
+    return spin(seconds)

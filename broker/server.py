@@ -50,6 +50,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Auth,
+    CancelReply,
     AuthFailed,
     ConnectionLost,
     Error,
@@ -57,6 +58,7 @@ from sockpool.protocol import (
     Hello,
     Message,
     ProtocolError,
+    RetryReply,
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
@@ -87,6 +89,7 @@ from sockpool.protocol.messages import (
     error_value,
 )
 
+from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
@@ -122,6 +125,7 @@ class BrokerServer:
         session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        limits: dict[str, LimitSpec] | None = None,
         quota: Quota | None = None,
         advertise: str | None = None,
     ) -> None:
@@ -155,7 +159,7 @@ class BrokerServer:
         self._tls = tls
         self._state_options = dict(
             heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, session_grace_s=session_grace_s,
-            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
+            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s, limits=limits,
         )
         self._quota = quota
         self.state = self._new_state()
@@ -198,9 +202,10 @@ class BrokerServer:
             Exception: whatever the store raises reading back.
         """
         assert self.store is not None
-        jobs, results, failed = self.store.restore()
+        snapshot = self.store.restore()
+        jobs, results, failed = snapshot.jobs, snapshot.results, snapshot.failed
         state = self._new_state()
-        state.restore(jobs, results, failed, time.time())
+        state.restore(jobs, results, failed, time.time(), snapshot.followers)
         with self._lock:
             self.state = state
             self._generation += 1
@@ -543,6 +548,11 @@ class BrokerServer:
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
+            return
+        if any(isinstance(m, (CancelReply, RetryReply)) for _, m in out):
+            # A cancel or retry is promised by its reply: nothing of it
+            # (results, stops) goes out before it is on disk.
+            self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
         # The journal goes to the store before anything is posted: posting

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What must pass --strict, as paths inside the installed `sockpool` package.
 STRICT = [
     "sockpool/protocol", "sockpool/broker/state.py", "sockpool/broker/records.py", "sockpool/broker/unserved.py",
+    "sockpool/broker/control.py", "sockpool/broker/keys.py", "sockpool/broker/limits.py",
     "sockpool/broker/store",
 ]
 

@@ -62,7 +62,8 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     keys = [w["key"] for w in results["workloads"]]
     assert keys == [
         "bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable",
-        "forget_rss", "async_bulk_map", "async_independent", "postgres", "failover",
+        "forget_rss", "async_bulk_map", "async_independent",
+        "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store", "postgres", "failover",
     ]
     # The PostgreSQL rows run where a PostgreSQL server and psycopg are installed (bench/ha.py).
     from bench.ha import unavailable

@@ -365,3 +365,21 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path):
     assert "hunter2" not in done.stderr
     done = run_module("sockpool.broker", "start", "--port", "0", "--store", "mysql://x", timeout_s=30)
     assert done.returncode != 0 and "expected a postgresql:// URL" in done.stderr
+
+
+def test_unique_key_followers_survive_a_failover(pair: Pair, tmp_path: Path):
+    """A submission that joined a job by its unique key is in the PostgreSQL
+    store too: after kill -9 of the leader, both submitters get the outcome."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pair.add_worker(2)
+    wait_for_processes(pair.address, 2)
+    with Client(pair.address, connect_timeout_s=5) as first, Client(pair.address, connect_timeout_s=5) as second:
+        a = first.with_options(key="invoice-1").submit("tests.tasks:slow_square", 6, 1.5, str(marks))
+        assert first._link.wait_accepted(10)
+        b = second.with_options(key="invoice-1").submit("tests.tasks:slow_square", 6, 1.5, str(marks))
+        assert second._link.wait_accepted(10)
+        assert store_rows(pair.url, "SELECT count(*) FROM sockpool_followers") == [(1,)]
+        pair.brokers[0].kill()
+        assert a.result(WAIT_S) == 36 and b.result(WAIT_S) == 36
+    assert epochs(pair.brokers[1]) == [2]

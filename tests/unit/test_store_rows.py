@@ -31,7 +31,7 @@ def test_rows_read_back_as_the_snapshot_they_came_from():
     # What a database gives back: the add columns, then the finish columns
     # merged in, as the UPDATE would.
     finished = {gid: (ok, result, at) for ok, result, at, gid in rows.finish}
-    job_rows = [(*add[:6], *finished.get(add[0], (None, None, None)), add[6]) for add in rows.add]
+    job_rows = [(*add[:6], *finished.get(add[0], (None, None, None)), *add[6:]) for add in rows.add]
     snapshot = snapshot_from_rows(job_rows, rows.failed)
     assert [(j.gid, j.cid, j.args) for j in snapshot.jobs] == [(1, 1, [1, 2])]
     assert [(session, r.gid, r.entry) for session, r in snapshot.results] == [("s1", 2, [2, False, {"error": "E"}])]
