@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -42,6 +43,8 @@ from .limits import LimitSpec, parse_limit
 from .quota import Quota
 from .server import BrokerServer
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
+
+R = TypeVar("R")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -339,13 +342,11 @@ def retry(ids: tuple[int, ...], all_: bool, task: str, address: str | None, secr
         raise click.UsageError("give IDs or --all, not both")
     if task and not all_:
         raise click.UsageError("--task goes with --all")
-    from sockpool.client import Client, SockpoolError
+    from sockpool.protocol.control import Retry, RetryReply
 
-    try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-retry") as client:
-            retried, missing = client.retry_failed(list(ids), all=all_, task=task)
-    except (SockpoolError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    reply = _as_operator(address, secret_file, tls_ca, Retry(gids=list(ids), all=all_, task=task), RetryReply,
+                         "broker-retry")
+    retried, missing = reply.retried, reply.missing
     click.echo(f"queued {len(retried)} failed job(s) again")
     if missing:
         raise click.ClickException(
@@ -371,20 +372,26 @@ def cancel(ids: tuple[int, ...], session: str, task: str, queued_only: bool, add
     Connects in the operator role, as `broker failed` does."""
     if sum(map(bool, (ids, session, task))) != 1:
         raise click.UsageError("give IDs, --session or --task (one of them)")
-    from sockpool.client import Client, SockpoolError
+    from sockpool.protocol.control import Cancel, CancelReply, count_outcomes
 
-    try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-cancel") as client:
-            if session:
-                counts = client.cancel_session(session, stop=not queued_only)
-            else:
-                outcomes = client.cancel_jobs(list(ids), task=task, stop=not queued_only)
-                counts = {name: sum(1 for _, o in outcomes if o == name)
-                          for name in ("cancelled", "stopped", "running", "finished")}
-    except (SockpoolError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    request = Cancel(session=session, gids=list(ids), task=task, stop=not queued_only)
+    counts = count_outcomes(_as_operator(address, secret_file, tls_ca, request, CancelReply, "broker-cancel").outcomes)
     click.echo(f"cancelled {counts['cancelled']} waiting, stopped {counts['stopped']} running; "
                f"{counts['running']} left running, {counts['finished']} already finished")
+
+
+def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | None, request: Any,
+                 reply_type: type[R], name: str) -> R:
+    """Ask the broker one thing in the operator role; a failure is the command's error."""
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_OPERATOR, SockpoolError
+
+    try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        return ask(address, request, reply_type, credentials, CONNECT_TIMEOUT_S * 2, role=ROLE_OPERATOR, name=name)
+    except (SockpoolError, ValueError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 show_envvars(main)

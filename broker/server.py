@@ -203,9 +203,9 @@ class BrokerServer:
         """
         assert self.store is not None
         snapshot = self.store.restore()
-        jobs, results, failed = snapshot.jobs, snapshot.results, snapshot.failed
+        jobs, results = snapshot.jobs, snapshot.results
         state = self._new_state()
-        state.restore(jobs, results, failed, time.time(), snapshot.followers)
+        state.restore(jobs, results, snapshot.failed, time.time(), snapshot.followers)
         with self._lock:
             self.state = state
             self._generation += 1

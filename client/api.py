@@ -20,7 +20,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Iterable, Iterator
 
 from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
-from sockpool.protocol.control import E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
+from sockpool.protocol.control import count_outcomes, E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -322,7 +322,7 @@ class Client:
         """
         reply = self._link.request(Cancel(session=session, stop=stop), timeout)
         assert isinstance(reply, CancelReply)
-        return _count_outcomes(reply.outcomes)
+        return count_outcomes(reply.outcomes)
 
     def cancel_jobs(
         self, gids: list[int] | None = None, *, task: str = "", stop: bool = True, timeout: float = 10.0
@@ -550,8 +550,3 @@ class JobOptions:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
 
 
-def _count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
-    counts = {"cancelled": 0, "stopped": 0, "running": 0, "finished": 0}
-    for _, outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts

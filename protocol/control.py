@@ -99,3 +99,11 @@ def _check_int_lists(*names: str) -> Any:
 _checks[Cancel] = _check_int_lists("ids", "gids")
 _checks[Stop] = _check_int_lists("ids")
 _checks[Retry] = _check_int_lists("gids")
+
+
+def count_outcomes(outcomes: list[list[Any]]) -> dict[str, int]:
+    """How many jobs of a `cancel_reply` had each outcome."""
+    counts = {"cancelled": 0, "stopped": 0, "running": 0, "finished": 0}
+    for _, outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
