@@ -320,7 +320,8 @@ class BrokerServer:
         """The state's `status`, read under the lock (for /metrics and the
         dashboard, which have no authentication: no failure messages)."""
         with self._lock:
-            return self.state.status(time.time(), viewer=None)
+            # Whether this broker serves (a standby's state is empty).
+            return {**self.state.status(time.time(), viewer=None), "active": self.active}
 
     def stop(self) -> None:
         """Stop accepting, close every connection, write out the store."""
