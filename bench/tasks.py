@@ -20,3 +20,13 @@ def spin(seconds: float) -> float:
     while time.process_time() < end:
         pass
     return seconds
+
+
+def size(data: bytes) -> int:
+    """The length of a large argument: the job's cost is moving the bytes."""
+    return len(data)
+
+
+def blob(n: int) -> bytes:
+    """A large result of `n` bytes."""
+    return bytes(n)

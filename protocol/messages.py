@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import ProtocolError
-from .framing import frame, pack_body, unpack_body
+from .framing import frame, frame_parts, pack_body, unpack_body
 from .packed import is_array
 
 PROTOCOL_VERSION = 1
@@ -269,6 +269,16 @@ def encode(msg: Message) -> bytes:
     return frame(pack_body(msg.to_wire()))
 
 
+def encode_parts(msg: Message) -> list[bytes]:
+    """One message as a frame in pieces to write in order (see `frame_parts`):
+    a large body is not copied to join it to its prefix.
+
+    Raises:
+        ProtocolError: a field holds a value msgpack cannot encode.
+    """
+    return frame_parts(pack_body(msg.to_wire()))
+
+
 def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
     """`msg` as frames whose bodies fit the receiver's limit.
 
@@ -280,9 +290,10 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
         ProtocolError: a field msgpack cannot encode, or a single entry of
             another kind too large to fit.
     """
-    data = encode(msg)
-    if len(data) - 4 <= max_body_bytes:
-        return [data]
+    parts = encode_parts(msg)
+    body_bytes = sum(len(part) for part in parts) - 4
+    if body_bytes <= max_body_bytes:
+        return parts
     if isinstance(msg, (Jobs, Results)):
         entries = msg.jobs if isinstance(msg, Jobs) else msg.results
         if len(entries) > 1:
@@ -295,9 +306,9 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
             return encode_to_fit(first, max_body_bytes) + encode_to_fit(second, max_body_bytes)
         if isinstance(msg, Results):
             job_id = entries[0][0]
-            error = error_value("ResultTooLarge", f"the result takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}")
+            error = error_value("ResultTooLarge", f"the result takes {body_bytes} bytes, over the frame limit of {max_body_bytes}")
             return [encode(Results([[job_id, False, error]], msg.credit))]
-    raise ProtocolError(f"{msg.type} message of {len(data) - 4} bytes exceeds the limit of {max_body_bytes}")
+    raise ProtocolError(f"{msg.type} message of {body_bytes} bytes exceeds the limit of {max_body_bytes}")
 
 
 def decode(body: bytes) -> Message:

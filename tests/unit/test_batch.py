@@ -117,3 +117,11 @@ def test_pack_results_output_is_always_decodable():
     msg = decode(body)  # what the broker does with the worker's frame
     assert [e[:2] for e in msg.results] == [[1, False], [2, True]]
     assert msg.results[0][2]["type"] == "UnencodableResult"
+
+
+def test_submit_frame_from_packed_entries_equals_encode():
+    from sockpool.client.link import submit_frame
+    from sockpool.protocol import Submit, encode, pack_body
+
+    for jobs in ([], [[1, "t", [b"x" * 300_000], {}, False]], [[i, "t", [i], {}, False] for i in range(20)]):
+        assert b"".join(submit_frame(7, [pack_body(j) for j in jobs])) == encode(Submit(7, jobs))
