@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import ProtocolError
-from .framing import frame, frame_parts, pack_body, unpack_body
-from .packed import is_array
+from .framing import frame, frame_parts, pack_body, prefix, unpack_body
+from .packed import array_header, is_array
+from .splice import SPLICE_BYTES, large_entry, pack_pieces
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
@@ -271,12 +272,49 @@ def encode(msg: Message) -> bytes:
 
 def encode_parts(msg: Message) -> list[bytes]:
     """One message as a frame in pieces to write in order (see `frame_parts`):
-    a large body is not copied to join it to its prefix.
+    a large body is not copied to join it to its prefix, and the large bytes
+    values of `jobs` and `results` entries are not copied at all (see `splice`).
 
     Raises:
         ProtocolError: a field holds a value msgpack cannot encode.
     """
+    if type(msg) is Jobs or type(msg) is Results:
+        entries = msg.jobs if type(msg) is Jobs else msg.results
+        for entry in entries:
+            if large_entry(entry):
+                return _spliced(msg, entries)
     return frame_parts(pack_body(msg.to_wire()))
+
+
+def _spliced(msg: Jobs | Results, entries: list[list[Any]]) -> list[bytes]:
+    """`encode(msg)` in pieces, each entry with large bytes spliced in."""
+    head = [b"\x83" if type(msg) is Results else b"\x82", _TYPE_KEY, pack_body(msg.type), pack_body(msg.type)]
+    head.append(array_header(len(entries)))
+    pieces: list[bytes] = []
+    small = head
+    try:
+        for entry in entries:
+            if large_entry(entry):
+                for piece in pack_pieces(entry):
+                    if len(piece) < SPLICE_BYTES:
+                        small.append(piece)
+                        continue
+                    if small:
+                        pieces.append(b"".join(small))
+                        small = []
+                    pieces.append(piece)
+            else:
+                small.append(pack_body(entry))
+        if type(msg) is Results:
+            small += [_CREDIT_KEY, pack_body(msg.credit)]
+    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
+        raise ProtocolError(f"cannot encode value: {exc}") from exc
+    pieces.append(b"".join(small))
+    return [prefix(sum(len(piece) for piece in pieces)), *pieces]
+
+
+_TYPE_KEY = pack_body("type")
+_CREDIT_KEY = pack_body("credit")
 
 
 def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
