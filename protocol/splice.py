@@ -50,11 +50,10 @@ def holds_large_bytes(value: Any, depth: int = 2) -> bool:
     return False
 
 
-def large_entry(entry: list[Any]) -> bool:
-    """Whether a job or result entry carries a large bytes value where they
-    usually do: as the value itself or among the job's arguments (index 2).
-    About 0.1 µs for a small entry, so it can be asked of every one."""
-    value = entry[2]
+def large_value(value: Any) -> bool:
+    """Whether `value` is a large bytes value or a list with one among its
+    items: where jobs carry them (their args) and results (their value).
+    About 0.1 µs for a small value, so it can be asked of every job."""
     if type(value) is bytes:
         return len(value) >= SPLICE_BYTES
     if type(value) is list:
@@ -62,6 +61,20 @@ def large_entry(entry: list[Any]) -> bool:
             if type(item) is bytes and len(item) >= SPLICE_BYTES:
                 return True
     return False
+
+
+def large_entry(entry: list[Any]) -> bool:
+    """Whether a job or result entry carries a large bytes value at index 2
+    (a job's args, a result's value), see `large_value`."""
+    return large_value(entry[2])
+
+
+def packed(value: Any, large: bool) -> bytes:
+    """`packb(value)` as one bytes object; when `large` (the caller knows
+    the value holds large bytes) with one copy of them instead of three."""
+    if large:
+        return b"".join(pack_pieces(value))
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def pack_pieces(value: Any) -> list[bytes]:

@@ -23,6 +23,8 @@ from typing import Any, Callable, NamedTuple
 
 import msgpack
 
+from sockpool.protocol.splice import large_value, packed
+
 from ..records import FailedJob, Job, StoredResult
 
 log = logging.getLogger("sockpool.broker.store")
@@ -65,10 +67,10 @@ def rows_for(journal: Journal) -> Rows:
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
     return Rows(
-        add=[(j.gid, j.session, j.cid, j.task, pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
+        add=[(j.gid, j.session, j.cid, j.task, packed([j.args, j.kwargs, j.many, j.options], large_value(j.args)), j.attempts)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
-        finish=[(int(ok), pack(value), at, gid)
+        finish=[(int(ok), packed(value, large_value(value)), at, gid)
                 for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
         failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at)
                 for _, f in by_kind.get("failed", ())],

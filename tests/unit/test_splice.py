@@ -64,3 +64,10 @@ def test_encode_parts_joins_to_encode(msg):
     assert b"".join(parts) == encode(msg)
     if any(large_entry(e) for e in (msg.jobs if isinstance(msg, Jobs) else msg.results)):
         assert any(p is BIG or p is BIGGER for p in parts)
+
+
+def test_packed_is_packb_whether_or_not_large():
+    from sockpool.protocol.splice import packed
+
+    for value in ([[BIG], {}, False, None], [[1], {}, False, None], BIG, {"a": 1}):
+        assert packed(value, True) == packed(value, False) == msgpack.packb(value, use_bin_type=True)
