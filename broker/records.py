@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from sockpool.protocol.packed import array_length
+from sockpool.protocol.splice import large_value, packed
 
 
 class Job:
-    """One accepted job. Slots keep a queued job to a few hundred bytes."""
+    """One accepted job, kept small: a million queued jobs must fit in a few
+    hundred MB (bench: "memory per queued job").
+
+    A job's arguments are kept packed, as msgpack `[args, kwargs, many,
+    options]`, exactly the bytes the store writes and restores: one bytes
+    object (not tracked by the garbage collector) instead of a list, a dict
+    and their items, and nothing to decode when the broker restarts. They
+    are unpacked only when the job is handed to a worker. Jobs with large
+    bytes arguments keep them unpacked instead: packing would copy the
+    bytes, and decoding them again at dispatch would copy them once more.
+    """
 
     __slots__ = (
-        "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at",
+        "gid", "session", "cid", "task", "body",
+        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at",
     )
 
     def __init__(
@@ -22,42 +36,93 @@ class Job:
         session: str,
         cid: int,
         task: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        many: bool,
-        options: dict[str, Any] | None = None,
+        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None],
+        calls: int = 1,
         attempts: int = 0,
     ) -> None:
         self.gid = gid
         self.session = session
         self.cid = cid
         self.task = task
-        self.args = args
-        self.kwargs = kwargs
-        self.many = many
-        self.options = options or None
+        self.body = body  # packed [args, kwargs, many, options], or those four unpacked
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
-        self.due = 0.0  # when a retry may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
-        self.calls = array_length(args) if many else 1
+        self.calls = calls
         self.queued_at = 0.0
         self.dispatched_at = 0.0
 
+    @classmethod
+    def new(
+        cls,
+        gid: int,
+        session: str,
+        cid: int,
+        task: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        many: bool,
+        options: dict[str, Any] | None = None,
+        attempts: int = 0,
+    ) -> Job:
+        """A job from its unpacked parts (a submit entry)."""
+        values = (args, kwargs, many, options or None)
+        body = values if large_value(args) else packed(list(values), False)
+        return cls(gid, sys.intern(session), cid, sys.intern(task), body, array_length(args) if many else 1, attempts)
+
+    @classmethod
+    def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int) -> Job:
+        """A job from its stored row; only a map chunk's body is looked into
+        (for its count of calls)."""
+        calls = 1
+        if _maybe_many(body):
+            args, _, many, _ = msgpack.unpackb(body, raw=False)
+            calls = array_length(args) if many else 1
+        return cls(gid, sys.intern(session), cid, sys.intern(task), body, calls, attempts)
+
+    def values(self) -> tuple[Any, dict[str, Any], bool, dict[str, Any] | None]:
+        """args, kwargs, many, options."""
+        body = self.body
+        if type(body) is tuple:
+            return body
+        args, kwargs, many, options = msgpack.unpackb(body, raw=False)
+        return args, kwargs, many, options
+
+    def stored_body(self) -> bytes:
+        """The packed [args, kwargs, many, options] the store keeps."""
+        body = self.body
+        if type(body) is tuple:
+            return packed(list(body), large_value(body[0]))
+        return body
+
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
-        if self.options:
-            return [self.gid, self.task, self.args, self.kwargs, self.many, self.options]
-        return [self.gid, self.task, self.args, self.kwargs, self.many]
+        args, kwargs, many, options = self.values()
+        if options:
+            return [self.gid, self.task, args, kwargs, many, options]
+        return [self.gid, self.task, args, kwargs, many]
+
+    @property
+    def options(self) -> dict[str, Any] | None:
+        return self.values()[3]
 
     @property
     def retries(self) -> int:
-        return int(self.options.get("retries", 0)) if self.options else 0
+        options = self.options  # unpacked on failure only
+        return int(options.get("retries", 0)) if options else 0
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
+
+
+def _maybe_many(body: bytes) -> bool:
+    """False when the packed [args, kwargs, many, options] ends in `false,
+    nil` (a single job without options, almost every row): no need to
+    unpack it at a restart. (An options map ending in a false and a nil
+    value would count a map chunk as one call: only status counts it.)"""
+    return body[-2:] != b"\xc2\xc0"
 
 
 @dataclass

@@ -238,8 +238,8 @@ class BrokerState:
                 refused.append([cid, False, unknown_task(task)])
                 self.stats.on_refused(task, refused[-1][2], self.now)
                 continue
-            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
-                      entry[5] if len(entry) > 5 else None)
+            job = Job.new(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
+                          entry[5] if len(entry) > 5 else None)
             self._next_gid += 1
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
@@ -337,8 +337,7 @@ class BrokerState:
     def _retry_later(self, job: Job, now: float) -> None:
         """Exponential backoff with jitter, so that retries do not stampede."""
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
-        job.due = now + delay
-        heapq.heappush(self.delayed, (job.due, job))
+        heapq.heappush(self.delayed, (now + delay, job))
         self.totals["retried"] += 1
         self.journal.append(("attempts", job.gid, job.attempts))
 
@@ -368,7 +367,8 @@ class BrokerState:
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok:
-            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+            args, kwargs, _, _ = job.values()
+            record = FailedJob(job.gid, job.task, args, kwargs, value, job.attempts, now)
             self.failed.append(record)
             self.journal.append(("failed", record))
         session = self.sessions.get(job.session)

@@ -67,7 +67,7 @@ def rows_for(journal: Journal) -> Rows:
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
     return Rows(
-        add=[(j.gid, j.session, j.cid, j.task, packed([j.args, j.kwargs, j.many, j.options], large_value(j.args)), j.attempts)
+        add=[(j.gid, j.session, j.cid, j.task, j.stored_body(), j.attempts)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
         finish=[(int(ok), packed(value, large_value(value)), at, gid)
@@ -87,8 +87,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
     results: list[tuple[str, StoredResult]] = []
     for gid, session, cid, task, body, attempts, ok, result, finished_at in job_rows:
         if ok is None:
-            args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
-            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
+            jobs.append(Job.restored(gid, session, cid, task, bytes(body), attempts))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
             results.append((session, StoredResult(gid, entry, finished_at)))
