@@ -119,14 +119,19 @@ class BrokerServer:
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
         )
         self.store = store
-        if store is not None:
-            with _no_cyclic_gc():
-                jobs, results, failed = store.restore()
-                self.state.restore(jobs, results, failed, time.time())
-            if jobs or results:
-                log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
-            store.start()
         self._lock = threading.Lock()
+        # Set once every stored job is back in the queue; until then clients
+        # wait at their hello (see _admit) and workers already get jobs.
+        self.restored = threading.Event()
+        self._restore_parts = iter(store.restore_in_parts()) if store is not None else None
+        if self._restore_parts is not None:
+            # Results and failed jobs first: the rest streams in once we listen.
+            with _no_cyclic_gc():
+                first = next(self._restore_parts, None)
+                if first is not None:
+                    self.state.restore(*first, time.time())
+        else:
+            self.restored.set()
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
@@ -147,6 +152,8 @@ class BrokerServer:
 
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
+        if not self.restored.is_set() and self._restore_parts is not None:
+            threading.Thread(target=self._restore_loop, name="restore", daemon=True).start()
         threading.Thread(target=self._tick_loop, name="ticker", daemon=True).start()
         log.info("broker %s listening on %s", self.name, self.address)
         while not self._stopping.is_set():
@@ -172,6 +179,38 @@ class BrokerServer:
                 self._slots.release()
                 sock.close()
                 log.warning("cannot serve a new connection: %s", exc)
+
+    def _restore_loop(self) -> None:
+        """Queue the stored unfinished jobs, a batch at a time, while we
+        serve: workers get the first ones at once. Exactly-once needs every
+        stored job known before any client submits (a resent job must be
+        recognised), so clients are admitted only when this is done. The
+        store's writer starts after the last read; what is journalled
+        meanwhile (results of restored jobs) waits in its queue.
+        """
+        assert self._restore_parts is not None and self.store is not None
+        started = time.monotonic()
+        jobs = 0
+        try:
+            with _no_cyclic_gc():
+                for part in self._restore_parts:
+                    with self._lock:
+                        self.state.restore(*part, time.time())
+                        self._emit(self.state.tick(time.time()))  # hand the new jobs to waiting workers
+                    jobs += len(part.jobs)
+        except Exception:  # top of a thread: without the rest of the store we must not serve clients
+            log.exception("restoring the store failed; stopping")
+            self.stop()
+            return
+        with self._lock:
+            results = sum(len(session.results) for session in self.state.sessions.values())
+        self.store.start()
+        self.restored.set()
+        if jobs or results:
+            log.info(
+                "recovered %d unfinished jobs and %d undelivered results in %.2f s",
+                jobs, results, time.monotonic() - started,
+            )
 
     def _turn_away(self, sock: socket.socket) -> None:
         """Close a connection over the limit, logging at most once a second."""
@@ -330,6 +369,9 @@ class BrokerServer:
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
         conn.settimeout(None)
+        if hello.role != ROLE_WORKER and not self.restored.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("closing %s: still restoring the store; it will retry", conn.peer)
+            return None
         with self._lock:
             out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]

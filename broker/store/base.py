@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import msgpack
 
@@ -120,6 +120,14 @@ class GroupCommitStore:
     def restore(self) -> Snapshot:
         """Everything stored (at start-up, before the writer runs)."""
         raise NotImplementedError
+
+    def restore_in_parts(self) -> Iterator[Snapshot]:
+        """What `restore()` returns, in parts: results and failed jobs come
+        first (the broker can listen once it has them), unfinished jobs
+        after, in batches in the order they were accepted, so the broker
+        can hand the first ones to workers while it reads the rest. A
+        backend that cannot read in parts returns everything at once."""
+        yield self.restore()
 
     def start(self) -> None:
         self._thread.start()

@@ -16,6 +16,7 @@ import fcntl
 import os
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
 
@@ -40,6 +41,12 @@ CREATE TABLE IF NOT EXISTS failed (
 );
 CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
 """
+
+
+_JOB_COLUMNS = "gid, session, cid, task, body, attempts, ok, result, finished_at"
+# Unfinished jobs are restored this many at a time; workers get the first
+# batch while the next is read.
+RESTORE_BATCH_ROWS = 20_000
 
 
 class DataDirBusy(Exception):
@@ -71,9 +78,20 @@ class SqliteStore(GroupCommitStore):
 
     def restore(self) -> Snapshot:
         return snapshot_from_rows(
-            self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs"),
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
         )
+
+    def restore_in_parts(self, batch_rows: int = RESTORE_BATCH_ROWS) -> Iterator[Snapshot]:
+        yield snapshot_from_rows(
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NOT NULL"),
+            self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
+        )
+        # Jobs accepted while a part is handed out cannot appear here: the
+        # broker admits no client until the last part is in.
+        cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
+        while rows := cursor.fetchmany(batch_rows):
+            yield snapshot_from_rows(rows, ())
 
     def _commit(self, journal: Journal) -> None:
         rows = rows_for(journal)
