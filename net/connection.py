@@ -124,6 +124,9 @@ class Connection:
         self._recv_into = sock.recv_into if isinstance(sock, socket.socket) else None
         self._sendmsg = sock.sendmsg if isinstance(sock, socket.socket) else None
         self.decoder = Decoder(max_frame_bytes)
+        # Bytes asked of one recv: small while a stranger is being admitted,
+        # so what sits in our buffer stays as small as the frames it may send.
+        self.recv_bytes = RECV_BYTES
         self._send_lock = threading.Lock()
         self._closed = False
         try:
@@ -223,7 +226,7 @@ class Connection:
                     with into:
                         count = self._recv_into(into, min(len(into), RECV_INTO_BYTES))
                 else:
-                    data = self.sock.recv(RECV_BYTES)
+                    data = self.sock.recv(self.recv_bytes)
             except TimeoutError:
                 raise
             except OSError as exc:

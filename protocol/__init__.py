@@ -19,6 +19,7 @@ from .handshake import check_hello
 from .messages import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Auth,
@@ -39,6 +40,7 @@ from .messages import (
     StatusReply,
     StatusRequest,
     Submit,
+    Tasks,
     Welcome,
     decode,
     encode,
@@ -49,10 +51,10 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "ROLE_CLIENT", "ROLE_OPERATOR", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
-    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Tasks", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

@@ -12,15 +12,19 @@ Rules:
    nothing.
 2. Anything that goes wrong while decoding surfaces as `ProtocolError` and
    nothing else.
-3. A large frame's body gets a buffer of its own, allocated once its
-   length is known, which the socket can read straight into
-   (`receive_buffer`/`received`); once whole it is handed out and the
-   decoder keeps no reference to it, so nothing it gave out is ever
-   written again. Small frames share one buffer and are copied out.
+3. A large frame's body gets a buffer of its own once its length is
+   known, which the socket can read straight into (`receive_buffer`/
+   `received`); once whole it is handed out and the decoder keeps no
+   reference to it, so nothing it gave out is ever written again. Small
+   frames share one buffer and are copied out.
+4. Memory follows the bytes that arrived, never the length a peer claims:
+   the large buffer is an anonymous mapping, whose pages cost nothing
+   until bytes are written to them.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Any
 
@@ -97,7 +101,7 @@ class FrameDecoder:
         self._eof = False
         # The body of a large frame being received: its own buffer, and how
         # much of it is filled. Bytes after it go to `_buf` again.
-        self._large: bytearray | None = None
+        self._large: mmap.mmap | None = None
         self._large_filled = 0
 
     @property
@@ -136,7 +140,7 @@ class FrameDecoder:
             return
         self._large_filled += count
 
-    def next_body(self) -> bytes | bytearray | None:
+    def next_body(self) -> bytes | bytearray | memoryview | None:
         """Return the next complete frame body, or None if more bytes are needed.
 
         The body is the caller's: the decoder never touches it again.
@@ -150,7 +154,7 @@ class FrameDecoder:
                 if self._eof:
                     raise ProtocolError("truncated frame")
                 return None
-            body, self._large, self._large_filled = self._large, None, 0
+            body, self._large, self._large_filled = memoryview(self._large), None, 0
             return body
         available = len(self._buf) - self._pos
         if available >= PREFIX_BYTES:
@@ -167,7 +171,7 @@ class FrameDecoder:
             if length >= LARGE_FRAME_BYTES and not self._eof:
                 # Move what came of the body so far into its own buffer; the
                 # rest is received straight into it.
-                self._large = bytearray(length)
+                self._large = mmap.mmap(-1, length)
                 have = available - PREFIX_BYTES
                 with memoryview(self._buf) as view:
                     self._large[:have] = view[start : start + have]
