@@ -39,7 +39,7 @@ from sockpool.protocol import (
     Welcome,
     encode,
 )
-from sockpool.protocol.framing import LARGE_FRAME_BYTES
+from sockpool.protocol.splice import SPLICE_BYTES
 from sockpool.protocol.messages import encode_parts
 from sockpool.protocol.auth import PeerAuth, new_nonce
 from sockpool.protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
@@ -52,18 +52,20 @@ from .tls import TLSStream
 RECV_BYTES = 256 * 1024
 # Most bytes one recv_into may write into a large frame's buffer.
 RECV_INTO_BYTES = 4 * 1024 * 1024
+# Pieces handed to one sendmsg by send_now (the kernel's IOV_MAX is 1024).
+_IOV_MAX = 512
 # Bytes handed to one sendall by send_frames.
 SEND_PIECE_BYTES = 1024 * 1024
 
 
 def _pieces(frames: list[bytes], size: int) -> Iterator[list[bytes | memoryview]]:
     """The bytes of `frames`, in order, as groups of about `size` bytes to
-    write at once: small frames joined, large ones (a body on its own, see
-    `frame_parts`) sliced, never copied."""
+    write at once: small pieces joined, large ones (a body on its own, see
+    `frame_parts`, or a value spliced in, see `splice`) sliced, never copied."""
     pending: list[bytes] = []
     pending_bytes = 0
     for data in frames:
-        if len(data) >= LARGE_FRAME_BYTES:
+        if len(data) >= SPLICE_BYTES:
             view = memoryview(data)
             for start in range(0, len(view), size):
                 # What is pending (often this body's prefix) goes in the same write.
@@ -179,6 +181,41 @@ class Connection:
             except OSError as exc:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
+
+    def send_now(self, frames: list[bytes]) -> list[bytes | memoryview]:
+        """Write as much of `frames` as the socket takes without waiting;
+        what is left, in order, for a writer to send with `send_frames`.
+
+        Never blocks: with TLS, or while another thread holds the send lock,
+        it writes nothing. A socket that failed is closed, and nothing is
+        left (as after a failed `send_frames`).
+        """
+        if self._sendmsg is None or not self._send_lock.acquire(blocking=False):
+            return list(frames)
+        try:
+            if self._closed:
+                return list(frames)
+            views = [memoryview(f) for f in frames[:_IOV_MAX]]
+            try:
+                sent = self._sendmsg(views, (), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return list(frames)
+            except OSError:
+                self._close_locked()
+                return []
+            rest: list[bytes | memoryview] = []
+            for index, view in enumerate(views):
+                if sent >= len(view):
+                    sent -= len(view)
+                    continue
+                rest.append(view[sent:] if sent else frames[index])
+                rest += frames[index + 1 :]
+                break
+            else:
+                rest = list(frames[len(views) :])
+            return rest
+        finally:
+            self._send_lock.release()
 
     def _write(self, group: list[bytes | memoryview]) -> None:
         """Write every piece, in order; one gathering write on a plain

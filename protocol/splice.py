@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 # A bytes value this large is written where it lies, not copied.
-SPLICE_BYTES = 1 << 17
+SPLICE_BYTES = 1 << 16
 # Deeper than this, everything goes to packb: job arguments nest shallowly.
 _MAX_DEPTH = 4
 
