@@ -98,6 +98,33 @@ def broker_hop(address: str, rounds: int) -> dict[str, float]:
         conn.close()
 
 
+def round_trip_legs(client: Client, rounds: int) -> dict[str, float]:
+    """Mean milliseconds of a lone job's round trip, split where the broker
+    can see it: in all (as the caller sees it), at the broker before a
+    worker has it (queue wait), and from the broker handing it to a worker
+    to its result arriving back (the worker leg: broker -> worker node ->
+    pool process -> back). The rest is the client's side: its two hops to
+    the broker and its own threads."""
+    def latency_stats() -> tuple[float, int, float, int]:
+        latency = client.status()["latency"]
+        return (latency["run"]["sum"], latency["run"]["count"],
+                latency["queue_wait"]["sum"], latency["queue_wait"]["count"])
+
+    before = latency_stats()
+    started = time.perf_counter()
+    for i in range(rounds):
+        check([client.submit("square", i).result(WAIT_S)], [i * i], "round trip legs")
+    total_s = time.perf_counter() - started
+    after = latency_stats()
+    runs = after[1] - before[1]
+    waits = after[3] - before[3]
+    worker_ms = (after[0] - before[0]) / max(1, runs) * 1e3
+    queue_ms = (after[2] - before[2]) / max(1, waits) * 1e3
+    total_ms = total_s / rounds * 1e3
+    return {"total_ms": total_ms, "worker_leg_ms": worker_ms, "queue_ms": queue_ms,
+            "client_side_ms": total_ms - worker_ms - queue_ms}
+
+
 # -- scale: N clients and N one-process workers ------------------------------------
 
 

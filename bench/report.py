@@ -55,6 +55,10 @@ def row_specs(s: Sizes) -> list[Row]:
         *scale_rows(s),
         Row("hop", "11. Client ↔ broker hop p50", "11. One hop: ping ↔ pong client–broker p50 (for the round trip's breakdown)",
             "ms", False, reference="none", pick=p50),
+        *[Row("legs", f"11. Round trip mean: {name}", f"11. Lone job round trip, mean: {name}", "ms", False,
+              reference="none", pick=lambda m, k=key: m[k])
+          for key, name in (("total_ms", "in all"), ("client_side_ms", "client ↔ broker (2 hops + client threads)"),
+                            ("queue_ms", "queued at the broker"), ("worker_leg_ms", "broker → worker → pool → broker"))],
         Row("depth_memory", f"12. Memory per job, {s.depth_jobs:,} queued", f"12. Broker memory per queued job, {s.depth_jobs:,} queued, durable, no worker",
             "bytes", False, reference="none", target="≤ 400", met=lambda v, r: v <= 400),
         Row("restart_listen", "12. Restart: listening", f"12. Restart after kill -9 with {s.depth_jobs:,} queued: until it listens and serves workers",

@@ -120,6 +120,7 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
                 add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
                 add("hop", "sockpool", bs.broker_hop(address, sizes.latency_rounds))
+                add("legs", "sockpool", bs.round_trip_legs(client, sizes.latency_rounds))
                 add("parallel", "sockpool", w.sockpool_parallel(client, sizes))
                 add("parallel", "local", w.local_parallel(pool, sizes))
                 add("cli_submit", "sockpool", sizes.cli_args / w.cli_submit_s(
