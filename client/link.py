@@ -45,6 +45,7 @@ from sockpool.protocol import (
 )
 from sockpool.protocol.framing import frame_parts, prefix
 from sockpool.protocol.packed import array_header
+from sockpool.protocol.splice import SPLICE_BYTES, large_value, pack_pieces
 from sockpool.protocol.defaults import (
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
@@ -85,13 +86,37 @@ def _packed_size(job: list[Any]) -> int:
         return 0
 
 
-def submit_frame(batch_id: int, entries: list[bytes]) -> list[bytes]:
+def submit_frame(batch_id: int, entries: list[list[bytes]]) -> list[bytes]:
     """The frame of `Submit(batch_id, jobs)` from its already-packed job
-    entries, in pieces: equal to `encode(...)` joined, without packing any
-    entry again or copying a large one."""
+    entries (each in pieces, see `pack_entry`), in pieces: equal to
+    `encode(...)` joined, without packing any entry again or copying a
+    large value."""
     head = b"".join([_SUBMIT_HEAD, pack_body(batch_id), _JOBS_KEY, array_header(len(entries))])
-    length = len(head) + sum(len(e) for e in entries)
-    return [prefix(length) + head, *entries]
+    pieces = [piece for entry in entries for piece in entry]
+    length = len(head) + sum(len(p) for p in pieces)
+    return [prefix(length) + head, *pieces]
+
+
+def pack_entry(job: list[Any]) -> list[bytes]:
+    """A job entry packed, in pieces, once checked as the broker unpacks it.
+
+    Large bytes arguments are not copied (see `splice`); they cannot make
+    the broker refuse anything, so the check unpacks the entry without them.
+
+    Raises:
+        ProtocolError: msgpack cannot encode it, or the broker would refuse it.
+    """
+    if not large_value(job[2]):
+        entry = pack_body(job)
+        unpack_body(entry)
+        return [entry]
+    try:
+        pieces = pack_pieces(job)
+    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
+        raise ProtocolError(f"cannot encode value: {exc}") from exc
+    small_args = [b"" if type(a) is bytes and len(a) >= SPLICE_BYTES else a for a in job[2]]
+    unpack_body(pack_body([job[0], job[1], small_args, *job[3:]]))
+    return pieces
 
 
 class BrokerLink:
@@ -312,7 +337,7 @@ class BrokerLink:
         if jobs is None:
             return  # a reconnect took it back meanwhile
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
-        if len(jobs) > 1 and _packed_size(jobs[0]) * len(jobs) <= limit:
+        if len(jobs) > 1 and not large_value(jobs[0][2]) and _packed_size(jobs[0]) * len(jobs) <= limit:
             try:
                 body = pack_body(Submit(batch_id, jobs).to_wire())
                 # What msgpack encodes, the broker may still refuse (a map with
@@ -330,29 +355,29 @@ class BrokerLink:
         the rest as new batches of about SUBMIT_FRAME_BYTES each."""
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
         fit = self.welcome.max_frame_bytes - _SUBMIT_OVERHEAD_BYTES
-        groups: list[tuple[list[list[Any]], list[bytes]]] = []
+        groups: list[tuple[list[list[Any]], list[list[bytes]]]] = []
         size = limit
         refused: list[list[Any]] = []
         for job in jobs:
             try:
-                entry = pack_body(job)
-                unpack_body(entry)
+                entry = pack_entry(job)
             except ProtocolError as exc:
                 refused.append([job[0], False, error_value(E_UNENCODABLE_ARGUMENTS, str(exc))])
                 continue
-            if len(entry) > fit:
+            entry_bytes = sum(len(piece) for piece in entry)
+            if entry_bytes > fit:
                 message = (
-                    f"job arguments take {len(entry)} bytes encoded, over the broker's "
+                    f"job arguments take {entry_bytes} bytes encoded, over the broker's "
                     f"frame limit of {self.welcome.max_frame_bytes}"
                 )
                 refused.append([job[0], False, error_value("ArgumentsTooLarge", message)])
                 continue
-            if size + len(entry) > limit:
+            if size + entry_bytes > limit:
                 groups.append(([], []))
                 size = 0
             groups[-1][0].append(job)
             groups[-1][1].append(entry)
-            size += len(entry)
+            size += entry_bytes
         with self._lock:
             if self._unaccepted.pop(batch_id, None) is None:
                 return  # a reconnect took it back meanwhile: it resends them all
