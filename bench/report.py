@@ -47,23 +47,31 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
+        Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
+            "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
+        Row("async_bulk_map", f"9. AsyncClient bulk map, {s.bulk_items:,} items",
+            f"9. AsyncClient bulk map: `await client.map(...)` of {s.bulk_items:,} items (vs Client.map, same run)",
+            "items/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("async_independent", f"10. AsyncClient independent jobs, {s.independent_jobs:,}",
+            f"10. AsyncClient independent jobs: {s.independent_jobs:,} submits, gathered (vs Client.submit, same run)",
+            "jobs/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
         *large_rows(s),
-        Row("broker_cpu_job", "9. Broker CPU per job", f"9. Broker CPU per independent job (item 2, durable, from /proc)",
+        Row("broker_cpu_job", "12. Broker CPU per job", f"12. Broker CPU per independent job (item 2, durable, from /proc)",
             "µs", False, reference="none", target="≤ 10", met=lambda v, r: v <= 10),
-        Row("broker_cpu_item", "9. Broker CPU per map item", f"9. Broker CPU per map item (item 1, durable, from /proc)",
+        Row("broker_cpu_item", "12. Broker CPU per map item", f"12. Broker CPU per map item (item 1, durable, from /proc)",
             "ns", False, reference="none", target="≤ 100", met=lambda v, r: v <= 100),
         *scale_rows(s),
-        Row("hop", "11. Client ↔ broker hop p50", "11. One hop: ping ↔ pong client–broker p50 (for the round trip's breakdown)",
+        Row("hop", "14. Client ↔ broker hop p50", "14. One hop: ping ↔ pong client–broker p50 (for the round trip's breakdown)",
             "ms", False, reference="none", pick=p50),
-        *[Row("legs", f"11. Round trip mean: {name}", f"11. Lone job round trip, mean: {name}", "ms", False,
+        *[Row("legs", f"14. Round trip mean: {name}", f"14. Lone job round trip, mean: {name}", "ms", False,
               reference="none", pick=lambda m, k=key: m[k])
           for key, name in (("total_ms", "in all"), ("client_side_ms", "client ↔ broker (2 hops + client threads)"),
                             ("queue_ms", "queued at the broker"), ("worker_leg_ms", "broker → worker → pool → broker"))],
-        Row("depth_memory", f"12. Memory per job, {s.depth_jobs:,} queued", f"12. Broker memory per queued job, {s.depth_jobs:,} queued, durable, no worker",
+        Row("depth_memory", f"15. Memory per job, {s.depth_jobs:,} queued", f"15. Broker memory per queued job, {s.depth_jobs:,} queued, durable, no worker",
             "bytes", False, reference="none", target="≤ 400", met=lambda v, r: v <= 400),
-        Row("restart_listen", "12. Restart: listening", f"12. Restart after kill -9 with {s.depth_jobs:,} queued: until it listens and serves workers",
+        Row("restart_listen", "15. Restart: listening", f"15. Restart after kill -9 with {s.depth_jobs:,} queued: until it listens and serves workers",
             "s", False, reference="none", target="≤ 2", met=lambda v, r: v <= 2),
-        Row("restart_restored", "12. Restart: all restored", f"12. … until every job is back in the queue (clients admitted)",
+        Row("restart_restored", "15. Restart: all restored", f"15. … until every job is back in the queue (clients admitted)",
             "s", False, reference="none"),
     ]
 
@@ -74,15 +82,15 @@ def large_rows(s: Sizes) -> list[Row]:
         want = 0.6 if mib < 0.5 else 0.5
         for key, where in (("large", "in-memory"), ("large_durable", "durable")):
             rows.append(Row(
-                f"{key}_{mib:g}", f"8. Args {mib:g} MiB × {count}, {where}",
-                f"8. Large arguments: {mib:g} MiB × {count}, {where} broker (vs Pool.apply_async)",
+                f"{key}_{mib:g}", f"11. Args {mib:g} MiB × {count}, {where}",
+                f"11. Large arguments: {mib:g} MiB × {count}, {where} broker (vs Pool.apply_async)",
                 "MiB/s", True, target=f"≥ {want}× local", met=lambda v, r, want=want: r is not None and v >= want * r,
             ))
     for mib, count in s.large:
-        rows.append(Row(f"large_cpu_{mib:g}", f"8. Broker CPU per MiB, {mib:g} MiB jobs",
-                        f"8. Broker CPU per MiB of arguments, {mib:g} MiB jobs, in-memory (vs durable)",
+        rows.append(Row(f"large_cpu_{mib:g}", f"11. Broker CPU per MiB, {mib:g} MiB jobs",
+                        f"11. Broker CPU per MiB of arguments, {mib:g} MiB jobs, in-memory (vs durable)",
                         "ms", False, reference="durable"))
-    rows.append(Row("large_rss", "8. Broker peak RSS, large args", "8. Broker peak RSS after all large-argument runs, in-memory (vs durable)",
+    rows.append(Row("large_rss", "11. Broker peak RSS, large args", "11. Broker peak RSS after all large-argument runs, in-memory (vs durable)",
                     "MiB", False, reference="durable"))
     return rows
 
@@ -91,13 +99,13 @@ def scale_rows(s: Sizes) -> list[Row]:
     first = s.scale_steps[0]
     rows = []
     for step in s.scale_steps:
-        rows.append(Row(f"scale_{step}", f"10. Scale {step} × {step}",
-                        f"10. Scale: {step} clients × {step} one-process workers, {s.scale_jobs:,} jobs each (vs {first} × {first})",
+        rows.append(Row(f"scale_{step}", f"13. Scale {step} × {step}",
+                        f"13. Scale: {step} clients × {step} one-process workers, {s.scale_jobs:,} jobs each (vs {first} × {first})",
                         "jobs/s", True, reference="first", target=f"≥ 1.0× {first} × {first}",
                         met=lambda v, r: r is not None and v >= 0.95 * r))
     for step in s.scale_steps:
-        rows.append(Row(f"scale_fairness_{step}", f"10. Fairness {step} × {step}",
-                        f"10. … slowest client's jobs/s ÷ fastest's, {step} × {step}",
+        rows.append(Row(f"scale_fairness_{step}", f"13. Fairness {step} × {step}",
+                        f"13. … slowest client's jobs/s ÷ fastest's, {step} × {step}",
                         "ratio", True, reference="none", target="no client starves: ≥ 0.5", met=lambda v, r: v >= 0.5))
     return rows
 

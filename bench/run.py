@@ -60,6 +60,7 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         log_dir = Path(tmp)
         run_sockpool_and_local(sizes, log_dir, samples, loads)
         run_durability(sizes, log_dir, samples)
+        run_fire_and_forget(sizes, log_dir, samples)
         run_large(sizes, log_dir, samples)
         run_scale(sizes, log_dir, samples)
         run_depth(sizes, log_dir, samples)
@@ -117,6 +118,11 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 add("independent", "sockpool", rate)
                 add("broker_cpu_job", "sockpool", cpu / sizes.independent_jobs * 1e6)
                 add("independent", "local", w.local_independent(pool, sizes.independent_jobs))
+                # AsyncClient against the Client, run next to it on the same cluster.
+                add("async_bulk_map", "sockpool", w.async_bulk_map(address, sizes.bulk_items))
+                add("async_bulk_map", "client", w.sockpool_bulk_map(client, sizes.bulk_items))
+                add("async_independent", "sockpool", w.async_independent(address, sizes.independent_jobs))
+                add("async_independent", "client", w.sockpool_independent(client, sizes.independent_jobs))
                 add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
                 add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
                 add("hop", "sockpool", bs.broker_hop(address, sizes.latency_rounds))
@@ -222,6 +228,25 @@ def run_scale(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
         first = sizes.scale_steps[0]
         for step in sizes.scale_steps:
             samples[f"scale_{step}"]["first"] = list(samples[f"scale_{first}"]["sockpool"])
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.stop()
+
+
+def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Once, on a fresh durable broker: memory with the jobs queued, then after they ran."""
+    click.echo(f"fire and forget, {sizes.forget_jobs:,} jobs ...", err=True)
+    side_dir = fresh_dir(log_dir, "forget")
+    broker, address = start_broker(side_dir)
+    workers = []
+    try:
+        queued, after = w.fire_and_forget_rss(
+            broker.popen.pid, address, sizes.forget_jobs,
+            lambda: workers.append(start_worker(side_dir, address, 2, "--tasks", "bench.tasks")),
+        )
+        samples["forget_rss"]["queued"].append(queued)
+        samples["forget_rss"]["sockpool"].append(after)
     finally:
         for worker in workers:
             worker.stop()

@@ -9,6 +9,7 @@ run instead of winning it.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import subprocess
 import sys
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.tasks import spin, square
-from sockpool.client import Client
+from sockpool.client import AsyncClient, Client
 from sockpool.net.connection import Connection, connect, new_hello
-from sockpool.protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
+from sockpool.protocol import ROLE_CLIENT, Accepted, Notice, Ping, Pong, Submit
 from sockpool.protocol.defaults import MAX_JOBS_PER_FRAME
 
 # Every wait in the benchmark gives up after this long.
@@ -45,6 +46,7 @@ class Sizes:
     scale_steps: tuple[int, ...] = (1, 2, 4, 8)
     scale_jobs: int = 5_000  # per client
     depth_jobs: int = 1_000_000
+    forget_jobs: int = 0  # fire-and-forget run measured for broker memory
 
     @property
     def ideal_spin_wall_s(self) -> float:
@@ -54,11 +56,11 @@ class Sizes:
 
 FULL = Sizes(
     bulk_items=300_000, independent_jobs=20_000, latency_rounds=2_000, spin_jobs=200, spin_s=0.01,
-    queued_jobs=100_000, cli_args=100_000, runs=5,
+    queued_jobs=100_000, cli_args=100_000, runs=5, forget_jobs=1_000_000,
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1,
+    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000,
     large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000,
 )
 
@@ -96,6 +98,34 @@ def sockpool_independent(client: Client, n: int) -> float:
     elapsed, values = timed(run)
     check(values, [x * x for x in range(n)], "independent jobs")
     return n / elapsed
+
+
+def async_bulk_map(address: str, n: int) -> float:
+    """Item 8: as item 1, from asyncio code (`await AsyncClient.map(...)`)."""
+    async def run() -> float:
+        async with AsyncClient(address) as client:
+            await client.map("square", range(2000))  # warm up this connection
+            started = time.perf_counter()
+            values = await client.map("square", range(n), timeout=WAIT_S)
+            elapsed = time.perf_counter() - started
+        check(values, [x * x for x in range(n)], "AsyncClient bulk map")
+        return n / elapsed
+
+    return asyncio.run(run())
+
+
+def async_independent(address: str, n: int) -> float:
+    """Item 9: as item 2, from asyncio code (handles gathered)."""
+    async def run() -> float:
+        async with AsyncClient(address) as client:
+            await asyncio.gather(*[client.submit("square", i) for i in range(200)])  # warm up
+            started = time.perf_counter()
+            values = await asyncio.wait_for(asyncio.gather(*[client.submit("square", i) for i in range(n)]), WAIT_S)
+            elapsed = time.perf_counter() - started
+        check(values, [x * x for x in range(n)], "AsyncClient independent jobs")
+        return n / elapsed
+
+    return asyncio.run(run())
 
 
 def sockpool_latency(client: Client, rounds: int) -> dict[str, float]:
@@ -141,9 +171,33 @@ def broker_bytes_per_queued_job(broker_pid: int, address: str, n: int) -> float:
         conn.close()
 
 
+def fire_and_forget_rss(broker_pid: int, address: str, n: int, start_worker: Callable[[], Any]) -> tuple[float, float]:
+    """Submit `n` fire-and-forget jobs to a broker with no worker, then let
+    a worker run them all; the broker's RSS in MB with the jobs queued, and
+    after they ran. Results nobody can collect must not make it grow."""
+    with Client(address) as client:
+        forget = client.with_options(fire_and_forget=True)
+        for i in range(n):
+            forget.submit("square", i)
+        if not client.wait_accepted(WAIT_S):
+            raise AssertionError("the broker did not accept every fire-and-forget job")
+        queued = rss_bytes(broker_pid)
+        start_worker()
+        deadline = time.monotonic() + WAIT_S
+        while (status := client.status())["totals"]["completed"] < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {status['totals']['completed']} of {n} fire-and-forget jobs ran")
+            time.sleep(0.2)
+        if status["results_kept"]:
+            raise AssertionError(f"the broker kept {status['results_kept']} results of fire-and-forget jobs")
+        return queued / 1e6, rss_bytes(broker_pid) / 1e6
+
+
 def expect_accepted(conn: Connection, batch: int, count: int) -> None:
-    while isinstance(reply := conn.recv(), Ping):
-        conn.send(Pong())  # the broker's heartbeat
+    while isinstance(reply := conn.recv(), (Ping, Notice)):
+        if isinstance(reply, Ping):
+            conn.send(Pong())  # the broker's heartbeat
+        # A notice says the jobs wait for a worker, as they should here.
     if not (isinstance(reply, Accepted) and reply.batch == batch and reply.count == count):
         raise AssertionError(f"broker answered {reply!r} to a submit of {count} jobs")
 

@@ -25,11 +25,19 @@ from sockpool.protocol.defaults import (
     MAX_CONNECTIONS,
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
+    MAX_QUEUED_JOBS,
+    MAX_SESSION_BYTES,
+    MAX_SESSION_JOBS,
+    MAX_STORE_BYTES,
     RESULT_TTL_S,
     OPERATOR_SECRET_ENV,
     SECRET_ENV,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 
+from .quota import Quota
 from .server import BrokerServer
 from .store import DataDirBusy, Store, default_data_dir
 
@@ -56,6 +64,13 @@ def main() -> None:
               help="Heartbeat interval; a peer silent for 4 intervals is dropped and its jobs requeued.")
 @click.option("--result-ttl-s", default=RESULT_TTL_S, show_default=True, type=click.FloatRange(1),
               help="How long unacknowledged results and failed jobs are kept.")
+@click.option("--session-grace-s", default=SESSION_GRACE_S, show_default=True, type=click.FloatRange(1),
+              help="A client gone this long cannot come back: its results are dropped, except detached jobs'.")
+@click.option("--unserved-grace-s", default=UNSERVED_GRACE_S, show_default=True, type=click.FloatRange(0),
+              help="A job whose task no connected worker serves fails with UnknownTask once none has come "
+                   "for this long since it was submitted and since the last worker joined.")
+@click.option("--unserved-timeout-s", default=UNSERVED_TIMEOUT_S, show_default=True, type=click.FloatRange(0),
+              help="...and in any case after this long (the wait when no worker is connected at all).")
 @click.option("--name", default=None, help="Name shown to peers and in logs.")
 @click.option(
     "--secret-file", envvar=SECRET_ENV, metavar="PATH",
@@ -81,6 +96,14 @@ def main() -> None:
     type=click.IntRange(1024),
     help="Bytes waiting for one peer past which, if it reads nothing for 4 heartbeats, it is dropped.",
 )
+@click.option("--max-queued-jobs", default=MAX_QUEUED_JOBS, show_default=True, type=click.IntRange(0),
+              help="Unfinished jobs the broker holds in all; past it a submit is refused 'broker full' (0: no limit).")
+@click.option("--max-store-bytes", default=MAX_STORE_BYTES, show_default=True, type=click.IntRange(0),
+              help="Bytes unfinished jobs may take in all, 512 a job plus its arguments (0: no limit).")
+@click.option("--max-session-jobs", default=MAX_SESSION_JOBS, show_default=True, type=click.IntRange(0),
+              help="Unfinished jobs one client session may have (0: no limit).")
+@click.option("--max-session-bytes", default=MAX_SESSION_BYTES, show_default=True, type=click.IntRange(0),
+              help="Bytes one client session's unfinished jobs may take (0: no limit).")
 @click.option(
     "--handshake-timeout-s", default=HANDSHAKE_TIMEOUT_S, show_default=True, type=click.FloatRange(0.1),
     help="Seconds a new connection has to finish its handshake (TLS, hello, authentication).",
@@ -89,12 +112,20 @@ def main() -> None:
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve Prometheus /metrics and the dashboard on this HTTP port of --host; 0 picks a free one.",
 )
+@click.option(
+    "--metrics-host", "metrics_hosts", multiple=True, metavar="NAME",
+    help="Another DNS name the HTTP port answers to (repeatable); besides IP addresses, localhost and "
+         "this machine's names, other Host headers are refused, against DNS rebinding.",
+)
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
-    heartbeat_s: float, result_ttl_s: float, name: str | None,
+    heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
+    name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
-    max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
+    max_connections: int, max_outbox_bytes: int,
+    max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
+    handshake_timeout_s: float, metrics_port: int | None, metrics_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Start a broker. It prints 'listening on HOST:PORT' once it accepts
@@ -124,15 +155,17 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+        session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
+        quota=Quota(max_queued_jobs, max_store_bytes, max_session_jobs, max_session_bytes),
     )
     http = None
     if metrics_port is not None:
         from .observe import ObserveServer  # only a broker asked for metrics needs prometheus-client
 
         try:
-            http = ObserveServer(host, metrics_port, server.status)
+            http = ObserveServer(host, metrics_port, server.status, allowed_hosts=metrics_hosts)
         except OSError as exc:
             server.stop()
             raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {exc}") from exc
@@ -180,16 +213,18 @@ def status(
     failures show their messages (which may quote a job's arguments) only
     with --operator.
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, SockpoolError, StatusReply, StatusRequest
 
     from .report import format_status
 
     if operator and ctx.get_parameter_source("secret_file") != click.core.ParameterSource.COMMANDLINE:
         secret_file = os.environ.get(OPERATOR_SECRET_ENV) or secret_file
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout, operator=operator) as client:
-            report = client.status(timeout)
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        role = ROLE_OPERATOR if operator else ROLE_CLIENT
+        report = ask(address, StatusRequest(), StatusReply, credentials, timeout, role=role, name="broker-status").status
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
@@ -209,12 +244,20 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     list shows other people's job arguments. A client sees only its own
     session's failures (`Client.failed_jobs`).
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask, failed_job_rows
+    from sockpool.protocol import ROLE_OPERATOR, FailedJobs, ListFailed, SockpoolError
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-failed") as client:
-            jobs = client.failed_jobs()
-    except (SockpoolError, ValueError) as exc:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        jobs: list[dict] = []
+        while True:
+            reply = ask(address, ListFailed(offset=len(jobs)), FailedJobs, credentials, CONNECT_TIMEOUT_S * 2,
+                        role=ROLE_OPERATOR, name="broker-failed")
+            jobs += failed_job_rows(reply.jobs)
+            if not reply.more or not reply.jobs:
+                break
+    except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(jobs))

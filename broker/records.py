@@ -27,36 +27,11 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "body",
-        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at",
+        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
     )
 
     def __init__(
         self,
-        gid: int,
-        session: str,
-        cid: int,
-        task: str,
-        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None],
-        calls: int = 1,
-        attempts: int = 0,
-    ) -> None:
-        self.gid = gid
-        self.session = session
-        self.cid = cid
-        self.task = task
-        self.body = body  # packed [args, kwargs, many, options], or those four unpacked
-        self.attempts = attempts  # runs that ended (result, crash, timeout)
-        self.requeues = 0  # times its worker was lost while holding it
-        self.worker: int | None = None
-        # For status and metrics: calls in this job (a map chunk holds many),
-        # when it last entered the ready queue and when it was last handed out.
-        self.calls = calls
-        self.queued_at = 0.0
-        self.dispatched_at = 0.0
-
-    @classmethod
-    def new(
-        cls,
         gid: int,
         session: str,
         cid: int,
@@ -66,21 +41,46 @@ class Job:
         many: bool,
         options: dict[str, Any] | None = None,
         attempts: int = 0,
-    ) -> Job:
+        cost: int = 0,
+    ) -> None:
         """A job from its unpacked parts (a submit entry)."""
         values = (args, kwargs, many, options or None)
         body = values if large_value(args) else packed(list(values), False)
-        return cls(gid, sys.intern(session), cid, sys.intern(task), body, array_length(args) if many else 1, attempts)
+        self._set(gid, session, cid, task, body, array_length(args) if many else 1, attempts, cost)
 
     @classmethod
-    def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int) -> Job:
-        """A job from its stored row; only a map chunk's body is looked into
-        (for its count of calls)."""
+    def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int, cost: int = 0) -> Job:
+        """A job from its stored row, its arguments left packed; only a map
+        chunk's body is looked into (for its count of calls)."""
         calls = 1
         if _maybe_many(body):
             args, _, many, _ = msgpack.unpackb(body, raw=False)
             calls = array_length(args) if many else 1
-        return cls(gid, sys.intern(session), cid, sys.intern(task), body, calls, attempts)
+        job = cls.__new__(cls)
+        job._set(gid, session, cid, task, body, calls, attempts, cost)
+        return job
+
+    def _set(
+        self, gid: int, session: str, cid: int, task: str,
+        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None], calls: int, attempts: int, cost: int,
+    ) -> None:
+        self.gid = gid
+        self.session = sys.intern(session)
+        self.cid = cid
+        self.task = sys.intern(task)
+        self.body = body  # packed [args, kwargs, many, options], or those four unpacked
+        self.attempts = attempts  # runs that ended (result, crash, timeout)
+        self.requeues = 0  # times its worker was lost while holding it
+        self.worker: int | None = None
+        # For status and metrics: calls in this job (a map chunk holds many),
+        # when it last entered the ready queue and when it was last handed out.
+        self.calls = calls
+        # Bytes it counts against the quotas (broker/quota.py).
+        self.cost = cost
+        self.queued_at = 0.0
+        self.dispatched_at = 0.0
+        # Its session asked to hear when a worker takes it (`started`).
+        self.notify = False
 
     def values(self) -> tuple[Any, dict[str, Any], bool, dict[str, Any] | None]:
         """args, kwargs, many, options."""
@@ -104,9 +104,31 @@ class Job:
             return [self.gid, self.task, args, kwargs, many, options]
         return [self.gid, self.task, args, kwargs, many]
 
+    # Unpacked on each read: for the rare paths (failures, tests), not dispatch.
+    @property
+    def args(self) -> Any:
+        return self.values()[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.values()[1]
+
+    @property
+    def many(self) -> bool:
+        return self.values()[2]
+
     @property
     def options(self) -> dict[str, Any] | None:
         return self.values()[3]
+
+    @property
+    def result_mode(self) -> str | None:
+        """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
+        body = self.body
+        if type(body) is bytes and _RESULT_KEY not in body:
+            return None  # no "result" key anywhere in it: no need to unpack (asked of every job)
+        options = self.options
+        return options.get("result") if options else None
 
     @property
     def retries(self) -> int:
@@ -115,6 +137,9 @@ class Job:
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
+
+
+_RESULT_KEY = msgpack.packb("result")
 
 
 def _maybe_many(body: bytes) -> bool:
@@ -147,6 +172,7 @@ class StoredResult:
     gid: int
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
+    detached: bool = False  # kept even once its session cannot come back
 
 
 @dataclass
@@ -163,6 +189,11 @@ class Session:
     live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
     results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
     gone_since: float | None = None
+    # The client asked (hello.started) to be told when its jobs go to a worker.
+    wants_started: bool = False
+    # Gone past the grace: results of its jobs that are not detached are
+    # not kept (until it comes back after all).
+    abandoned: bool = False
 
     def holds(self, cid: int) -> bool:
         return cid in self.live or cid in self.results

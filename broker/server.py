@@ -64,13 +64,26 @@ from sockpool.protocol.defaults import (
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
-from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE, E_TLS
+from sockpool.protocol.limits import loggable
+from sockpool.protocol.messages import (
+    E_AUTH,
+    E_BAD_MESSAGE,
+    E_DISK_FULL,
+    E_FRAME_TOO_LARGE,
+    E_STORE_FAILED,
+    E_TLS,
+    error_value,
+)
 
 from .peer import Peer
+from .quota import Quota
 from .state import BrokerState
-from .store import GroupCommitStore
+from .store import GroupCommitStore, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
 
@@ -99,6 +112,10 @@ class BrokerServer:
         store: GroupCommitStore | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        quota: Quota | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -126,7 +143,9 @@ class BrokerServer:
         }
         self._tls = tls
         self.state = BrokerState(
-            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
+            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+            session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
+            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota,
         )
         self.store = store
         self._lock = threading.Lock()
@@ -149,6 +168,8 @@ class BrokerServer:
         self._slots = threading.BoundedSemaphore(max_connections)
         self._turned_away = 0
         self._last_turned_away_log = -1e9
+        # The store's writer starts once the restore has read everything (see
+        # _restore_loop): the reading cursor and the writer share a connection.
 
     @property
     def address(self) -> str:
@@ -214,7 +235,7 @@ class BrokerServer:
             return
         with self._lock:
             results = sum(len(session.results) for session in self.state.sessions.values())
-        self.store.start()
+        self.store.start(on_health=self._on_store_health)
         self.restored.set()
         if jobs or results:
             log.info(
@@ -283,11 +304,11 @@ class BrokerServer:
                     self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
-            log.warning("closing %s: %s", conn.peer, exc)
+            log.warning("closing %s: %s", conn.peer, loggable(str(exc)))
             self._send_last_words(conn, Error(E_FRAME_TOO_LARGE, str(exc)))
         except ProtocolError as exc:
             assert conn is not None
-            log.warning("closing %s: protocol error: %s", conn.peer, exc)
+            log.warning("closing %s: protocol error: %s", conn.peer, loggable(str(exc), 500))
             self._send_last_words(conn, Error(E_BAD_MESSAGE, str(exc)))
         except ConnectionLost as exc:
             log.debug("%s", exc)
@@ -381,7 +402,9 @@ class BrokerServer:
             log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
             return None
         except AuthFailed as exc:
-            log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
+            log.warning(
+                "authentication failed for %s %r from %s: %s", hello.role, loggable(hello.name), conn.peer, exc.reason
+            )
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
@@ -406,10 +429,11 @@ class BrokerServer:
         if hello.role == "worker":
             log.info(
                 "worker %s joined from %s: %d processes, tasks %s",
-                hello.name or conn_id, conn.peer, hello.processes, ", ".join(sorted(hello.tasks)),
+                loggable(hello.name) or conn_id, conn.peer, hello.processes,
+                loggable(", ".join(sorted(hello.tasks)), 2000),
             )
         else:
-            log.info("client %s connected from %s", hello.name or conn_id, conn.peer)
+            log.info("%s %s connected from %s", hello.role, loggable(hello.name) or conn_id, conn.peer)
         return peer
 
     def _authenticate(self, conn: Connection, hello: Hello, deadline: float) -> bytes:
@@ -432,7 +456,7 @@ class BrokerServer:
         return auth.verify(answer)
 
     def _refuse(self, conn: Connection, error: Error) -> None:
-        log.warning("refused %s (%s): %s", conn.peer, error.code, error.message)
+        log.warning("refused %s (%s): %s", conn.peer, error.code, loggable(error.message, 500))
         self._send_last_words(conn, error)
 
     def _send_last_words(self, conn: Connection, error: Error) -> None:
@@ -467,9 +491,22 @@ class BrokerServer:
             self._post(out)
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
-        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        # The journal goes to the store before anything is posted: posting
+        # can fail a job it cannot send (see _post), and that failure's
+        # entries must reach the store after this job's `add`, not before.
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+
+    def _on_store_health(self, trouble: StoreTrouble | None) -> None:
+        """On the store's writer thread: it cannot write (refuse new jobs,
+        tell the clients), or writes again (accept them again)."""
+        refusal = None
+        if trouble is not None:
+            code = E_DISK_FULL if trouble.disk_full else E_STORE_FAILED
+            refusal = error_value(code, f"broker cannot store jobs: {trouble.reason}")
+        with self._lock:
+            self._emit(self.state.on_store_health(refusal))
 
     def _post_after_commit(self, out: list[tuple[int, Message]]) -> None:
         with self._lock:

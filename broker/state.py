@@ -19,10 +19,19 @@ Rules:
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
 4. Results go to the session that submitted the job, whichever connection
-   that session is on now, and stay until the session acknowledges them.
+   that session is on now, and stay until the session acknowledges them,
+   or its client has been gone for `session_grace_s` (then only detached
+   jobs' results stay, until their TTL). A fire-and-forget job's result is
+   not kept at all; a failure of any job is kept for `broker failed`.
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
-   last heartbeat said the job was running. Prefetched jobs go back free.
+   last heartbeat said the job was running. Prefetched jobs go back free,
+   and so does everything a draining worker (one that sent `drain`) still
+   held when it left: it was asked to stop, the jobs did nothing wrong.
+6. A session that asked for them (hello.started) gets one `started`
+   message per dispatch round naming its jobs that went to a worker, and
+   after each welcome the jobs workers hold now. Others get none: bulk
+   submitters pay nothing for it.
 """
 
 from __future__ import annotations
@@ -43,16 +52,19 @@ from sockpool.protocol import (
     Ack,
     Credit,
     Drain,
+    Error,
     FailedJobs,
     Hello,
     Jobs,
     ListFailed,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
     Release,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -62,28 +74,42 @@ from sockpool.protocol import (
     error_value,
 )
 from sockpool.protocol.defaults import (
+    FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
     MAX_REQUEUES,
     RESULT_TTL_S,
     RETRY_BASE_S,
+    SESSION_GRACE_S,
     RETRY_MAX_S,
-    FAILED_ROW_MAX_BYTES,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.messages import (
+    E_POISON,
+    E_UNKNOWN_TASK,
+    N_UNSERVED,
+    NOT_RETRYABLE,
+    PROTOCOL_VERSION,
+    RESULT_DETACHED,
+    RESULT_NONE,
+)
 
 from . import admission
-
+from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import EVERYONE, BrokerStats
+from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Tasks listed in status as waiting for a worker, at most.
+MAX_UNSERVED_SHOWN = 20
 # Room in a reply frame for everything but its rows.
 _REPLY_OVERHEAD_BYTES = 256
 
@@ -98,16 +124,22 @@ class BrokerState:
         *,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        quota: Quota | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.quota = quota or Quota()
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
+        self.session_grace_s = session_grace_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
         self.ready: dict[str, deque[Job]] = {}
@@ -121,11 +153,15 @@ class BrokerState:
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
+        self.unserved = UnservedTasks(unserved_grace_s, unserved_timeout_s)
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
+        # While the store cannot write: the error new submissions get.
+        self.store_refusal: dict[str, Any] | None = None
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
+        self._next_abandon_check = 0.0
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
@@ -148,6 +184,7 @@ class BrokerState:
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
             )
             self.served.update(set(hello.tasks))
+            self.unserved.joined(hello.tasks, now)
         else:
             # A session ID is a bearer capability: whoever names it gets its
             # results. So a broker-chosen one is 128 bits from the OS's
@@ -156,7 +193,12 @@ class BrokerState:
             session = self._session(hello.session or new_session_id())
             session.conn_id = conn_id
             session.gone_since = None
+            session.abandoned = False
             self.clients[conn_id] = session
+            if hello.started and not session.wants_started:
+                session.wants_started = True
+                for gid in session.live.values():
+                    self.jobs[gid].notify = True
             if hello.role == ROLE_OPERATOR:
                 self.operators.add(conn_id)
         welcome = Welcome(
@@ -169,6 +211,10 @@ class BrokerState:
             jobs=len(session.live) + len(session.results) if session else 0,
         )
         out: Outbox = [(conn_id, welcome)]
+        if session is not None and session.wants_started:
+            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
+            if running:
+                out.append((conn_id, Started(running)))
         if session is not None and session.results:
             # Everything not acknowledged: the client drops what it already has.
             out.append((conn_id, Results([r.entry for r in session.results.values()])))
@@ -184,6 +230,14 @@ class BrokerState:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
             out: Outbox = []
+            for task in worker.tasks:
+                if task not in self.served and task in self.ready and self.unserved.mark(task, now):
+                    out += self._tell_waiting(task)  # its last server left
+            if worker.draining:
+                # Asked to stop, it left what it could not finish in time:
+                # that is no fault of the jobs', so they go back uncharged,
+                # as if released.
+                return out + self.on_release(worker, list(worker.leased))
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
@@ -279,39 +333,72 @@ class BrokerState:
             rows.append(record.row())
         return FailedJobs(rows, offset, offset + len(rows) < len(visible))
 
+    def on_store_health(self, refusal: dict[str, Any] | None) -> Outbox:
+        """The store cannot write (`refusal`: the error new jobs get) or
+        writes again (None). Clients hear of a refusal at once, so one
+        waiting for room to submit can give up instead of waiting."""
+        self.store_refusal = refusal
+        if refusal is None:
+            return []
+        return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
+
     def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
+        """Accept a batch of jobs, or refuse some with results saying why.
+
+        A job the session already has (sent again after a reconnect) is not
+        added twice; its `accepted` still waits for the store, like every
+        `accepted`, so it only goes out once the job is on disk.
+        """
         refused: list[list[Any]] = []
         added = 0
+        unserved: set[str] = set()
+        refusal = self.store_refusal
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
+        # Each job's share of the frame it came in, plus what any job costs.
+        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
+        room = self.quota.room(session.session_id, cost)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
             why = unfit.get(cid) if unfit else None
-            if why is None and self.workers and task not in self.served:
-                why = unknown_task(task)
+            if why is None and refusal is not None:
+                why = refusal
+            if why is None and added >= room:
+                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
-            job = Job.new(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
+            if task not in self.served:
+                unserved.add(task)
+            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
                           entry[5] if len(entry) > 5 else None)
+            job.notify = session.wants_started
             self._next_gid += 1
+            job.cost = cost
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
             self._queue(job)
             added += 1
+        self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
         assert conn_id is not None  # on_message just set it
-        out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
-        if refused:
-            out.append((conn_id, Results(refused)))
+        # Refusals first: a client that sees `accepted` knows every fate.
+        out: Outbox = [(conn_id, Results(refused))] if refused else []
+        if refusal is not None and refused:
+            out.append((conn_id, Error(refusal["type"], refusal["message"])))
+        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
+        for task in sorted(unserved):  # never without a word: say what they wait for
+            if task in self.unserved.since:
+                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
@@ -367,7 +454,7 @@ class BrokerState:
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
-        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
+        deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -412,6 +499,12 @@ class BrokerState:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep(now)
+        if now >= self._next_abandon_check:
+            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
+            self._abandon_gone_sessions(now)
+        if self.unserved.since:
+            for task, since in self.unserved.due(now, bool(self.workers)):
+                out += self._fail_unserved(task, now - since, now)
         return out + self._dispatch()
 
     def take_silent_connections(self, now: float) -> list[int]:
@@ -456,8 +549,33 @@ class BrokerState:
         self._queue(job, front=True)
         return []
 
+    def _tell_waiting(self, task: str) -> Outbox:
+        """Tell the connected sessions with jobs of `task` queued that they
+        now wait for a worker that serves it."""
+        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
+        sessions = {job.session for job in self.ready.get(task, ())}
+        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
+        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
+
+    def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
+        """No worker came for `task` in time: its queued jobs fail (retries
+        could not help; they fail whole)."""
+        queue = self.ready.pop(task, None)
+        if not queue:
+            return []
+        error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
+        self.stats.remember_failure(task, "", error, now)
+        by_session: dict[str, list[list[Any]]] = {}
+        for job in queue:
+            self.ready_count -= 1
+            self.ready_calls -= job.calls
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session)
+
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
+        self.quota.remove(job.session, job.cost)
         self.stats.on_finished(job.task, job.calls, ok, value, now)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
@@ -468,11 +586,16 @@ class BrokerState:
             self.failed.append(record)
             self.journal.append(("failed", record))
         session = self.sessions.get(job.session)
-        if session is None:
+        if session is not None:
+            session.live.pop(job.cid, None)
+        mode = job.result_mode
+        if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
+            # Nobody will collect it: keep nothing (a failure stays listed
+            # above, for `broker failed`).
+            self.journal.append(("forget", [job.gid]))
             return
-        session.live.pop(job.cid, None)
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -495,6 +618,20 @@ class BrokerState:
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
         self.journal.append(("expire", cutoff))
+
+    def _abandon_gone_sessions(self, now: float) -> None:
+        """Sessions whose client has been gone past the grace cannot come
+        back for their results: drop those not detached, and keep no more."""
+        limit = now - self.session_grace_s
+        for session in self.sessions.values():
+            if session.abandoned or session.conn_id is not None or session.gone_since is None:
+                continue
+            if session.gone_since > limit:
+                continue
+            session.abandoned = True
+            dropped = [cid for cid, r in session.results.items() if not r.detached]
+            if dropped:
+                self.journal.append(("forget", [session.results.pop(cid).gid for cid in dropped]))
 
     # -- queue -----------------------------------------------------------
 
@@ -519,6 +656,8 @@ class BrokerState:
         self.ready_count += 1
         self.ready_calls += job.calls
         job.queued_at = self.now
+        if job.task not in self.served:
+            self.unserved.mark(job.task, self.now)
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -535,6 +674,7 @@ class BrokerState:
             return []
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
         out: Outbox = []
+        started: list[Job] = []
         for index, worker in enumerate(eligible):
             runnable = worker.tasks.intersection(self.ready)
             if not runnable:
@@ -544,14 +684,26 @@ class BrokerState:
             waiting = sum(len(self.ready[t]) for t in runnable)
             processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
             share = math.ceil(waiting * worker.processes / processes)
-            batch = self._take(worker, min(worker.credit, share))
+            batch = self._take(worker, min(worker.credit, share), started)
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
             if not self.ready_count:
                 break
+        return out + self._started(started) if started else out
+
+    def _started(self, jobs: list[Job]) -> Outbox:
+        """One `started` per session for the jobs that just went to workers."""
+        by_session: dict[str, list[int]] = {}
+        for job in jobs:
+            by_session.setdefault(job.session, []).append(job.cid)
+        out: Outbox = []
+        for session_id, cids in by_session.items():
+            session = self.sessions.get(session_id)
+            if session is not None and session.conn_id is not None:
+                out.append((session.conn_id, Started(cids)))
         return out
 
-    def _take(self, worker: WorkerInfo, limit: int) -> list[list[Any]]:
+    def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
         batch: list[list[Any]] = []
         for task in worker.tasks:
             queue = self.ready.get(task)
@@ -562,6 +714,8 @@ class BrokerState:
                 self.ready_calls -= job.calls
                 worker.leased[job.gid] = job
                 batch.append(job.entry())
+                if job.notify:
+                    started.append(job)
             if queue is not None and not queue:
                 del self.ready[task]
             if len(batch) >= limit:
@@ -588,6 +742,8 @@ class BrokerState:
         for job in jobs:
             session = sessions.get(job.session) or self._session(job.session)
             session.live[job.cid] = job.gid
+            job.cost += JOB_OVERHEAD_BYTES
+            self.quota.add(job.session, job.cost)
             queue = ready.get(job.task)
             if queue is None:
                 queue = ready[job.task] = deque()
@@ -600,7 +756,13 @@ class BrokerState:
             session.results[result.entry[0]] = result
         for session in self.sessions.values():
             session.gone_since = now
-        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        for record in sorted(failed, key=lambda f: f.finished_at):
+            # Rows an older broker stored may be of any size: bound them as
+            # new ones are, so `broker failed` can always answer.
+            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
+                record.args, record.kwargs, record.error, self.failed_row_bytes
+            )
+            self.failed.append(record)
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
@@ -620,6 +782,14 @@ class BrokerState:
         }
 
     # -- observation -----------------------------------------------------
+
+    def _unserved_status(self, now: float) -> list[dict[str, Any]]:
+        connected = bool(self.workers)
+        return [
+            {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
+             "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
+            for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
+        ]
 
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
         """Time a run whose result came back and count it for its worker;
@@ -661,6 +831,13 @@ class BrokerState:
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Results kept for sessions to collect (fire-and-forget jobs keep none).
+            "results_kept": sum(len(s.results) for s in self.sessions.values()),
+            # Queued jobs that no connected worker can run, per task, and
+            # when they fail with UnknownTask unless one joins.
+            "unserved": self._unserved_status(now),
+            # Why new jobs are refused right now ("" while the store writes).
+            "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
@@ -672,13 +849,13 @@ class BrokerState:
         }
 
 
+def broker_full() -> dict[str, Any]:
+    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
+
+
 def new_session_id() -> str:
     """An unguessable session ID: 128 bits from `secrets`."""
     return secrets.token_hex(16)
 
 
 _by_gid = operator.attrgetter("gid")
-
-
-def unknown_task(task: str) -> dict[str, Any]:
-    return error_value(E_UNKNOWN_TASK, f"no connected worker serves task {task!r}")

@@ -14,12 +14,12 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -28,12 +28,13 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.limits import MAX_TIMEOUT_S
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
-from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.messages import RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
+from sockpool.net.request import failed_job_rows
+from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
+from .futures import BUSY, JobFuture
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -49,6 +50,14 @@ class Client:
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
+
+    With `notify_started`, the broker tells the client when a worker takes
+    each job, so that `future.running()` turns true and `cancel()` fails
+    from then on (one small message per dispatch round; off by default,
+    as bulk submitters have no use for it).
+
+    A client dropped without `close()` closes itself once its pending
+    futures are resolved (at garbage collection).
     """
 
     def __init__(
@@ -66,6 +75,8 @@ class Client:
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
         operator: bool = False,
+        on_notice: Callable[[str], None] | None = None,
+        notify_started: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -77,6 +88,11 @@ class Client:
         `operator` connects in the operator role, with the operator's
         secret: `failed_jobs` then lists every session's failures, not only
         this client's (see SECURITY.md).
+
+        `on_notice(text)` hears what the broker says about our jobs that is
+        not an error, such as jobs waiting for a worker that serves their
+        task (on the reader thread: return quickly); by default it is
+        logged as a warning.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -92,15 +108,19 @@ class Client:
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._futures: dict[int, Future[Any]] = {}
+        self._futures: dict[int, Any] = {}  # JobFuture, or aio.py's slot
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
+        self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
         self._link = BrokerLink(
             address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
-            ROLE_OPERATOR if operator else ROLE_CLIENT,
+            ROLE_OPERATOR if operator else ROLE_CLIENT, on_notice, self._accepted,
+            on_started=self._mark_started if notify_started else None,
         )
         self.session = self._link.welcome.session or self._link.session
+        # Dropped without close(): the link's threads hold us only weakly.
+        self._finalizer = weakref.finalize(self, self._link.close)
         self._link.start()
 
     def __enter__(self) -> Client:
@@ -132,11 +152,29 @@ class Client:
         """
         return self._submit(task, list(args), kwargs, False, self.options)
 
-    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> JobOptions:
-        """`submit` and `map` with other retries or timeout than the client's."""
+    def with_options(
+        self, *, retries: int | None = None, timeout: float | None = None,
+        detached: bool = False, fire_and_forget: bool = False,
+    ) -> JobOptions:
+        """`submit` and `map` with other retries or timeout than the client's.
+
+        `detached`: the broker keeps the results even after this client is
+        gone for good, until a client attaching to this session (`session=`,
+        `collect`) acknowledges them or their TTL passes. Without it, the
+        results of a client gone longer than the broker's session grace
+        (5 minutes by default) are dropped: nobody can collect them.
+
+        `fire_and_forget` (`submit` only): the broker keeps no result at
+        all, only a record of a failure (`broker failed`); the future
+        resolves to None once the job is on the broker's disk.
+        """
+        if detached and fire_and_forget:
+            raise ValueError("a job is either detached or fire-and-forget")
+        mode = RESULT_DETACHED if detached else RESULT_NONE if fire_and_forget else None
         return JobOptions(self, job_options(
             self.options.get("retries", 0) if retries is None else retries,
             self.options.get("timeout") if timeout is None else timeout,
+            mode,
         ))
 
     def map(
@@ -167,6 +205,10 @@ class Client:
         """For a client created with `session=`: wait for every result the
         broker holds for that session; (job id, ok, value) in submission order.
 
+        The broker holds them for a session gone longer than its session
+        grace (5 minutes by default) only if the jobs were submitted
+        detached (`with_options(detached=True)`, `submit --detach`).
+
         Raises:
             TimeoutError: not all results arrived in time.
             ConnectionLost: the broker was lost for good.
@@ -187,6 +229,12 @@ class Client:
         """Wait until the broker has durably accepted every job submitted so far."""
         return self._link.wait_accepted(timeout)
 
+    @property
+    def refused(self) -> int:
+        """Jobs the broker refused at submit so far (unknown task, too large,
+        broker full): their futures fail at once, each with the reason."""
+        return self._link.refused
+
     def ack_all(self) -> None:
         """Let the broker forget every result of this session it has sent."""
         self._link.ack(None)
@@ -202,12 +250,11 @@ class Client:
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
         jobs: list[dict[str, Any]] = []
         while True:
             reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
             assert isinstance(reply, FailedJobs)
-            jobs += [{**dict(zip(keys, row)), "args": _readable(row[1])} for row in reply.jobs]
+            jobs += failed_job_rows(reply.jobs)
             if not reply.more or not reply.jobs:
                 return jobs
 
@@ -225,8 +272,13 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
-        self._link.close()
+        self._finalizer()
         self._fail_all(ConnectionLost("client closed"))
+
+    def pending(self) -> list[Future[Any]]:
+        """The futures whose results have not arrived yet (cancelled ones too)."""
+        with self._lock:
+            return list(self._futures.values())
 
     # -- internals ----------------------------------------------------------
 
@@ -234,8 +286,10 @@ class Client:
         self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
     ) -> Iterator[Any]:
+        if options.get("result") == RESULT_NONE:
+            raise ValueError("map yields results: fire-and-forget jobs have none (use submit)")
         if chunksize is None:
-            chunksize = 1 if options else self._default_chunksize(iterable)
+            chunksize = 1 if options.keys() - {"result"} else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         items = iter(iterable)
@@ -254,7 +308,7 @@ class Client:
             while window:
                 future, size = window.popleft()
                 refill()
-                yield _chunk_values(future, size, timeout, return_exceptions)
+                yield chunk_values(future, size, timeout, return_exceptions)
 
         # chain walks each chunk's list in C: no Python frame per item.
         return itertools.chain.from_iterable(chunks())
@@ -266,33 +320,82 @@ class Client:
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(iterable) / (4 * processes))))  # type: ignore[arg-type]
 
     def _submit(
-        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
-    ) -> Future[Any]:
-        future: Future[Any] = Future()
+        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any],
+        future: JobFuture | None = None,
+    ) -> JobFuture:
+        """Queue one job entry; resolves `future` (a new one by default).
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        future = JobFuture() if future is None else future
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
             lone = not self._futures  # no other job of ours in flight: send it now
+            if lone:
+                BUSY.add(self)
             self._futures[job_id] = future
-        # A chunk's items travel packed: only the worker's pool unpacks them.
-        packed = pack_array(args) if many else args
-        entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
+            if options.get("result") == RESULT_NONE:
+                self._unwanted.add(job_id)
+        entry = job_entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
-            with self._lock:
-                self._futures.pop(job_id, None)
+            self._forget([job_id])
             raise
         return future
 
+    def _submit_many(self, calls: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], Any]]) -> None:
+        """Queue many job entries at once, for the event loop (aio.py): each
+        (task, args, kwargs, many, options, future), where the future is
+        anything with set_result, set_exception and mark_running. One lock
+        round for them all, no waiting for room, no sending on this thread.
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        with self._lock:
+            if self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost}")
+            if not self._futures:
+                BUSY.add(self)
+            ids = [next(self._ids) for _ in calls]
+            for job_id, call in zip(ids, calls):
+                self._futures[job_id] = call[5]
+                if call[4].get("result") == RESULT_NONE:
+                    self._unwanted.add(job_id)
+        entries = [job_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
+        try:
+            self._link.queue_many(entries)
+        except ConnectionLost:
+            self._forget(ids)
+            raise
+
+    def _forget(self, ids: list[int]) -> None:
+        with self._lock:
+            for job_id in ids:
+                self._futures.pop(job_id, None)
+            if not self._futures:
+                BUSY.discard(self)
+
+    def _mark_started(self, ids: list[int]) -> None:
+        with self._lock:
+            futures = [self._futures.get(job_id) for job_id in ids]
+        for future in futures:
+            if future is not None:
+                future.mark_running()
+
     def _resolve(self, results: list[list[Any]]) -> None:
-        results = [_unpacked(entry) for entry in results]
+        results = [result_entry(entry) for entry in results]
         with self._lock:
             futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
+            if not self._futures:
+                BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
         for future, _, ok, value in futures:
             if future is None:
@@ -309,10 +412,28 @@ class Client:
         if self.auto_ack:
             self._link.ack([entry[0] for entry in results])
 
+    def _accepted(self, jobs: list[list[Any]]) -> None:
+        """On the reader thread: a batch is on the broker's disk. A
+        fire-and-forget job is done for us then (a refusal came before)."""
+        if not self._unwanted:
+            return
+        with self._lock:
+            done = [self._futures.pop(job[0], None) for job in jobs if job[0] in self._unwanted]
+            self._unwanted.difference_update(job[0] for job in jobs)
+            if not self._futures:
+                BUSY.discard(self)
+        for future in done:
+            if future is not None:
+                try:
+                    future.set_result(None)
+                except InvalidStateError:
+                    pass
+
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
+            BUSY.discard(self)
             self._lock.notify_all()
         for future in futures.values():
             try:
@@ -336,62 +457,3 @@ class JobOptions:
         timeout: float | None = None, return_exceptions: bool = False,
     ) -> Iterator[Any]:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
-
-
-def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
-    """The `options` of a job entry; empty when both are defaults.
-
-    Raises:
-        ValueError: a negative retry count or a non-positive timeout.
-    """
-    if retries < 0 or retries > MAX_RETRIES:
-        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
-        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
-    options: dict[str, Any] = {}
-    if retries:
-        options["retries"] = retries
-    if timeout is not None:
-        options["timeout"] = float(timeout)
-    return options
-
-
-def _readable(args: Any) -> Any:
-    try:
-        return unpack_array(args)
-    except SockpoolError:
-        return args
-
-
-def _unpacked(entry: list[Any]) -> list[Any]:
-    """A result entry with a map chunk's packed values as a list."""
-    job_id, ok, value = entry
-    try:
-        return [job_id, ok, unpack_array(value)]
-    except SockpoolError as exc:
-        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
-
-
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
-    """The values of one map chunk: its result list, or, if items failed,
-    an iterator that yields up to the first failure and then raises it."""
-    try:
-        return future.result(timeout)  # type: ignore[no-any-return]
-    except FutureTimeout:
-        raise TimeoutError(f"no result within {timeout} s") from None
-    except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return _item_values(failed.items, return_exceptions)
-
-
-def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
-    for ok, value in items:
-        if ok:
-            yield value
-        elif return_exceptions:
-            yield JobFailed(value)
-        else:
-            raise JobFailed(value) from None

@@ -32,10 +32,12 @@ from sockpool.protocol import (
     FailedJobs,
     HandshakeRefused,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
     Results,
+    Started,
     StatusReply,
     Submit,
     Welcome,
@@ -55,10 +57,14 @@ from sockpool.protocol.defaults import (
     RECONNECT_MIN_S,
     SUBMIT_FRAME_BYTES,
 )
-from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS
+from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
+from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
+from .errors import BrokerRefused
+
+from .futures import WeakCallback
 
 log = logging.getLogger("sockpool.client")
 
@@ -131,8 +137,13 @@ class BrokerLink:
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
         role: str = ROLE_CLIENT,
+        on_notice: Callable[[str], None] | None = None,
+        on_accepted: Callable[[list[list[Any]]], None] | None = None,
+        on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """Connect and shake hands.
+        """Connect and shake hands. The callbacks are held weakly (see
+        `WeakCallback`); with `on_started`, the broker is asked to say
+        when our jobs go to a worker.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -145,8 +156,12 @@ class BrokerLink:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._on_results = on_results
-        self._on_lost = on_lost
+        self._on_results = WeakCallback(on_results)
+        self._on_lost = WeakCallback(on_lost)
+        self._on_notice = None if on_notice is None else WeakCallback(on_notice)
+        self._notices_logged: set[str] = set()
+        self._on_accepted = None if on_accepted is None else WeakCallback(on_accepted)
+        self._on_started = None if on_started is None else WeakCallback(on_started)
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -155,8 +170,14 @@ class BrokerLink:
         # `queue` bounds, so a caller submitting faster than the broker
         # accepts waits instead of piling jobs up in memory.
         self._pending = 0
+        # Jobs the broker refused at submit (their results say why).
+        self.refused = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
+        # The broker said it takes no new jobs (disk full); cleared by the
+        # next batch it accepts whole. A caller waiting for room gives up.
+        self._refusal: Error | None = None
+        self._refused_upto = 0  # batches numbered up to this were sent before it
         self._replies: list[Future[Message]] = []
         self._closed = False
         self._closing = threading.Event()  # wakes the heartbeat thread to end
@@ -189,7 +210,7 @@ class BrokerLink:
                 pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
-        hello = new_hello(self.role, name=self.name, session=self.session)
+        hello = new_hello(self.role, name=self.name, session=self.session, started=self._on_started is not None)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         # No socket timeout: it would also bound a whole sendall, and a large
         # submit on a slow link would then count as a lost broker. Silence is
@@ -219,12 +240,19 @@ class BrokerLink:
 
         Raises:
             ConnectionLost: the link is closed or gave up on the broker.
+            BrokerRefused: there is no room, and the broker said it takes no
+                new jobs for now: waiting could last as long as its trouble.
         """
         with self._lock:
-            while self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None:
+            while (
+                self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None
+                and not self._refused_locked()
+            ):
                 self._lock.wait()
             if self._closed or self._gave_up is not None:
                 raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            if self._pending >= MAX_PENDING_JOBS and self._refusal is not None:
+                raise BrokerRefused(self._refusal.code, self._refusal.message)
             self._unsent.append(job)
             self._pending += 1
             direct = lone and not self._sending and self._conn is not None and len(self._unsent) == 1
@@ -234,6 +262,24 @@ class BrokerLink:
                 return
             conn, batches = self._take_batches_locked()
         self._send_batches(conn, batches)
+
+    def queue_many(self, jobs: list[list[Any]]) -> None:
+        """Queue jobs for the sender thread, at once: for callers on an
+        event loop, which must not wait. They are queued even past
+        MAX_PENDING_JOBS; such callers bound what they have in flight
+        themselves (AsyncClient.map keeps a window of chunks).
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
+        with self._lock:
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            wake = not self._unsent
+            self._unsent += jobs
+            self._pending += len(jobs)
+            if wake:
+                self._lock.notify_all()
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -263,17 +309,34 @@ class BrokerLink:
                 pass
 
     def wait_accepted(self, timeout_s: float | None) -> bool:
-        """Wait until the broker has durably accepted every queued job."""
+        """Wait until the broker has durably accepted (or refused) every
+        queued job.
+
+        Raises:
+            BrokerRefused: the broker said it takes no new jobs for now, and
+                some jobs are still not accepted.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             while self._unsent or self._unaccepted:
                 if self._closed:
                     return False
+                if self._refused_locked():
+                    assert self._refusal is not None
+                    raise BrokerRefused(self._refusal.code, self._refusal.message)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 self._lock.wait(left)
         return True
+
+    def _refused_locked(self) -> bool:
+        """The broker said it takes no new jobs after every batch still
+        waiting was sent: their answer could be as far off as its recovery."""
+        return (
+            self._refusal is not None and not self._unsent
+            and all(batch <= self._refused_upto for batch in self._unaccepted)
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -440,10 +503,19 @@ class BrokerLink:
             self._last_heard = time.monotonic()
             if isinstance(msg, Results):
                 self._on_results(msg.results)
+            elif isinstance(msg, Started):
+                if self._on_started is not None:
+                    self._on_started(msg.ids)
             elif isinstance(msg, Accepted):
                 with self._lock:
-                    self._pending -= len(self._unaccepted.pop(msg.batch, ()))
+                    batch = self._unaccepted.pop(msg.batch, ())
+                    self._pending -= len(batch)
+                    self.refused += max(0, len(batch) - msg.count)
+                    if self._refusal is not None and msg.count and msg.count == len(batch):
+                        self._refusal = None  # the broker takes jobs again
                     self._lock.notify_all()
+                if batch and self._on_accepted is not None:
+                    self._on_accepted(list(batch))
             elif isinstance(msg, Ping):
                 conn.send(Pong())
             elif isinstance(msg, (FailedJobs, StatusReply)):  # replies come in request order
@@ -451,8 +523,19 @@ class BrokerLink:
                     reply = self._replies.pop(0) if self._replies else None
                 if reply is not None:
                     reply.set_result(msg)
+            elif isinstance(msg, Notice):
+                if self._on_notice is not None:
+                    self._on_notice(msg.message)
+                elif msg.message not in self._notices_logged and len(self._notices_logged) < 100:
+                    self._notices_logged.add(msg.message)  # once each, not once per batch
+                    log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
-                log.error("broker says %s: %s", msg.code, msg.message)
+                log.error("broker says %s: %s", loggable(msg.code), loggable(msg.message, 2000))
+                if msg.code in REFUSALS:
+                    with self._lock:
+                        self._refusal = msg
+                        self._refused_upto = max(self._unaccepted, default=self._refused_upto)
+                        self._lock.notify_all()
             elif not isinstance(msg, Pong):
                 raise ProtocolError(f"unexpected {msg.type!r} from the broker")
 

@@ -16,8 +16,12 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff), `result`
+("detached": kept for a session that may come back much later; "none":
+fire and forget, the broker keeps no result, only a failure record) and
+`init` ([task, args]: run once per pool process before the first job
+naming it).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -27,10 +31,12 @@ A failed job's value is an error map, see `error_value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
+from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
 from .framing import frame, frame_parts, pack_body, prefix, unpack_body
 from .limits import (
@@ -49,6 +55,10 @@ from .packed import array_header, is_array
 from .splice import SPLICE_BYTES, large_entry, pack_pieces
 
 PROTOCOL_VERSION = 1
+# The `result` job option: who wants the result.
+RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
+RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
+RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -65,6 +75,7 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+N_UNSERVED = "unserved"  # a notice: jobs wait for a worker serving their task
 E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
@@ -74,6 +85,15 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+E_INITIALIZER_FAILED = "InitializerFailed"
+# Submissions the broker refuses for now (the job is not accepted; submit
+# it again later): it cannot write its journal, because the disk is full or
+# for another reason it names.
+E_DISK_FULL = "DiskFull"
+E_STORE_FAILED = "StoreFailed"
+# Refusals that say the broker takes no new jobs at the moment: the client
+# raises them from a submit that would otherwise wait for room.
+REFUSALS = frozenset({E_DISK_FULL, E_STORE_FAILED})
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 
@@ -127,6 +147,8 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Clients: send `started` notices for this session's jobs.
+    started: bool = False
 
 
 @_message("challenge")
@@ -171,6 +193,16 @@ class Error(Message):
     message: str
 
 
+@_message("notice")
+class Notice(Message):
+    """Broker to client: something the submitter should know that is not an
+    error, such as a job waiting for a worker that serves its task
+    (`code` "unserved"). For people: the client shows `message`."""
+
+    code: str
+    message: str
+
+
 @_message("submit")
 class Submit(Message):
     """Client to broker: a batch of jobs."""
@@ -185,6 +217,14 @@ class Accepted(Message):
 
     batch: int
     count: int
+
+
+@_message("started")
+class Started(Message):
+    """Broker to a client that asked for it (hello.started): these jobs of
+    its session (client ids) were handed to a worker."""
+
+    ids: list[int]
 
 
 @_message("jobs")
@@ -427,18 +467,21 @@ def from_wire(wire: Any) -> Message:
             if required:
                 raise ProtocolError(f"{tag}: missing field {name!r}")
             continue
-        value = wire[name]
+        value: Any = wire[name]
         if base is float and type(value) is int:
             value = float(value)  # an encoder may write 2.0 as 2
-        elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
+        checked: Any = value  # of type `base`; mypy cannot follow isinstance with a variable
+        if base is float and not math.isfinite(checked):
+            raise ProtocolError(f"{tag}: field {name!r} must be a finite number")
         if base is int:
-            low, high = _INT_RANGES.get((tag, name), _INT64)
-            if not low <= value <= high:
+            low, high = _INT_RANGES.get((cls.type, name), _INT64)
+            if not low <= checked <= high:
                 raise ProtocolError(f"{tag}: field {name!r} out of range [{low}, {high}]")
-        elif base is str and len(value) > _STR_LIMITS.get(name, _ANY_LENGTH):
+        elif base is str and len(checked) > _STR_LIMITS.get(name, _ANY_LENGTH):
             raise ProtocolError(f"{tag}: field {name!r} longer than {_STR_LIMITS[name]} characters")
-        kwargs[name] = value
+        kwargs[name] = checked
     msg = cls(**kwargs)
     _checks.get(cls, _no_check)(msg)
     return msg
@@ -492,8 +535,10 @@ def _valid_options(options: Any) -> bool:
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
     # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
-    return (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S)) and (
-        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    return (
+        (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
+        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and options.get("result") in (None, *RESULT_MODES)
     )
 
 
@@ -513,6 +558,14 @@ def check_result(entry: Any) -> None:
 def _check_jobs(msg: Any) -> None:
     for entry in msg.jobs:
         check_job(entry)
+
+
+def _check_submit(msg: Any) -> None:
+    # Each job costs the broker a few hundred bytes however few it took on
+    # the wire; clients split their batches at this many (client/link.py).
+    if len(msg.jobs) > MAX_JOBS_PER_FRAME:
+        raise ProtocolError(f"submit: more than {MAX_JOBS_PER_FRAME} jobs in one frame")
+    _check_jobs(msg)
 
 
 def _check_results(msg: Any) -> None:
@@ -546,13 +599,14 @@ def _check_task_names(msg: Any) -> None:
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
-    Submit: _check_jobs,
+    Submit: _check_submit,
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,
     Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
+    Started: _check_ids,
     Ping: _check_ping,
 }
 

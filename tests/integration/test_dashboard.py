@@ -18,6 +18,7 @@ import pytest
 from sockpool.client import Client
 
 from .cluster import environment
+from .conftest import Cluster
 from .test_observe import http_get
 
 SETUP_SCRIPT = Path(__file__).resolve().parents[1] / "setup_browser.sh"
@@ -121,3 +122,17 @@ def test_dashboard_shows_workers_as_they_join_and_recent_failures(observed, tmp_
     assert "ValueError" in after.text_by_id["failures"]
     assert "disk full" not in after.text_by_id["failures"]
     assert "tests.tasks:fail" in after.text_by_id["tasks"] and "square" in after.text_by_id["tasks"]
+
+
+def test_dashboard_shows_jobs_no_connected_worker_can_run(tmp_path):
+    cluster = Cluster(tmp_path, "--in-memory", "--metrics-port", "0", "--unserved-grace-s", "120")
+    try:
+        cluster.add_worker(1)
+        with Client(cluster.address) as client:
+            client.submit("mytasks:missing", 1)
+            assert client.wait_accepted(WAIT_S)
+            page = Page(rendered_dom(f"http://{cluster.broker.metrics_address}/", tmp_path / "profile"))
+        assert "mytasks:missing" in page.text_by_id["unserved"]
+        assert page.text_by_id["store-refusal"] == ""  # the store writes: nothing refused
+    finally:
+        cluster.stop()

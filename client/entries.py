@@ -1,0 +1,91 @@
+"""What the client puts on the wire for a job and takes off it for a result.
+
+A job entry carries its arguments as wire values (protocol/values.py: a
+map chunk's items packed, tuples and big ints as extension values); a
+result entry's value is turned back into the Python value it stands for.
+A map chunk's result is a list of values, or a failure that says how each
+item went; `chunk_values` turns either into what `map` yields.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Iterable, Iterator
+
+from sockpool.protocol import SockpoolError
+from sockpool.protocol.limits import MAX_TIMEOUT_S
+from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from sockpool.protocol.packed import pack_array
+from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
+
+from .errors import JobFailed
+
+
+def job_options(retries: int, timeout: float | None, result: str | None = None) -> dict[str, Any]:
+    """The `options` of a job entry; empty when all are defaults.
+
+    Raises:
+        ValueError: a negative retry count or a non-positive timeout.
+    """
+    if retries < 0 or retries > MAX_RETRIES:
+        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
+    options: dict[str, Any] = {}
+    if retries:
+        options["retries"] = retries
+    if timeout is not None:
+        options["timeout"] = float(timeout)
+    if result is not None:
+        options["result"] = result
+    return options
+
+
+def job_entry(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool,
+           options: dict[str, Any]) -> list[Any]:
+    """A job entry for the wire. A chunk's items travel packed: only the
+    worker's pool unpacks them. Tuples and big ints travel as extension
+    values (protocol/values.py); what msgpack cannot encode at all is left
+    for the link to refuse, for this job alone."""
+    try:
+        packed = pack_array(args) if many else wire_args(args)
+        kwargs = wire_kwargs(kwargs)
+    except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
+        packed = args
+    return [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
+
+
+def result_entry(entry: list[Any]) -> list[Any]:
+    """A result entry with its value as the Python value it stands for: a
+    map chunk's packed values as a list, tuples as tuples, big ints."""
+    job_id, ok, value = entry
+    try:
+        return [job_id, ok, from_wire_value(value) if ok else from_wire_error(value)]
+    except SockpoolError as exc:
+        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
+
+
+def chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
+    """The values of one map chunk: its result list, or, if items failed,
+    an iterator that yields up to the first failure and then raises it."""
+    try:
+        return future.result(timeout)  # type: ignore[no-any-return]
+    except FutureTimeout:
+        raise TimeoutError(f"no result within {timeout} s") from None
+    except JobFailed as failed:
+        if failed.items is None:  # the chunk failed as a whole: every item did
+            if not return_exceptions:
+                raise
+            return [failed] * size
+        return item_values(failed.items, return_exceptions)
+
+
+def item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
+    for ok, value in items:
+        if ok:
+            yield value
+        elif return_exceptions:
+            yield JobFailed(value)
+        else:
+            raise JobFailed(value) from None
