@@ -93,7 +93,7 @@ class Job:
     def stored_body(self) -> bytes:
         """The packed [args, kwargs, many, options] the store keeps."""
         body = self.body
-        if type(body) is tuple:
+        if isinstance(body, tuple):
             return packed(list(body), large_value(body[0]))
         return body
 

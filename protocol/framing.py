@@ -56,7 +56,7 @@ def pack_body(value: Any) -> bytes:
         raise ProtocolError(f"cannot encode value: {exc}") from exc
 
 
-def unpack_body(body: bytes | memoryview) -> Any:
+def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     """Decode one msgpack body.
 
     Raises:
@@ -154,8 +154,8 @@ class FrameDecoder:
                 if self._eof:
                     raise ProtocolError("truncated frame")
                 return None
-            body, self._large, self._large_filled = memoryview(self._large), None, 0
-            return body
+            large, self._large, self._large_filled = memoryview(self._large), None, 0
+            return large
         available = len(self._buf) - self._pos
         if available >= PREFIX_BYTES:
             (length,) = _PREFIX.unpack_from(self._buf, self._pos)

@@ -356,8 +356,8 @@ def encode_parts(msg: Message) -> list[bytes]:
     Raises:
         ProtocolError: a field holds a value msgpack cannot encode.
     """
-    if type(msg) is Jobs or type(msg) is Results:
-        entries = msg.jobs if type(msg) is Jobs else msg.results
+    if isinstance(msg, (Jobs, Results)):
+        entries = msg.jobs if isinstance(msg, Jobs) else msg.results
         for entry in entries:
             if large_entry(entry):
                 return _spliced(msg, entries)
@@ -383,7 +383,7 @@ def _spliced(msg: Jobs | Results, entries: list[list[Any]]) -> list[bytes]:
                     pieces.append(piece)
             else:
                 small.append(pack_body(entry))
-        if type(msg) is Results:
+        if isinstance(msg, Results):
             small += [_CREDIT_KEY, pack_body(msg.credit)]
     except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
         raise ProtocolError(f"cannot encode value: {exc}") from exc
@@ -440,7 +440,7 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[
     raise ProtocolError(f"{msg.type} message of {body_bytes} bytes exceeds the limit of {max_body_bytes}")
 
 
-def decode(body: bytes) -> Message:
+def decode(body: bytes | bytearray | memoryview) -> Message:
     """One frame body (no prefix) as a message.
 
     Raises:
