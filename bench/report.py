@@ -55,23 +55,33 @@ def row_specs(s: Sizes) -> list[Row]:
         Row("async_independent", f"10. AsyncClient independent jobs, {s.independent_jobs:,}",
             f"10. AsyncClient independent jobs: {s.independent_jobs:,} submits, gathered (vs Client.submit, same run)",
             "jobs/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("plain_jobs", "11. Plain jobs, limits + keys held", f"11. Jobs with no key or limit, {s.control_jobs:,} submits, on a broker holding {s.control_jobs:,} keys and 2 limits (vs a plain broker)",
+            "jobs/s", True, reference="plain", target="≥ 0.9× plain", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("limited", "12. Task at its limit of 2", f"12. Parallel efficiency: {s.spin_jobs} jobs of {s.spin_s * 1000:g} ms CPU under a global limit of 2, on 2 processes (vs the same jobs unlimited)",
+            "efficiency", True, reference="unlimited", target="≥ 0.9× unlimited", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("keyed_submits", "13. Unique-key submits", f"13. {s.control_jobs:,} submits, each with its own unique key (vs no key)",
+            "jobs/s", True, reference="plain"),
+        Row("key_memory", "14. Broker memory, keyed job", f"14. Broker memory per queued job with a 16-character unique key ({s.queued_jobs:,} queued; vs no key)",
+            "bytes", False, reference="plain"),
+        Row("key_store", "15. Store bytes, keyed job", f"15. Store bytes per queued job with a unique key (vs no key)",
+            "bytes", False, reference="plain"),
         *large_rows(s),
-        Row("broker_cpu_job", "12. Broker CPU per job", f"12. Broker CPU per independent job (item 2, durable, from /proc)",
+        Row("broker_cpu_job", "17. Broker CPU per job", f"17. Broker CPU per independent job (item 2, durable, from /proc)",
             "µs", False, reference="none", target="≤ 10", met=lambda v, r: v <= 10),
-        Row("broker_cpu_item", "12. Broker CPU per map item", f"12. Broker CPU per map item (item 1, durable, from /proc)",
+        Row("broker_cpu_item", "17. Broker CPU per map item", f"17. Broker CPU per map item (item 1, durable, from /proc)",
             "ns", False, reference="none", target="≤ 100", met=lambda v, r: v <= 100),
         *scale_rows(s),
-        Row("hop", "14. Client ↔ broker hop p50", "14. One hop: ping ↔ pong client–broker p50 (for the round trip's breakdown)",
+        Row("hop", "19. Client ↔ broker hop p50", "19. One hop: ping ↔ pong client–broker p50 (for the round trip's breakdown)",
             "ms", False, reference="none", pick=p50),
-        *[Row("legs", f"14. Round trip mean: {name}", f"14. Lone job round trip, mean: {name}", "ms", False,
+        *[Row("legs", f"19. Round trip mean: {name}", f"19. Lone job round trip, mean: {name}", "ms", False,
               reference="none", pick=lambda m, k=key: m[k])
           for key, name in (("total_ms", "in all"), ("client_side_ms", "client ↔ broker (2 hops + client threads)"),
                             ("queue_ms", "queued at the broker"), ("worker_leg_ms", "broker → worker → pool → broker"))],
-        Row("depth_memory", f"15. Memory per job, {s.depth_jobs:,} queued", f"15. Broker memory per queued job, {s.depth_jobs:,} queued, durable, no worker",
+        Row("depth_memory", f"20. Memory per job, {s.depth_jobs:,} queued", f"20. Broker memory per queued job, {s.depth_jobs:,} queued, durable, no worker",
             "bytes", False, reference="none", target="≤ 400", met=lambda v, r: v <= 400),
-        Row("restart_listen", "15. Restart: listening", f"15. Restart after kill -9 with {s.depth_jobs:,} queued: until it listens and serves workers",
+        Row("restart_listen", "20. Restart: listening", f"20. Restart after kill -9 with {s.depth_jobs:,} queued: until it listens and serves workers",
             "s", False, reference="none", target="≤ 2", met=lambda v, r: v <= 2),
-        Row("restart_restored", "15. Restart: all restored", f"15. … until every job is back in the queue (clients admitted)",
+        Row("restart_restored", "20. Restart: all restored", f"20. … until every job is back in the queue (clients admitted)",
             "s", False, reference="none"),
     ]
 
@@ -82,15 +92,15 @@ def large_rows(s: Sizes) -> list[Row]:
         want = 0.6 if mib < 0.5 else 0.5
         for key, where in (("large", "in-memory"), ("large_durable", "durable")):
             rows.append(Row(
-                f"{key}_{mib:g}", f"11. Args {mib:g} MiB × {count}, {where}",
-                f"11. Large arguments: {mib:g} MiB × {count}, {where} broker (vs Pool.apply_async)",
+                f"{key}_{mib:g}", f"16. Args {mib:g} MiB × {count}, {where}",
+                f"16. Large arguments: {mib:g} MiB × {count}, {where} broker (vs Pool.apply_async)",
                 "MiB/s", True, target=f"≥ {want}× local", met=lambda v, r, want=want: r is not None and v >= want * r,
             ))
     for mib, count in s.large:
-        rows.append(Row(f"large_cpu_{mib:g}", f"11. Broker CPU per MiB, {mib:g} MiB jobs",
-                        f"11. Broker CPU per MiB of arguments, {mib:g} MiB jobs, in-memory (vs durable)",
+        rows.append(Row(f"large_cpu_{mib:g}", f"16. Broker CPU per MiB, {mib:g} MiB jobs",
+                        f"16. Broker CPU per MiB of arguments, {mib:g} MiB jobs, in-memory (vs durable)",
                         "ms", False, reference="durable"))
-    rows.append(Row("large_rss", "11. Broker peak RSS, large args", "11. Broker peak RSS after all large-argument runs, in-memory (vs durable)",
+    rows.append(Row("large_rss", "16. Broker peak RSS, large args", "16. Broker peak RSS after all large-argument runs, in-memory (vs durable)",
                     "MiB", False, reference="durable"))
     return rows
 
@@ -99,13 +109,13 @@ def scale_rows(s: Sizes) -> list[Row]:
     first = s.scale_steps[0]
     rows = []
     for step in s.scale_steps:
-        rows.append(Row(f"scale_{step}", f"13. Scale {step} × {step}",
-                        f"13. Scale: {step} clients × {step} one-process workers, {s.scale_jobs:,} jobs each (vs {first} × {first})",
+        rows.append(Row(f"scale_{step}", f"18. Scale {step} × {step}",
+                        f"18. Scale: {step} clients × {step} one-process workers, {s.scale_jobs:,} jobs each (vs {first} × {first})",
                         "jobs/s", True, reference="first", target=f"≥ 1.0× {first} × {first}",
                         met=lambda v, r: r is not None and v >= 0.95 * r))
     for step in s.scale_steps:
-        rows.append(Row(f"scale_fairness_{step}", f"13. Fairness {step} × {step}",
-                        f"13. … slowest client's jobs/s ÷ fastest's, {step} × {step}",
+        rows.append(Row(f"scale_fairness_{step}", f"18. Fairness {step} × {step}",
+                        f"18. … slowest client's jobs/s ÷ fastest's, {step} × {step}",
                         "ratio", True, reference="none", target="no client starves: ≥ 0.5", met=lambda v, r: v >= 0.5))
     return rows
 

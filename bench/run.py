@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from bench import broker_side as bs
-from bench import dask_side, report
+from bench import control, dask_side, report
 from bench import workloads as w
 from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
@@ -61,6 +61,8 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         run_sockpool_and_local(sizes, log_dir, samples, loads)
         run_durability(sizes, log_dir, samples)
         run_fire_and_forget(sizes, log_dir, samples)
+        click.echo("control over jobs ...", err=True)
+        control.run_control(sizes, log_dir, samples)
         run_large(sizes, log_dir, samples)
         run_scale(sizes, log_dir, samples)
         run_depth(sizes, log_dir, samples)

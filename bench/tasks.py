@@ -30,3 +30,9 @@ def size(data: bytes) -> int:
 def blob(n: int) -> bytes:
     """A large result of `n` bytes."""
     return bytes(n)
+
+
+def unlimited_spin(seconds: float) -> float:
+    """`spin` under another name: the same work with no limit on it, as the
+    reference for `spin` under a limit (bench/control.py)."""
+    return spin(seconds)

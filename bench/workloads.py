@@ -47,6 +47,7 @@ class Sizes:
     scale_jobs: int = 5_000  # per client
     depth_jobs: int = 1_000_000
     forget_jobs: int = 0  # fire-and-forget run measured for broker memory
+    control_jobs: int = 5_000  # bench/control.py: jobs per run, and keys held
 
     @property
     def ideal_spin_wall_s(self) -> float:
@@ -60,7 +61,7 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000,
+    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300,
     large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000,
 )
 
@@ -138,9 +139,9 @@ def sockpool_latency(client: Client, rounds: int) -> dict[str, float]:
     return latency_summary(samples[rounds // 10 :])
 
 
-def sockpool_parallel(client: Client, sizes: Sizes) -> float:
+def sockpool_parallel(client: Client, sizes: Sizes, task: str = SPIN_TASK) -> float:
     def run() -> list[Any]:
-        futures = [client.submit(SPIN_TASK, sizes.spin_s) for _ in range(sizes.spin_jobs)]
+        futures = [client.submit(task, sizes.spin_s) for _ in range(sizes.spin_jobs)]
         return [f.result(WAIT_S) for f in futures]
 
     elapsed, values = timed(run)

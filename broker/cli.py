@@ -1,5 +1,6 @@
 """`broker start`: run a broker. `broker status`, `broker failed`: ask one
-how it is doing, or what failed."""
+how it is doing, or what failed. `broker cancel`, `broker retry`: act on
+its jobs as an operator."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 
+from .limits import LimitSpec, parse_limit
 from .quota import Quota
 from .server import BrokerServer
 from .store import DataDirBusy, Store, default_data_dir
@@ -117,6 +119,11 @@ def main() -> None:
     help="Another DNS name the HTTP port answers to (repeatable); besides IP addresses, localhost and "
          "this machine's names, other Host headers are refused, against DNS rebinding.",
 )
+@click.option(
+    "--limit", "limit_specs", multiple=True, metavar="NAME=N[/PERIOD]",
+    help="At most N jobs of task NAME (or of limit key NAME) run at once across the cluster; "
+         "N/PERIOD (like 10/1s, 100/1m): at most N start per PERIOD. Repeatable.",
+)
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
@@ -126,13 +133,20 @@ def start(
     max_connections: int, max_outbox_bytes: int,
     max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
     handshake_timeout_s: float, metrics_port: int | None, metrics_hosts: tuple[str, ...],
-    log_level: str,
+    limit_specs: tuple[str, ...], log_level: str,
 ) -> None:
     """Start a broker. It prints 'listening on HOST:PORT' once it accepts
     connections, then 'metrics on HOST:PORT' if it serves metrics."""
     configure_logging(log_level)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    limits: dict[str, LimitSpec] = {}
+    for text in limit_specs:
+        try:
+            name, spec = parse_limit(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--limit") from exc
+        limits[name] = spec
     try:
         secret = read_secret_file(secret_file) if secret_file else None
         worker_secret = read_secret_file(worker_secret_file) if worker_secret_file else None
@@ -157,7 +171,7 @@ def start(
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
         session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
-        max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
+        max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s, limits=limits,
         quota=Quota(max_queued_jobs, max_store_bytes, max_session_jobs, max_session_bytes),
     )
     http = None
@@ -264,9 +278,80 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
         return
     for job in jobs:
         error = job["error"] if isinstance(job["error"], dict) else {"message": job["error"]}
-        click.echo(f"{job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: {error.get('message', '')}"
-                   f" (after {job['attempts']} attempts)")
-    click.echo(f"{len(jobs)} failed jobs", err=True)
+        click.echo(f"{job.get('id', '-')}  {job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: "
+                   f"{error.get('message', '')} (after {job['attempts']} attempts)"
+                   + ("" if job.get("retryable", True) else " [arguments not kept: cannot be retried]"))
+    click.echo(f"{len(jobs)} failed jobs (the first column is the ID `broker retry` takes)", err=True)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Every failed job (of --task, if given).")
+@click.option("--task", default="", help="With --all: only the failed jobs of this task.")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(
+    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
+    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
+)
+def retry(ids: tuple[int, ...], all_: bool, task: str, address: str | None, secret_file: str | None,
+          tls_ca: str | None) -> None:
+    """Send failed jobs again: the IDs `broker failed` shows, or --all [--task T].
+
+    Each runs as a new job with fresh attempts, for the session that
+    submitted it: a client still waiting, or `submit --attach`, gets the
+    new result. Connects in the operator role, as `broker failed` does. A
+    failed job whose arguments were too large to keep cannot be retried.
+    """
+    if bool(ids) == all_:
+        raise click.UsageError("give IDs or --all, not both")
+    if task and not all_:
+        raise click.UsageError("--task goes with --all")
+    from sockpool.client import Client, SockpoolError
+
+    try:
+        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-retry") as client:
+            retried, missing = client.retry_failed(list(ids), all=all_, task=task)
+    except (SockpoolError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"queued {len(retried)} failed job(s) again")
+    if missing:
+        raise click.ClickException(
+            f"not among the failed jobs (or too large to retry): {' '.join(map(str, missing))}"
+        )
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--session", default="", metavar="ID", help="Every unfinished job of this submission (session).")
+@click.option("--task", default="", help="Every unfinished job of this task.")
+@click.option("--queued-only", is_flag=True, help="Leave running jobs alone; cancel only those waiting.")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(
+    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
+    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
+)
+def cancel(ids: tuple[int, ...], session: str, task: str, queued_only: bool, address: str | None,
+           secret_file: str | None, tls_ca: str | None) -> None:
+    """Cancel jobs by broker ID, by --session, or by --task. Waiting jobs are
+    removed (they never run); running ones are stopped (their pool process
+    is killed and replaced) unless --queued-only. Each ends as Cancelled.
+    Connects in the operator role, as `broker failed` does."""
+    if sum(map(bool, (ids, session, task))) != 1:
+        raise click.UsageError("give IDs, --session or --task (one of them)")
+    from sockpool.client import Client, SockpoolError
+
+    try:
+        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-cancel") as client:
+            if session:
+                counts = client.cancel_session(session, stop=not queued_only)
+            else:
+                outcomes = client.cancel_jobs(list(ids), task=task, stop=not queued_only)
+                counts = {name: sum(1 for _, o in outcomes if o == name)
+                          for name in ("cancelled", "stopped", "running", "finished")}
+    except (SockpoolError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"cancelled {counts['cancelled']} waiting, stopped {counts['stopped']} running; "
+               f"{counts['running']} left running, {counts['finished']} already finished")
 
 
 show_envvars(main)

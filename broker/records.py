@@ -19,15 +19,16 @@ class Job:
     A job's arguments are kept packed, as msgpack `[args, kwargs, many,
     options]`, exactly the bytes the store writes and restores: one bytes
     object (not tracked by the garbage collector) instead of a list, a dict
-    and their items, and nothing to decode when the broker restarts. They
-    are unpacked only when the job is handed to a worker. Jobs with large
+    and their items. They are unpacked only when the job is handed to a
+    worker; its options (None for almost every job) are kept unpacked too. Jobs with large
     bytes arguments keep them unpacked instead: packing would copy the
     bytes, and decoding them again at dispatch would copy them once more.
     """
 
     __slots__ = (
-        "gid", "session", "cid", "task", "body",
+        "gid", "session", "cid", "task", "body", "options",
         "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
+        "limits", "followers",
     )
 
     def __init__(
@@ -44,31 +45,33 @@ class Job:
         cost: int = 0,
     ) -> None:
         """A job from its unpacked parts (a submit entry)."""
-        values = (args, kwargs, many, options or None)
+        options = options or None
+        values = (args, kwargs, many, options)
         body = values if large_value(args) else packed(list(values), False)
-        self._set(gid, session, cid, task, body, array_length(args) if many else 1, attempts, cost)
+        self._set(gid, session, cid, task, body, options, array_length(args) if many else 1, attempts, cost)
 
     @classmethod
     def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int, cost: int = 0) -> Job:
-        """A job from its stored row, its arguments left packed; only a map
-        chunk's body is looked into (for its count of calls)."""
-        calls = 1
-        if _maybe_many(body):
-            args, _, many, _ = msgpack.unpackb(body, raw=False)
-            calls = array_length(args) if many else 1
+        """A job from its stored row, its arguments left packed as they
+        were stored (read once, for the options and the count of calls)."""
+        args, _, many, options = msgpack.unpackb(body, raw=False)
         job = cls.__new__(cls)
-        job._set(gid, session, cid, task, body, calls, attempts, cost)
+        job._set(gid, session, cid, task, body, options or None, array_length(args) if many else 1, attempts, cost)
         return job
 
     def _set(
         self, gid: int, session: str, cid: int, task: str,
-        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None], calls: int, attempts: int, cost: int,
+        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None], options: dict[str, Any] | None,
+        calls: int, attempts: int, cost: int,
     ) -> None:
         self.gid = gid
         self.session = sys.intern(session)
         self.cid = cid
         self.task = sys.intern(task)
         self.body = body  # packed [args, kwargs, many, options], or those four unpacked
+        # Unpacked too: asked of every job (limits, keys, result mode), and
+        # None for almost all of them.
+        self.options = options
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
@@ -81,14 +84,19 @@ class Job:
         self.dispatched_at = 0.0
         # Its session asked to hear when a worker takes it (`started`).
         self.notify = False
+        # The limits whose slots it holds (broker/limits.py); None: none.
+        self.limits: tuple[str, ...] | None = None
+        # Other submissions of its unique key: (session, client id) each,
+        # given the same outcome (broker/keys.py).
+        self.followers: list[tuple[str, int]] | None = None
 
     def values(self) -> tuple[Any, dict[str, Any], bool, dict[str, Any] | None]:
         """args, kwargs, many, options."""
         body = self.body
         if type(body) is tuple:
             return body
-        args, kwargs, many, options = msgpack.unpackb(body, raw=False)
-        return args, kwargs, many, options
+        args, kwargs, many, _ = msgpack.unpackb(body, raw=False)
+        return args, kwargs, many, self.options
 
     def stored_body(self) -> bytes:
         """The packed [args, kwargs, many, options] the store keeps."""
@@ -99,9 +107,9 @@ class Job:
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
-        args, kwargs, many, options = self.values()
-        if options:
-            return [self.gid, self.task, args, kwargs, many, options]
+        args, kwargs, many, _ = self.values()
+        if self.options:
+            return [self.gid, self.task, args, kwargs, many, self.options]
         return [self.gid, self.task, args, kwargs, many]
 
     # Unpacked on each read: for the rare paths (failures, tests), not dispatch.
@@ -118,36 +126,21 @@ class Job:
         return self.values()[2]
 
     @property
-    def options(self) -> dict[str, Any] | None:
-        return self.values()[3]
-
-    @property
     def result_mode(self) -> str | None:
         """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
-        body = self.body
-        if type(body) is bytes and _RESULT_KEY not in body:
-            return None  # no "result" key anywhere in it: no need to unpack (asked of every job)
-        options = self.options
-        return options.get("result") if options else None
+        return self.options.get("result") if self.options else None
 
     @property
     def retries(self) -> int:
-        options = self.options  # unpacked on failure only
-        return int(options.get("retries", 0)) if options else 0
+        return int(self.options.get("retries", 0)) if self.options else 0
+
+    @property
+    def key(self) -> str | None:
+        """Its unique key, if it was submitted with one."""
+        return self.options.get("key") if self.options else None
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
-
-
-_RESULT_KEY = msgpack.packb("result")
-
-
-def _maybe_many(body: bytes) -> bool:
-    """False when the packed [args, kwargs, many, options] ends in `false,
-    nil` (a single job without options, almost every row): no need to
-    unpack it at a restart. (An options map ending in a false and a nil
-    value would count a map chunk as one call: only status counts it.)"""
-    return body[-2:] != b"\xc2\xc0"
 
 
 @dataclass
@@ -173,6 +166,10 @@ class StoredResult:
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
     detached: bool = False  # kept even once its session cannot come back
+    # The result of a job this session only followed (same unique key):
+    # acknowledging it forgets this copy, not the job's own row.
+    follower: bool = False
+    key: str | None = None  # the job's unique key, held until this is acknowledged
 
 
 @dataclass
@@ -216,6 +213,15 @@ class FailedJob:
     finished_at: float
     session: str = ""
     size: int = 0
+    # What `broker retry` needs to send it again as it was sent: the
+    # client id in its session, its options, whether it is a map chunk,
+    # and whether its arguments were kept whole (see admission.bounded_failure).
+    cid: int = 0
+    options: dict[str, Any] | None = None
+    many: bool = False
+    retryable: bool = False
 
     def row(self) -> list[Any]:
-        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]
+        """As in `failed_jobs`: the broker id and whether `retry` can send it
+        again come last (older readers take the first six)."""
+        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at, self.gid, self.retryable]

@@ -44,6 +44,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Auth,
+    CancelReply,
     AuthFailed,
     ConnectionLost,
     Error,
@@ -51,6 +52,7 @@ from sockpool.protocol import (
     Hello,
     Message,
     ProtocolError,
+    RetryReply,
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
@@ -80,6 +82,7 @@ from sockpool.protocol.messages import (
     error_value,
 )
 
+from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
@@ -115,6 +118,7 @@ class BrokerServer:
         session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        limits: dict[str, LimitSpec] | None = None,
         quota: Quota | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
@@ -145,7 +149,7 @@ class BrokerServer:
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
             session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
-            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota,
+            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota, limits=limits,
         )
         self.store = store
         self._lock = threading.Lock()
@@ -158,7 +162,7 @@ class BrokerServer:
             with _no_cyclic_gc():
                 first = next(self._restore_parts, None)
                 if first is not None:
-                    self.state.restore(*first, time.time())
+                    self.state.restore(first.jobs, first.results, first.failed, time.time(), first.followers)
         else:
             self.restored.set()
         self._peers: dict[int, Peer] = {}
@@ -226,7 +230,7 @@ class BrokerServer:
             with _no_cyclic_gc():
                 for part in self._restore_parts:
                     with self._lock:
-                        self.state.restore(*part, time.time())
+                        self.state.restore(part.jobs, part.results, part.failed, time.time(), part.followers)
                         self._emit(self.state.tick(time.time()))  # hand the new jobs to waiting workers
                     jobs += len(part.jobs)
         except Exception:  # top of a thread: without the rest of the store we must not serve clients
@@ -489,6 +493,11 @@ class BrokerServer:
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
+            return
+        if any(isinstance(m, (CancelReply, RetryReply)) for _, m in out):
+            # A cancel or retry is promised by its reply: nothing of it
+            # (results, stops) goes out before it is on disk.
+            self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
         # The journal goes to the store before anything is posted: posting

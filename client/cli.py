@@ -99,6 +99,14 @@ class OrderedWriter:
               help="Fire and forget: exit once the broker has every job on disk; it keeps no results, "
                    "only failures (broker failed).")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
+@click.option("--cancel", "cancel_id", metavar="ID", default=None,
+              help="Cancel a detached submission's unfinished jobs (running ones are stopped), and exit.")
+@click.option("--key", metavar="KEY", default=None,
+              help="Unique key: while a job with KEY is unfinished or uncollected, join it instead of making one (one ARG).")
+@click.option("--limit-key", metavar="NAME", default=None,
+              help="Run at most --limit jobs of NAME at once across the cluster (or the broker's --limit NAME=N).")
+@click.option("--limit", "limit", type=click.IntRange(1), default=None, metavar="N",
+              help="With --limit-key: the limit's capacity.")
 @peer_options()
 @click.option(
     "--progress/--no-progress", default=None,
@@ -118,6 +126,10 @@ def main(
     detach: bool,
     no_wait: bool,
     attach_id: str | None,
+    cancel_id: str | None,
+    key: str | None,
+    limit_key: str | None,
+    limit: int | None,
     secret_file: str | None,
     tls_ca: str | None,
     progress: bool | None,
@@ -139,6 +151,16 @@ def main(
         credentials = Credentials.from_files(secret_file, tls_ca)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    if cancel_id is not None:
+        if task is not None or attach_id is not None:
+            raise click.UsageError("--cancel takes no TASK, ARG or --attach")
+        click.echo(cancel_submission(address, cancel_id, credentials))
+        return
+    if key is not None and len(args) != 1:
+        raise click.UsageError("--key names one job: give exactly one ARG")
+    if limit is not None and limit_key is None:
+        raise click.UsageError("--limit goes with --limit-key")
+    extra = {"key": key, "limit_key": limit_key, "limit": limit}
     if attach_id is not None:
         if task is not None:
             raise click.UsageError("--attach takes no TASK or ARG")
@@ -151,7 +173,8 @@ def main(
         if detach and no_wait:
             raise click.UsageError("--detach keeps the results for --attach, --no-wait keeps none: pick one")
         values = [parse_arg(a) for a in args]
-        submission = submit_detached(address, task, values, retries, timeout, credentials, keep_results=detach)
+        submission = submit_detached(address, task, values, retries, timeout, credentials, keep_results=detach,
+                                     extra=extra)
         if detach:
             click.echo(submission)
         else:
@@ -161,7 +184,7 @@ def main(
     else:
         labels = args
         values = [parse_arg(a) for a in args]
-        results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials)
+        results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials, extra)
     if progress is None:
         progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
     bar = ProgressBar(len(labels), sys.stderr) if progress else None
@@ -191,6 +214,7 @@ def _option_names() -> set[str]:
 def run(
     address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
     values: list[Any], chunksize: int | None, retries: int, timeout: float | None, credentials: Credentials,
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """The results, in order, as they arrive; acknowledged once all are in."""
     try:
@@ -205,8 +229,15 @@ def run(
             client = stack.enter_context(
                 Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter())
             )
-            jobs = client.with_options(retries=retries, timeout=timeout)
-            yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
+            jobs = client.with_options(retries=retries, timeout=timeout, **(extra or {}))
+            if (extra or {}).get("key") is not None:
+                # One keyed job: it may join another client's job of that key.
+                try:
+                    yield jobs.submit(task, values[0]).result()
+                except JobFailed as failed:
+                    yield failed
+            else:
+                yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
     except (SockpoolError, ValueError) as exc:  # ValueError: a refused --tasks module
         raise click.ClickException(str(exc)) from exc
@@ -214,14 +245,15 @@ def run(
 
 def submit_detached(
     address: str | None, task: str, values: list[Any], retries: int, timeout: float | None, credentials: Credentials,
-    keep_results: bool = True,
+    keep_results: bool = True, extra: dict[str, Any] | None = None,
 ) -> str:
     """Submit one job per value, detached (or, without `keep_results`, fire
     and forget); return the session ID once all are durable."""
     try:
         with Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter()) as client:
             jobs = client.with_options(
-                retries=retries, timeout=timeout, detached=keep_results, fire_and_forget=not keep_results
+                retries=retries, timeout=timeout, detached=keep_results, fire_and_forget=not keep_results,
+                **(extra or {}),
             )
             futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
@@ -238,6 +270,22 @@ def submit_detached(
             return client.session
     except SockpoolError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def cancel_submission(address: str | None, session: str, credentials: Credentials) -> str:
+    """Cancel a detached submission's unfinished jobs; a line saying what happened.
+
+    Its session keeps the cancelled jobs' results (Cancelled), so a later
+    `--attach` shows each job's outcome.
+    """
+    try:
+        with Client(address, credentials=credentials) as client:
+            counts = client.cancel_session(session)
+    except SockpoolError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not counts["cancelled"] and not counts["stopped"]:
+        return f"submission {session}: nothing left to cancel"
+    return f"submission {session}: cancelled {counts['cancelled']} waiting and stopped {counts['stopped']} running job(s)"
 
 
 def attach(address: str | None, session: str, credentials: Credentials) -> tuple[list[str], list[Any]]:

@@ -15,19 +15,28 @@ from typing import Any, Iterable, Iterator
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.limits import MAX_TIMEOUT_S
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_KEY_CHARS, MAX_LIMIT, MAX_RETRIES, error_value
 from sockpool.protocol.packed import pack_array
 from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
 
 from .errors import JobFailed
 
 
-def job_options(retries: int, timeout: float | None, result: str | None = None) -> dict[str, Any]:
+def job_options(
+    retries: int, timeout: float | None, result: str | None = None, *, key: str | None = None,
+    limit_key: str | None = None, limit: int | None = None,
+) -> dict[str, Any]:
     """The `options` of a job entry; empty when all are defaults.
 
     Raises:
-        ValueError: a negative retry count or a non-positive timeout.
+        ValueError: a negative retry count, a non-positive timeout, an
+            empty or over-long key, or a limit below 1.
     """
+    for name, value in (("key", key), ("limit_key", limit_key)):
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
+            raise ValueError(f"{name} must be a string of 1 to {MAX_KEY_CHARS} characters")
+    if limit is not None and not (type(limit) is int and 1 <= limit <= MAX_LIMIT):
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
     if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
@@ -39,6 +48,12 @@ def job_options(retries: int, timeout: float | None, result: str | None = None) 
         options["timeout"] = float(timeout)
     if result is not None:
         options["result"] = result
+    if key is not None:
+        options["key"] = key
+    if limit_key is not None:
+        options["limit_key"] = limit_key
+    if limit is not None:
+        options["limit"] = limit
     return options
 
 

@@ -19,9 +19,11 @@ The `options` element may be left off (an empty map). Known options:
 `timeout` (seconds a run may take; the pool process is killed past it),
 `retries` (further attempts after a failure, with backoff), `result`
 ("detached": kept for a session that may come back much later; "none":
-fire and forget, the broker keeps no result, only a failure record) and
+fire and forget, the broker keeps no result, only a failure record),
 `init` ([task, args]: run once per pool process before the first job
-naming it).
+naming it), `key` (a unique key: see broker/keys.py), `limit_key` and
+`limit` (a concurrency limit shared by jobs of that key: see
+broker/limits.py).
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -59,6 +61,9 @@ PROTOCOL_VERSION = 1
 RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
 RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
 RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
+# Unique keys and limit keys are names, not payloads.
+MAX_KEY_CHARS = 256
+MAX_LIMIT = 1_000_000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -534,12 +539,23 @@ def _valid_options(options: Any) -> bool:
         return False
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
+    limit = options.get("limit")
     # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
     return (
         (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
         and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
-        and options.get("result") in (None, *RESULT_MODES)
+        and options.get("result") in _RESULT_VALUES
+        and _valid_name(options.get("key"))
+        and _valid_name(options.get("limit_key"))
+        and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
     )
+
+
+_RESULT_VALUES = frozenset({None, *RESULT_MODES})
+
+
+def _valid_name(value: Any) -> bool:
+    return value is None or (type(value) is str and 0 < len(value) <= MAX_KEY_CHARS)
 
 
 def check_result(entry: Any) -> None:

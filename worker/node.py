@@ -16,8 +16,9 @@ it cuts the connection, which unblocks everything else. The node then
 reconnects with backoff, forever, and says so in its log each time.
 A refusal (wrong secret, TLS on one side only, version) is not retried:
 `run` raises it, and `worker join` exits.
-Results of jobs started on a connection that has since closed are
-dropped: the broker has already requeued them.
+Jobs of a connection that has closed are abandoned (runner.abandon):
+the broker has already requeued them, so those running are stopped and
+the rest handed back unrun, before the node reconnects.
 
 `request_drain()` (safe in a signal handler: it only sets a flag the
 keeper acts on) sends `drain`, hands back jobs not yet started with
@@ -49,6 +50,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Release,
+    Stop,
     Tasks,
     Welcome,
     encode,
@@ -186,6 +188,8 @@ class WorkerNode:
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
                         self.runner.run(msg.jobs, outbox, _chunk_done)
+                elif isinstance(msg, Stop):
+                    self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
                     outbox.ask(pong=True)
                 elif isinstance(msg, Error):
@@ -203,6 +207,10 @@ class WorkerNode:
                 self._conn = None
             for thread in threads:
                 thread.join(timeout=5)
+            # Whatever still runs for this connection is the broker's to
+            # requeue: stop it rather than run it twice at once.
+            if not self._stopping.is_set():
+                self.runner.abandon(outbox)
 
     def _send_loop(self, conn: Connection, outbox: Outbox, max_frame_bytes: int) -> None:
         """Send whatever is due, all of it in one write; results in as few

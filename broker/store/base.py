@@ -92,6 +92,9 @@ class Snapshot(NamedTuple):
     jobs: list[Job]
     results: list[tuple[str, StoredResult]]
     failed: list[FailedJob]
+    # Unfinished submissions that joined a job by its unique key:
+    # (session, cid, gid of the job followed).
+    followers: list[tuple[str, int, int]] = []
 
 
 @dataclasses.dataclass
@@ -99,11 +102,18 @@ class Rows:
     """One flush's journal as rows, one list per statement, in the order the
     statements must run (see `rows_for`)."""
 
-    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts, detached)
+    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts, detached, key)
     attempts: list[tuple[Any, ...]]   # (attempts, gid)
+    follow: list[tuple[Any, ...]]     # (session, cid, gid): a follower of a unique key
+    follow_result: list[tuple[Any, ...]]  # (ok, result, finished_at, session, cid): joined a finished job
     finish: list[tuple[Any, ...]]     # (ok, result, finished_at, gid)
+    # The same outcomes for the followers of those jobs (not skipped for a
+    # job its submitter acknowledged at once: its followers still need it).
+    finish_followers: list[tuple[Any, ...]]  # (ok, result, finished_at, gid)
     failed: list[tuple[Any, ...]]     # (gid, task, body, attempts, finished_at)
+    unfail: list[tuple[Any, ...]]     # (gid,): retried by `broker retry`
     forget: list[tuple[Any, ...]]     # (gid,)
+    unfollow: list[tuple[Any, ...]]   # (session, cid): a follower acknowledged its result
     expire: list[float]               # cutoffs
 
 
@@ -111,7 +121,8 @@ def rows_for(journal: Journal) -> Rows:
     """A flush's journal as rows, one statement per kind of entry.
 
     Grouping by kind is safe because a job's entries only ever come in
-    this order: add, attempts, finish, failed, forget.
+    this order: add, attempts, finish, failed, forget (a follow comes
+    before its job's finish; unfail and unfollow after what they undo).
     """
     by_kind: dict[str, Journal] = {}
     for op in journal:
@@ -119,41 +130,60 @@ def rows_for(journal: Journal) -> Rows:
     # A job acknowledged within this flush needs no row at all: whatever
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
+    finished = [(int(ok), packed(value, large_value(value)), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())]
     return Rows(
         add=[(j.gid, j.session, j.cid, j.task, j.stored_body(), j.attempts,
-              int(j.result_mode == RESULT_DETACHED))
+              int(j.result_mode == RESULT_DETACHED), j.key)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
-        finish=[(int(ok), packed(value, large_value(value)), at, gid)
-                for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
-        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size]), f.attempts, f.finished_at)
+        follow=[op[1:] for op in by_kind.get("follow", ())],
+        follow_result=[(int(ok), pack(value), at, session, cid)
+                       for _, session, cid, ok, value, at in by_kind.get("follow_result", ())],
+        finish=[row for row in finished if row[3] not in forgotten],
+        finish_followers=finished,
+        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size, f.cid, f.options, f.many,
+                                      f.retryable]),
+                 f.attempts, f.finished_at)
                 for _, f in by_kind.get("failed", ())],
+        unfail=[(gid,) for op in by_kind.get("unfail", ()) for gid in op[1]],
         forget=[(gid,) for op in by_kind.get("forget", ()) for gid in op[1]],
+        unfollow=[op[1:] for op in by_kind.get("unfollow", ())],
         expire=[cutoff for _, cutoff in by_kind.get("expire", ())],
     )
 
 
-def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
+def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ()) -> Snapshot:
     """Decode what `rows_for` wrote: (gid, session, cid, task, body, attempts,
-    ok, result, finished_at, detached) per job and (gid, task, body,
-    attempts, finished_at) per failed job. A finished job's body may be
+    ok, result, finished_at, detached, key) per job, (gid, task, body,
+    attempts, finished_at) per failed job and (session, cid, gid, ok,
+    result, finished_at) per follower. A finished job's body may be
     empty: it is never read."""
     jobs: list[Job] = []
     results: list[tuple[str, StoredResult]] = []
-    for gid, session, cid, task, body, attempts, ok, result, finished_at, detached in job_rows:
+    for gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key in job_rows:
         if ok is None:
             jobs.append(Job.restored(gid, session, cid, task, bytes(body), attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
-            results.append((session, StoredResult(gid, entry, finished_at, bool(detached))))
+            results.append((session, StoredResult(gid, entry, finished_at, bool(detached), key=key)))
     failed = []
     for gid, task, body, attempts, finished_at in failed_rows:
         # Rows from before sessions were kept hold three fields: the
-        # operator still sees them, no client does.
+        # operator still sees them, no client does. Rows from before
+        # `broker retry` lack what a retry needs, and cannot be retried.
         args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
         session, size = (rest + ["", 0])[:2]
-        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body)))
-    return Snapshot(jobs, results, failed)
+        cid, options, many, retryable = rest[2:6] if len(rest) >= 6 else (0, None, False, False)
+        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body),
+                                cid, options, many, retryable))
+    followers = []
+    for session, cid, gid, ok, result, finished_at in follower_rows:
+        if ok is None:
+            followers.append((session, cid, gid))
+        else:
+            entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
+            results.append((session, StoredResult(gid, entry, finished_at, follower=True)))
+    return Snapshot(jobs, results, failed, followers)
 
 
 def pack(value: Any) -> bytes:

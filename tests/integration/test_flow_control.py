@@ -62,7 +62,8 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     keys = [w["key"] for w in results["workloads"]]
     assert keys[:8] == ["bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable"]
     assert {"large_1", "large_durable_8", "broker_cpu_job", "broker_cpu_item", "scale_2", "scale_fairness_2",
-            "hop", "depth_memory", "forget_rss", "async_bulk_map", "async_independent", "restart_listen", "restart_restored"} <= set(keys)
+            "hop", "depth_memory", "forget_rss", "async_bulk_map", "async_independent", "restart_listen", "restart_restored",
+            "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store"} <= set(keys)
     for workload in results["workloads"]:
         assert workload["sockpool"] is not None, workload
         # CPU is counted in clock ticks (a quick run's map may take none);
