@@ -395,7 +395,7 @@ class BrokerState:
             if task not in self.served:
                 unserved.add(task)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
-                      entry[5] if len(entry) > 5 else None)
+                          entry[5] if len(entry) > 5 else None)
             job.notify = session.wants_started
             self._next_gid += 1
             job.cost = cost
@@ -559,8 +559,7 @@ class BrokerState:
     def _retry_later(self, job: Job, now: float) -> None:
         """Exponential backoff with jitter, so that retries do not stampede."""
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
-        job.due = now + delay
-        heapq.heappush(self.delayed, (job.due, job))
+        heapq.heappush(self.delayed, (now + delay, job))
         # Waiting for a retry is not running: its limit slots go to others.
         for admitted in self.limits.release(job, now):
             self._ready(admitted)
@@ -620,11 +619,12 @@ class BrokerState:
         self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok and not cancelled:
-            args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
+            job_args, job_kwargs, job_many, job_options = job.values()
+            args, kwargs, error, size = admission.bounded_failure(job_args, job_kwargs, value, self.failed_row_bytes)
             # Kept whole, it can be retried as it was sent; cut down, it cannot.
-            retryable = args is job.args and kwargs is job.kwargs
+            retryable = args is job_args and kwargs is job_kwargs
             record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size,
-                               job.cid, job.options if retryable else None, job.many, retryable)
+                               job.cid, job_options if retryable else None, job_many, retryable)
             self.failed.append(record)
             self.journal.append(("failed", record))
         for admitted in self.limits.release(job, now):
@@ -838,7 +838,8 @@ class BrokerState:
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
-        self._next_gid = max(max(gids, default=0) + 1, int(now * 1_000_000))
+        # Restored in parts: past what every part held.
+        self._next_gid = max(self._next_gid, max(gids, default=0) + 1, int(now * 1_000_000))
 
     def snapshot(self) -> dict[str, Any]:
         """Counts for logs and status."""
@@ -934,3 +935,5 @@ def broker_full() -> dict[str, Any]:
 def new_session_id() -> str:
     """An unguessable session ID: 128 bits from `secrets`."""
     return secrets.token_hex(16)
+
+

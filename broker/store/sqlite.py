@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
 
@@ -61,6 +62,13 @@ CREATE TABLE IF NOT EXISTS followers (
 MIGRATIONS = {"jobs": [("key", "TEXT")]}
 
 
+_JOB_COLUMNS = "gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key"
+_FOLLOWER_COLUMNS = "session, cid, gid, ok, result, finished_at"
+# Unfinished jobs are restored this many at a time; workers get the first
+# batch while the next is read.
+RESTORE_BATCH_ROWS = 20_000
+
+
 class DataDirBusy(Exception):
     """Another broker already uses this data directory."""
 
@@ -101,12 +109,23 @@ class SqliteStore(GroupCommitStore):
 
     def restore(self) -> Snapshot:
         return snapshot_from_rows(
-            self._db.execute(
-                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key FROM jobs"
-            ),
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
-            self._db.execute("SELECT session, cid, gid, ok, result, finished_at FROM followers"),
+            self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"),
         )
+
+    def restore_in_parts(self, batch_rows: int = RESTORE_BATCH_ROWS) -> Iterator[Snapshot]:
+        yield snapshot_from_rows(
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NOT NULL"),
+            self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
+        )
+        # Jobs accepted while a part is handed out cannot appear here: the
+        # broker admits no client until the last part is in.
+        cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
+        while rows := cursor.fetchmany(batch_rows):
+            yield snapshot_from_rows(rows, ())
+        # Followers last: each joins a job by its id, which must be back by then.
+        yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
         rows = rows_for(journal)
