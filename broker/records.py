@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sockpool.protocol.messages import DEFAULT_QUEUE
 from sockpool.protocol.packed import array_length
 
 
@@ -14,6 +15,7 @@ class Job:
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
         "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at",
+        "queue", "priority",
     )
 
     def __init__(
@@ -36,10 +38,13 @@ class Job:
         self.kwargs = kwargs
         self.many = many
         self.options = options or None
+        # Where and in what order it runs (broker/dispatch.py).
+        self.queue: str = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
+        self.priority: int = options.get("priority", 0) if options else 0
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
-        self.due = 0.0  # when a retry may run
+        self.due = 0.0  # when a retry or a delayed job may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = array_length(args) if many else 1
@@ -51,6 +56,11 @@ class Job:
         if self.options:
             return [self.gid, self.task, self.args, self.kwargs, self.many, self.options]
         return [self.gid, self.task, self.args, self.kwargs, self.many]
+
+    @property
+    def at(self) -> float | None:
+        """The Unix time before which it may not run, if it was delayed."""
+        return float(self.options["at"]) if self.options and "at" in self.options else None
 
     @property
     def retries(self) -> int:
@@ -68,6 +78,7 @@ class WorkerInfo:
     tasks: frozenset[str]
     processes: int
     joined_at: float
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)  # most preferred first
     credit: int = 0
     leased: dict[int, Job] = field(default_factory=dict)
     running: set[int] = field(default_factory=set)  # from its last ping

@@ -69,7 +69,8 @@ from .store import Store
 
 log = logging.getLogger("sockpool.broker")
 
-# Retries fall due and heartbeats are checked at this resolution.
+# Heartbeats and expiry are checked at this resolution; the ticker also
+# wakes when a delayed job or a retry falls due.
 TICK_S = 0.1
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
@@ -419,12 +420,17 @@ class BrokerServer:
                 peer.post(msg)
 
     def _tick_loop(self) -> None:
-        while not self._stopping.wait(TICK_S):
+        wait_s = TICK_S
+        while not self._stopping.wait(wait_s):
             now = time.time()
             with self._lock:
                 self._emit(self.state.tick(now))
                 silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
                 peers = list(self._peers.values())
+                due = self.state.next_due()
+            # Wake when the next delayed job falls due, not at the next
+            # round tick: that is the lateness of a delayed job.
+            wait_s = TICK_S if due is None else min(TICK_S, max(0.0, due - time.time()))
             for peer in silent:
                 # Its reader thread sees the socket close and requeues its jobs.
                 log.warning("%s missed its heartbeats; closing", peer.conn.peer)

@@ -13,8 +13,9 @@ after a restart. A jump of the system clock can at worst end a heartbeat
 or a retry delay early.
 
 Rules:
-1. A job is in exactly one place: a ready queue, the retry heap, or
-   leased to one worker.
+1. A job is in exactly one place: ready in the dispatcher, waiting for
+   its time in `due` (a delayed job or a retry), or leased to one worker.
+   Which ready job a worker gets is broker/dispatch.py's decision.
 2. A worker never holds more jobs than the credit it granted.
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
@@ -27,7 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 from collections import Counter, deque
@@ -68,6 +68,9 @@ from sockpool.protocol.defaults import (
 )
 from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
+from sockpool.protocol.messages import DEFAULT_QUEUE
+
+from .dispatch import Dispatcher, DueJobs
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
 
@@ -97,9 +100,8 @@ class BrokerState:
         self.result_ttl_s = result_ttl_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
-        self.ready: dict[str, deque[Job]] = {}
-        self.ready_count = 0
-        self.delayed: list[tuple[float, Job]] = []  # retry heap by due time
+        self.dispatcher = Dispatcher()
+        self.due = DueJobs()  # delayed jobs and retries, until their time
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
@@ -114,7 +116,6 @@ class BrokerState:
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
-        self.ready_calls = 0
         self.started_at = self.now = now
 
     # -- connections ---------------------------------------------------
@@ -130,7 +131,8 @@ class BrokerState:
         session: Session | None = None
         if hello.role == ROLE_WORKER:
             self.workers[conn_id] = WorkerInfo(
-                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
+                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
+                queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
             )
             self.served.update(set(hello.tasks))
         else:
@@ -238,14 +240,16 @@ class BrokerState:
                 refused.append([cid, False, unknown_task(task)])
                 self.stats.on_refused(task, refused[-1][2], self.now)
                 continue
-            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
-                      entry[5] if len(entry) > 5 else None)
+            options = entry[5] if len(entry) > 5 else None
+            if options and "delay" in options:
+                options = due_options(options, self.now)
+            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4], options)
             self._next_gid += 1
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
-            self._queue(job)
+            self._queue_or_wait(job)
             added += 1
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
@@ -308,8 +312,7 @@ class BrokerState:
         """Periodic work: due retries, heartbeats, expiry."""
         self.now = now
         out: Outbox = []
-        while self.delayed and self.delayed[0][0] <= now:
-            _, job = heapq.heappop(self.delayed)
+        for job in self.due.pop_due(now):
             self._queue(job)
         if now >= self._next_ping:
             self._next_ping = now + self.heartbeat_s
@@ -337,8 +340,7 @@ class BrokerState:
     def _retry_later(self, job: Job, now: float) -> None:
         """Exponential backoff with jitter, so that retries do not stampede."""
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
-        job.due = now + delay
-        heapq.heappush(self.delayed, (job.due, job))
+        self.due.push(job, now + delay)
         self.totals["retried"] += 1
         self.journal.append(("attempts", job.gid, job.attempts))
 
@@ -412,17 +414,28 @@ class BrokerState:
             session = self.sessions[session_id] = Session(session_id, None)
         return session
 
-    def _queue(self, job: Job, front: bool = False) -> None:
-        queue = self.ready.get(job.task)
-        if queue is None:
-            queue = self.ready[job.task] = deque()
-        if front:
-            queue.appendleft(job)
+    @property
+    def ready_count(self) -> int:
+        return self.dispatcher.count
+
+    @property
+    def ready_calls(self) -> int:
+        return self.dispatcher.calls
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting job falls due, for the ticker to wake then."""
+        return self.due.next_due()
+
+    def _queue_or_wait(self, job: Job) -> None:
+        at = job.at
+        if at is not None and at > self.now:
+            self.due.push(job, at)
         else:
-            queue.append(job)
-        self.ready_count += 1
-        self.ready_calls += job.calls
+            self._queue(job)
+
+    def _queue(self, job: Job, front: bool = False) -> None:
         job.queued_at = self.now
+        self.dispatcher.add(job, self.now, front)
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -430,9 +443,10 @@ class BrokerState:
         The share is proportional to a worker's processes, so a worker that
         granted a large credit cannot take every queued job while another
         worker with free processes gets none (the prefetch hoarding users
-        of other queues complain about).
+        of other queues complain about). Which jobs: broker/dispatch.py.
         """
-        if not self.ready_count:
+        dispatcher = self.dispatcher
+        if not dispatcher.count:
             return []
         eligible = [w for w in self.workers.values() if w.credit > 0]
         if not eligible:
@@ -440,38 +454,37 @@ class BrokerState:
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
         out: Outbox = []
         for index, worker in enumerate(eligible):
-            runnable = worker.tasks.intersection(self.ready)
-            if not runnable:
+            waiting = dispatcher.waiting_for(worker.queues, worker.tasks)
+            if not waiting:
                 continue
             # Share what this worker can run with the workers still to be
             # served that could run some of it too.
-            waiting = sum(len(self.ready[t]) for t in runnable)
-            processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
+            processes = worker.processes
+            if index + 1 < len(eligible):
+                runnable = dispatcher.runnable_tasks(worker.queues, worker.tasks)
+                processes += sum(
+                    w.processes for w in eligible[index + 1:]
+                    if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
+                )
             share = math.ceil(waiting * worker.processes / processes)
             batch = self._take(worker, min(worker.credit, share))
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
-            if not self.ready_count:
+            if not dispatcher.count:
                 break
         return out
 
     def _take(self, worker: WorkerInfo, limit: int) -> list[list[Any]]:
+        jobs = self.dispatcher.take(worker.queues, worker.tasks, limit, self.now)
         batch: list[list[Any]] = []
-        for task in worker.tasks:
-            queue = self.ready.get(task)
-            while queue and len(batch) < limit:
-                job = queue.popleft()
-                job.worker = worker.conn_id
-                job.dispatched_at = self.now
-                self.ready_calls -= job.calls
-                worker.leased[job.gid] = job
-                batch.append(job.entry())
-            if queue is not None and not queue:
-                del self.ready[task]
-            if len(batch) >= limit:
-                break
+        leased = worker.leased
+        now = self.now
+        for job in jobs:
+            job.worker = worker.conn_id
+            job.dispatched_at = now
+            leased[job.gid] = job
+            batch.append(job.entry())
         worker.credit -= len(batch)
-        self.ready_count -= len(batch)
         return batch
 
     # -- persistence -----------------------------------------------------
@@ -488,7 +501,7 @@ class BrokerState:
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
             self._session(job.session).live[job.cid] = job.gid
-            self._queue(job)
+            self._queue_or_wait(job)
         for session_id, result in results:
             session = self._session(session_id)
             session.results[result.entry[0]] = result
@@ -505,7 +518,7 @@ class BrokerState:
         return {
             "ready": self.ready_count,
             "in_flight": sum(len(w.leased) for w in self.workers.values()),
-            "delayed": len(self.delayed),
+            "delayed": len(self.due),
             "failed": len(self.failed),
             "workers": len(self.workers),
             "clients": len(self.clients),
@@ -557,12 +570,21 @@ class BrokerState:
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
-                "delayed": sum(job.calls for _, job in self.delayed),
+                "delayed": self.due.calls,
                 "failed": len(self.failed),
             },
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
+
+
+def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
+    """A job's options with its `delay` turned into an absolute `at`, so that
+    its due time is stored and survives a restart; the later of the two wins."""
+    options = dict(options)
+    at = now + options.pop("delay")
+    options["at"] = max(at, options.get("at", at))
+    return options
 
 
 def unknown_task(task: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
 from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
@@ -28,7 +29,16 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_RETRIES, error_value
+from sockpool.protocol.messages import (
+    DEFAULT_QUEUE,
+    E_UNENCODABLE_RESULT,
+    MAX_PRIORITY,
+    MAX_QUEUE_NAME_CHARS,
+    MAX_RETRIES,
+    MIN_PRIORITY,
+    error_value,
+    valid_queue_name,
+)
 from sockpool.protocol.packed import pack_array, unpack_array
 
 from sockpool.net.credentials import Credentials
@@ -42,9 +52,12 @@ class Client:
     """A connection to a sockpool broker. Thread-safe; use as a context manager.
 
     Jobs carry options: `retries` (further attempts after a failure, with
-    exponential backoff) and `timeout` (seconds; the pool process running
-    an over-time job is killed and replaced). Set defaults here, or per
-    call with `with_options(...)`.
+    exponential backoff), `timeout` (seconds; the pool process running
+    an over-time job is killed and replaced), `queue` (the named queue;
+    only workers listening on it run the job), `priority` (an integer,
+    higher runs first), `delay` (seconds or a timedelta before it may run)
+    and `at` (an aware datetime, or Unix time, before which it may not
+    run). Set defaults here, or per call with `with_options(...)`.
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
@@ -57,6 +70,8 @@ class Client:
         name: str = "",
         retries: int = 0,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
         session: str | None = None,
         auto_ack: bool = True,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
@@ -82,7 +97,7 @@ class Client:
             credentials = Credentials.from_files(
                 secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
             )
-        self.options = job_options(retries, timeout)
+        self.options = job_options(retries, timeout, queue=queue, priority=priority)
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
@@ -125,11 +140,22 @@ class Client:
         """
         return self._submit(task, list(args), kwargs, False, self.options)
 
-    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> JobOptions:
-        """`submit` and `map` with other retries or timeout than the client's."""
+    def with_options(
+        self, *, retries: int | None = None, timeout: float | None = None, queue: str | None = None,
+        priority: int | None = None, delay: float | timedelta | None = None, at: datetime | float | None = None,
+    ) -> JobOptions:
+        """`submit` and `map` with other options than the client's (see the class).
+
+        Raises:
+            ValueError: an option out of its range (see `job_options`).
+        """
+        base = self.options
         return JobOptions(self, job_options(
-            self.options.get("retries", 0) if retries is None else retries,
-            self.options.get("timeout") if timeout is None else timeout,
+            base.get("retries", 0) if retries is None else retries,
+            base.get("timeout") if timeout is None else timeout,
+            queue=base.get("queue") if queue is None else queue,
+            priority=base.get("priority", 0) if priority is None else priority,
+            delay=delay, at=at,
         ))
 
     def map(
@@ -219,7 +245,8 @@ class Client:
         return_exceptions: bool, options: dict[str, Any],
     ) -> Iterator[Any]:
         if chunksize is None:
-            chunksize = 1 if options else self._default_chunksize(iterable)
+            per_item = "retries" in options or "timeout" in options
+            chunksize = 1 if per_item else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
         items = iter(iterable)
@@ -322,11 +349,16 @@ class JobOptions:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
 
 
-def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
-    """The `options` of a job entry; empty when both are defaults.
+def job_options(
+    retries: int, timeout: float | None, *, queue: str | None = None, priority: int = 0,
+    delay: float | timedelta | None = None, at: datetime | float | None = None,
+) -> dict[str, Any]:
+    """The `options` of a job entry; only what differs from the defaults.
 
     Raises:
-        ValueError: a negative retry count or a non-positive timeout.
+        ValueError: retries out of range, a non-positive timeout, a bad queue
+            name, a priority out of range, a negative or non-finite delay, or
+            an `at` that is a naive datetime.
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
@@ -337,6 +369,30 @@ def job_options(retries: int, timeout: float | None) -> dict[str, Any]:
         options["retries"] = retries
     if timeout is not None:
         options["timeout"] = float(timeout)
+    if queue is not None and queue != DEFAULT_QUEUE:
+        if not valid_queue_name(queue):
+            raise ValueError(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:- (got {queue!r})")
+        options["queue"] = queue
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    if priority:
+        options["priority"] = priority
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("delay must be a finite number of seconds, 0 or more")
+        if seconds:
+            options["delay"] = seconds
+    if at is not None:
+        if isinstance(at, datetime):
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ValueError("at must be an aware datetime (with a tzinfo), not a naive one")
+            stamp = at.timestamp()
+        else:
+            stamp = float(at)
+        if not math.isfinite(stamp):
+            raise ValueError("at must be a finite time")
+        options["at"] = stamp
     return options
 
 

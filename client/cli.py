@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -13,9 +15,9 @@ import click
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
-from sockpool.protocol.messages import MAX_RETRIES
+from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY
 
-from .api import Client
+from .api import Client, JobOptions, job_options
 from .errors import JobFailed
 from sockpool.net.credentials import Credentials, peer_options
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
@@ -33,6 +35,36 @@ def parse_arg(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `5m`, `2h`, `1d`, `250ms` or plain seconds, as seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", text)
+    if match is None:
+        raise ValueError(f"--delay takes a duration like 30s, 5m, 2h, 1d or plain seconds, not {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS_S[match.group(2) or "s"]
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time with its zone (`Z` or `+01:00`).
+
+    Raises:
+        ValueError: not ISO 8601, or no zone (a naive time is ambiguous).
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at takes an ISO 8601 time like 2026-12-24T18:00:00Z, not {text!r}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"--at needs a time zone (Z or +HH:MM): {text!r} could be any zone's")
+    return when
 
 
 def format_value(value: Any) -> str:
@@ -94,6 +126,13 @@ class OrderedWriter:
 @click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=0, help="Retry a failed job up to N times, with backoff.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Kill a job's process when it runs longer than this.")
+@click.option("--queue", default=None, metavar="NAME", help="Put the jobs in this queue [default: default].")
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=0,
+              help="Higher runs first [default: 0].")
+@click.option("--delay", "delay_text", default=None, metavar="DURATION",
+              help="Run no sooner than this from now: 30s, 5m, 2h, 1d or plain seconds.")
+@click.option("--at", "at_text", default=None, metavar="ISO-TIME",
+              help="Run no sooner than this time, with its zone: 2026-12-24T18:00:00Z.")
 @click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
 @peer_options()
@@ -112,6 +151,10 @@ def main(
     chunksize: int | None,
     retries: int,
     timeout: float | None,
+    queue: str | None,
+    priority: int,
+    delay_text: str | None,
+    at_text: str | None,
     detach: bool,
     attach_id: str | None,
     secret_file: str | None,
@@ -135,6 +178,14 @@ def main(
         credentials = Credentials.from_files(secret_file, tls_ca)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    try:
+        options = job_options(
+            retries, timeout, queue=queue, priority=priority,
+            delay=parse_duration(delay_text) if delay_text is not None else None,
+            at=parse_time(at_text) if at_text is not None else None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     if attach_id is not None:
         if task is not None:
             raise click.UsageError("--attach takes no TASK or ARG")
@@ -144,12 +195,12 @@ def main(
     elif detach:
         if local:
             raise click.UsageError("--detach needs a broker that outlives this command, not --local")
-        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], retries, timeout, credentials))
+        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], options, credentials))
         return
     else:
         labels = args
         values = [parse_arg(a) for a in args]
-        results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials)
+        results = run(address, local, processes, modules, task, values, chunksize, options, credentials)
     if progress is None:
         progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
     bar = ProgressBar(len(labels), sys.stderr) if progress else None
@@ -165,7 +216,7 @@ def _option_names() -> set[str]:
 
 def run(
     address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
-    values: list[Any], chunksize: int | None, retries: int, timeout: float | None, credentials: Credentials,
+    values: list[Any], chunksize: int | None, options: dict[str, Any], credentials: Credentials,
 ) -> Iterator[Any]:
     """The results, in order, as they arrive; acknowledged once all are in."""
     try:
@@ -178,7 +229,7 @@ def run(
                 cluster = stack.enter_context(LocalCluster(processes, modules, secret=credentials.secret))
                 address, credentials = cluster.address, Credentials(secret=credentials.secret)
             client = stack.enter_context(Client(address, auto_ack=False, credentials=credentials))
-            jobs = client.with_options(retries=retries, timeout=timeout)
+            jobs = JobOptions(client, options)
             yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
     except (SockpoolError, ValueError) as exc:  # ValueError: a refused --tasks module
@@ -186,12 +237,12 @@ def run(
 
 
 def submit_detached(
-    address: str | None, task: str, values: list[Any], retries: int, timeout: float | None, credentials: Credentials
+    address: str | None, task: str, values: list[Any], options: dict[str, Any], credentials: Credentials
 ) -> str:
     """Submit one job per value; return the session ID once all are durable."""
     try:
         with Client(address, auto_ack=False, credentials=credentials) as client:
-            jobs = client.with_options(retries=retries, timeout=timeout)
+            jobs = JobOptions(client, options)
             for value in values:
                 jobs.submit(task, value)
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):

@@ -23,6 +23,8 @@ from .messages import (
     Accepted,
     Auth,
     Challenge,
+    Control,
+    ControlReply,
     Ack,
     Credit,
     Drain,
@@ -49,7 +51,7 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge", "Control", "ControlReply",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",

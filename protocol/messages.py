@@ -16,8 +16,12 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 (see `packed`), which no hop between client and pool process decodes.
 
 The `options` element may be left off (an empty map). Known options:
-`timeout` (seconds a run may take; the pool process is killed past it) and
-`retries` (further attempts after a failure, with backoff).
+`timeout` (seconds a run may take; the pool process is killed past it),
+`retries` (further attempts after a failure, with backoff), `queue` (the
+named queue, default "default"), `priority` (an integer, higher first,
+default 0), `delay` (seconds from acceptance before it may run) and `at`
+(Unix time before which it may not run). The broker turns a `delay` into
+an `at` when it accepts the job, so the due time survives a restart.
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -27,6 +31,7 @@ A failed job's value is an error map, see `error_value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
@@ -37,6 +42,16 @@ from .packed import is_array
 
 PROTOCOL_VERSION = 1
 MAX_RETRIES = 100
+# Queue names: short and printable, so they are safe as metric labels and
+# in logs; a client cannot grow the broker's tables with megabyte names.
+MAX_QUEUE_NAME_CHARS = 64
+QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+DEFAULT_QUEUE = "default"
+# A worker listens on at most this many queues.
+MAX_WORKER_QUEUES = 64
+# Priorities: higher runs first; the range keeps them plain small integers.
+MIN_PRIORITY = -1000
+MAX_PRIORITY = 1000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -109,6 +124,9 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Workers: the queues they take jobs from, most preferred first; empty
+    # means ["default"] (so a worker from before queues still works).
+    queues: list[str] = field(default_factory=list)
 
 
 @_message("challenge")
@@ -244,6 +262,27 @@ class StatusReply(Message):
     status: dict[str, Any]
 
 
+@_message("control")
+class Control(Message):
+    """Client to broker: an operation on queues or schedules (see docs/PROTOCOL.md).
+
+    `op` is one of pause_queue, resume_queue, schedule_add, schedule_list,
+    schedule_remove, schedule_pause, schedule_resume; `args` its arguments.
+    """
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@_message("control_reply")
+class ControlReply(Message):
+    """Broker to client: the outcome of a `control`, sent once it is on disk."""
+
+    ok: bool
+    value: object = None
+    error: str = ""
+
+
 @_message("ping")
 class Ping(Message):
     """Heartbeat; the receiver answers `pong`.
@@ -371,9 +410,23 @@ def _valid_options(options: Any) -> bool:
         return False
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
-    return (timeout is None or (type(timeout) in (int, float) and timeout > 0)) and (
-        type(retries) is int and 0 <= retries <= MAX_RETRIES
+    queue = options.get("queue", DEFAULT_QUEUE)
+    priority = options.get("priority", 0)
+    delay = options.get("delay", 0)
+    at = options.get("at", 0)
+    return (
+        (timeout is None or (type(timeout) in (int, float) and timeout > 0))
+        and type(retries) is int and 0 <= retries <= MAX_RETRIES
+        and valid_queue_name(queue)
+        and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
+        and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0
+        and type(at) in (int, float) and math.isfinite(at)
     )
+
+
+def valid_queue_name(name: Any) -> bool:
+    """1 to MAX_QUEUE_NAME_CHARS of letters, digits and `_.:-`."""
+    return type(name) is str and 0 < len(name) <= MAX_QUEUE_NAME_CHARS and QUEUE_NAME_CHARS.issuperset(name)
 
 
 def check_result(entry: Any) -> None:
@@ -407,6 +460,16 @@ def _check_ping(msg: Any) -> None:
 def _check_hello(msg: Any) -> None:
     if not all(isinstance(t, str) for t in msg.tasks):
         raise ProtocolError("hello: tasks must be strings")
+    if len(msg.queues) > MAX_WORKER_QUEUES or not all(valid_queue_name(q) for q in msg.queues):
+        raise ProtocolError(
+            f"hello: queues must be at most {MAX_WORKER_QUEUES} names of 1 to {MAX_QUEUE_NAME_CHARS} "
+            "letters, digits and _.:-"
+        )
+
+
+def _check_control(msg: Any) -> None:
+    if len(msg.op) > 64:
+        raise ProtocolError("control: op too long")
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
@@ -417,6 +480,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Release: _check_ids,
     Ack: _check_ids,
     Ping: _check_ping,
+    Control: _check_control,
 }
 
 

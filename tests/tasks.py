@@ -107,3 +107,17 @@ def kill_worker(seconds: float = 0.5) -> None:
     with open(f"/proc/{os.getppid()}/stat") as f:
         worker_pid = int(f.read().rsplit(")", 1)[1].split()[1])
     os.kill(worker_pid, 9)
+
+
+def worker_pid(_: Any = None) -> int:
+    """The pid of the worker whose pool ran this job (the forkserver's parent)."""
+    with open(f"/proc/{os.getppid()}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def note(path: str, key: str, seconds: float = 0.0) -> str:
+    """Append `key` and the time it ran to the file at `path`, then pause."""
+    with open(path, "a") as f:
+        f.write(f"{key} {time.time():.6f}\n")
+    time.sleep(seconds)
+    return key

@@ -86,8 +86,11 @@ class WorkerNode:
         prefetch_target_s: float = PREFETCH_TARGET_S,
         credentials: Credentials | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        queues: list[str] | None = None,
     ) -> None:
         self.address = address
+        # The queues we take jobs from, most preferred first (empty: "default").
+        self.queues = list(queues or [])
         self.credentials = credentials or Credentials()
         self.runner = runner
         self.name = name or socket.gethostname()
@@ -111,7 +114,8 @@ class WorkerNode:
         delay = RECONNECT_MIN_S
         while not self._stopping.is_set() and not self._drain_requested:
             hello = new_hello(
-                ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes
+                ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes,
+                queues=self.queues,
             )
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)

@@ -1,0 +1,76 @@
+"""Queues, priorities and delayed jobs with real broker and worker processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sockpool.client import Client
+
+from .cluster import start_broker, start_worker, wait_for_processes
+from .test_durability import WAIT_S, free_port, wait_until
+
+
+def lines(path: Path) -> list[tuple[str, float]]:
+    if not path.exists():
+        return []
+    return [(key, float(at)) for key, at in (line.split() for line in path.read_text().splitlines())]
+
+
+def test_gpu_and_default_workers_each_get_only_their_jobs(cluster):
+    gpu = cluster.add_worker(1, "--tasks", "tests.tasks", "--queues", "gpu", name="gpu")
+    default = cluster.add_worker(1, "--tasks", "tests.tasks", name="cpu")
+    with Client(cluster.address) as client:
+        on_gpu = [client.with_options(queue="gpu").submit("tests.tasks:worker_pid") for _ in range(20)]
+        on_default = [client.submit("tests.tasks:worker_pid") for _ in range(20)]
+        assert {f.result(WAIT_S) for f in on_gpu} == {gpu.popen.pid}
+        assert {f.result(WAIT_S) for f in on_default} == {default.popen.pid}
+
+
+def test_a_worker_takes_its_second_queue_when_the_first_is_empty(cluster):
+    both = cluster.add_worker(1, "--tasks", "tests.tasks", "--queues", "gpu,default", name="both")
+    with Client(cluster.address, queue="default") as client:
+        assert client.submit("tests.tasks:worker_pid").result(WAIT_S) == both.popen.pid
+
+
+def test_a_high_priority_job_overtakes_a_deep_queue(cluster, tmp_path):
+    cluster.add_worker(1, "--tasks", "tests.tasks")
+    order = tmp_path / "order"
+    with Client(cluster.address) as client:
+        backlog = [client.submit("tests.tasks:note", str(order), f"low{i}", 0.005) for i in range(400)]
+        assert client.wait_accepted(WAIT_S)
+        wait_until(lambda: len(lines(order)) >= 5, what="the backlog to start")
+        urgent = client.with_options(priority=9).submit("tests.tasks:note", str(order), "urgent")
+        assert urgent.result(WAIT_S) == "urgent"
+        for f in backlog:
+            f.result(WAIT_S)
+    keys = [key for key, _ in lines(order)]
+    position = keys.index("urgent")
+    # It ran behind what the worker had already prefetched, not behind the
+    # hundreds the broker still held.
+    assert position < 200, f"the urgent job ran {position}th"
+    assert keys.count("urgent") == 1
+
+
+def test_a_delayed_job_survives_a_broker_kill_and_runs_once_after_its_time(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
+    order = tmp_path / "order"
+    try:
+        wait_for_processes(address, 1)
+        with Client(address) as client:
+            submitted = time.time()
+            future = client.with_options(delay=2.0).submit("tests.tasks:note", str(order), "later")
+            assert client.wait_accepted(WAIT_S)
+            broker.kill()  # SIGKILL: only what was committed survives
+            assert lines(order) == []
+            broker, address = start_broker(tmp_path, port=port)
+            assert future.result(WAIT_S) == "later"
+        wait_until(lambda: broker.popen.poll() is None, what="broker alive")
+        ran = lines(order)
+        assert [key for key, _ in ran] == ["later"]
+        assert ran[0][1] >= submitted + 2.0
+    finally:
+        worker.stop()
+        broker.stop()
