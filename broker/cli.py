@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -28,6 +29,9 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
 )
 
+from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
+
+from .schedules import DEFAULT_MISSED, MISSED_POLICIES
 from .server import BrokerServer
 from .store import DataDirBusy, Store, default_data_dir
 
@@ -195,6 +199,110 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
         click.echo(f"{job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: {error.get('message', '')}"
                    f" (after {job['attempts']} attempts)")
     click.echo(f"{len(jobs)} failed jobs", err=True)
+
+
+def _control_client(address: str | None, secret_file: str | None, tls_ca: str | None) -> Any:
+    from sockpool.client import Client
+
+    return Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-control")
+
+
+def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, call: Callable[[Any], Any]) -> Any:
+    """Connect as a client, make one control call, turn errors into messages."""
+    from sockpool.client import SockpoolError
+
+    try:
+        with _control_client(address, secret_file, tls_ca) as client:
+            return call(client)
+    except (SockpoolError, ValueError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options("The broker's client secret.")
+@click.argument("queue")
+def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
+    """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
+    _run_control(address, secret_file, tls_ca, lambda c: c.pause_queue(queue))
+    click.echo(f"queue {queue} paused")
+
+
+@main.command()
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options("The broker's client secret.")
+@click.argument("queue")
+def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
+    """Dispatch QUEUE's jobs again."""
+    _run_control(address, secret_file, tls_ca, lambda c: c.resume_queue(queue))
+    click.echo(f"queue {queue} resumed")
+
+
+@main.group()
+def schedule() -> None:
+    """Periodic jobs, kept by the broker: add, list, pause, resume, remove."""
+
+
+@schedule.command("add")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options("The broker's client secret.")
+@click.option("--cron", required=True, metavar="EXPR", help='Cron expression, e.g. "*/5 * * * *" (6 fields: seconds first).')
+@click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA zone the expression is read in.")
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue of each firing's job.")
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=0, show_default=True)
+@click.option("--missed", type=click.Choice(MISSED_POLICIES), default=DEFAULT_MISSED, show_default=True,
+              help="Firings missed while the broker was down: run the latest once, or skip them.")
+@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
+@click.argument("name")
+@click.argument("task")
+@click.argument("args", nargs=-1)
+def schedule_add(
+    address: str | None, secret_file: str | None, tls_ca: str | None, cron: str, timezone: str, queue: str,
+    priority: int, missed: str, replace: bool, name: str, task: str, args: tuple[str, ...],
+) -> None:
+    """Run TASK(ARG...) at every fire time of --cron, as schedule NAME.
+
+    Each ARG is read as a JSON literal where it parses as one; put `--`
+    before ARGs that start with a dash."""
+    from sockpool.client.cli import parse_arg
+
+    row = _run_control(address, secret_file, tls_ca, lambda c: c.add_schedule(
+        name, cron, task, *[parse_arg(a) for a in args], timezone=timezone, queue=queue, priority=priority,
+        missed=missed, replace=replace,
+    ))
+    click.echo(f"schedule {name} added; next firing {row['next_fire_utc']}")
+
+
+@schedule.command("list")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options("The broker's client secret.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | None, as_json: bool) -> None:
+    """Every schedule with its next fire time and the outcome of its last run."""
+    from .report import schedule_table
+
+    rows = _run_control(address, secret_file, tls_ca, lambda c: c.schedules())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo("\n".join(schedule_table(rows)))
+    else:
+        click.echo("no schedules")
+
+
+def _schedule_command(verb: str, method: str, doc: str) -> None:
+    @schedule.command(verb, help=doc)
+    @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+    @peer_options("The broker's client secret.")
+    @click.argument("name")
+    def command(address: str | None, secret_file: str | None, tls_ca: str | None, name: str) -> None:
+        _run_control(address, secret_file, tls_ca, lambda c: getattr(c, method)(name))
+        click.echo(f"schedule {name}: {verb} done")
+
+
+_schedule_command("pause", "pause_schedule", "No firings of NAME until it is resumed.")
+_schedule_command("resume", "resume_schedule", "Fire NAME again, from now on (firings while paused are not owed).")
+_schedule_command("remove", "remove_schedule", "Delete NAME; a firing already queued still runs.")
 
 
 show_envvars(main)

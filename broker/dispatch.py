@@ -291,6 +291,7 @@ class DueJobs:
     def __init__(self) -> None:
         self._heap: list[tuple[float, Job]] = []
         self.calls = 0
+        self.calls_by_queue: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -299,6 +300,7 @@ class DueJobs:
         job.due = due
         heapq.heappush(self._heap, (due, job))
         self.calls += job.calls
+        self.calls_by_queue[job.queue] = self.calls_by_queue.get(job.queue, 0) + job.calls
 
     def pop_due(self, now: float) -> list[Job]:
         """Every job due at or before `now`, earliest first."""
@@ -307,6 +309,11 @@ class DueJobs:
         while heap and heap[0][0] <= now:
             job = heapq.heappop(heap)[1]
             self.calls -= job.calls
+            left = self.calls_by_queue[job.queue] - job.calls
+            if left:
+                self.calls_by_queue[job.queue] = left
+            else:
+                del self.calls_by_queue[job.queue]
             due.append(job)
         return due
 

@@ -42,6 +42,7 @@ from sockpool.protocol import (
     Auth,
     AuthFailed,
     ConnectionLost,
+    ControlReply,
     Error,
     FrameTooLarge,
     Hello,
@@ -121,6 +122,7 @@ class BrokerServer:
         if store is not None:
             jobs, results, failed = store.load()
             self.state.restore(jobs, results, failed, time.time())
+            self.state.restore_settings(*store.load_settings())
             if jobs or results:
                 log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
             store.start()
@@ -397,14 +399,15 @@ class BrokerServer:
         """Send the state's replies and store its journal; call with the lock held.
 
         An `accepted` promises the jobs are durable, so with a store it waits
-        for the commit of everything journalled up to now.
+        for the commit of everything journalled up to now; so does a
+        `control_reply` (a paused queue or a new schedule is on disk).
         """
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
             return
-        accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
-        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
+        self._post([(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))])
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
 

@@ -38,8 +38,10 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Ack,
+    Control,
     Credit,
     Drain,
+    Error,
     FailedJobs,
     Hello,
     Jobs,
@@ -66,11 +68,13 @@ from sockpool.protocol.defaults import (
     RETRY_BASE_S,
     RETRY_MAX_S,
 )
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
+from sockpool.protocol.messages import E_HANDSHAKE, E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
 
 from sockpool.protocol.messages import DEFAULT_QUEUE
 
+from . import control
 from .dispatch import Dispatcher, DueJobs
+from .schedules import SESSION_PREFIX, Schedule, Schedules, fire_time_text
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
 
@@ -102,6 +106,9 @@ class BrokerState:
         self.jobs: dict[int, Job] = {}
         self.dispatcher = Dispatcher()
         self.due = DueJobs()  # delayed jobs and retries, until their time
+        self.schedules = Schedules()
+        # Set by a control operation that may free jobs (a resumed queue).
+        self.wants_dispatch = False
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
@@ -125,6 +132,8 @@ class BrokerState:
         after which the server closes the connection."""
         self.now = now
         refusal = check_hello(hello)
+        if refusal is None and hello.role != ROLE_WORKER and hello.session.startswith(SESSION_PREFIX):
+            refusal = Error(E_HANDSHAKE, f"sessions starting with {SESSION_PREFIX!r} belong to schedules")
         if refusal is not None:
             return [(conn_id, refusal)]
         self.last_seen[conn_id] = now
@@ -227,6 +236,13 @@ class BrokerState:
                 return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
             if isinstance(msg, StatusRequest):
                 return [(conn_id, StatusReply(self.status(now)))]
+            if isinstance(msg, Control):
+                reply = control.handle(self, msg.op, msg.args, now)
+                out: Outbox = [(conn_id, reply)]
+                if self.wants_dispatch:
+                    self.wants_dispatch = False
+                    out += self._dispatch()
+                return out
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def on_submit(self, session: Session, msg: Submit) -> Outbox:
@@ -314,6 +330,9 @@ class BrokerState:
         out: Outbox = []
         for job in self.due.pop_due(now):
             self._queue(job)
+        next_fire = self.schedules.next_due()
+        if next_fire is not None and next_fire <= now:
+            self._fire_schedules(now)
         if now >= self._next_ping:
             self._next_ping = now + self.heartbeat_s
             out += [(conn_id, Ping()) for conn_id in self.last_seen]
@@ -364,15 +383,56 @@ class BrokerState:
         self._queue(job, front=True)
         return []
 
+    def _fire_schedules(self, now: float) -> None:
+        """Enqueue each due firing once: the job and the schedule's new
+        `since` are journalled together, so they commit together."""
+        for firing in self.schedules.due(now):
+            schedule = firing.schedule
+            key = int(firing.fire_time)
+            session = self._session(schedule.session)
+            if firing.enqueue and not session.holds(key):
+                job = Job(self._next_gid, schedule.session, key, schedule.task, list(schedule.args),
+                          dict(schedule.kwargs), False, dict(schedule.options))
+                self._next_gid += 1
+                self.stats.on_submitted(job.task, job.calls)
+                self.jobs[job.gid] = job
+                session.live[key] = job.gid
+                self.journal.append(("add", job))
+                self._queue(job)
+                self.totals["scheduled"] += 1
+            elif not firing.enqueue:
+                schedule.last_outcome = {"fire": firing.fire_time, "outcome": "skipped (missed)", "at": now}
+            self.journal.append(("schedule", schedule.record()))
+
+    def _schedule_outcome(self, job: Job, ok: bool, value: Any, now: float) -> None:
+        """A schedule's job is done: note how on the schedule, keep no result."""
+        session = self.sessions.get(job.session)
+        if session is not None:
+            session.live.pop(job.cid, None)
+        self.journal.append(("forget", [job.gid]))
+        schedule = self.schedules.by_name.get(job.session.removeprefix(SESSION_PREFIX))
+        if schedule is None:
+            return
+        if ok:
+            outcome = "ok"
+        else:
+            error = value if isinstance(value, dict) else {"message": str(value)}
+            outcome = f"failed: {error.get('type', 'Error')}: {str(error.get('message', ''))[:200]}"
+        schedule.last_outcome = {"fire": float(job.cid), "outcome": outcome, "at": now}
+        self.journal.append(("schedule", schedule.record()))
+
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
-        self.stats.on_finished(job.task, job.calls, ok, value, now)
+        self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok:
             record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
             self.failed.append(record)
             self.journal.append(("failed", record))
+        if job.session.startswith(SESSION_PREFIX):
+            self._schedule_outcome(job, ok, value, now)
+            return
         session = self.sessions.get(job.session)
         if session is None:
             return
@@ -423,8 +483,9 @@ class BrokerState:
         return self.dispatcher.calls
 
     def next_due(self) -> float | None:
-        """When the earliest waiting job falls due, for the ticker to wake then."""
-        return self.due.next_due()
+        """When the earliest waiting job or schedule falls due, for the ticker to wake then."""
+        times = [t for t in (self.due.next_due(), self.schedules.next_due()) if t is not None]
+        return min(times, default=None)
 
     def _queue_or_wait(self, job: Job) -> None:
         at = job.at
@@ -513,6 +574,13 @@ class BrokerState:
         # empty: start past anything stored and past a clock-based floor.
         self._next_gid = max(max(gids, default=0) + 1, int(now * 1_000_000))
 
+    def restore_settings(self, paused: list[str], schedules: list[dict[str, Any]]) -> None:
+        """Paused queues and schedules, as the store kept them."""
+        for queue in paused:
+            self.dispatcher.pause(queue)
+        for record in schedules:
+            self.schedules.restore(Schedule.from_record(record))
+
     def snapshot(self) -> dict[str, Any]:
         """Counts for logs and status."""
         return {
@@ -573,9 +641,37 @@ class BrokerState:
                 "delayed": self.due.calls,
                 "failed": len(self.failed),
             },
+            "queues": self.queue_status(now),
+            "schedules": [control.schedule_row(s) for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)],
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
+
+    def queue_status(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per queue, in calls: ready, running, delayed; the oldest ready
+        job's wait, completed calls per second, and whether it is paused."""
+        running: Counter[str] = Counter()
+        for worker in self.workers.values():
+            for job in worker.leased.values():
+                running[job.queue] += job.calls
+        delayed = self.due.calls_by_queue
+        throughput = self.stats.queue_throughput
+        names = self.dispatcher.names() | set(running) | set(delayed) | set(throughput)
+        names.add(DEFAULT_QUEUE)
+        rows = {}
+        for name in sorted(names):
+            queue = self.dispatcher.queues.get(name)
+            oldest = queue.oldest_queued_at() if queue is not None else None
+            rate = throughput.get(name)
+            rows[name] = {
+                "ready": queue.calls if queue is not None else 0,
+                "running": running[name],
+                "delayed": delayed.get(name, 0),
+                "oldest_wait_s": 0.0 if oldest is None else max(0.0, now - oldest),
+                "per_s": rate.rate(now) if rate is not None else 0.0,
+                "paused": name in self.dispatcher.paused,
+            }
+        return rows
 
 
 def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:

@@ -101,6 +101,7 @@ class BrokerStats:
         self.queue_wait = LatencyHistogram()
         self.run_time = LatencyHistogram()
         self.throughput = Throughput()
+        self.queue_throughput: dict[str, Throughput] = {}  # capped like `tasks`
         self.recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
 
     def on_submitted(self, task: str, calls: int) -> None:
@@ -119,8 +120,14 @@ class BrokerStats:
         self.run_time.observe(run_s)
         return 0 if ok else failed_calls(value, calls)
 
-    def on_finished(self, task: str, calls: int, ok: bool, value: Any, now: float) -> None:
+    def on_finished(self, task: str, calls: int, ok: bool, value: Any, now: float, queue: str = "default") -> None:
         """A job is done for good: it succeeded, or failed with no retry left."""
+        throughput = self.queue_throughput.get(queue)
+        if throughput is None:
+            if len(self.queue_throughput) >= MAX_TRACKED_TASKS:
+                queue = OTHER_TASKS
+            throughput = self.queue_throughput.setdefault(queue, Throughput(THROUGHPUT_WINDOW_S + 1))
+        throughput.add(now, calls)
         failed = 0 if ok else failed_calls(value, calls)
         counts = self._task(task)
         counts[1] += calls - failed

@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS failed (
     finished_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
+CREATE TABLE IF NOT EXISTS paused_queues (
+    queue        TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name         TEXT PRIMARY KEY,
+    body         BLOB NOT NULL       -- msgpack Schedule.record(): definition, since, last outcome
+);
 """
 
 Deferred = Callable[[], None]
@@ -109,6 +116,12 @@ class Store:
             args, kwargs, error = msgpack.unpackb(body, raw=False)
             failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at))
         return jobs, results, failed
+
+    def load_settings(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """Paused queues and schedule records."""
+        paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
+        schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
+        return paused, schedules
 
     # -- writing ---------------------------------------------------------------
 
@@ -200,6 +213,18 @@ class Store:
              for _, f in by_kind.get("failed", ())],
         )
         db.executemany("DELETE FROM jobs WHERE gid = ?", [(gid,) for op in by_kind.get("forget", ()) for gid in op[1]])
+        # Settings change rarely and their order matters (add, then remove):
+        # one statement each, in journal order.
+        for op in journal:
+            if op[0] == "queue_paused":
+                if op[2]:
+                    db.execute("INSERT OR IGNORE INTO paused_queues VALUES (?)", (op[1],))
+                else:
+                    db.execute("DELETE FROM paused_queues WHERE queue = ?", (op[1],))
+            elif op[0] == "schedule":
+                db.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?)", (op[1]["name"], _pack(op[1])))
+            elif op[0] == "unschedule":
+                db.execute("DELETE FROM schedules WHERE name = ?", (op[1],))
         for _, cutoff in by_kind.get("expire", ()):
             db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
             db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))

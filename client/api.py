@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
-from sockpool.protocol import ConnectionLost, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import ConnectionLost, Control, ControlReply, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -232,6 +232,67 @@ class Client:
         reply = self._link.request(StatusRequest(), timeout)
         assert isinstance(reply, StatusReply)
         return reply.status
+
+    # -- queues and schedules (the broker keeps them on disk) ---------------
+
+    def pause_queue(self, queue: str, timeout: float = 10.0) -> None:
+        """Stop dispatching `queue`'s jobs (it still accepts them), until
+        `resume_queue`; the pause survives a broker restart.
+
+        Raises:
+            ValueError: a bad queue name.
+            ConnectionLost: no answer from the broker.
+        """
+        self._control("pause_queue", {"queue": queue}, timeout)
+
+    def resume_queue(self, queue: str, timeout: float = 10.0) -> None:
+        """Dispatch `queue`'s jobs again. Raises as `pause_queue`."""
+        self._control("resume_queue", {"queue": queue}, timeout)
+
+    def add_schedule(
+        self, name: str, cron: str, task: str, *args: Any, timezone: str = "UTC", queue: str | None = None,
+        priority: int = 0, missed: str = "once", replace: bool = False, timeout: float = 10.0, **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Run `task(*args, **kwargs)` at every fire time of the cron
+        expression `cron` (5 fields, or 6 with seconds first) in `timezone`.
+
+        The broker keeps the schedule and enqueues each firing exactly once.
+        `missed` says what to do with firings missed while the broker was
+        down: "once" (run the latest of them once) or "skip". Returns the
+        schedule as `schedules()` lists it.
+
+        Raises:
+            ValueError: a bad expression, zone, name or option, or a schedule
+                of that name exists (unless `replace`).
+            ConnectionLost: no answer from the broker.
+        """
+        spec: dict[str, Any] = {
+            "name": name, "cron": cron, "timezone": timezone, "task": task, "args": list(args), "kwargs": kwargs,
+            "queue": queue or DEFAULT_QUEUE, "priority": priority, "missed": missed, "replace": replace,
+        }
+        return self._control("schedule_add", spec, timeout)  # type: ignore[no-any-return]
+
+    def schedules(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every schedule, with `next_fire` (Unix time) and `last_outcome`."""
+        return self._control("schedule_list", {}, timeout)  # type: ignore[no-any-return]
+
+    def remove_schedule(self, name: str, timeout: float = 10.0) -> None:
+        """Raises ValueError if there is no such schedule."""
+        self._control("schedule_remove", {"name": name}, timeout)
+
+    def pause_schedule(self, name: str, timeout: float = 10.0) -> None:
+        """No firings until `resume_schedule`; those in between are not owed."""
+        self._control("schedule_pause", {"name": name}, timeout)
+
+    def resume_schedule(self, name: str, timeout: float = 10.0) -> None:
+        self._control("schedule_resume", {"name": name}, timeout)
+
+    def _control(self, op: str, args: dict[str, Any], timeout: float) -> Any:
+        reply = self._link.request(Control(op, args), timeout)
+        assert isinstance(reply, ControlReply)
+        if not reply.ok:
+            raise ValueError(reply.error)
+        return reply.value
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""

@@ -28,8 +28,11 @@ from sockpool.protocol import (
     Accepted,
     Ack,
     ConnectionLost,
+    Control,
+    ControlReply,
     Error,
     FailedJobs,
+    ListFailed,
     HandshakeRefused,
     Message,
     Ping,
@@ -37,6 +40,7 @@ from sockpool.protocol import (
     ProtocolError,
     Results,
     StatusReply,
+    StatusRequest,
     Submit,
     Welcome,
     encode,
@@ -52,6 +56,10 @@ from sockpool.net.credentials import Credentials
 log = logging.getLogger("sockpool.client")
 
 ResultHandler = Callable[[list[list[Any]]], None]
+# Each request's reply.
+_REPLY_TYPES: dict[type[Message], type[Message]] = {
+    ListFailed: FailedJobs, StatusRequest: StatusReply, Control: ControlReply,
+}
 
 
 class BrokerLink:
@@ -90,7 +98,10 @@ class BrokerLink:
         self._pending = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
-        self._replies: list[Future[Message]] = []
+        # Futures waiting for a reply, each with the reply's type: a
+        # `control_reply` waits for a commit, so a `status_reply` asked for
+        # later may overtake it.
+        self._replies: list[tuple[type[Message], Future[Message]]] = []
         self._closed = False
         self._closing = threading.Event()  # wakes the heartbeat thread to end
         self._conn: Connection | None = None
@@ -177,7 +188,8 @@ class BrokerLink:
         reply: Future[Message] = Future()
         with self._lock:
             conn = self._conn
-            self._replies.append(reply)
+            if conn is not None:  # else no reply will come to take it off the list
+                self._replies.append((_REPLY_TYPES[type(msg)], reply))
         if conn is None:
             raise ConnectionLost("not connected to the broker")
         conn.send(msg)
@@ -310,7 +322,7 @@ class BrokerLink:
                     self._conn = None
                     closed = self._closed
                     replies, self._replies = self._replies, []
-                for reply in replies:
+                for _, reply in replies:
                     reply.set_exception(ConnectionLost(str(exc)))
                 if closed:
                     return
@@ -342,9 +354,10 @@ class BrokerLink:
                     self._lock.notify_all()
             elif isinstance(msg, Ping):
                 conn.send(Pong())
-            elif isinstance(msg, (FailedJobs, StatusReply)):  # replies come in request order
+            elif isinstance(msg, (FailedJobs, StatusReply, ControlReply)):  # in request order, per type
                 with self._lock:
-                    reply = self._replies.pop(0) if self._replies else None
+                    index = next((i for i, (kind, _) in enumerate(self._replies) if kind is type(msg)), None)
+                    reply = self._replies.pop(index)[1] if index is not None else None
                 if reply is not None:
                     reply.set_result(msg)
             elif isinstance(msg, Error):

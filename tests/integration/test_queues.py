@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from sockpool.client import Client
+from sockpool.protocol import ConnectionLost
 
 from .cluster import start_broker, start_worker, wait_for_processes
 from .test_durability import WAIT_S, free_port, wait_until
@@ -71,6 +72,68 @@ def test_a_delayed_job_survives_a_broker_kill_and_runs_once_after_its_time(tmp_p
         ran = lines(order)
         assert [key for key, _ in ran] == ["later"]
         assert ran[0][1] >= submitted + 2.0
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def cron_at(t: float) -> str:
+    """A 6-field cron expression (seconds first) matching the UTC second of `t` once."""
+    when = time.gmtime(t)
+    return f"{when.tm_sec} {when.tm_min} {when.tm_hour} {when.tm_mday} {when.tm_mon} *"
+
+
+def outcome(client: Client, name: str) -> dict | None:
+    """The schedule's last outcome; None while the broker is away."""
+    try:
+        return next(s["last_outcome"] for s in client.schedules() if s["name"] == name)
+    except ConnectionLost:
+        return None
+
+
+def test_a_pause_survives_a_broker_kill(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 1)
+        with Client(address) as client:
+            client.pause_queue("default")
+            broker.kill()
+            broker, address = start_broker(tmp_path, port=port)
+            wait_for_processes(address, 1)
+            future = client.submit("tests.tasks:add", 1, 2)
+            assert client.wait_accepted(WAIT_S)
+            wait_until(lambda: client.status()["queues"]["default"]["ready"] == 1, what="the job queued")
+            assert not future.done() and client.status()["queues"]["default"]["paused"]
+            client.resume_queue("default")
+            assert future.result(WAIT_S) == 3
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+def test_schedules_fire_exactly_once_across_a_broker_kill(tmp_path):
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
+    runs = tmp_path / "runs"
+    try:
+        wait_for_processes(address, 1)
+        with Client(address) as client:
+            first, second = time.time() + 2, time.time() + 5
+            client.add_schedule("before", cron_at(first), "tests.tasks:note", str(runs), "before")
+            client.add_schedule("during", cron_at(second), "tests.tasks:note", str(runs), "during")
+            wait_until(lambda: (outcome(client, "before") or {}).get("outcome") == "ok", what="the first firing")
+            client.pause_queue("unused")  # its reply comes after the commit of everything before it
+            broker.kill()  # SIGKILL; the second firing falls due while the broker is down
+            wait_until(lambda: time.time() > second + 0.5, what="the second fire time")
+            broker, address = start_broker(tmp_path, port=port)
+            wait_until(lambda: (outcome(client, "during") or {}).get("outcome") == "ok", what="the missed firing")
+            rows = {s["name"]: s for s in client.schedules()}
+        assert sorted(key for key, _ in lines(runs)) == ["before", "during"]
+        assert rows["during"]["last_outcome"]["fire"] == int(second)
+        assert rows["before"]["next_fire"] is None or rows["before"]["next_fire"] > time.time() + 86400
     finally:
         worker.stop()
         broker.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sockpool.broker.state import BrokerState
-from sockpool.protocol import PROTOCOL_VERSION, Credit, Hello, Submit
+from sockpool.protocol import PROTOCOL_VERSION, Control, Credit, Hello, Results, Submit
 
 from .test_state import C1, C2, MAX, W1, W2, client, job_ids
 
@@ -85,3 +85,86 @@ def test_a_delayed_job_stays_delayed_after_a_restart(state):
     worker(again, W1)
     assert job_ids(again.on_message(W1, Credit(5), 200.0), W1) == []
     assert job_ids(again.tick(3700.0), W1) == [job.gid]
+
+
+# -- pause and resume, schedules: through `control` ----------------------------
+
+
+def control(state: BrokerState, op: str, now: float, **args):
+    [(conn, reply), *rest] = state.on_message(C1, Control(op, args), now)
+    assert conn == C1
+    return reply, rest
+
+
+def test_a_paused_queue_accepts_and_holds_until_resumed(state):
+    client(state, C1)
+    worker(state, W1, ["gpu"])
+    reply, _ = control(state, "pause_queue", 1.0, queue="gpu")
+    assert reply.ok
+    out = state.on_message(C1, Submit(1, [entry(1, queue="gpu")]), 1.0) + state.on_message(W1, Credit(5), 1.0)
+    assert out[0][1].count == 1 and job_ids(out, W1) == []
+    assert state.status(1.0)["queues"]["gpu"]["paused"] is True
+    assert ("queue_paused", "gpu", True) in state.take_journal()
+    reply, out = control(state, "resume_queue", 2.0, queue="gpu")
+    assert reply.ok and len(job_ids(out, W1)) == 1
+
+
+def test_a_pause_is_restored_after_a_restart(state):
+    again = BrokerState("b1", MAX)
+    again.restore_settings(["gpu"], [])
+    client(again, C1)
+    worker(again, W1, ["gpu"])
+    again.on_message(C1, Submit(1, [entry(1, queue="gpu")]), 1.0)
+    assert job_ids(again.on_message(W1, Credit(5), 1.0), W1) == []
+
+
+def test_bad_control_requests_get_a_reason_not_a_closed_connection(state):
+    client(state, C1)
+    for op, args in (("pause_queue", {"queue": "a b"}), ("nope", {}),
+                     ("schedule_add", {"name": "x", "cron": "99 * * * *", "task": "t"}),
+                     ("schedule_add", {"name": "x", "cron": "* * * * *", "task": "t", "timezone": "Nowhere/Land"}),
+                     ("schedule_remove", {"name": "missing"})):
+        reply, _ = control(state, op, 1.0, **args)
+        assert not reply.ok and reply.error
+
+
+def test_a_schedule_fires_once_per_fire_time_across_a_restart(state):
+    client(state, C1)
+    reply, _ = control(state, "schedule_add", 100.0, name="tick", cron="* * * * *", task="square", args=[3])
+    assert reply.ok and reply.value["next_fire"] == 120.0
+    assert state.next_due() == 120.0
+    state.tick(119.0)
+    assert not state.jobs
+    state.tick(120.05)
+    [job] = state.jobs.values()
+    assert (job.session, job.cid, job.args) == ("@schedule/tick", 120, [3])
+    journal = state.take_journal()
+    kinds = [op[0] for op in journal]
+    assert "add" in kinds and "schedule" in kinds  # committed together
+    record = next(op[1] for op in journal if op[0] == "schedule")
+    # Restart from what was journalled: 120 is not fired again; 180 is.
+    again = BrokerState("b1", MAX)
+    again.restore([job], [], [], now=121.0)
+    again.restore_settings([], [record])
+    again.tick(121.0)
+    assert list(again.jobs) == [job.gid]
+    again.tick(180.0)
+    assert sorted(j.cid for j in again.jobs.values()) == [120, 180]
+
+
+def test_a_schedules_job_outcome_is_kept_on_the_schedule_not_as_a_result(state):
+    client(state, C1)
+    worker(state, W1)
+    control(state, "schedule_add", 100.0, name="tick", cron="* * * * *", task="square", args=[3])
+    state.on_message(W1, Credit(1), 100.0)
+    [gid] = job_ids(state.tick(120.0), W1)
+    state.on_message(W1, Results([[gid, True, 9]]), 120.5)
+    [row] = state.status(121.0)["schedules"]
+    assert row["last_outcome"]["outcome"] == "ok" and row["last_outcome"]["fire"] == 120.0
+    assert ("forget", [gid]) in state.take_journal()
+    assert not state.sessions["@schedule/tick"].results
+
+
+def test_clients_may_not_take_a_schedules_session(state):
+    [(_, reply)] = client(state, C2, "@schedule/tick")
+    assert reply.type == "error"
