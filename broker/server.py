@@ -66,7 +66,7 @@ from sockpool.protocol.messages import E_AUTH, E_BAD_MESSAGE, E_FRAME_TOO_LARGE,
 
 from .peer import Peer
 from .state import BrokerState
-from .store import Store
+from .store import GroupCommitStore
 
 log = logging.getLogger("sockpool.broker")
 
@@ -92,7 +92,7 @@ class BrokerServer:
         tls: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_outbox_bytes: int = MAX_OUTBOX_BYTES,
-        store: Store | None = None,
+        store: GroupCommitStore | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
     ) -> None:
@@ -120,9 +120,9 @@ class BrokerServer:
         )
         self.store = store
         if store is not None:
-            jobs, results, failed = store.load()
+            jobs, results, failed, paused, schedules = store.restore()
             self.state.restore(jobs, results, failed, time.time())
-            self.state.restore_settings(*store.load_settings())
+            self.state.restore_settings(paused, schedules)
             if jobs or results:
                 log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
             store.start()

@@ -5,7 +5,7 @@ concerns, the message and `now`, and returns the replies to send as a list
 of `(conn_id, message)`. It never blocks, sleeps, reads a clock or touches
 a socket; the server holds one lock around it and does the sending. What
 must survive a restart is appended to `journal` as plain tuples, which the
-server hands to the store (see broker/store.py); `restore` rebuilds the
+server hands to the store (see broker/store/); `restore` rebuilds the
 state from what the store kept.
 
 `now` is wall-clock seconds: the times it stamps are stored and compared

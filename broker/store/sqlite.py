@@ -1,0 +1,132 @@
+"""The default store: SQLite in WAL mode in the broker's data directory.
+
+With `synchronous=NORMAL` a commit survives the broker being killed;
+`fsync=True` (`--fsync`) makes it survive a power cut too, at the cost of
+an fsync per commit. A lock file keeps a second broker off the directory:
+with SQLite there is exactly one broker per store, so it is always the
+leader and nothing needs fencing.
+
+The store must never decide anything: it writes what it is given and
+reads back what it wrote.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+import msgpack
+
+from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    gid          INTEGER PRIMARY KEY,
+    session      TEXT NOT NULL,
+    cid          INTEGER NOT NULL,
+    task         TEXT NOT NULL,
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    ok           INTEGER,            -- NULL until the job finished
+    result       BLOB,               -- msgpack value or error
+    finished_at  REAL
+);
+CREATE TABLE IF NOT EXISTS failed (
+    gid          INTEGER PRIMARY KEY,
+    task         TEXT NOT NULL,
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error]
+    attempts     INTEGER NOT NULL,
+    finished_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
+CREATE TABLE IF NOT EXISTS paused_queues (
+    queue        TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name         TEXT PRIMARY KEY,
+    body         BLOB NOT NULL       -- msgpack Schedule.record(): definition, since, last outcome
+);
+"""
+
+
+class DataDirBusy(Exception):
+    """Another broker already uses this data directory."""
+
+
+class SqliteStore(GroupCommitStore):
+    def __init__(self, data_dir: Path, *, fsync: bool = False) -> None:
+        """Open (or create) the store in `data_dir`.
+
+        Raises:
+            DataDirBusy: another broker holds the directory's lock.
+            sqlite3.Error: the database cannot be opened.
+        """
+        super().__init__()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "broker.sqlite3"
+        # Two brokers on one store would both run its jobs.
+        self._lock_file = open(data_dir / "broker.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise DataDirBusy(f"{data_dir} is in use by another broker") from None
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._db.executescript(SCHEMA)
+
+    def restore(self) -> Snapshot:
+        snapshot = snapshot_from_rows(
+            self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs"),
+            self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
+        )
+        paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
+        schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
+        return snapshot._replace(paused=paused, schedules=schedules)
+
+    def _commit(self, journal: Journal) -> None:
+        rows = rows_for(journal)
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
+                rows.add,
+            )
+            db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
+            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?", rows.finish)
+            db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
+            db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
+            for setting in rows.settings:
+                if setting[0] == "pause":
+                    db.execute("INSERT OR IGNORE INTO paused_queues VALUES (?)", setting[1:])
+                elif setting[0] == "unpause":
+                    db.execute("DELETE FROM paused_queues WHERE queue = ?", setting[1:])
+                elif setting[0] == "schedule":
+                    db.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?)", setting[1:])
+                else:
+                    db.execute("DELETE FROM schedules WHERE name = ?", setting[1:])
+            for cutoff in rows.expire:
+                db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
+                db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def _close_backend(self) -> None:
+        self._db.close()
+        self._lock_file.close()
+
+
+def default_data_dir(port: int) -> Path:
+    """Per user and per port: $XDG_DATA_HOME/sockpool/broker-PORT
+    (~/.local/share/sockpool/broker-PORT when XDG_DATA_HOME is unset)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "sockpool" / f"broker-{port}"
