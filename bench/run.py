@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from bench import dask_side, report
+from bench import dask_side, dispatch_side, report
 from bench import workloads as w
 from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
@@ -59,6 +59,7 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         log_dir = Path(tmp)
         run_sockpool_and_local(sizes, log_dir, samples, loads)
         run_durability(sizes, log_dir, samples)
+        run_dispatch(sizes, log_dir, samples)
     if with_dask:
         run_dask(sizes, samples)
     loads.append(os.getloadavg())
@@ -161,6 +162,19 @@ def run_durability(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
         finally:
             worker.stop()
             broker.stop()
+
+
+def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Items 8-10, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    for run in range(sizes.runs):
+        click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
+        for key, measure in (
+            ("fair_share", dispatch_side.fair_share_wait_ms),
+            ("priority", dispatch_side.priority_start_ms),
+            ("delayed", dispatch_side.delayed_lateness),
+        ):
+            value = dispatch_side.on_fresh_cluster(fresh_dir(log_dir, key), lambda a: measure(a, sizes))
+            samples[key]["sockpool"].append(value)
 
 
 def run_dask(sizes: w.Sizes, samples: Samples) -> None:

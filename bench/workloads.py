@@ -40,6 +40,9 @@ class Sizes:
     queued_jobs: int
     cli_args: int
     runs: int
+    fair_backlog: int = 1_000
+    priority_backlog: int = 100_000
+    delayed_jobs: int = 500
 
     @property
     def ideal_spin_wall_s(self) -> float:
@@ -53,7 +56,7 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1,
+    queued_jobs=2_000, cli_args=300, runs=1, fair_backlog=200, priority_backlog=2_000, delayed_jobs=50,
 )
 
 

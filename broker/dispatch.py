@@ -121,6 +121,38 @@ class Dispatcher:
         self.count += 1
         self.calls += job.calls
 
+    def add_many(self, jobs: list[Job], now: float) -> None:
+        """`add` each job in order; a run of jobs for one line (the usual
+        submit batch: one session, task, queue and priority) goes in at once."""
+        start = 0
+        while start < len(jobs):
+            first = jobs[start]
+            end = start + 1
+            key = (first.queue, first.priority, first.session, first.task)
+            while end < len(jobs) and (jobs[end].queue, jobs[end].priority, jobs[end].session, jobs[end].task) == key:
+                end += 1
+            if end - start == 1:
+                self.add(first, now)
+            else:
+                self._add_run(jobs[start:end], now)
+            start = end
+
+    def _add_run(self, run: list[Job], now: float) -> None:
+        first = run[0]
+        self.add(first, now)  # makes the queue, level and line as needed
+        rest = run[1:]
+        queue = self.queues[first.queue]
+        level = queue.levels[first.priority]
+        level.lines[first.session][first.task].extend(rest)
+        n = len(rest)
+        calls = sum(job.calls for job in rest)
+        level.count += n
+        queue.count += n
+        queue.calls += calls
+        queue.by_task[first.task] += n
+        self.count += n
+        self.calls += calls
+
     def remove(self, job: Job) -> bool:
         """Take a ready job out (a cancellation); False if it is not ready."""
         queue = self.queues.get(job.queue)

@@ -248,6 +248,8 @@ class BrokerState:
     def on_submit(self, session: Session, msg: Submit) -> Outbox:
         refused: list[list[Any]] = []
         added = 0
+        ready: list[Job] = []
+        now = self.now
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -265,8 +267,14 @@ class BrokerState:
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
-            self._queue_or_wait(job)
+            at = job.at if options else None
+            if at is not None and at > now:
+                self.due.push(job, at)
+            else:
+                job.queued_at = now
+                ready.append(job)
             added += 1
+        self.dispatcher.add_many(ready, now)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
@@ -330,6 +338,7 @@ class BrokerState:
         out: Outbox = []
         for job in self.due.pop_due(now):
             self._queue(job)
+        self.stats.sample_queues(now)
         next_fire = self.schedules.next_due()
         if next_fire is not None and next_fire <= now:
             self._fire_schedules(now)
@@ -655,20 +664,19 @@ class BrokerState:
             for job in worker.leased.values():
                 running[job.queue] += job.calls
         delayed = self.due.calls_by_queue
-        throughput = self.stats.queue_throughput
-        names = self.dispatcher.names() | set(running) | set(delayed) | set(throughput)
+        rates = self.stats.queue_rates(now)
+        names = self.dispatcher.names() | set(running) | set(delayed) | set(self.stats.queue_done)
         names.add(DEFAULT_QUEUE)
         rows = {}
         for name in sorted(names):
             queue = self.dispatcher.queues.get(name)
             oldest = queue.oldest_queued_at() if queue is not None else None
-            rate = throughput.get(name)
             rows[name] = {
                 "ready": queue.calls if queue is not None else 0,
                 "running": running[name],
                 "delayed": delayed.get(name, 0),
                 "oldest_wait_s": 0.0 if oldest is None else max(0.0, now - oldest),
-                "per_s": rate.rate(now) if rate is not None else 0.0,
+                "per_s": rates.get(name, 0.0),
                 "paused": name in self.dispatcher.paused,
             }
         return rows
