@@ -677,6 +677,7 @@ class BrokerState:
                 "delayed": delayed.get(name, 0),
                 "oldest_wait_s": 0.0 if oldest is None else max(0.0, now - oldest),
                 "per_s": rates.get(name, 0.0),
+                "completed": self.stats.queue_done.get(name, 0),
                 "paused": name in self.dispatcher.paused,
             }
         return rows

@@ -137,3 +137,26 @@ def test_schedules_fire_exactly_once_across_a_broker_kill(tmp_path):
     finally:
         worker.stop()
         broker.stop()
+
+
+def test_status_and_metrics_show_each_queue(observed):
+    from .test_observe import scrape, status_of
+
+    observed.add_worker(1, "--tasks", "tests.tasks", "--queues", "default,gpu", name="both")
+    with Client(observed.address) as client:
+        client.pause_queue("gpu")
+        waiting = [client.with_options(queue="gpu").submit("tests.tasks:add", i, 1) for i in range(3)]
+        assert client.wait_accepted(WAIT_S)
+        assert [client.submit("tests.tasks:add", i, 1).result(WAIT_S) for i in range(4)] == [1, 2, 3, 4]
+        samples = scrape(observed.broker.metrics_address)
+        assert samples[("sockpool_queue_jobs", (("queue", "gpu"), ("state", "ready")))] == 3
+        assert samples[("sockpool_queue_paused", (("queue", "gpu"),))] == 1
+        assert samples[("sockpool_queue_paused", (("queue", "default"),))] == 0
+        assert samples[("sockpool_queue_completed_total", (("queue", "default"),))] == 4
+        text = status_of(observed.address)
+        gpu_line = next(line for line in text.splitlines() if line.startswith("gpu "))
+        assert gpu_line.split()[1] == "3" and gpu_line.endswith("paused")
+        report = status_of(observed.address, "--json")
+        assert report["queues"]["gpu"]["oldest_wait_s"] >= 0 and report["queues"]["default"]["completed"] == 4
+        client.resume_queue("gpu")
+        assert [f.result(WAIT_S) for f in waiting] == [1, 2, 3]
