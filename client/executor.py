@@ -65,8 +65,9 @@ class Executor(_Executor):
     """Runs calls on the cluster behind the broker at `address`."""
 
     def __init__(self, address: str | None = None, **client_options: Any) -> None:
-        """Connect to the broker. `client_options` go to `Client`: `retries=`
-        and `timeout=` for every call, `secret_file=`, `tls_ca=`, `name=`...
+        """Connect to the broker. `client_options` go to `Client`: `retries=`,
+        `timeout=`, `queue=` and `priority=` for every call, `secret_file=`,
+        `tls_ca=`, `name=`...
 
         Raises:
             ConnectionLost: the broker cannot be reached.

@@ -160,3 +160,23 @@ def test_status_and_metrics_show_each_queue(observed):
         assert report["queues"]["gpu"]["oldest_wait_s"] >= 0 and report["queues"]["default"]["completed"] == 4
         client.resume_queue("gpu")
         assert [f.result(WAIT_S) for f in waiting] == [1, 2, 3]
+
+
+def test_executor_and_submit_cli_take_queue_priority_and_delay(cluster):
+    from sockpool.client import Executor
+    from tests.tasks import worker_pid
+
+    from .cluster import run_submit
+
+    gpu = cluster.add_worker(1, "--tasks", "tests.tasks", "--queues", "gpu", name="gpu")
+    with Executor(cluster.address, queue="gpu", priority=5) as executor:
+        assert set(executor.map(worker_pid, range(5))) == {gpu.popen.pid}
+    started = time.monotonic()
+    done = run_submit("--broker", cluster.address, "--queue", "gpu", "--priority", "2", "--delay", "1s",
+                      "tests.tasks:cube", "2", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["8", "27"] and time.monotonic() - started >= 1.0
+    refused = run_submit("--broker", cluster.address, "--at", "2026-12-24T18:00:00", "tests.tasks:cube", "2")
+    assert refused.returncode == 2 and "time zone" in refused.stderr
+    refused = run_submit("--broker", cluster.address, "--queue", "no spaces", "tests.tasks:cube", "2")
+    assert refused.returncode == 2 and "queue names" in refused.stderr

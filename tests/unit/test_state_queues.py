@@ -168,3 +168,20 @@ def test_a_schedules_job_outcome_is_kept_on_the_schedule_not_as_a_result(state):
 def test_clients_may_not_take_a_schedules_session(state):
     [(_, reply)] = client(state, C2, "@schedule/tick")
     assert reply.type == "error"
+
+
+def test_a_thousand_jobs_due_at_once_do_not_crowd_out_others(state):
+    client(state, C1, "many")
+    client(state, C2, "other")
+    worker(state, W1, processes=2)
+    worker(state, W2, ["gpu"])
+    state.on_message(C1, Submit(1, [entry(i, at=50.0) for i in range(1, 1001)]), 10.0)
+    state.on_message(C2, Submit(1, [entry(1), entry(2, queue="gpu")]), 10.0)
+    assert job_ids(state.tick(49.9), W1) == []
+    state.tick(50.0)  # all 1000 fall due in one tick
+    assert state.ready_count == 1002  # the thousand, and the other client's two
+    first = state.on_message(W1, Credit(2), 50.0)
+    sessions = sorted(state.jobs[g].session for g in job_ids(first, W1))
+    assert sessions == ["many", "other"]  # the other client's job goes with the first of the thousand
+    gpu = state.on_message(W2, Credit(1), 50.0)
+    assert [state.jobs[g].session for g in job_ids(gpu, W2)] == ["other"]  # another queue is untouched
