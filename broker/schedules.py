@@ -42,6 +42,7 @@ MISSED_AFTER_S = 60.0
 SESSION_PREFIX = "@schedule/"
 MAX_SCHEDULE_NAME_CHARS = 128
 MAX_CRON_CHARS = 256
+MAX_ZONE_NAME_CHARS = 64
 MAX_SCHEDULES = 10_000
 
 
@@ -79,6 +80,8 @@ class Schedule:
 
 def zone(name: str) -> ZoneInfo:
     """Raises ValueError for an unknown time zone."""
+    if len(name) > MAX_ZONE_NAME_CHARS:
+        raise ValueError("time zone name too long")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
