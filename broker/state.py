@@ -74,7 +74,8 @@ from sockpool.protocol.messages import DEFAULT_QUEUE
 
 from . import control
 from .dispatch import Dispatcher, DueJobs
-from .schedules import SESSION_PREFIX, Schedule, Schedules, fire_time_text
+from .firing import fire_schedules, queue_status, schedule_outcome
+from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .stats import BrokerStats
 
@@ -341,7 +342,7 @@ class BrokerState:
         self.stats.sample_queues(now)
         next_fire = self.schedules.next_due()
         if next_fire is not None and next_fire <= now:
-            self._fire_schedules(now)
+            fire_schedules(self, now)
         if now >= self._next_ping:
             self._next_ping = now + self.heartbeat_s
             out += [(conn_id, Ping()) for conn_id in self.last_seen]
@@ -392,44 +393,6 @@ class BrokerState:
         self._queue(job, front=True)
         return []
 
-    def _fire_schedules(self, now: float) -> None:
-        """Enqueue each due firing once: the job and the schedule's new
-        `since` are journalled together, so they commit together."""
-        for firing in self.schedules.due(now):
-            schedule = firing.schedule
-            key = int(firing.fire_time)
-            session = self._session(schedule.session)
-            if firing.enqueue and not session.holds(key):
-                job = Job(self._next_gid, schedule.session, key, schedule.task, list(schedule.args),
-                          dict(schedule.kwargs), False, dict(schedule.options))
-                self._next_gid += 1
-                self.stats.on_submitted(job.task, job.calls)
-                self.jobs[job.gid] = job
-                session.live[key] = job.gid
-                self.journal.append(("add", job))
-                self._queue(job)
-                self.totals["scheduled"] += 1
-            elif not firing.enqueue:
-                schedule.last_outcome = {"fire": firing.fire_time, "outcome": "skipped (missed)", "at": now}
-            self.journal.append(("schedule", schedule.record()))
-
-    def _schedule_outcome(self, job: Job, ok: bool, value: Any, now: float) -> None:
-        """A schedule's job is done: note how on the schedule, keep no result."""
-        session = self.sessions.get(job.session)
-        if session is not None:
-            session.live.pop(job.cid, None)
-        self.journal.append(("forget", [job.gid]))
-        schedule = self.schedules.by_name.get(job.session.removeprefix(SESSION_PREFIX))
-        if schedule is None:
-            return
-        if ok:
-            outcome = "ok"
-        else:
-            error = value if isinstance(value, dict) else {"message": str(value)}
-            outcome = f"failed: {error.get('type', 'Error')}: {str(error.get('message', ''))[:200]}"
-        schedule.last_outcome = {"fire": float(job.cid), "outcome": outcome, "at": now}
-        self.journal.append(("schedule", schedule.record()))
-
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
         self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
@@ -440,7 +403,7 @@ class BrokerState:
             self.failed.append(record)
             self.journal.append(("failed", record))
         if job.session.startswith(SESSION_PREFIX):
-            self._schedule_outcome(job, ok, value, now)
+            schedule_outcome(self, job, ok, value, now)
             return
         session = self.sessions.get(job.session)
         if session is None:
@@ -476,6 +439,20 @@ class BrokerState:
     @property
     def total_processes(self) -> int:
         return sum(w.processes for w in self.workers.values())
+
+    def take_gid(self) -> int:
+        """A new broker job id (for jobs the broker makes itself: firings)."""
+        gid = self._next_gid
+        self._next_gid += 1
+        return gid
+
+    def session(self, session_id: str) -> Session:
+        """The session, created if new."""
+        return self._session(session_id)
+
+    def make_ready(self, job: Job) -> None:
+        """Queue an accepted job for dispatch (the next `_dispatch` hands it out)."""
+        self._queue(job)
 
     def _session(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
@@ -650,37 +627,11 @@ class BrokerState:
                 "delayed": self.due.calls,
                 "failed": len(self.failed),
             },
-            "queues": self.queue_status(now),
+            "queues": queue_status(self, now),
             "schedules": [control.schedule_row(s) for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)],
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
-
-    def queue_status(self, now: float) -> dict[str, dict[str, Any]]:
-        """Per queue, in calls: ready, running, delayed; the oldest ready
-        job's wait, completed calls per second, and whether it is paused."""
-        running: Counter[str] = Counter()
-        for worker in self.workers.values():
-            for job in worker.leased.values():
-                running[job.queue] += job.calls
-        delayed = self.due.calls_by_queue
-        rates = self.stats.queue_rates(now)
-        names = self.dispatcher.names() | set(running) | set(delayed) | set(self.stats.queue_done)
-        names.add(DEFAULT_QUEUE)
-        rows = {}
-        for name in sorted(names):
-            queue = self.dispatcher.queues.get(name)
-            oldest = queue.oldest_queued_at() if queue is not None else None
-            rows[name] = {
-                "ready": queue.calls if queue is not None else 0,
-                "running": running[name],
-                "delayed": delayed.get(name, 0),
-                "oldest_wait_s": 0.0 if oldest is None else max(0.0, now - oldest),
-                "per_s": rates.get(name, 0.0),
-                "completed": self.stats.queue_done.get(name, 0),
-                "paused": name in self.dispatcher.paused,
-            }
-        return rows
 
 
 def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:

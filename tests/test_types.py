@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What must pass --strict, as paths inside the installed `sockpool` package.
 STRICT = ["sockpool/protocol", "sockpool/broker/state.py", "sockpool/broker/records.py",
-          "sockpool/broker/dispatch.py", "sockpool/broker/schedules.py", "sockpool/broker/control.py"]
+          "sockpool/broker/dispatch.py", "sockpool/broker/schedules.py", "sockpool/broker/control.py",
+          "sockpool/broker/firing.py"]
 
 
 def test_mypy_strict_on_the_pure_core(tmp_path):
