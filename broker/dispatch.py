@@ -352,5 +352,22 @@ class DueJobs:
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
+    def remove(self, job: Job) -> bool:
+        """Take a waiting job out (a cancellation); False if it is not here."""
+        for index, (_, held) in enumerate(self._heap):
+            if held is job:
+                last = self._heap.pop()
+                if index < len(self._heap):
+                    self._heap[index] = last
+                    heapq.heapify(self._heap)
+                self.calls -= job.calls
+                left = self.calls_by_queue[job.queue] - job.calls
+                if left:
+                    self.calls_by_queue[job.queue] = left
+                else:
+                    del self.calls_by_queue[job.queue]
+                return True
+        return False
+
     def jobs(self) -> Iterator[Job]:
         return (job for _, job in self._heap)

@@ -203,3 +203,14 @@ def test_a_job_due_in_a_month_is_one_entry():
     due.push(job, 30 * 86400.0)
     assert len(due) == 1 and due.pop_due(30 * 86400.0 - 1) == []
     assert due.pop_due(30 * 86400.0) == [job]
+
+
+def test_a_waiting_job_can_be_taken_out():
+    due = DueJobs()
+    jobs = [make(queue="gpu") for _ in range(5)]
+    for i, job in enumerate(jobs):
+        due.push(job, 10.0 + i)
+    assert due.remove(jobs[2]) and not due.remove(jobs[2])
+    assert due.remove(jobs[4])
+    assert gids(due.pop_due(100.0)) == gids([jobs[0], jobs[1], jobs[3]])
+    assert due.calls == 0 and due.calls_by_queue == {}
