@@ -68,15 +68,20 @@ from sockpool.protocol.defaults import (
     RETRY_BASE_S,
     RETRY_MAX_S,
 )
-from sockpool.protocol.messages import E_HANDSHAKE, E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, PROTOCOL_VERSION
-
-from sockpool.protocol.messages import DEFAULT_QUEUE
+from sockpool.protocol.messages import (
+    DEFAULT_QUEUE,
+    E_HANDSHAKE,
+    E_POISON,
+    E_UNKNOWN_TASK,
+    NOT_RETRYABLE,
+    PROTOCOL_VERSION,
+)
 
 from . import control
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
-from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
+from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .stats import BrokerStats
 
 # Sessions with nothing left to deliver are forgotten this long after their
