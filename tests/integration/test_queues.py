@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from sockpool.client import Client
 from sockpool.protocol import ConnectionLost
 
@@ -113,6 +115,7 @@ def test_a_pause_survives_a_broker_kill(tmp_path):
         broker.stop()
 
 
+@pytest.mark.slow
 def test_schedules_fire_exactly_once_across_a_broker_kill(tmp_path):
     port = free_port()
     broker, address = start_broker(tmp_path, port=port)
@@ -121,7 +124,7 @@ def test_schedules_fire_exactly_once_across_a_broker_kill(tmp_path):
     try:
         wait_for_processes(address, 1)
         with Client(address) as client:
-            first, second = time.time() + 2, time.time() + 5
+            first, second = time.time() + 2, time.time() + 4.5
             client.add_schedule("before", cron_at(first), "tests.tasks:note", str(runs), "before")
             client.add_schedule("during", cron_at(second), "tests.tasks:note", str(runs), "during")
             wait_until(lambda: (outcome(client, "before") or {}).get("outcome") == "ok", what="the first firing")
