@@ -4,6 +4,7 @@ how it is doing, or what failed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from sockpool.protocol.defaults import (
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
     RESULT_TTL_S,
+    OPERATOR_SECRET_ENV,
     SECRET_ENV,
 )
 
@@ -67,6 +69,11 @@ def main() -> None:
     "--worker-secret-file", metavar="PATH",
     help="Admit workers only with the secret in this file (then --secret-file admits clients only).",
 )
+@click.option(
+    "--operator-secret-file", metavar="PATH",
+    help="Admit the operator role (`broker failed`: every session's failed jobs) only with the secret "
+         "in this file [default: the worker secret].",
+)
 @click.option("--tls-cert", metavar="PATH", help="Serve TLS with this certificate (chain) in PEM.")
 @click.option("--tls-key", metavar="PATH", help="The private key of --tls-cert, in PEM.")
 @click.option(
@@ -90,7 +97,7 @@ def main() -> None:
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, name: str | None,
-    secret_file: str | None, worker_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
+    secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
     log_level: str,
 ) -> None:
@@ -102,11 +109,14 @@ def start(
     try:
         secret = read_secret_file(secret_file) if secret_file else None
         worker_secret = read_secret_file(worker_secret_file) if worker_secret_file else None
+        operator_secret = read_secret_file(operator_secret_file) if operator_secret_file else None
         tls = server_context(tls_cert, tls_key) if tls_cert and tls_key else None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if secret is not None and secret == worker_secret:
         raise click.UsageError("--worker-secret-file must hold a different secret from --secret-file")
+    if secret is not None and secret == operator_secret:
+        raise click.UsageError("--operator-secret-file must hold a different secret from --secret-file")
     store = None
     if not in_memory:
         if data_dir is None and port == 0:
@@ -118,7 +128,7 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
-        secret=secret, worker_secret=worker_secret, tls=tls, max_connections=max_connections,
+        secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
     )
     http = None
@@ -156,22 +166,33 @@ def start(
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@peer_options("The broker's client secret.")
+@peer_options("The broker's client secret (with --operator: its operator secret).")
+@click.option("--operator", is_flag=True,
+              help="Connect as the operator (secret: --secret-file, else $SOCKPOOL_OPERATOR_SECRET_FILE), "
+                   "to see every recent failure's message.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the broker.")
-def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None, timeout: float) -> None:
+@click.pass_context
+def status(
+    ctx: click.Context, address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None,
+    operator: bool, timeout: float,
+) -> None:
     """Show a broker's workers, queue depth, totals, throughput and counts per task.
 
     Asks the broker over the protocol, as a client with the client's
-    credentials. Counts are calls: a map chunk of N items counts N.
+    credentials. Counts are calls: a map chunk of N items counts N. Recent
+    failures show their messages (which may quote a job's arguments) only
+    with --operator.
     """
     from sockpool.client import Client, SockpoolError
 
     from .report import format_status
 
+    if operator and ctx.get_parameter_source("secret_file") != click.core.ParameterSource.COMMANDLINE:
+        secret_file = os.environ.get(OPERATOR_SECRET_ENV) or secret_file
     try:
         with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout) as client:
+                    connect_timeout_s=timeout, operator=operator) as client:
             report = client.status(timeout)
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -181,13 +202,21 @@ def status(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@peer_options("The broker's client secret.")
+@peer_options(
+    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
+    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
+)
 def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None) -> None:
-    """List the jobs that failed for good (kept until their TTL)."""
+    """List every session's jobs that failed for good (kept until their TTL).
+
+    Connects in the operator role, which needs the operator's secret: the
+    list shows other people's job arguments. A client sees only its own
+    session's failures (`Client.failed_jobs`).
+    """
     from sockpool.client import Client, SockpoolError
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca) as client:
+        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-failed") as client:
             jobs = client.failed_jobs()
     except (SockpoolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -201,10 +230,15 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     click.echo(f"{len(jobs)} failed jobs", err=True)
 
 
+_OPERATOR_SECRET_HELP = "The broker's operator secret (its --operator-secret-file, by default its worker secret)."
+
+
 def _control_client(address: str | None, secret_file: str | None, tls_ca: str | None) -> Any:
+    """An operator connection: pausing a queue or changing a schedule acts
+    for everyone, so it needs the operator's secret."""
     from sockpool.client import Client
 
-    return Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-control")
+    return Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-control", operator=True)
 
 
 def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, call: Callable[[Any], Any]) -> Any:
@@ -220,7 +254,7 @@ def _run_control(address: str | None, secret_file: str | None, tls_ca: str | Non
 
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options("The broker's client secret.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
 @click.argument("queue")
 def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
     """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
@@ -230,7 +264,7 @@ def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queu
 
 @main.command()
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options("The broker's client secret.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
 @click.argument("queue")
 def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
     """Dispatch QUEUE's jobs again."""
@@ -245,7 +279,7 @@ def schedule() -> None:
 
 @schedule.command("add")
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options("The broker's client secret.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
 @click.option("--cron", required=True, metavar="EXPR", help='Cron expression, e.g. "*/5 * * * *" (6 fields: seconds first).')
 @click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA zone the expression is read in.")
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue of each firing's job.")
@@ -275,7 +309,7 @@ def schedule_add(
 
 @schedule.command("list")
 @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options("The broker's client secret.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | None, as_json: bool) -> None:
     """Every schedule with its next fire time and the outcome of its last run."""
@@ -293,7 +327,7 @@ def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | No
 def _schedule_command(verb: str, method: str, doc: str) -> None:
     @schedule.command(verb, help=doc)
     @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-    @peer_options("The broker's client secret.")
+    @peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
     @click.argument("name")
     def command(address: str | None, secret_file: str | None, tls_ca: str | None, name: str) -> None:
         _run_control(address, secret_file, tls_ca, lambda c: getattr(c, method)(name))

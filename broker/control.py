@@ -1,6 +1,7 @@
 """`control` requests: pause and resume queues, add and manage schedules. No I/O.
 
-Each operation checks its arguments, changes the state, journals what
+Only an operator connection may make them (see SECURITY.md). Each
+operation checks its arguments, changes the state, journals what
 must survive a restart and answers with a `control_reply`, which the
 server sends only once the journal is on disk (like `accepted`). A bad
 argument is the caller's fault and gets `ok=False` with the reason; it
@@ -39,10 +40,14 @@ class BadRequest(ValueError):
     """The caller's arguments cannot be used; the reply says why."""
 
 
-def handle(state: BrokerState, op: str, args: dict[str, Any], now: float) -> ControlReply:
+def handle(state: BrokerState, op: str, args: dict[str, Any], now: float, operator: bool) -> ControlReply:
+    """Every operation acts beyond the caller's own session (a paused queue
+    or a schedule is everyone's), so each needs the operator role."""
     handler = _OPS.get(op)
     if handler is None:
         return ControlReply(False, error=f"unknown control operation {op!r}")
+    if not operator:
+        return ControlReply(False, error=f"{op} needs the operator role (connect with --operator / operator=True)")
     try:
         return ControlReply(True, handler(state, args, now))
     except BadRequest as exc:
@@ -138,9 +143,16 @@ def _set_paused(paused: bool) -> Callable[[BrokerState, dict[str, Any], float], 
     return change
 
 
-def schedule_row(schedule: Schedule) -> dict[str, Any]:
-    """A schedule as `schedule list` shows it: its record, its next fire time."""
+def schedule_row(schedule: Schedule, full: bool = True) -> dict[str, Any]:
+    """A schedule as `schedule list` shows it: its record, its next fire time.
+    Not `full` (for status without the operator role, and the unauthenticated
+    dashboard): no arguments, and a failure's type without its message."""
     row = schedule.record()
+    if not full:
+        row["args"], row["kwargs"] = [], {}
+        outcome = row["last_outcome"]
+        if outcome and outcome["outcome"].startswith("failed: "):
+            row["last_outcome"] = {**outcome, "outcome": outcome["outcome"].split(":", 2)[0] + ":" + outcome["outcome"].split(":", 2)[1]}
     row["queue"] = schedule.options.get("queue", DEFAULT_QUEUE)
     row["priority"] = schedule.options.get("priority", 0)
     row["next_fire"] = schedule.next_fire

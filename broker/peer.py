@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from sockpool.net.connection import Connection
 from sockpool.protocol import ConnectionLost, Message, ProtocolError
@@ -49,25 +50,29 @@ class Peer:
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
         self._writer.start()
 
-    def post(self, msg: Message) -> None:
-        """Queue a message for sending; never blocks on the network.
+    def post(self, msg: Message) -> list[list[Any]]:
+        """Queue a message for sending; never blocks on the network. Returns
+        the job entries of a `jobs` message that cannot be sent at all (too
+        large for the peer's frames), for the broker to fail them alone.
 
         Called with the broker lock held, so it must never wait for the
-        writer: a peer that stopped reading is cut off instead.
+        writer: a peer that stopped reading is cut off instead. A message
+        the broker built that cannot be encoded is the broker's fault, not
+        the peer's: it is logged and left out, and the peer stays.
         """
         try:
-            frames = encode_to_fit(msg, self.max_frame_bytes)
+            frames, unsent = encode_to_fit(msg, self.max_frame_bytes)
         except ProtocolError as exc:
-            log.error("cannot encode a message for %s: %s", self.conn.peer, exc)
-            self.conn.abort()
-            return
+            log.error("cannot send a %s message to %s, left out: %s", msg.type, self.conn.peer, exc)
+            return []
         with self._wake:
             if self._dropped:
-                return
+                return unsent
             self._outbox += frames
             self._outbox_bytes += sum(len(f) for f in frames)
             self._wake.notify()
         self.drop_if_stalled(time.monotonic())
+        return unsent
 
     def drop_if_stalled(self, now: float) -> bool:
         """Cut the connection if too much waits for a peer that reads nothing.

@@ -116,7 +116,11 @@ class Session:
 
 @dataclass
 class FailedJob:
-    """A job that failed for good, kept for `broker failed` until its TTL."""
+    """A job that failed for good, kept for `broker failed` until its TTL.
+
+    Bounded in size (see `admission.bounded_failure`); `size` is the bytes
+    its row takes on the wire, for paging the list into frames.
+    """
 
     gid: int
     task: str
@@ -125,6 +129,8 @@ class FailedJob:
     error: Any
     attempts: int
     finished_at: float
+    session: str = ""
+    size: int = 0
 
     def row(self) -> list[Any]:
         return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]

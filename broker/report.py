@@ -53,7 +53,7 @@ def format_status(status: dict[str, Any]) -> str:
     if failures:
         lines += ["", "recent failures:"]
         lines += [
-            f"  {format_age(f['age_s'])} ago  {f['task']}: {f['type']}: {f['message']}".rstrip()
+            f"  {format_age(f['age_s'])} ago  {f['task']}: {f['type']}: {f.get('message', '')}".rstrip()
             for f in failures[:5]
         ]
     return "\n".join(lines)

@@ -12,7 +12,8 @@ Strangers and garbage cost little and never crash anything:
    thread closes any more at once, so a flood costs no threads.
 2. Until its handshake is done (TLS, hello, authentication) a connection
    has `handshake_timeout_s` in all, however slowly it sends, and frames
-   of at most HANDSHAKE_MAX_FRAME_BYTES; the queue core never sees it.
+   of at most HANDSHAKE_MAX_FRAME_BYTES (a few KiB, read a few KiB at a
+   time); the queue core never sees it.
 3. Malformed frames, unknown or out-of-order messages close that
    connection with a logged reason; nothing else is affected.
 4. A peer that stops reading is dropped once more than
@@ -33,10 +34,11 @@ import threading
 import time
 from typing import Any
 
-from sockpool.net.connection import Connection, address_family, join_address
+from sockpool.net.connection import RECV_BYTES, Connection, address_family, join_address
 from sockpool.net.tls import TLSStream
 from sockpool.protocol import (
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Auth,
@@ -51,6 +53,7 @@ from sockpool.protocol import (
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
+from sockpool.protocol.framing import pack_body, unpack_body
 from sockpool.protocol.defaults import (
     HANDSHAKE_MAX_FRAME_BYTES,
     HANDSHAKE_TIMEOUT_S,
@@ -89,6 +92,7 @@ class BrokerServer:
         name: str | None = None,
         secret: bytes | None = None,
         worker_secret: bytes | None = None,
+        operator_secret: bytes | None = None,
         tls: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_outbox_bytes: int = MAX_OUTBOX_BYTES,
@@ -101,7 +105,9 @@ class BrokerServer:
         `secret` admits clients, and workers too unless `worker_secret` is
         given: then only it admits workers, so a client's secret cannot
         join as a worker and receive other people's jobs. None leaves that
-        role open. `tls` is a server context (sockpool.net.tls.server_context).
+        role open. `operator_secret` admits the operator role (every
+        session's failed jobs); by default the worker secret does, the most
+        trusted secret there is (a worker sees every job's arguments anyway). `tls` is a server context (sockpool.net.tls.server_context).
         """
         self._listener = socket.create_server((host, port), family=address_family(host), backlog=128)
         bound = self._listener.getsockname()
@@ -113,7 +119,11 @@ class BrokerServer:
         self.max_outbox_bytes = max(max_outbox_bytes, 2 * max_frame_bytes)
         # A peer whose writer is stuck this long is as gone as a silent one.
         self.stall_s = heartbeat_s * HEARTBEAT_MISSES
-        self._keys: dict[str, bytes | None] = {ROLE_CLIENT: secret, ROLE_WORKER: worker_secret or secret}
+        self._keys: dict[str, bytes | None] = {
+            ROLE_CLIENT: secret,
+            ROLE_WORKER: worker_secret or secret,
+            ROLE_OPERATOR: operator_secret or worker_secret or secret,
+        }
         self._tls = tls
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, now=time.time()
@@ -193,9 +203,10 @@ class BrokerServer:
         return thread
 
     def status(self) -> dict[str, Any]:
-        """The state's `status`, read under the lock (for /metrics and the dashboard)."""
+        """The state's `status`, read under the lock (for /metrics and the
+        dashboard, which have no authentication: no failure messages)."""
         with self._lock:
-            return self.state.status(time.time())
+            return self.state.status(time.time(), viewer=None)
 
     def stop(self) -> None:
         """Stop accepting, close every connection, write out the store."""
@@ -228,8 +239,9 @@ class BrokerServer:
                 return
             while True:
                 msg = conn.recv()
+                size = conn.decoder.last_frame_bytes
                 with self._lock:
-                    self._emit(self.state.on_message(conn_id, msg, time.time()))
+                    self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
             log.warning("closing %s: %s", conn.peer, exc)
@@ -308,6 +320,7 @@ class BrokerServer:
             ConnectionLost: the peer went away.
         """
         conn.decoder.set_max_frame_bytes(min(HANDSHAKE_MAX_FRAME_BYTES, self.max_frame_bytes))
+        conn.recv_bytes = HANDSHAKE_MAX_FRAME_BYTES
         try:
             hello = conn.recv(deadline)
         except TimeoutError:
@@ -319,6 +332,10 @@ class BrokerServer:
         if refusal is not None:
             self._refuse(conn, refusal)
             return None
+        # While it answers the challenge, keep its task names as the few
+        # KiB they came in, not as a list of string objects 20 times larger.
+        tasks = pack_body(hello.tasks)
+        hello = dataclasses.replace(hello, tasks=[])
         try:
             proof = self._authenticate(conn, hello, deadline)
         except TimeoutError:
@@ -329,7 +346,9 @@ class BrokerServer:
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
+        conn.recv_bytes = RECV_BYTES
         conn.settimeout(None)
+        hello = dataclasses.replace(hello, tasks=unpack_body(tasks))
         with self._lock:
             out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]
@@ -416,11 +435,18 @@ class BrokerServer:
             self._post(out)
 
     def _post(self, out: list[tuple[int, Message]]) -> None:
-        """Queue messages on the peers' outboxes; call with the lock held."""
+        """Queue messages on the peers' outboxes; call with the lock held.
+
+        A job too large for its worker's frames fails alone (the state
+        says so to its submitter); the worker and the rest of the batch go on.
+        """
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
-                peer.post(msg)
+                unsent = peer.post(msg)
+                if unsent:
+                    log.error("%d job(s) too large to send to %s; failing them", len(unsent), peer.conn.peer)
+                    self._emit(self.state.on_unsendable(conn_id, [entry[0] for entry in unsent], time.time()))
 
     def _tick_loop(self) -> None:
         wait_s = TICK_S

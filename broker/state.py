@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from collections import Counter, deque
 from typing import Any
 
 from sockpool.protocol import (
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Ack,
@@ -55,6 +57,7 @@ from sockpool.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    Tasks,
     Welcome,
     check_hello,
     error_value,
@@ -67,7 +70,9 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     RETRY_BASE_S,
     RETRY_MAX_S,
+    FAILED_ROW_MAX_BYTES,
 )
+from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import (
     DEFAULT_QUEUE,
     E_HANDSHAKE,
@@ -77,18 +82,20 @@ from sockpool.protocol.messages import (
     PROTOCOL_VERSION,
 )
 
-from . import control
+from . import admission, control
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedule, Schedules
-from .stats import BrokerStats
+from .stats import EVERYONE, BrokerStats
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Room in a reply frame for everything but its rows.
+_REPLY_OVERHEAD_BYTES = 256
 
 Outbox = list[tuple[int, Message]]
 
@@ -106,6 +113,9 @@ class BrokerState:
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        # A failed job's record is kept at most this large, so a page of
+        # `broker failed` holds at least a few and never outgrows a frame.
+        self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
         self.rng = rng or random.Random()
@@ -118,6 +128,8 @@ class BrokerState:
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
+        # Client connections admitted with the operator role (see is_operator).
+        self.operators: set[int] = set()
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
@@ -151,10 +163,16 @@ class BrokerState:
             )
             self.served.update(set(hello.tasks))
         else:
-            session = self._session(hello.session or f"s{conn_id}-{self.rng.getrandbits(64):016x}")
+            # A session ID is a bearer capability: whoever names it gets its
+            # results. So a broker-chosen one is 128 bits from the OS's
+            # CSPRNG, never from `self.rng` (a Mersenne Twister, whose next
+            # output 624 observed ones predict).
+            session = self._session(hello.session or new_session_id())
             session.conn_id = conn_id
             session.gone_since = None
             self.clients[conn_id] = session
+            if hello.role == ROLE_OPERATOR:
+                self.operators.add(conn_id)
         welcome = Welcome(
             version=PROTOCOL_VERSION,
             broker=self.name,
@@ -183,6 +201,7 @@ class BrokerState:
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
+        self.operators.discard(conn_id)
         session = self.clients.pop(conn_id, None)
         if session is not None and session.conn_id == conn_id:
             others = [c for c, s in self.clients.items() if s is session]
@@ -194,13 +213,21 @@ class BrokerState:
         if conn_id in self.workers:
             return ROLE_WORKER
         if conn_id in self.clients:
-            return ROLE_CLIENT
+            return ROLE_OPERATOR if conn_id in self.operators else ROLE_CLIENT
         return None
+
+    def is_operator(self, conn_id: int) -> bool:
+        """Whether this connection proved the operator's secret (or the broker
+        has none for that role). The one check for every request that acts
+        beyond the caller's own session: `list_failed` of every session, and
+        whatever job control the operator gets."""
+        return conn_id in self.operators
 
     # -- messages ------------------------------------------------------
 
-    def on_message(self, conn_id: int, msg: Message, now: float) -> Outbox:
-        """Handle one message from an admitted connection.
+    def on_message(self, conn_id: int, msg: Message, now: float, frame_bytes: int = 0) -> Outbox:
+        """Handle one message from an admitted connection; `frame_bytes` is
+        the size of the frame it came in (0: unknown, taken as small).
 
         Raises:
             ProtocolError: the message is not one this role may send.
@@ -223,6 +250,8 @@ class BrokerState:
                 return self.on_credit(worker, msg.credit)
             if isinstance(msg, Release):
                 return self.on_release(worker, msg.ids)
+            if isinstance(msg, Tasks):
+                return self.on_tasks(worker, msg.tasks)
             if isinstance(msg, Drain):
                 worker.draining = True
                 worker.credit = 0
@@ -235,15 +264,17 @@ class BrokerState:
             session.conn_id = conn_id
             session.gone_since = None
             if isinstance(msg, Submit):
-                return self.on_submit(session, msg)
+                return self.on_submit(session, msg, frame_bytes)
             if isinstance(msg, Ack):
                 return self.on_ack(session, msg)
             if isinstance(msg, ListFailed):
-                return [(conn_id, FailedJobs([f.row() for f in self.failed]))]
+                return [(conn_id, self.failed_jobs(conn_id, session, msg))]
             if isinstance(msg, StatusRequest):
-                return [(conn_id, StatusReply(self.status(now)))]
+                viewer = EVERYONE if self.is_operator(conn_id) else session.session_id
+                status = admission.fit_status(self.status(now, viewer), self.max_frame_bytes - _REPLY_OVERHEAD_BYTES)
+                return [(conn_id, StatusReply(status))]
             if isinstance(msg, Control):
-                reply = control.handle(self, msg.op, msg.args, now)
+                reply = control.handle(self, msg.op, msg.args, now, self.is_operator(conn_id))
                 out: Outbox = [(conn_id, reply)]
                 if self.wants_dispatch:
                     self.wants_dispatch = False
@@ -251,18 +282,42 @@ class BrokerState:
                 return out
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
-    def on_submit(self, session: Session, msg: Submit) -> Outbox:
+    def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
+        """One page of the failed jobs this connection may see: its own
+        session's, or every session's for the operator. A page always fits
+        a frame, because every record is bounded well under one."""
+        visible = (
+            list(self.failed) if self.is_operator(conn_id)
+            else [f for f in self.failed if f.session == session.session_id]
+        )
+        budget = self.max_frame_bytes - _REPLY_OVERHEAD_BYTES
+        rows: list[list[Any]] = []
+        offset = max(0, msg.offset)
+        for record in visible[offset:]:
+            if rows and budget < record.size:
+                break
+            budget -= record.size
+            rows.append(record.row())
+        return FailedJobs(rows, offset, offset + len(rows) < len(visible))
+
+    def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
         refused: list[list[Any]] = []
         added = 0
+        # Jobs that could not travel on to a worker, or be stored, are
+        # refused here, each alone, before anything else sees them.
+        unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         ready: list[Job] = []
         now = self.now
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
-            if self.workers and task not in self.served:
-                refused.append([cid, False, unknown_task(task)])
-                self.stats.on_refused(task, refused[-1][2], self.now)
+            why = unfit.get(cid) if unfit else None
+            if why is None and self.workers and task not in self.served:
+                why = unknown_task(task)
+            if why is not None:
+                refused.append([cid, False, why])
+                self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
             options = entry[5] if len(entry) > 5 else None
             if options and "delay" in options:
@@ -294,8 +349,39 @@ class BrokerState:
         if credit < 0:
             raise ProtocolError("credit must not be negative")
         if not worker.draining:
-            worker.credit += credit
+            worker.credit = min(worker.credit + credit, MAX_CREDIT)
         return self._dispatch()
+
+    def on_tasks(self, worker: WorkerInfo, tasks: list[str]) -> Outbox:
+        """More task names for a worker whose hello could not hold them all.
+
+        Raises:
+            ProtocolError: the worker would serve more than MAX_TASKS_PER_WORKER.
+        """
+        new = set(tasks) - worker.tasks
+        if len(worker.tasks) + len(new) > MAX_TASKS_PER_WORKER:
+            raise ProtocolError(f"a worker may serve at most {MAX_TASKS_PER_WORKER} tasks")
+        worker.tasks = worker.tasks | new
+        self.served.update(new)
+        return self._dispatch()
+
+    def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:
+        """Jobs the server could not send to this worker (too large for its
+        frames): they fail alone, and the worker gets its credit back."""
+        worker = self.workers.get(conn_id)
+        if worker is None:
+            return []
+        by_session: dict[str, list[list[Any]]] = {}
+        for gid in gids:
+            job = worker.leased.pop(gid, None)
+            if job is None:
+                continue
+            job.worker = None
+            worker.credit += 1
+            error = admission.too_large_to_forward(self.max_frame_bytes)
+            self.stats.remember_failure(job.task, worker.name or worker.address, error, now, session=job.session)
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session) + self._dispatch()
 
     def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
         """The worker hands back jobs it never started: no attempt counted."""
@@ -311,6 +397,8 @@ class BrokerState:
             raise ProtocolError("credit must not be negative")
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
+        # One walk over the batch; per entry only if something is too deep.
+        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -318,10 +406,14 @@ class BrokerState:
             job.worker = None
             job.attempts += 1
             ok, value = entry[1], entry[2]
+            if deep or not ok:
+                ok, value = admission.checked_result(ok, value)
             self._count_run(worker, job, ok, value)
             if not ok:
                 retrying = self._should_retry(job, value)
-                self.stats.remember_failure(job.task, worker.name or worker.address, value, now, retrying)
+                self.stats.remember_failure(
+                    job.task, worker.name or worker.address, value, now, retrying, session=job.session
+                )
                 if retrying:
                     self._retry_later(job, now)
                     continue
@@ -392,7 +484,7 @@ class BrokerState:
                 E_POISON, f"the workers running this job died {job.requeues} times; giving up on it"
             )
             by_session: dict[str, list[list[Any]]] = {}
-            self.stats.remember_failure(job.task, "", error, now)
+            self.stats.remember_failure(job.task, "", error, now, session=job.session)
             self._finish(job, False, error, now, by_session)
             return self._deliver(by_session)
         self._queue(job, front=True)
@@ -404,7 +496,8 @@ class BrokerState:
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok:
-            record = FailedJob(job.gid, job.task, job.args, job.kwargs, value, job.attempts, now)
+            args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
+            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size)
             self.failed.append(record)
             self.journal.append(("failed", record))
         if job.session.startswith(SESSION_PREFIX):
@@ -596,7 +689,7 @@ class BrokerState:
         worker.failed += failed
         return failed
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """Everything `broker status`, /metrics and the dashboard show, as a
         plain dict of msgpack- and JSON-ready values. Counts are in calls (a
         map chunk of N items is N calls), except `queue.failed`: the failed
@@ -619,7 +712,7 @@ class BrokerState:
             }
             for w in self.workers.values()
         ]
-        stats = self.stats.to_dict(now)
+        stats = self.stats.to_dict(now, viewer)
         return {
             "broker": self.name,
             "uptime_s": now - self.started_at,
@@ -633,7 +726,12 @@ class BrokerState:
                 "failed": len(self.failed),
             },
             "queues": queue_status(self, now),
-            "schedules": [control.schedule_row(s) for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)],
+            # A schedule's arguments and its last failure's message are the
+            # operator's to see, like failure messages.
+            "schedules": [
+                control.schedule_row(s, full=viewer == EVERYONE)
+                for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)
+            ],
             **stats,
             "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
         }
@@ -646,6 +744,11 @@ def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
     at = now + options.pop("delay")
     options["at"] = max(at, options.get("at", at))
     return options
+
+
+def new_session_id() -> str:
+    """An unguessable session ID: 128 bits from `secrets`."""
+    return secrets.token_hex(16)
 
 
 def unknown_task(task: str) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from sockpool.protocol.defaults import MAX_TRACKED_TASKS, RECENT_FAILURES, STATU
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # The name per-task counts fall under once MAX_TRACKED_TASKS names are known.
 OTHER_TASKS = "(other)"
+# `to_dict(viewer=EVERYONE)`: every failure's message is shown (the operator).
+EVERYONE = "\0everyone"
 # Error text kept per recent failure: enough to recognise it, bounded.
 _MESSAGE_CHARS = 500
 _TRACEBACK_CHARS = 4000
@@ -112,10 +114,10 @@ class BrokerStats:
         self.submitted += calls
         self._task(task)[0] += calls
 
-    def on_refused(self, task: str, error: dict[str, Any], now: float) -> None:
+    def on_refused(self, task: str, error: dict[str, Any], now: float, session: str = "") -> None:
         # Not per task: a refused name is whatever the client typed.
         self.refused += 1
-        self.remember_failure(task, "", error, now)
+        self.remember_failure(task, "", error, now, session=session)
 
     def on_ran(self, calls: int, ok: bool, value: Any, wait_s: float, run_s: float) -> int:
         """A worker sent a job's result (perhaps one to be retried): time it;
@@ -159,11 +161,19 @@ class BrokerStats:
             counts = self.tasks.setdefault(task, [0, 0, 0])
         return counts
 
-    def remember_failure(self, task: str, worker: str, error: Any, now: float, retrying: bool = False) -> None:
-        """Keep an error for the dashboard (the newest RECENT_FAILURES of them)."""
+    def remember_failure(
+        self, task: str, worker: str, error: Any, now: float, retrying: bool = False, session: str = ""
+    ) -> None:
+        """Keep an error for the dashboard (the newest RECENT_FAILURES of them).
+
+        `session` is whose job it was: its message and traceback, which may
+        quote the job's arguments, are shown to that session and the
+        operator only (see `to_dict`).
+        """
         if not isinstance(error, dict):
             error = {"message": error}
         self.recent_failures.append({
+            "session": session,
             "task": task,
             "worker": worker,
             "type": str(error.get("type", "Error")),
@@ -173,7 +183,11 @@ class BrokerStats:
             "at": now,
         })
 
-    def to_dict(self, now: float) -> dict[str, Any]:
+    def to_dict(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
+        """The counts as a plain dict. `viewer` is whose failure messages to
+        show: EVERYONE's (the operator), None's (the unauthenticated HTTP
+        port), or one session's. Others' failures show type, task, worker
+        and age only. Session IDs are never shown: each is a capability."""
         return {
             "totals": {
                 "submitted": self.submitted,
@@ -191,11 +205,14 @@ class BrokerStats:
             },
             "latency": {"queue_wait": self.queue_wait.to_dict(), "run": self.run_time.to_dict()},
             # Newest first, with an age instead of a timestamp.
-            "recent_failures": [
-                {**{k: v for k, v in f.items() if k != "at"}, "age_s": now - f["at"]}
-                for f in reversed(self.recent_failures)
-            ],
+            "recent_failures": [_shown(f, now, viewer) for f in reversed(self.recent_failures)],
         }
+
+
+def _shown(failure: dict[str, Any], now: float, viewer: str | None) -> dict[str, Any]:
+    visible = viewer is EVERYONE or (viewer is not None and viewer == failure["session"])
+    hidden = ("at", "session") if visible else ("at", "session", "message", "traceback")
+    return {**{k: v for k, v in failure.items() if k not in hidden}, "age_s": now - failure["at"]}
 
 
 def failed_calls(value: Any, calls: int) -> int:

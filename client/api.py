@@ -11,16 +11,27 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import threading
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
-from sockpool.protocol import ConnectionLost, Control, ControlReply, FailedJobs, ListFailed, SockpoolError, StatusReply, StatusRequest
+from sockpool.protocol import (
+    ROLE_CLIENT,
+    ROLE_OPERATOR,
+    ConnectionLost,
+    Control,
+    ControlReply,
+    FailedJobs,
+    ListFailed,
+    SockpoolError,
+    StatusReply,
+    StatusRequest,
+)
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -29,6 +40,7 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
+from sockpool.protocol.limits import MAX_TIMEOUT_S
 from sockpool.protocol.messages import (
     DEFAULT_QUEUE,
     E_UNENCODABLE_RESULT,
@@ -79,6 +91,7 @@ class Client:
         secret_file: str | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        operator: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -86,6 +99,10 @@ class Client:
         The secret comes from `secret_file`, else $SOCKPOOL_SECRET_FILE; TLS
         is used when `tls_ca` (else $SOCKPOOL_TLS_CA) names the CA that
         signed the broker's certificate. `credentials` overrides both.
+
+        `operator` connects in the operator role, with the operator's
+        secret: `failed_jobs` then lists every session's failures, not only
+        this client's (see SECURITY.md).
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -105,8 +122,9 @@ class Client:
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._lost: BaseException | None = None
         self._link = BrokerLink(
-            address, session or uuid.uuid4().hex, name or f"client-{os.getpid()}",
+            address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
+            ROLE_OPERATOR if operator else ROLE_CLIENT,
         )
         self.session = self._link.welcome.session or self._link.session
         self._link.start()
@@ -211,15 +229,24 @@ class Client:
         self._link.ack(None)
 
     def failed_jobs(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Jobs that failed for good, as the broker keeps them until their TTL.
+        """Jobs of this session that failed for good (of every session, for
+        an `operator` client), as the broker keeps them until their TTL.
+
+        The broker keeps a bounded record of each (see SECURITY.md): large
+        arguments are replaced by a note. It answers in pages that fit a
+        frame; this asks for every page.
 
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        reply = self._link.request(ListFailed(), timeout)
-        assert isinstance(reply, FailedJobs)
         keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
-        return [{**dict(zip(keys, row)), "args": unpack_array(row[1])} for row in reply.jobs]
+        jobs: list[dict[str, Any]] = []
+        while True:
+            reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
+            assert isinstance(reply, FailedJobs)
+            jobs += [{**dict(zip(keys, row)), "args": _readable(row[1])} for row in reply.jobs]
+            if not reply.more or not reply.jobs:
+                return jobs
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -423,8 +450,8 @@ def job_options(
     """
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
     options: dict[str, Any] = {}
     if retries:
         options["retries"] = retries
@@ -455,6 +482,13 @@ def job_options(
             raise ValueError("at must be a finite time")
         options["at"] = stamp
     return options
+
+
+def _readable(args: Any) -> Any:
+    try:
+        return unpack_array(args)
+    except SockpoolError:
+        return args
 
 
 def _unpacked(entry: list[Any]) -> list[Any]:

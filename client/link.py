@@ -73,6 +73,7 @@ class BrokerLink:
         connect_timeout_s: float,
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
+        role: str = ROLE_CLIENT,
     ) -> None:
         """Connect and shake hands.
 
@@ -83,6 +84,7 @@ class BrokerLink:
         self.address = address
         self.credentials = credentials or Credentials()
         self.session = session
+        self.role = role
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
@@ -133,7 +135,7 @@ class BrokerLink:
                 pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
-        hello = new_hello(ROLE_CLIENT, name=self.name, session=self.session)
+        hello = new_hello(self.role, name=self.name, session=self.session)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         # No socket timeout: it would also bound a whole sendall, and a large
         # submit on a slow link would then count as a lost broker. Silence is

@@ -110,6 +110,9 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.decoder = Decoder(max_frame_bytes)
+        # Bytes asked of one recv: small while a stranger is being admitted,
+        # so what sits in our buffer stays as small as the frames it may send.
+        self.recv_bytes = RECV_BYTES
         self._send_lock = threading.Lock()
         self._closed = False
         try:
@@ -183,7 +186,7 @@ class Connection:
                     raise TimeoutError(f"no whole message from {self.peer} in time")
                 self.sock.settimeout(left)
             try:
-                data = self.sock.recv(RECV_BYTES)
+                data = self.sock.recv(self.recv_bytes)
             except TimeoutError:
                 raise
             except OSError as exc:

@@ -58,7 +58,10 @@ class Credentials:
         )
 
 
-def peer_options(secret_help: str = "File holding the secret the broker requires.") -> Callable[[Any], Any]:
+def peer_options(
+    secret_help: str = "File holding the secret the broker requires.",
+    secret_envvar: str | list[str] = SECRET_ENV,
+) -> Callable[[Any], Any]:
     """`--secret-file` and `--tls-ca`, for every command that connects to a broker."""
 
     def apply(command: Any) -> Any:
@@ -66,6 +69,6 @@ def peer_options(secret_help: str = "File holding the secret the broker requires
             "--tls-ca", envvar=TLS_CA_ENV, metavar="PATH",
             help="Connect with TLS, trusting the broker's certificate if this CA signed it.",
         )(command)
-        return click.option("--secret-file", envvar=SECRET_ENV, metavar="PATH", help=secret_help)(command)
+        return click.option("--secret-file", envvar=secret_envvar, metavar="PATH", help=secret_help)(command)
 
     return apply

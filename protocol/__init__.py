@@ -19,6 +19,7 @@ from .handshake import check_hello
 from .messages import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
+    ROLE_OPERATOR,
     ROLE_WORKER,
     Accepted,
     Auth,
@@ -41,6 +42,7 @@ from .messages import (
     StatusReply,
     StatusRequest,
     Submit,
+    Tasks,
     Welcome,
     decode,
     encode,
@@ -51,10 +53,11 @@ from .stream import Decoder
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
-    "ROLE_CLIENT", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge", "Control", "ControlReply",
+    "ROLE_CLIENT", "ROLE_OPERATOR", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "Control", "ControlReply",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Ping", "Release",
-    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Welcome",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Tasks", "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

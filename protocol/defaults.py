@@ -16,9 +16,12 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # A peer that has not finished its handshake (TLS, hello, authentication)
 # by then is cut off, however slowly it keeps sending.
 HANDSHAKE_TIMEOUT_S = 10.0
-# Frames before the handshake completes are small (a hello lists task names);
-# a stranger must not make the broker buffer a full-size frame.
-HANDSHAKE_MAX_FRAME_BYTES = 1024 * 1024
+# Frames before the handshake completes are small, and a stranger must
+# not make the broker buffer, or decode, more than a few KiB: what the
+# broker holds for a peer not yet authenticated is this, whatever it sends.
+# A worker whose task names do not fit sends them after its welcome, in
+# `tasks` messages (see docs/PROTOCOL.md).
+HANDSHAKE_MAX_FRAME_BYTES = 4 * 1024
 
 # Connections the broker serves at once, admitted or not; more are accepted
 # and closed at once, so a flood costs a socket each, not a thread each.
@@ -29,6 +32,8 @@ MAX_OUTBOX_BYTES = 64 * 1024 * 1024
 
 # Authentication: a file holding the shared secret (see SECURITY.md).
 SECRET_ENV = "SOCKPOOL_SECRET_FILE"
+# The operator's secret, for `broker failed` (falls back to SECRET_ENV).
+OPERATOR_SECRET_ENV = "SOCKPOOL_OPERATOR_SECRET_FILE"
 # Shorter secrets are refused: a guessable secret protects nothing.
 MIN_SECRET_BYTES = 16
 # TLS: the CA certificate that peers verify the broker's certificate with.
@@ -94,6 +99,10 @@ DRAIN_TIMEOUT_S = 30.0
 THROUGHPUT_WINDOW_S = 10
 STATUS_HISTORY_S = 300
 RECENT_FAILURES = 20
+# A failed job kept for `broker failed` takes at most this much (its
+# arguments and an error's per-item details are dropped past it), so that
+# pages of the list fit a frame and a few failures cannot fill memory.
+FAILED_ROW_MAX_BYTES = 64 * 1024
 # Per-task counts beyond this many task names are summed under one name,
 # so a client naming random tasks cannot grow the broker's tables (or the
 # metrics' label sets) without bound.

@@ -38,10 +38,21 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
+from .limits import (
+    MAX_CREDIT,
+    MAX_NAME_CHARS,
+    MAX_PROCESSES,
+    MAX_RETRIES,
+    MAX_SESSION_CHARS,
+    MAX_TASK_NAME_CHARS,
+    MAX_TASKS_PER_WORKER,
+    MAX_TIMEOUT_S,
+    bad_error_value,
+    int64,
+)
 from .packed import is_array
 
 PROTOCOL_VERSION = 1
-MAX_RETRIES = 100
 # Queue names: short and printable, so they are safe as metric labels and
 # in logs; a client cannot grow the broker's tables with megabyte names.
 MAX_QUEUE_NAME_CHARS = 64
@@ -55,7 +66,11 @@ MAX_PRIORITY = 1000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
-ROLES = (ROLE_CLIENT, ROLE_WORKER)
+# A client with the operator's rights: it sees every session's failed jobs
+# (and, with later requests, may act on any job). It has a secret of its
+# own (`--operator-secret-file`, by default the worker secret): see SECURITY.md.
+ROLE_OPERATOR = "operator"
+ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_OPERATOR)
 
 # Error codes carried by `error` messages and by failed results' `type`.
 E_VERSION = "version_mismatch"
@@ -65,6 +80,8 @@ E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
 E_AUTH = "auth_failed"
+# A request only the operator role may make.
+E_FORBIDDEN = "forbidden"
 E_TLS = "tls"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
@@ -212,6 +229,18 @@ class Credit(Message):
     credit: int
 
 
+@_message("tasks")
+class Tasks(Message):
+    """Worker to broker, after its welcome: more task names it serves.
+
+    A hello must fit the few KiB a broker reads from a peer it has not yet
+    authenticated; a worker serving more names sends them here instead,
+    before its first credit.
+    """
+
+    tasks: list[str]
+
+
 @_message("release")
 class Release(Message):
     """Worker to broker: these jobs never started here; queue them again.
@@ -240,14 +269,23 @@ class Ack(Message):
 
 @_message("list_failed")
 class ListFailed(Message):
-    """Client to broker: which jobs failed for good (kept until their TTL)."""
+    """Client to broker: which jobs failed for good (kept until their TTL).
+
+    A client sees its own session's; the operator role sees every session's.
+    The answer comes in pages that fit a frame: ask again from `offset`.
+    """
+
+    offset: int = 0
 
 
 @_message("failed_jobs")
 class FailedJobs(Message):
-    """Broker to client: [task, args, kwargs, error, attempts, finished_at] each."""
+    """Broker to client: [task, args, kwargs, error, attempts, finished_at] each,
+    from `offset` on; `more` if the next page starts at offset + len(jobs)."""
 
     jobs: list[list[Any]]
+    offset: int = 0
+    more: bool = False
 
 
 @_message("status")
@@ -308,20 +346,29 @@ def encode(msg: Message) -> bytes:
     return frame(pack_body(msg.to_wire()))
 
 
-def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
-    """`msg` as frames whose bodies fit the receiver's limit.
+def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[list[Any]]]:
+    """`msg` as frames whose bodies fit the receiver's limit, and the job
+    entries that could not be sent at all.
 
-    A `jobs` or `results` batch too large for one frame is split in halves
-    until each part fits. A single result that cannot fit is replaced by an
-    error saying so: the receiver would refuse it and drop the connection.
+    A `jobs` or `results` batch too large for one frame (or holding an
+    entry msgpack cannot encode) is split in halves until each part fits.
+    A single result that cannot go is replaced by an error saying so: the
+    receiver would refuse it and drop the connection. A single job that
+    cannot go is left out and returned, for the sender to fail that job
+    alone: the broker must never lose a worker over a message it built.
 
     Raises:
-        ProtocolError: a field msgpack cannot encode, or a single entry of
-            another kind too large to fit.
+        ProtocolError: a message of another kind that cannot be encoded
+            or is too large to fit.
     """
-    data = encode(msg)
-    if len(data) - 4 <= max_body_bytes:
-        return [data]
+    try:
+        data = encode(msg)
+    except ProtocolError:
+        if not isinstance(msg, (Jobs, Results)):
+            raise
+        data = b""  # split it, to find the entry at fault
+    if data and len(data) - 4 <= max_body_bytes:
+        return [data], []
     if isinstance(msg, (Jobs, Results)):
         entries = msg.jobs if isinstance(msg, Jobs) else msg.results
         if len(entries) > 1:
@@ -331,11 +378,15 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> list[bytes]:
                 if isinstance(msg, Jobs)
                 else (Results(entries[:half], msg.credit), Results(entries[half:]))
             )
-            return encode_to_fit(first, max_body_bytes) + encode_to_fit(second, max_body_bytes)
-        if isinstance(msg, Results):
-            job_id = entries[0][0]
-            error = error_value("ResultTooLarge", f"the result takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}")
-            return [encode(Results([[job_id, False, error]], msg.credit))]
+            frames, unsent = encode_to_fit(first, max_body_bytes)
+            more_frames, more_unsent = encode_to_fit(second, max_body_bytes)
+            return frames + more_frames, unsent + more_unsent
+        if isinstance(msg, Jobs):
+            return [], list(entries)
+        if entries:
+            why = f"takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}" if data else "cannot be encoded"
+            error = error_value("ResultTooLarge", f"the result {why}")
+            return [encode(Results([[entries[0][0], False, error]], msg.credit))], []
     raise ProtocolError(f"{msg.type} message of {len(data) - 4} bytes exceeds the limit of {max_body_bytes}")
 
 
@@ -358,8 +409,7 @@ def from_wire(wire: Any) -> Message:
     if not isinstance(wire, dict):
         raise ProtocolError(f"message must be a map, not {type(wire).__name__}")
     tag = wire.get("type")
-    cls = _registry.get(tag) if isinstance(tag, str) else None
-    if cls is None:
+    if not isinstance(tag, str) or (cls := _registry.get(tag)) is None:
         raise ProtocolError(f"unknown message type {tag!r}")
     kwargs = {}
     for name, base, required in _field_types[cls]:
@@ -372,10 +422,29 @@ def from_wire(wire: Any) -> Message:
             value = float(value)  # an encoder may write 2.0 as 2
         elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
+        if base is int:
+            low, high = _INT_RANGES.get((tag, name), _INT64)
+            if not low <= value <= high:
+                raise ProtocolError(f"{tag}: field {name!r} out of range [{low}, {high}]")
+        elif base is str and len(value) > _STR_LIMITS.get(name, _ANY_LENGTH):
+            raise ProtocolError(f"{tag}: field {name!r} longer than {_STR_LIMITS[name]} characters")
         kwargs[name] = value
     msg = cls(**kwargs)
     _checks.get(cls, _no_check)(msg)
     return msg
+
+
+# Integer fields: every one fits a signed 64-bit field; these fit less.
+_INT64 = (-(2**63), 2**63 - 1)
+_INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("hello", "processes"): (0, MAX_PROCESSES),
+    ("welcome", "processes"): (0, 2**63 - 1),
+    ("credit", "credit"): (0, MAX_CREDIT),
+    ("results", "credit"): (0, MAX_CREDIT),
+}
+# String fields the broker keeps or logs, by name, whatever the message.
+_STR_LIMITS = {"name": MAX_NAME_CHARS, "session": MAX_SESSION_CHARS}
+_ANY_LENGTH = 1 << 62
 
 
 def _no_check(msg: Message) -> None:
@@ -388,7 +457,9 @@ def check_job(entry: Any) -> None:
         isinstance(entry, list)
         and 5 <= len(entry) <= 6
         and type(entry[0]) is int
+        and -(2**63) <= entry[0] < 2**63
         and type(entry[1]) is str
+        and len(entry[1]) <= MAX_TASK_NAME_CHARS
         and is_array(entry[2])
         and type(entry[3]) is dict
         and type(entry[4]) is bool
@@ -414,8 +485,9 @@ def _valid_options(options: Any) -> bool:
     priority = options.get("priority", 0)
     delay = options.get("delay", 0)
     at = options.get("at", 0)
+    # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
     return (
-        (timeout is None or (type(timeout) in (int, float) and timeout > 0))
+        (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
         and type(retries) is int and 0 <= retries <= MAX_RETRIES
         and valid_queue_name(queue)
         and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
@@ -433,8 +505,13 @@ def check_result(entry: Any) -> None:
     """Raises ProtocolError unless `entry` is a well-formed result entry."""
     if not (
         isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is bool
+        and -(2**63) <= entry[0] < 2**63
     ):
         raise ProtocolError(f"malformed result entry ({_shape(entry)})")
+    if not entry[1]:
+        problem = bad_error_value(entry[2])
+        if problem is not None:
+            raise ProtocolError(f"malformed result entry: {problem}")
 
 
 def _check_jobs(msg: Any) -> None:
@@ -447,24 +524,34 @@ def _check_results(msg: Any) -> None:
         check_result(entry)
 
 
+def _all_int64(values: list[Any]) -> bool:
+    return all(type(i) is int and int64(i) for i in values)
+
+
 def _check_ids(msg: Any) -> None:
-    if not all(type(i) is int for i in msg.ids):
-        raise ProtocolError(f"{msg.type}: ids must be integers")
+    if not _all_int64(msg.ids):
+        raise ProtocolError(f"{msg.type}: ids must be integers (64-bit)")
 
 
 def _check_ping(msg: Any) -> None:
-    if not all(type(i) is int for i in msg.running):
-        raise ProtocolError("ping: running must be integers")
+    if not _all_int64(msg.running):
+        raise ProtocolError("ping: running must be integers (64-bit)")
 
 
 def _check_hello(msg: Any) -> None:
-    if not all(isinstance(t, str) for t in msg.tasks):
-        raise ProtocolError("hello: tasks must be strings")
+    _check_task_names(msg)
     if len(msg.queues) > MAX_WORKER_QUEUES or not all(valid_queue_name(q) for q in msg.queues):
         raise ProtocolError(
             f"hello: queues must be at most {MAX_WORKER_QUEUES} names of 1 to {MAX_QUEUE_NAME_CHARS} "
             "letters, digits and _.:-"
         )
+
+
+def _check_task_names(msg: Any) -> None:
+    if len(msg.tasks) > MAX_TASKS_PER_WORKER:
+        raise ProtocolError(f"{msg.type}: more than {MAX_TASKS_PER_WORKER} task names")
+    if not all(type(t) is str and len(t) <= MAX_TASK_NAME_CHARS for t in msg.tasks):
+        raise ProtocolError(f"{msg.type}: tasks must be strings of at most {MAX_TASK_NAME_CHARS} characters")
 
 
 def _check_control(msg: Any) -> None:
@@ -477,6 +564,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,
+    Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
     Ping: _check_ping,

@@ -98,7 +98,11 @@ def array_length(value: list[Any] | msgpack.ExtType) -> int:
     """
     if isinstance(value, list):
         return len(value)
-    return array_items(value.data)[0]
+    count, items = array_items(value.data)
+    # Every item takes at least a byte: a header claiming more items than
+    # it has bytes (5 bytes can claim 4 billion) is counted as what was
+    # really sent. The pool process that cannot read it fails that job.
+    return min(count, len(items))
 
 
 def unpack_array(value: Any) -> Any:

@@ -22,6 +22,8 @@ class Decoder:
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._frames = FrameDecoder(max_frame_bytes)
+        # The body size of the last message returned: what it cost to send.
+        self.last_frame_bytes = 0
 
     def set_max_frame_bytes(self, limit: int) -> None:
         """Change the limit, for frames not yet begun (after the handshake)."""
@@ -32,7 +34,10 @@ class Decoder:
 
     def next_message(self) -> Message | None:
         body = self._frames.next_body()
-        return None if body is None else decode(body)
+        if body is None:
+            return None
+        self.last_frame_bytes = len(body)
+        return decode(body)
 
     @property
     def max_frame_bytes(self) -> int:

@@ -48,6 +48,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Release,
+    Tasks,
     Welcome,
     encode,
     frame,
@@ -56,6 +57,7 @@ from sockpool.protocol.batch import fit_results, results_body
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
+    HANDSHAKE_MAX_FRAME_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_CREDIT_PER_PROCESS,
@@ -66,6 +68,11 @@ from sockpool.protocol.defaults import (
 
 from .outbox import Outbox
 from .runner import Runner
+
+# Room in a hello for the nonce that authentication adds to it.
+_NONCE_ROOM_BYTES = 64
+# Task names per `tasks` message: far under any frame limit.
+_TASKS_PER_MESSAGE = 1000
 
 log = logging.getLogger("sockpool.worker")
 
@@ -113,12 +120,20 @@ class WorkerNode:
         """
         delay = RECONNECT_MIN_S
         while not self._stopping.is_set() and not self._drain_requested:
+            names = list(self.runner.task_names)
             hello = new_hello(
-                ROLE_WORKER, name=self.name, tasks=self.runner.task_names, processes=self.runner.processes,
-                queues=self.queues,
+                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues
             )
+            # The broker reads only a few KiB from a peer it has not yet
+            # authenticated: task names that do not fit follow the welcome.
+            later = len(encode(hello)) + _NONCE_ROOM_BYTES > HANDSHAKE_MAX_FRAME_BYTES
+            if later:
+                hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues)
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
+                if later:
+                    for start in range(0, len(names), _TASKS_PER_MESSAGE):
+                        conn.send(Tasks(names[start : start + _TASKS_PER_MESSAGE]))
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._pause(delay * random.uniform(0.8, 1.2))

@@ -78,7 +78,7 @@ def rows_for(journal: Journal) -> Rows:
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
         finish=[(int(ok), pack(value), at, gid)
                 for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
-        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error]), f.attempts, f.finished_at)
+        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size]), f.attempts, f.finished_at)
                 for _, f in by_kind.get("failed", ())],
         forget=[(gid,) for op in by_kind.get("forget", ()) for gid in op[1]],
         expire=[cutoff for _, cutoff in by_kind.get("expire", ())],
@@ -112,8 +112,11 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
             results.append((session, StoredResult(gid, entry, finished_at)))
     failed = []
     for gid, task, body, attempts, finished_at in failed_rows:
-        args, kwargs, error = msgpack.unpackb(bytes(body), raw=False)
-        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at))
+        # Rows from before sessions were kept hold three fields: the
+        # operator still sees them, no client does.
+        args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
+        session, size = (rest + ["", 0])[:2] if rest else ("", len(body))
+        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body)))
     return Snapshot(jobs, results, failed)
 
 

@@ -13,6 +13,7 @@ reads back what it wrote.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import msgpack
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
+
+log = logging.getLogger("sockpool.broker.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,7 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, error, session, size]
     attempts     INTEGER NOT NULL,
     finished_at  REAL NOT NULL
 );
@@ -64,10 +67,10 @@ class SqliteStore(GroupCommitStore):
             sqlite3.Error: the database cannot be opened.
         """
         super().__init__()
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "broker.sqlite3"
+        _make_private(data_dir, self.path)
         # Two brokers on one store would both run its jobs.
-        self._lock_file = open(data_dir / "broker.lock", "w")
+        self._lock_file = os.fdopen(os.open(data_dir / "broker.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,6 +126,24 @@ class SqliteStore(GroupCommitStore):
     def _close_backend(self) -> None:
         self._db.close()
         self._lock_file.close()
+
+
+def _make_private(data_dir: Path, db_path: Path) -> None:
+    """The data directory 0700 and the database 0600, whatever the umask:
+    the files hold every queued job's arguments and every kept result.
+
+    SQLite gives its -wal and -shm files the database file's mode, so
+    creating that one private is enough for the files to come; files left
+    by an older broker are made private too.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("%s was accessible by other users; making it private (0700)", data_dir)
+        os.chmod(data_dir, 0o700)
+    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in data_dir.iterdir():
+        if path.is_file() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def default_data_dir(port: int) -> Path:

@@ -116,13 +116,16 @@ def test_dashboard_shows_workers_as_they_join_and_recent_failures(observed, tmp_
     assert after.text_by_id["c-workers"] == "2"
     assert after.text_by_id["c-processes"] == "3"
     assert after.text_by_id["c-completed"] == "20"
-    assert "ValueError: disk full on /scratch" in after.text_by_id["failures"]
+    # The unauthenticated page names the failure, never its message (which
+    # may quote the job's arguments).
+    assert "ValueError" in after.text_by_id["failures"]
+    assert "disk full" not in after.text_by_id["failures"]
     assert "tests.tasks:fail" in after.text_by_id["tasks"] and "square" in after.text_by_id["tasks"]
 
 
 def test_dashboard_shows_each_queue_and_schedule(observed, tmp_path):
     observed.add_worker(1, "--tasks", "tests.tasks", "--queues", "default", name="cpu")
-    with Client(observed.address) as client:
+    with Client(observed.address, operator=True) as client:
         client.pause_queue("gpu")
         client.with_options(queue="gpu").submit("tests.tasks:add", 1, 2)
         assert client.wait_accepted(WAIT_S)

@@ -167,7 +167,10 @@ def test_submit_retries_option(cluster, tmp_path):
     done = run_submit("--broker", cluster.address, "--retries", "2", "--json", "tests.tasks:fail", "x")
     assert done.returncode == 1
     assert "ValueError: x" in done.stderr
+    # Another session's failure: only the operator lists it.
     with Client(cluster.address) as client:
+        assert client.failed_jobs() == []
+    with Client(cluster.address, operator=True) as client:
         (job,) = client.failed_jobs()
     assert job["attempts"] == 3
 

@@ -99,7 +99,7 @@ def test_a_pause_survives_a_broker_kill(tmp_path):
     worker = start_worker(tmp_path, address, 1, "--tasks", "tests.tasks")
     try:
         wait_for_processes(address, 1)
-        with Client(address) as client:
+        with Client(address, operator=True) as client:
             client.pause_queue("default")
             broker.kill()
             broker, address = start_broker(tmp_path, port=port)
@@ -123,7 +123,7 @@ def test_schedules_fire_exactly_once_across_a_broker_kill(tmp_path):
     runs = tmp_path / "runs"
     try:
         wait_for_processes(address, 1)
-        with Client(address) as client:
+        with Client(address, operator=True) as client:
             first, second = time.time() + 2, time.time() + 4.5
             client.add_schedule("before", cron_at(first), "tests.tasks:note", str(runs), "before")
             client.add_schedule("during", cron_at(second), "tests.tasks:note", str(runs), "during")
@@ -146,7 +146,7 @@ def test_status_and_metrics_show_each_queue(observed):
     from .test_observe import scrape, status_of
 
     observed.add_worker(1, "--tasks", "tests.tasks", "--queues", "default,gpu", name="both")
-    with Client(observed.address) as client:
+    with Client(observed.address, operator=True) as client:
         client.pause_queue("gpu")
         waiting = [client.with_options(queue="gpu").submit("tests.tasks:add", i, 1) for i in range(3)]
         assert client.wait_accepted(WAIT_S)

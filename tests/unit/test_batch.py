@@ -10,7 +10,7 @@ from sockpool.protocol.batch import pack_results, results_body
 
 
 def entries(start: int, count: int) -> list[list[object]]:
-    return [[i, i % 3 != 0, {"v": i} if i % 2 else f"r{i}"] for i in range(start, start + count)]
+    return [[i, i % 3 != 0, ({"v": i} if i % 2 else f"r{i}") if i % 3 else {"type": "E", "message": f"r{i}"}] for i in range(start, start + count)]
 
 
 def packed(batch: list[list[object]]) -> bytes:
@@ -27,7 +27,7 @@ def packed(batch: list[list[object]]) -> bytes:
         ([0], 1),
         ([1], 0),
         ([3, 4], 7),
-        ([15], 1 << 33),
+        ([15], 1 << 24),
         ([10, 6], 0),  # crosses from a fixarray to an array16 when joined
         ([16], 128),
         ([40, 0, 40], 70000),

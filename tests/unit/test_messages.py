@@ -326,9 +326,11 @@ def test_hello_tasks_must_be_strings(tasks):
         decode(body({"type": "hello", "version": 1, "role": "worker", "tasks": tasks}))
 
 
-def test_negative_ints_are_well_typed():
-    """The decoder checks types only; ranges are the receiver's business."""
-    assert decode(body({"type": "credit", "credit": -1})) == Credit(-1)
+def test_integer_ranges_are_checked_at_the_boundary():
+    """Ranges are the decoder's business too (see protocol/limits.py)."""
+    assert decode(body({"type": "credit", "credit": 5})) == Credit(5)
+    with pytest.raises(ProtocolError, match="out of range"):
+        decode(body({"type": "credit", "credit": -1}))
 
 
 BAD_JOBS = [
@@ -396,7 +398,7 @@ def test_malformed_result_entry(entry):
 
 @pytest.mark.parametrize("value", [None, 1, "x", [1, [2]], {"a": {"b": b"c"}}, 1.5, b"raw", -(2**63)])
 def test_result_value_may_be_anything(value):
-    msg = Results([[1, True, value], [2, False, value]])
+    msg = Results([[1, True, value], [2, False, {"type": "E", "message": "m", "detail": value}]])
     assert decode(encode(msg)[4:]) == msg
 
 

@@ -32,9 +32,13 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 # Everything msgpack round-trips exactly (as decoded with raw=False,
 # strict_map_key=True): no tuples, no NaN, only string map keys.
-ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+# Messages as a valid peer sends them: every wire integer fits 64 signed
+# bits (protocol/limits.py); inside values, anything msgpack encodes.
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+any_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+counts = st.integers(min_value=0, max_value=4096)
 text = st.text(max_size=12)
-scalars = st.none() | st.booleans() | ints | st.floats(allow_nan=False) | text | st.binary(max_size=12)
+scalars = st.none() | st.booleans() | any_ints | st.floats(allow_nan=False) | text | st.binary(max_size=12)
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
@@ -45,7 +49,7 @@ floats = st.floats(allow_nan=False)
 options = st.fixed_dictionaries(
     {},
     optional={
-        "timeout": st.floats(min_value=1e-6, allow_infinity=False) | st.integers(min_value=1, max_value=2**31),
+        "timeout": st.floats(min_value=1e-6, max_value=1e6) | st.integers(min_value=1, max_value=2**21),
         "retries": st.integers(min_value=0, max_value=100),
         "future": values,
     },
@@ -53,19 +57,22 @@ options = st.fixed_dictionaries(
 job_base = st.tuples(ints, text, st.lists(values, max_size=3), st.dictionaries(text, values, max_size=3), st.booleans())
 job_entries = st.one_of(job_base.map(list), st.tuples(job_base, options).map(lambda t: [*t[0], t[1]]))
 id_lists = st.lists(ints, max_size=5)
-result_entries = st.tuples(ints, st.booleans(), values).map(list)
+errors = st.fixed_dictionaries({"type": text}, optional={"message": text, "traceback": text})
+result_entries = st.one_of(
+    st.tuples(ints, st.just(True), values).map(list), st.tuples(ints, st.just(False), errors).map(list)
+)
 
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Hello, version=ints, role=text, name=text, session=text, tasks=st.lists(text, max_size=4), processes=ints),
+    st.builds(Hello, version=ints, role=text, name=text, session=text, tasks=st.lists(text, max_size=4), processes=counts),
     st.builds(
-        Welcome, version=ints, broker=text, max_frame_bytes=ints, session=text, processes=ints, heartbeat_s=floats, jobs=ints
+        Welcome, version=ints, broker=text, max_frame_bytes=ints, session=text, processes=counts, heartbeat_s=floats, jobs=ints
     ),
     st.builds(Error, code=text, message=text),
     st.builds(Submit, batch=ints, jobs=st.lists(job_entries, max_size=4)),
     st.builds(Accepted, batch=ints, count=ints),
     st.builds(Jobs, jobs=st.lists(job_entries, max_size=4)),
-    st.builds(Results, results=st.lists(result_entries, max_size=4), credit=ints),
-    st.builds(Credit, credit=ints),
+    st.builds(Results, results=st.lists(result_entries, max_size=4), credit=counts),
+    st.builds(Credit, credit=counts),
     st.builds(Release, ids=id_lists),
     st.just(Drain()),
     st.builds(Ack, ids=id_lists, all=st.booleans()),

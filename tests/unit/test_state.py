@@ -470,3 +470,15 @@ def test_job_options_are_accepted_and_reach_the_worker(state):
     out = state.on_message(C1, Submit(1, [[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]), 0.0)
     assert out[0] == (C1, Accepted(1, 2))
     assert out[1] == (W1, Jobs([[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]))
+
+
+def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():
+    """The rng is seeded in tests and predictable in production (a Mersenne
+    Twister): two brokers with the same rng must still hand out unrelated IDs."""
+    import random
+
+    a, b = BrokerState("b1", MAX, rng=random.Random(7)), BrokerState("b1", MAX, rng=random.Random(7))
+    [(_, wa)] = client(a, C1)
+    [(_, wb)] = client(b, C1)
+    assert wa.session != wb.session
+    assert len(wa.session) >= 32 and int(wa.session, 16) >= 0  # 128 bits, hex

@@ -90,10 +90,26 @@ def test_a_delayed_job_stays_delayed_after_a_restart(state):
 # -- pause and resume, schedules: through `control` ----------------------------
 
 
-def control(state: BrokerState, op: str, now: float, **args):
-    [(conn, reply), *rest] = state.on_message(C1, Control(op, args), now)
-    assert conn == C1
+OP = 31  # an operator's connection
+
+
+def operator(state: BrokerState, conn: int = OP) -> None:
+    state.on_hello(conn, Hello(PROTOCOL_VERSION, "operator", name="ops"), f"h:{conn}", 0.0)
+
+
+def control(state: BrokerState, op: str, now: float, conn: int = OP, **args):
+    if conn not in state.operators and conn == OP:
+        operator(state, conn)
+    [(to, reply), *rest] = state.on_message(conn, Control(op, args), now)
+    assert to == conn
     return reply, rest
+
+
+def test_control_needs_the_operator_role(state):
+    client(state, C1)
+    reply, _ = control(state, "pause_queue", 1.0, conn=C1, queue="gpu")
+    assert not reply.ok and "operator" in reply.error
+    assert "gpu" not in state.dispatcher.paused
 
 
 def test_a_paused_queue_accepts_and_holds_until_resumed(state):
