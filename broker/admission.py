@@ -145,7 +145,9 @@ def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
     if len(pack_body(status)) <= budget:
         return status
     status = {**status, "truncated": []}
-    for key, empty in (("recent_failures", []), ("tasks", {})):
+    # Schedules have `schedule list`, a page of their own; queues are
+    # bounded by what clients name, so they go before the counts per task.
+    for key, empty in (("schedules", []), ("recent_failures", []), ("queues", {}), ("tasks", {})):
         status[key] = empty
         status["truncated"].append(key)
         if len(pack_body(status)) <= budget:

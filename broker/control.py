@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from sockpool.protocol import ControlReply
+from sockpool.protocol import ControlReply, pack_body
+from sockpool.protocol.limits import MAX_TASK_NAME_CHARS
 from sockpool.protocol.messages import (
     DEFAULT_QUEUE,
     MAX_PRIORITY,
@@ -33,7 +34,8 @@ from .schedules import (
 if TYPE_CHECKING:
     from .state import BrokerState
 
-MAX_TASK_NAME_CHARS = 1000
+# A schedule's arguments, packed: a schedule is a definition, not a payload.
+MAX_SCHEDULE_ARGS_BYTES = 16 * 1024
 
 
 class BadRequest(ValueError):
@@ -98,6 +100,8 @@ def _schedule_add(state: BrokerState, args: dict[str, Any], now: float) -> Any:
         raise BadRequest("task must be a task name")
     if type(call_args) is not list or type(kwargs) is not dict:
         raise BadRequest("args must be a list and kwargs a map")
+    if len(pack_body([call_args, kwargs])) > MAX_SCHEDULE_ARGS_BYTES:
+        raise BadRequest(f"a schedule's args and kwargs take at most {MAX_SCHEDULE_ARGS_BYTES} bytes")
     if not valid_queue_name(queue):
         raise BadRequest(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:-")
     if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
@@ -120,7 +124,13 @@ def _schedule_add(state: BrokerState, args: dict[str, Any], now: float) -> Any:
 
 
 def _schedule_list(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    return [schedule_row(s) for s in sorted(state.schedules.by_name.values(), key=lambda s: s.name)]
+    """Every schedule; without their arguments if with them the reply would
+    not fit a frame (each schedule's arguments are bounded, their sum is not)."""
+    ordered = sorted(state.schedules.by_name.values(), key=lambda s: s.name)
+    rows = [schedule_row(s) for s in ordered]
+    if len(pack_body(rows)) > state.max_frame_bytes // 2:
+        rows = [schedule_row(s, full=False) for s in ordered]
+    return rows
 
 
 def _schedule_remove(state: BrokerState, args: dict[str, Any], now: float) -> Any:

@@ -201,3 +201,15 @@ def test_a_thousand_jobs_due_at_once_do_not_crowd_out_others(state):
     assert sessions == ["many", "other"]  # the other client's job goes with the first of the thousand
     gpu = state.on_message(W2, Credit(1), 50.0)
     assert [state.jobs[g].session for g in job_ids(gpu, W2)] == ["other"]  # another queue is untouched
+
+
+def test_schedule_arguments_are_bounded_and_hidden_from_clients(state):
+    reply, _ = control(state, "schedule_add", 1.0, name="big", cron="* * * * *", task="t", args=["x" * 20_000])
+    assert not reply.ok and "bytes" in reply.error
+    reply, _ = control(state, "schedule_add", 1.0, name="s", cron="* * * * *", task="t", args=["secret-arg"])
+    assert reply.ok
+    client(state, C1)
+    [row] = state.status(2.0, viewer="some-session")["schedules"]
+    assert row["args"] == [] and row["name"] == "s"
+    [row] = state.status(2.0)["schedules"]  # the operator's view
+    assert row["args"] == ["secret-arg"]
