@@ -1,12 +1,12 @@
-"""Items 8-10: where and when a job runs (issue #13), on fresh clusters.
+"""Items 9-11: where and when a job runs (issue #13), on fresh clusters.
 
-8. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
+9. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
    client's single job waits how long (its time to result, less its run)?
-9. Priority: a high-priority job submitted behind `priority_backlog`
+10. Priority: a high-priority job submitted behind `priority_backlog`
    queued jobs of 10 ms, with the workers busy: time from its submit to
    its result (the broker holds the backlog; the worker has prefetched
    some of it).
-10. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
+11. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
    idle cluster; lateness = when the job started - its due time.
 
 Each run gets its own broker and worker, because the backlogs are left

@@ -46,13 +46,15 @@ def row_specs(s: Sizes) -> list[Row]:
             "args/s", True),
         Row("durable", "7. Durable vs in-memory broker", f"7. Durable broker, {s.independent_jobs:,} submits (vs in-memory broker)",
             "jobs/s", True, reference="in_memory"),
-        Row("fair_share", f"8. Small client behind {s.fair_backlog:,}", f"8. Fair share: a client's one job behind another's {s.fair_backlog:,} jobs of {s.spin_s * 1000:g} ms: its wait",
+        Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
+            "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
+        Row("fair_share", f"9. Small client behind {s.fair_backlog:,}", f"9. Fair share: a client's one job behind another's {s.fair_backlog:,} jobs of {s.spin_s * 1000:g} ms: its wait",
             "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("priority", f"9. High priority behind {s.priority_backlog:,}", f"9. High-priority job behind {s.priority_backlog:,} queued: time to start (submit to result)",
+        Row("priority", f"10. High priority behind {s.priority_backlog:,}", f"10. High-priority job behind {s.priority_backlog:,} queued: time to start (submit to result)",
             "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("delayed", "10. Delayed-job lateness p50", f"10. Delayed-job lateness p50 ({s.delayed_jobs:,} jobs due over 2 s, idle cluster)",
+        Row("delayed", "11. Delayed-job lateness p50", f"11. Delayed-job lateness p50 ({s.delayed_jobs:,} jobs due over 2 s, idle cluster)",
             "ms", False, reference="none", pick=p50, target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("delayed", "10. Delayed-job lateness p99", "10. Delayed-job lateness p99", "ms", False, reference="none", pick=p99),
+        Row("delayed", "11. Delayed-job lateness p99", "11. Delayed-job lateness p99", "ms", False, reference="none", pick=p99),
     ]
 
 

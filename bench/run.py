@@ -59,6 +59,7 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         log_dir = Path(tmp)
         run_sockpool_and_local(sizes, log_dir, samples, loads)
         run_durability(sizes, log_dir, samples)
+        run_fire_and_forget(sizes, log_dir, samples)
         run_dispatch(sizes, log_dir, samples)
     if with_dask:
         run_dask(sizes, samples)
@@ -164,8 +165,27 @@ def run_durability(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
             broker.stop()
 
 
+def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Once, on a fresh durable broker: memory with the jobs queued, then after they ran."""
+    click.echo(f"fire and forget, {sizes.forget_jobs:,} jobs ...", err=True)
+    side_dir = fresh_dir(log_dir, "forget")
+    broker, address = start_broker(side_dir)
+    workers = []
+    try:
+        queued, after = w.fire_and_forget_rss(
+            broker.popen.pid, address, sizes.forget_jobs,
+            lambda: workers.append(start_worker(side_dir, address, 2, "--tasks", "bench.tasks")),
+        )
+        samples["forget_rss"]["queued"].append(queued)
+        samples["forget_rss"]["sockpool"].append(after)
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.stop()
+
+
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
-    """Items 8-10, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    """Items 9-11, each run on a cluster of its own (see bench/dispatch_side.py)."""
     for run in range(sizes.runs):
         click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
         for key, measure in (

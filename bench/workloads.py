@@ -22,7 +22,7 @@ from typing import Any, Callable
 from bench.tasks import spin, square
 from sockpool.client import Client
 from sockpool.net.connection import Connection, connect, new_hello
-from sockpool.protocol import ROLE_CLIENT, Accepted, Ping, Pong, Submit
+from sockpool.protocol import ROLE_CLIENT, Accepted, Notice, Ping, Pong, Submit
 from sockpool.protocol.defaults import MAX_JOBS_PER_FRAME
 
 # Every wait in the benchmark gives up after this long.
@@ -40,6 +40,7 @@ class Sizes:
     queued_jobs: int
     cli_args: int
     runs: int
+    forget_jobs: int = 0  # fire-and-forget run measured for broker memory
     fair_backlog: int = 1_000
     priority_backlog: int = 100_000
     delayed_jobs: int = 500
@@ -52,11 +53,12 @@ class Sizes:
 
 FULL = Sizes(
     bulk_items=300_000, independent_jobs=20_000, latency_rounds=2_000, spin_jobs=200, spin_s=0.01,
-    queued_jobs=100_000, cli_args=100_000, runs=5,
+    queued_jobs=100_000, cli_args=100_000, runs=5, forget_jobs=1_000_000,
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1, fair_backlog=200, priority_backlog=2_000, delayed_jobs=50,
+    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, fair_backlog=200, priority_backlog=2_000,
+    delayed_jobs=50,
 )
 
 
@@ -138,9 +140,33 @@ def broker_bytes_per_queued_job(broker_pid: int, address: str, n: int) -> float:
         conn.close()
 
 
+def fire_and_forget_rss(broker_pid: int, address: str, n: int, start_worker: Callable[[], Any]) -> tuple[float, float]:
+    """Submit `n` fire-and-forget jobs to a broker with no worker, then let
+    a worker run them all; the broker's RSS in MB with the jobs queued, and
+    after they ran. Results nobody can collect must not make it grow."""
+    with Client(address) as client:
+        forget = client.with_options(fire_and_forget=True)
+        for i in range(n):
+            forget.submit("square", i)
+        if not client.wait_accepted(WAIT_S):
+            raise AssertionError("the broker did not accept every fire-and-forget job")
+        queued = rss_bytes(broker_pid)
+        start_worker()
+        deadline = time.monotonic() + WAIT_S
+        while (status := client.status())["totals"]["completed"] < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {status['totals']['completed']} of {n} fire-and-forget jobs ran")
+            time.sleep(0.2)
+        if status["results_kept"]:
+            raise AssertionError(f"the broker kept {status['results_kept']} results of fire-and-forget jobs")
+        return queued / 1e6, rss_bytes(broker_pid) / 1e6
+
+
 def expect_accepted(conn: Connection, batch: int, count: int) -> None:
-    while isinstance(reply := conn.recv(), Ping):
-        conn.send(Pong())  # the broker's heartbeat
+    while isinstance(reply := conn.recv(), (Ping, Notice)):
+        if isinstance(reply, Ping):
+            conn.send(Pong())  # the broker's heartbeat
+        # A notice says the jobs wait for a worker, as they should here.
     if not (isinstance(reply, Accepted) and reply.batch == batch and reply.count == count):
         raise AssertionError(f"broker answered {reply!r} to a submit of {count} jobs")
 

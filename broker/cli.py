@@ -29,6 +29,9 @@ from sockpool.protocol.defaults import (
     RESULT_TTL_S,
     OPERATOR_SECRET_ENV,
     SECRET_ENV,
+    SESSION_GRACE_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
 )
 
 from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
@@ -60,6 +63,13 @@ def main() -> None:
               help="Heartbeat interval; a peer silent for 4 intervals is dropped and its jobs requeued.")
 @click.option("--result-ttl-s", default=RESULT_TTL_S, show_default=True, type=click.FloatRange(1),
               help="How long unacknowledged results and failed jobs are kept.")
+@click.option("--session-grace-s", default=SESSION_GRACE_S, show_default=True, type=click.FloatRange(1),
+              help="A client gone this long cannot come back: its results are dropped, except detached jobs'.")
+@click.option("--unserved-grace-s", default=UNSERVED_GRACE_S, show_default=True, type=click.FloatRange(0),
+              help="A job whose task no connected worker serves fails with UnknownTask once none has come "
+                   "for this long since it was submitted and since the last worker joined.")
+@click.option("--unserved-timeout-s", default=UNSERVED_TIMEOUT_S, show_default=True, type=click.FloatRange(0),
+              help="...and in any case after this long (the wait when no worker is connected at all).")
 @click.option("--name", default=None, help="Name shown to peers and in logs.")
 @click.option(
     "--secret-file", envvar=SECRET_ENV, metavar="PATH",
@@ -96,7 +106,8 @@ def main() -> None:
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
-    heartbeat_s: float, result_ttl_s: float, name: str | None,
+    heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
+    name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
     log_level: str,
@@ -128,6 +139,7 @@ def start(
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
+        session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
     )

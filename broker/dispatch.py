@@ -88,6 +88,7 @@ class Dispatcher:
         self.admit = admit
         self.count = 0  # ready jobs, all queues
         self.calls = 0
+        self.by_task: dict[str, int] = {}  # ready jobs per task, all queues
 
     # -- adding and removing ------------------------------------------------
 
@@ -118,6 +119,7 @@ class Dispatcher:
         queue.count += 1
         queue.calls += job.calls
         queue.by_task[job.task] = queue.by_task.get(job.task, 0) + 1
+        self.by_task[job.task] = self.by_task.get(job.task, 0) + 1
         self.count += 1
         self.calls += job.calls
 
@@ -150,6 +152,7 @@ class Dispatcher:
         queue.count += n
         queue.calls += calls
         queue.by_task[first.task] += n
+        self.by_task[first.task] += n
         self.count += n
         self.calls += calls
 
@@ -166,6 +169,28 @@ class Dispatcher:
         if job.session not in level.lines and job.session in level.turns:
             level.turns.remove(job.session)
         return True
+
+    def take_task(self, task: str) -> list[Job]:
+        """Take every ready job of `task` out, in every queue (they fail:
+        no worker came for the task)."""
+        taken: list[Job] = []
+        for queue in list(self.queues.values()):
+            for level in list(queue.levels.values()):
+                for session, lines in list(level.lines.items()):
+                    line = lines.get(task)
+                    if line:
+                        jobs = list(line)
+                        line.clear()
+                        self._taken(queue, level, session, lines, task, line, jobs)
+                        if session not in level.lines and session in level.turns:
+                            level.turns.remove(session)
+                        taken.extend(jobs)
+        return taken
+
+    def sessions_with_task(self, task: str) -> set[str]:
+        """The sessions with ready jobs of `task`."""
+        return {session for queue in self.queues.values() for level in queue.levels.values()
+                for session, lines in level.lines.items() if task in lines}
 
     # -- pausing ---------------------------------------------------------------
 
@@ -282,6 +307,11 @@ class Dispatcher:
             queue.by_task[task] = left
         else:
             del queue.by_task[task]
+        left = self.by_task[task] - n
+        if left:
+            self.by_task[task] = left
+        else:
+            del self.by_task[task]
         if not line:
             del lines[task]
             if not lines:

@@ -78,6 +78,10 @@ class StatusCollector:
         yield GaugeMetricFamily("sockpool_workers_connected", "Workers connected.", value=len(status["workers"]))
         yield GaugeMetricFamily("sockpool_worker_processes", "Pool processes of the connected workers.", value=status["processes"])
         yield GaugeMetricFamily("sockpool_clients_connected", "Clients connected.", value=status["clients"])
+        yield GaugeMetricFamily(
+            "sockpool_store_refusing", "1 while the store cannot write and new jobs are refused (disk full).",
+            value=1 if status.get("store_refusal") else 0,
+        )
         latency = status["latency"]
         for key, name, what in (
             ("queue_wait", "sockpool_job_queue_wait_seconds", "From submit to dispatch to a worker, per job."),

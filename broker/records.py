@@ -63,6 +63,11 @@ class Job:
         return float(self.options["at"]) if self.options and "at" in self.options else None
 
     @property
+    def result_mode(self) -> str | None:
+        """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
+        return self.options.get("result") if self.options else None
+
+    @property
     def retries(self) -> int:
         return int(self.options.get("retries", 0)) if self.options else 0
 
@@ -93,6 +98,7 @@ class StoredResult:
     gid: int
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
+    detached: bool = False  # kept even once its session cannot come back
 
 
 @dataclass
@@ -109,6 +115,9 @@ class Session:
     live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
     results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
     gone_since: float | None = None
+    # Gone past the grace: results of its jobs that are not detached are
+    # not kept (until it comes back after all).
+    abandoned: bool = False
 
     def holds(self, cid: int) -> bool:
         return cid in self.live or cid in self.results

@@ -14,6 +14,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"broker {status['broker']}  up {format_age(status['uptime_s'])}  "
         f"{len(workers)} workers ({status['processes']} processes)  {status['clients']} clients",
         "",
+        *([f"REFUSING NEW JOBS: {status['store_refusal']}", ""] if status.get("store_refusal") else []),
         f"queue       ready {queue['ready']}  in flight {queue['in_flight']}  "
         f"delayed or retrying {queue['delayed']}  failed {queue['failed']}",
         f"totals      submitted {totals['submitted']}  completed {totals['completed']}  failed {totals['failed']}  "
@@ -21,6 +22,13 @@ def format_status(status: dict[str, Any]) -> str:
         f"throughput  {throughput['per_s']:.1f} calls/s over the last {throughput['window_s']} s",
         "",
     ]
+    unserved = status.get("unserved") or []
+    if unserved:
+        lines += table(
+            ["NO WORKER SERVES", "JOBS", "WAITING", "FAILS IN"],
+            [[u["task"], u["jobs"], format_age(u["waiting_s"]), format_age(u["fails_in_s"])] for u in unserved],
+        )
+        lines.append("")
     if workers:
         lines += table(
             ["WORKER", "ADDRESS", "PROCESSES", "IN FLIGHT", "DONE", "FAILED", "LAST HEARD"],

@@ -20,10 +20,15 @@ Rules:
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
 4. Results go to the session that submitted the job, whichever connection
-   that session is on now, and stay until the session acknowledges them.
+   that session is on now, and stay until the session acknowledges them,
+   or its client has been gone for `session_grace_s` (then only detached
+   jobs' results stay, until their TTL). A fire-and-forget job's result is
+   not kept at all; a failure of any job is kept for `broker failed`.
 5. Only a run that really happened counts as an attempt: a result, a
    crash or timeout reported by the worker, or the loss of a worker whose
-   last heartbeat said the job was running. Prefetched jobs go back free.
+   last heartbeat said the job was running. Prefetched jobs go back free,
+   and so does everything a draining worker (one that sent `drain`) still
+   held when it left: it was asked to stop, the jobs did nothing wrong.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sockpool.protocol import (
     Jobs,
     ListFailed,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -69,7 +75,10 @@ from sockpool.protocol.defaults import (
     MAX_REQUEUES,
     RESULT_TTL_S,
     RETRY_BASE_S,
+    SESSION_GRACE_S,
     RETRY_MAX_S,
+    UNSERVED_GRACE_S,
+    UNSERVED_TIMEOUT_S,
     FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
@@ -78,8 +87,11 @@ from sockpool.protocol.messages import (
     E_HANDSHAKE,
     E_POISON,
     E_UNKNOWN_TASK,
+    N_UNSERVED,
     NOT_RETRYABLE,
     PROTOCOL_VERSION,
+    RESULT_DETACHED,
+    RESULT_NONE,
 )
 
 from . import admission, control
@@ -88,12 +100,15 @@ from .firing import fire_schedules, queue_status, schedule_outcome
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .stats import EVERYONE, BrokerStats
+from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
 # Sessions with nothing left to deliver are forgotten this long after their
 # client went away.
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
+# Tasks listed in status as waiting for a worker, at most.
+MAX_UNSERVED_SHOWN = 20
 # Room in a reply frame for everything but its rows.
 _REPLY_OVERHEAD_BYTES = 256
 
@@ -108,6 +123,9 @@ class BrokerState:
         *,
         heartbeat_s: float = HEARTBEAT_S,
         result_ttl_s: float = RESULT_TTL_S,
+        session_grace_s: float = SESSION_GRACE_S,
+        unserved_grace_s: float = UNSERVED_GRACE_S,
+        unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
     ) -> None:
@@ -118,6 +136,7 @@ class BrokerState:
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
         self.heartbeat_s = heartbeat_s
         self.result_ttl_s = result_ttl_s
+        self.session_grace_s = session_grace_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
         self.dispatcher = Dispatcher()
@@ -133,11 +152,15 @@ class BrokerState:
         self.failed: deque[FailedJob] = deque()
         self.last_seen: dict[int, float] = {}
         self.served: Counter[str] = Counter()
+        self.unserved = UnservedTasks(unserved_grace_s, unserved_timeout_s)
         self.totals: Counter[str] = Counter()
         self.journal: list[tuple[Any, ...]] = []
+        # While the store cannot write: the error new submissions get.
+        self.store_refusal: dict[str, Any] | None = None
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
+        self._next_abandon_check = 0.0
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
@@ -162,6 +185,7 @@ class BrokerState:
                 queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
             )
             self.served.update(set(hello.tasks))
+            self.unserved.joined(hello.tasks, now)
         else:
             # A session ID is a bearer capability: whoever names it gets its
             # results. So a broker-chosen one is 128 bits from the OS's
@@ -170,6 +194,7 @@ class BrokerState:
             session = self._session(hello.session or new_session_id())
             session.conn_id = conn_id
             session.gone_since = None
+            session.abandoned = False
             self.clients[conn_id] = session
             if hello.role == ROLE_OPERATOR:
                 self.operators.add(conn_id)
@@ -198,6 +223,14 @@ class BrokerState:
             self.served.subtract(set(worker.tasks))
             self.served += Counter()  # drop zero counts
             out: Outbox = []
+            for task in worker.tasks:
+                if task not in self.served and task in self.dispatcher.by_task and self.unserved.mark(task, now):
+                    out += self._tell_waiting(task)  # its last server left
+            if worker.draining:
+                # Asked to stop, it left what it could not finish in time:
+                # that is no fault of the jobs', so they go back uncharged,
+                # as if released.
+                return out + self.on_release(worker, list(worker.leased))
             for job in reversed(list(worker.leased.values())):
                 out += self._lost(job, job.gid in worker.running, now)
             return out + self._dispatch()
@@ -300,9 +333,26 @@ class BrokerState:
             rows.append(record.row())
         return FailedJobs(rows, offset, offset + len(rows) < len(visible))
 
+    def on_store_health(self, refusal: dict[str, Any] | None) -> Outbox:
+        """The store cannot write (`refusal`: the error new jobs get) or
+        writes again (None). Clients hear of a refusal at once, so one
+        waiting for room to submit can give up instead of waiting."""
+        self.store_refusal = refusal
+        if refusal is None:
+            return []
+        return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
+
     def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
+        """Accept a batch of jobs, or refuse some with results saying why.
+
+        A job the session already has (sent again after a reconnect) is not
+        added twice; its `accepted` still waits for the store, like every
+        `accepted`, so it only goes out once the job is on disk.
+        """
         refused: list[list[Any]] = []
         added = 0
+        unserved: set[str] = set()
+        refusal = self.store_refusal
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
@@ -313,12 +363,14 @@ class BrokerState:
             if session.holds(cid):
                 continue  # sent again after a reconnect: we have it already
             why = unfit.get(cid) if unfit else None
-            if why is None and self.workers and task not in self.served:
-                why = unknown_task(task)
+            if why is None and refusal is not None:
+                why = refusal
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
+            if task not in self.served:
+                unserved.add(task)
             options = entry[5] if len(entry) > 5 else None
             if options and "delay" in options:
                 options = due_options(options, self.now)
@@ -333,6 +385,8 @@ class BrokerState:
                 self.due.push(job, at)
             else:
                 job.queued_at = now
+                if task not in self.served:
+                    self.unserved.mark(task, now)
                 ready.append(job)
             added += 1
         self.dispatcher.add_many(ready, now)
@@ -340,9 +394,15 @@ class BrokerState:
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
         assert conn_id is not None  # on_message just set it
-        out: Outbox = [(conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused)))]
-        if refused:
-            out.append((conn_id, Results(refused)))
+        # Refusals first: a client that sees `accepted` knows every fate.
+        out: Outbox = [(conn_id, Results(refused))] if refused else []
+        if refusal is not None and refused:
+            out.append((conn_id, Error(refusal["type"], refusal["message"])))
+        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
+        for task in sorted(unserved):  # never without a word: say what they wait for
+            if task in self.unserved.since:
+                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
@@ -446,6 +506,12 @@ class BrokerState:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             self._sweep(now)
+        if now >= self._next_abandon_check:
+            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
+            self._abandon_gone_sessions(now)
+        if self.unserved.since:
+            for task, since in self.unserved.due(now, bool(self.workers)):
+                out += self._fail_unserved(task, now - since, now)
         return out + self._dispatch()
 
     def take_silent_connections(self, now: float) -> list[int]:
@@ -490,6 +556,28 @@ class BrokerState:
         self._queue(job, front=True)
         return []
 
+    def _tell_waiting(self, task: str) -> Outbox:
+        """Tell the connected sessions with jobs of `task` queued that they
+        now wait for a worker that serves it."""
+        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
+        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
+        sessions = self.dispatcher.sessions_with_task(task)
+        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
+        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
+
+    def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
+        """No worker came for `task` in time: its queued jobs fail (retries
+        could not help; they fail whole)."""
+        queue = self.dispatcher.take_task(task)
+        if not queue:
+            return []
+        error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
+        self.stats.remember_failure(task, "", error, now)
+        by_session: dict[str, list[list[Any]]] = {}
+        for job in queue:
+            self._finish(job, False, error, now, by_session)
+        return self._deliver(by_session)
+
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
         self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
@@ -504,11 +592,16 @@ class BrokerState:
             schedule_outcome(self, job, ok, value, now)
             return
         session = self.sessions.get(job.session)
-        if session is None:
+        if session is not None:
+            session.live.pop(job.cid, None)
+        mode = job.result_mode
+        if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
+            # Nobody will collect it: keep nothing (a failure stays listed
+            # above, for `broker failed`).
+            self.journal.append(("forget", [job.gid]))
             return
-        session.live.pop(job.cid, None)
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -531,6 +624,20 @@ class BrokerState:
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
         self.journal.append(("expire", cutoff))
+
+    def _abandon_gone_sessions(self, now: float) -> None:
+        """Sessions whose client has been gone past the grace cannot come
+        back for their results: drop those not detached, and keep no more."""
+        limit = now - self.session_grace_s
+        for session in self.sessions.values():
+            if session.abandoned or session.conn_id is not None or session.gone_since is None:
+                continue
+            if session.gone_since > limit:
+                continue
+            session.abandoned = True
+            dropped = [cid for cid, r in session.results.items() if not r.detached]
+            if dropped:
+                self.journal.append(("forget", [session.results.pop(cid).gid for cid in dropped]))
 
     # -- queue -----------------------------------------------------------
 
@@ -580,6 +687,8 @@ class BrokerState:
 
     def _queue(self, job: Job, front: bool = False) -> None:
         job.queued_at = self.now
+        if job.task not in self.served:
+            self.unserved.mark(job.task, self.now)
         self.dispatcher.add(job, self.now, front)
 
     def _dispatch(self) -> Outbox:
@@ -679,6 +788,14 @@ class BrokerState:
 
     # -- observation -----------------------------------------------------
 
+    def _unserved_status(self, now: float) -> list[dict[str, Any]]:
+        connected = bool(self.workers)
+        return [
+            {"task": task, "jobs": self.dispatcher.by_task.get(task, 0), "waiting_s": now - since,
+             "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
+            for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
+        ]
+
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
         """Time a run whose result came back and count it for its worker;
         returns how many of its calls failed."""
@@ -719,6 +836,13 @@ class BrokerState:
             "workers": workers,
             "processes": self.total_processes,
             "clients": len(self.clients),
+            # Results kept for sessions to collect (fire-and-forget jobs keep none).
+            "results_kept": sum(len(s.results) for s in self.sessions.values()),
+            # Queued jobs that no connected worker can run, per task, and
+            # when they fail with UnknownTask unless one joins.
+            "unserved": self._unserved_status(now),
+            # Why new jobs are refused right now ("" while the store writes).
+            "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
@@ -749,7 +873,3 @@ def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
 def new_session_id() -> str:
     """An unguessable session ID: 128 bits from `secrets`."""
     return secrets.token_hex(16)
-
-
-def unknown_task(task: str) -> dict[str, Any]:
-    return error_value(E_UNKNOWN_TASK, f"no connected worker serves task {task!r}")

@@ -4,7 +4,7 @@
 from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
 from .api import Client
-from .errors import JobFailed
+from .errors import BrokerRefused, JobFailed
 from .executor import Executor
 
-__all__ = ["Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]
+__all__ = ["BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]

@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sockpool.protocol import (
     ROLE_CLIENT,
@@ -48,6 +48,8 @@ from sockpool.protocol.messages import (
     MAX_QUEUE_NAME_CHARS,
     MAX_RETRIES,
     MIN_PRIORITY,
+    RESULT_DETACHED,
+    RESULT_NONE,
     error_value,
     valid_queue_name,
 )
@@ -92,6 +94,7 @@ class Client:
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
         operator: bool = False,
+        on_notice: Callable[[str], None] | None = None,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -103,6 +106,11 @@ class Client:
         `operator` connects in the operator role, with the operator's
         secret: `failed_jobs` then lists every session's failures, not only
         this client's (see SECURITY.md).
+
+        `on_notice(text)` hears what the broker says about our jobs that is
+        not an error, such as jobs waiting for a worker that serves their
+        task (on the reader thread: return quickly); by default it is
+        logged as a warning.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -120,11 +128,12 @@ class Client:
         self._ids = itertools.count(1)
         self._futures: dict[int, Future[Any]] = {}
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
+        self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
         self._link = BrokerLink(
             address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
-            ROLE_OPERATOR if operator else ROLE_CLIENT,
+            ROLE_OPERATOR if operator else ROLE_CLIENT, on_notice, self._accepted,
         )
         self.session = self._link.welcome.session or self._link.session
         self._link.start()
@@ -161,16 +170,32 @@ class Client:
     def with_options(
         self, *, retries: int | None = None, timeout: float | None = None, queue: str | None = None,
         priority: int | None = None, delay: float | timedelta | None = None, at: datetime | float | None = None,
+        detached: bool = False, fire_and_forget: bool = False,
     ) -> JobOptions:
-        """`submit` and `map` with other options than the client's (see the class).
+        """`submit` and `map` with other options than the client's (see the
+        class for retries, timeout, queue, priority, delay and at).
+
+        `detached`: the broker keeps the results even after this client is
+        gone for good, until a client attaching to this session (`session=`,
+        `collect`) acknowledges them or their TTL passes. Without it, the
+        results of a client gone longer than the broker's session grace
+        (5 minutes by default) are dropped: nobody can collect them.
+
+        `fire_and_forget` (`submit` only): the broker keeps no result at
+        all, only a record of a failure (`broker failed`); the future
+        resolves to None once the job is on the broker's disk.
 
         Raises:
             ValueError: an option out of its range (see `job_options`).
         """
+        if detached and fire_and_forget:
+            raise ValueError("a job is either detached or fire-and-forget")
+        mode = RESULT_DETACHED if detached else RESULT_NONE if fire_and_forget else None
         base = self.options
         return JobOptions(self, job_options(
             base.get("retries", 0) if retries is None else retries,
             base.get("timeout") if timeout is None else timeout,
+            mode,
             queue=base.get("queue") if queue is None else queue,
             priority=base.get("priority", 0) if priority is None else priority,
             delay=delay, at=at,
@@ -332,6 +357,8 @@ class Client:
         self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
     ) -> Iterator[Any]:
+        if options.get("result") == RESULT_NONE:
+            raise ValueError("map yields results: fire-and-forget jobs have none (use submit)")
         if chunksize is None:
             per_item = "retries" in options or "timeout" in options
             chunksize = 1 if per_item else self._default_chunksize(iterable)
@@ -374,6 +401,8 @@ class Client:
             job_id = next(self._ids)
             lone = not self._futures  # no other job of ours in flight: send it now
             self._futures[job_id] = future
+            if options.get("result") == RESULT_NONE:
+                self._unwanted.add(job_id)
         # A chunk's items travel packed: only the worker's pool unpacks them.
         packed = pack_array(args) if many else args
         entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
@@ -408,6 +437,21 @@ class Client:
         if self.auto_ack:
             self._link.ack([entry[0] for entry in results])
 
+    def _accepted(self, jobs: list[list[Any]]) -> None:
+        """On the reader thread: a batch is on the broker's disk. A
+        fire-and-forget job is done for us then (a refusal came before)."""
+        if not self._unwanted:
+            return
+        with self._lock:
+            done = [self._futures.pop(job[0], None) for job in jobs if job[0] in self._unwanted]
+            self._unwanted.difference_update(job[0] for job in jobs)
+        for future in done:
+            if future is not None:
+                try:
+                    future.set_result(None)
+                except InvalidStateError:
+                    pass
+
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
             self._lost = self._lost or exc
@@ -438,8 +482,8 @@ class JobOptions:
 
 
 def job_options(
-    retries: int, timeout: float | None, *, queue: str | None = None, priority: int = 0,
-    delay: float | timedelta | None = None, at: datetime | float | None = None,
+    retries: int, timeout: float | None, result: str | None = None, *, queue: str | None = None,
+    priority: int = 0, delay: float | timedelta | None = None, at: datetime | float | None = None,
 ) -> dict[str, Any]:
     """The `options` of a job entry; only what differs from the defaults.
 
@@ -457,6 +501,8 @@ def job_options(
         options["retries"] = retries
     if timeout is not None:
         options["timeout"] = float(timeout)
+    if result is not None:
+        options["result"] = result
     if queue is not None and queue != DEFAULT_QUEUE:
         if not valid_queue_name(queue):
             raise ValueError(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:- (got {queue!r})")

@@ -15,7 +15,7 @@ import click
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
-from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY
+from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, REFUSALS, RESULT_DETACHED, RESULT_NONE
 
 from .api import Client, JobOptions, job_options
 from .errors import JobFailed
@@ -134,6 +134,9 @@ class OrderedWriter:
 @click.option("--at", "at_text", default=None, metavar="ISO-TIME",
               help="Run no sooner than this time, with its zone: 2026-12-24T18:00:00Z.")
 @click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
+@click.option("--no-wait", "no_wait", is_flag=True,
+              help="Fire and forget: exit once the broker has every job on disk; it keeps no results, "
+                   "only failures (broker failed).")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
 @peer_options()
 @click.option(
@@ -156,6 +159,7 @@ def main(
     delay_text: str | None,
     at_text: str | None,
     detach: bool,
+    no_wait: bool,
     attach_id: str | None,
     secret_file: str | None,
     tls_ca: str | None,
@@ -192,10 +196,18 @@ def main(
         labels, results = attach(address, attach_id, credentials)
     elif task is None:
         raise click.UsageError("missing TASK")
-    elif detach:
+    elif detach or no_wait:
         if local:
-            raise click.UsageError("--detach needs a broker that outlives this command, not --local")
-        click.echo(submit_detached(address, task, [parse_arg(a) for a in args], options, credentials))
+            raise click.UsageError("--detach and --no-wait need a broker that outlives this command, not --local")
+        if detach and no_wait:
+            raise click.UsageError("--detach keeps the results for --attach, --no-wait keeps none: pick one")
+        values = [parse_arg(a) for a in args]
+        submission = submit_detached(address, task, values, options, credentials, keep_results=detach)
+        if detach:
+            click.echo(submission)
+        else:
+            click.echo(f"submit: {len(values)} jobs on the broker's disk; no results are kept, "
+                       "failures are listed by `broker failed`", err=True)
         return
     else:
         labels = args
@@ -208,6 +220,19 @@ def main(
     if failures:
         report_failures(failures, labels)
         sys.exit(1)
+
+
+class NoticePrinter:
+    """Prints each distinct notice from the broker once on stderr (a job
+    waiting for a worker that serves its task, say): never wait without a word."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, text: str) -> None:
+        if text not in self._seen:
+            self._seen.add(text)
+            click.echo(f"submit: waiting: {text}", err=True)
 
 
 def _option_names() -> set[str]:
@@ -228,7 +253,9 @@ def run(
                 # the same secret, so a configured secret keeps working.
                 cluster = stack.enter_context(LocalCluster(processes, modules, secret=credentials.secret))
                 address, credentials = cluster.address, Credentials(secret=credentials.secret)
-            client = stack.enter_context(Client(address, auto_ack=False, credentials=credentials))
+            client = stack.enter_context(
+                Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter())
+            )
             jobs = JobOptions(client, options)
             yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
@@ -237,16 +264,26 @@ def run(
 
 
 def submit_detached(
-    address: str | None, task: str, values: list[Any], options: dict[str, Any], credentials: Credentials
+    address: str | None, task: str, values: list[Any], options: dict[str, Any], credentials: Credentials,
+    keep_results: bool = True,
 ) -> str:
-    """Submit one job per value; return the session ID once all are durable."""
+    """Submit one job per value, detached (or, without `keep_results`, fire
+    and forget); return the session ID once all are durable."""
     try:
-        with Client(address, auto_ack=False, credentials=credentials) as client:
-            jobs = JobOptions(client, options)
-            for value in values:
-                jobs.submit(task, value)
+        with Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter()) as client:
+            jobs = JobOptions(client, {**options, "result": RESULT_DETACHED if keep_results else RESULT_NONE})
+            futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
                 raise click.ClickException("the broker did not accept every job in time")
+            # A refusal (disk full) comes before the `accepted` of its batch.
+            refused = [
+                error for error in (f.exception(0) for f in futures if f.done())
+                if isinstance(error, JobFailed) and error.remote_type in REFUSALS
+            ]
+            if refused:
+                raise click.ClickException(
+                    f"{refused[0].remote_message}: {len(refused)} of {len(futures)} jobs not accepted"
+                )
             return client.session
     except SockpoolError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,4 +1,5 @@
-"""JobFailed: a job's remote error, raised in the caller."""
+"""JobFailed: a job's remote error, raised in the caller; BrokerRefused: the
+broker takes no new jobs right now."""
 
 from __future__ import annotations
 
@@ -46,6 +47,22 @@ class JobFailed(SockpoolError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles as the plain class, which rebuilds the right subclass.
         return JobFailed, (self.error,)
+
+
+class BrokerRefused(SockpoolError):
+    """The broker refuses new jobs for now (its disk is full, say); raised
+    by a `submit` that would otherwise wait for room without end. Jobs
+    already accepted are safe; submit again once the broker recovers.
+
+    Attributes:
+        code: the refusal's code, e.g. "DiskFull".
+        message: what the broker said, e.g. "broker cannot store jobs: disk full".
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
 
 
 @functools.lru_cache(maxsize=None)

@@ -35,6 +35,7 @@ from sockpool.protocol import (
     ListFailed,
     HandshakeRefused,
     Message,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -48,10 +49,11 @@ from sockpool.protocol import (
     unpack_body,
 )
 from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
-from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS
+from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
+from .errors import BrokerRefused
 
 log = logging.getLogger("sockpool.client")
 
@@ -74,6 +76,8 @@ class BrokerLink:
         reconnect_timeout_s: float,
         credentials: Credentials | None = None,
         role: str = ROLE_CLIENT,
+        on_notice: Callable[[str], None] | None = None,
+        on_accepted: Callable[[list[list[Any]]], None] | None = None,
     ) -> None:
         """Connect and shake hands.
 
@@ -90,6 +94,9 @@ class BrokerLink:
         self.reconnect_timeout_s = reconnect_timeout_s
         self._on_results = on_results
         self._on_lost = on_lost
+        self._on_notice = on_notice
+        self._notices_logged: set[str] = set()
+        self._on_accepted = on_accepted
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -100,6 +107,10 @@ class BrokerLink:
         self._pending = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
+        # The broker said it takes no new jobs (disk full); cleared by the
+        # next batch it accepts whole. A caller waiting for room gives up.
+        self._refusal: Error | None = None
+        self._refused_upto = 0  # batches numbered up to this were sent before it
         # Futures waiting for a reply, each with the reply's type: a
         # `control_reply` waits for a commit, so a `status_reply` asked for
         # later may overtake it.
@@ -165,12 +176,19 @@ class BrokerLink:
 
         Raises:
             ConnectionLost: the link is closed or gave up on the broker.
+            BrokerRefused: there is no room, and the broker said it takes no
+                new jobs for now: waiting could last as long as its trouble.
         """
         with self._lock:
-            while self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None:
+            while (
+                self._pending >= MAX_PENDING_JOBS and not self._closed and self._gave_up is None
+                and not self._refused_locked()
+            ):
                 self._lock.wait()
             if self._closed or self._gave_up is not None:
                 raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            if self._pending >= MAX_PENDING_JOBS and self._refusal is not None:
+                raise BrokerRefused(self._refusal.code, self._refusal.message)
             self._unsent.append(job)
             self._pending += 1
             direct = lone and not self._sending and self._conn is not None and len(self._unsent) == 1
@@ -210,17 +228,34 @@ class BrokerLink:
                 pass
 
     def wait_accepted(self, timeout_s: float | None) -> bool:
-        """Wait until the broker has durably accepted every queued job."""
+        """Wait until the broker has durably accepted (or refused) every
+        queued job.
+
+        Raises:
+            BrokerRefused: the broker said it takes no new jobs for now, and
+                some jobs are still not accepted.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             while self._unsent or self._unaccepted:
                 if self._closed:
                     return False
+                if self._refused_locked():
+                    assert self._refusal is not None
+                    raise BrokerRefused(self._refusal.code, self._refusal.message)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 self._lock.wait(left)
         return True
+
+    def _refused_locked(self) -> bool:
+        """The broker said it takes no new jobs after every batch still
+        waiting was sent: their answer could be as far off as its recovery."""
+        return (
+            self._refusal is not None and not self._unsent
+            and all(batch <= self._refused_upto for batch in self._unaccepted)
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -352,8 +387,13 @@ class BrokerLink:
                 self._on_results(msg.results)
             elif isinstance(msg, Accepted):
                 with self._lock:
-                    self._pending -= len(self._unaccepted.pop(msg.batch, ()))
+                    batch = self._unaccepted.pop(msg.batch, ())
+                    self._pending -= len(batch)
+                    if self._refusal is not None and msg.count and msg.count == len(batch):
+                        self._refusal = None  # the broker takes jobs again
                     self._lock.notify_all()
+                if batch and self._on_accepted is not None:
+                    self._on_accepted(list(batch))
             elif isinstance(msg, Ping):
                 conn.send(Pong())
             elif isinstance(msg, (FailedJobs, StatusReply, ControlReply)):  # in request order, per type
@@ -362,8 +402,19 @@ class BrokerLink:
                     reply = self._replies.pop(index)[1] if index is not None else None
                 if reply is not None:
                     reply.set_result(msg)
+            elif isinstance(msg, Notice):
+                if self._on_notice is not None:
+                    self._on_notice(msg.message)
+                elif msg.message not in self._notices_logged and len(self._notices_logged) < 100:
+                    self._notices_logged.add(msg.message)  # once each, not once per batch
+                    log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
                 log.error("broker says %s: %s", msg.code, msg.message)
+                if msg.code in REFUSALS:
+                    with self._lock:
+                        self._refusal = msg
+                        self._refused_upto = max(self._unaccepted, default=self._refused_upto)
+                        self._lock.notify_all()
             elif not isinstance(msg, Pong):
                 raise ProtocolError(f"unexpected {msg.type!r} from the broker")
 

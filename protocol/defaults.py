@@ -87,6 +87,20 @@ MAX_LOST_ATTEMPTS = 3
 # not, fails too: a backstop for jobs that kill workers before they report.
 MAX_REQUEUES = 20
 
+# A job whose task no connected worker serves fails with UnknownTask once
+# its task has had no server for UNSERVED_GRACE_S since it was submitted
+# and since the last worker joined, or for UNSERVED_TIMEOUT_S in all
+# (with no worker connected at all, only the latter applies). See
+# broker/unserved.py.
+UNSERVED_GRACE_S = 10.0
+UNSERVED_TIMEOUT_S = 600.0
+
+# A client session gone this long (closed, or lost and not back) cannot
+# return for its results: longer than a client keeps reconnecting
+# (RECONNECT_TIMEOUT_S). Its results are then dropped, unless its jobs were
+# submitted detached (kept until acknowledged or RESULT_TTL_S).
+SESSION_GRACE_S = 300.0
+
 # How long results and failed jobs are kept when nobody acknowledges them.
 RESULT_TTL_S = 7 * 24 * 3600.0
 

@@ -17,11 +17,14 @@ A map chunk's `args`, and its list of values, may travel as a packed array
 
 The `options` element may be left off (an empty map). Known options:
 `timeout` (seconds a run may take; the pool process is killed past it),
-`retries` (further attempts after a failure, with backoff), `queue` (the
-named queue, default "default"), `priority` (an integer, higher first,
-default 0), `delay` (seconds from acceptance before it may run) and `at`
-(Unix time before which it may not run). The broker turns a `delay` into
-an `at` when it accepts the job, so the due time survives a restart.
+`retries` (further attempts after a failure, with backoff), `result`
+("detached": kept for a session that may come back much later; "none":
+fire and forget, the broker keeps no result, only a failure record),
+`queue` (the named queue, default "default"), `priority` (an integer,
+higher first, default 0), `delay` (seconds from acceptance before it may
+run) and `at` (Unix time before which it may not run). The broker turns
+a `delay` into an `at` when it accepts the job, so the due time survives
+a restart.
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -63,6 +66,10 @@ MAX_WORKER_QUEUES = 64
 # Priorities: higher runs first; the range keeps them plain small integers.
 MIN_PRIORITY = -1000
 MAX_PRIORITY = 1000
+# The `result` job option: who wants the result.
+RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
+RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
+RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -79,6 +86,7 @@ E_HANDSHAKE = "handshake"
 E_BAD_MESSAGE = "bad_message"
 E_FRAME_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TASK = "UnknownTask"
+N_UNSERVED = "unserved"  # a notice: jobs wait for a worker serving their task
 E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
@@ -88,6 +96,14 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+# Submissions the broker refuses for now (the job is not accepted; submit
+# it again later): it cannot write its journal, because the disk is full or
+# for another reason it names.
+E_DISK_FULL = "DiskFull"
+E_STORE_FAILED = "StoreFailed"
+# Refusals that say the broker takes no new jobs at the moment: the client
+# raises them from a submit that would otherwise wait for room.
+REFUSALS = frozenset({E_DISK_FULL, E_STORE_FAILED})
 # Failures that another attempt cannot fix.
 NOT_RETRYABLE = frozenset({E_UNKNOWN_TASK, E_UNENCODABLE_RESULT, E_UNENCODABLE_ARGUMENTS})
 
@@ -183,6 +199,16 @@ class Welcome(Message):
 @_message("error")
 class Error(Message):
     """A refusal. During the handshake it is followed by a close."""
+
+    code: str
+    message: str
+
+
+@_message("notice")
+class Notice(Message):
+    """Broker to client: something the submitter should know that is not an
+    error, such as a job waiting for a worker that serves its task
+    (`code` "unserved"). For people: the client shows `message`."""
 
     code: str
     message: str
@@ -493,6 +519,7 @@ def _valid_options(options: Any) -> bool:
         and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
         and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0
         and type(at) in (int, float) and math.isfinite(at)
+        and options.get("result") in (None, *RESULT_MODES)
     )
 
 

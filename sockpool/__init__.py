@@ -10,7 +10,7 @@ I/O), `sockpool.net` (the socket layer every side shares),
 `sockpool.broker`, `sockpool.worker` and `sockpool.client`.
 """
 
-from sockpool.client import Client, Executor, JobFailed
+from sockpool.client import BrokerRefused, Client, Executor, JobFailed
 from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
-__all__ = ["Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]
+__all__ = ["BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]

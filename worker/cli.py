@@ -1,8 +1,11 @@
 """`worker join HOST:PORT`: serve a broker with a pool of processes.
 
 SIGTERM or SIGINT drains: no more jobs, those running finish, those not
-started go back to the broker, then exit 0, within `--drain-timeout`. A
-second signal exits at once.
+started go back to the broker, then exit 0, within `--drain-timeout`; what
+is still running then goes back to the broker too, uncharged. The signal
+may come to this process alone or to its whole group (Ctrl-C, systemd's
+stop): the pool processes ignore it (see pool_signals.py) and are stopped
+by us. A second signal to this process exits at once.
 """
 
 from __future__ import annotations

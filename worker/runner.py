@@ -84,6 +84,9 @@ class _Pool(multiprocessing.pool.Pool):
 
     def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
         proc = super().Process(ctx, *args, **kwds)
+        # Pool processes ignore SIGTERM (see pool_signals.py), which is what
+        # the pool's terminate() sends them: it must kill them instead.
+        proc.terminate = proc.kill
         self._on_process(proc)
         return proc
 
@@ -99,7 +102,9 @@ class Runner:
         # forkserver: pool processes replaced while our threads run are forked
         # from a clean single-threaded server, never from this process.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        # pool_signals first: the forkserver ignores stop signals before it
+        # imports anything else, and so does every process it forks.
+        context.set_forkserver_preload(["sockpool.worker.pool_signals", __name__])
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
         self.monitor = Monitor(
@@ -261,9 +266,12 @@ _slot: tuple[Any, Any, int] = (memoryview(bytearray(24)).cast("q"), memoryview(b
 
 def _init_process(modules: list[str], slots: Slots) -> None:
     global _slot
-    # Ctrl-C goes to the whole process group; the worker's main process
-    # decides what happens to running jobs, not each pool process.
+    # Ctrl-C and systemd's stop reach the whole process group; the worker's
+    # main process decides what happens to running jobs, not each pool
+    # process (pool_signals.py did this in the forkserver already, before
+    # we were forked; this covers a forkserver that could not import it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _tasks.update(load_tasks(modules))
     index = slots.claim(os.getpid())
     if index < 0:

@@ -9,19 +9,44 @@ and runs the callbacks: one commit covers every submission that arrived
 meanwhile (group commit), so durability costs a commit per batch, not per
 job, whichever database is behind it.
 
+A failed write loses nothing: the entries of a flush that did not commit
+stay queued, in order, and the writer tries them again (after
+RETRY_MIN_S, doubling to RETRY_MAX_S) together with whatever came
+meanwhile, until they commit. Their callbacks wait for that commit, and so
+does every later one: the store acknowledges nothing that is not durable,
+and never holds a later entry without the earlier ones. While it cannot
+write, the store tells its owner why (`on_health`, once per change: "disk
+full" or the error), so the broker refuses new jobs rather than queue
+entries it cannot write; it says so again when a write succeeds. Keeping
+and retrying was chosen over stopping the broker: the in-memory state
+already holds those entries, running jobs can finish and deliver their
+results meanwhile, and the moment space returns the broker goes on by
+itself. If the broker is killed before that, the store is consistent as
+of the last commit: unwritten submissions were never acknowledged, and
+unwritten finishes only mean a job runs again.
+
+The writer thread never dies of an exception: anything a commit raises
+(an OverflowError as much as a full disk) is a failed write like any
+other, and a failing callback is logged.
+
 A backend (sqlite.py, postgres.py) only says how to commit a batch of rows
-and how to read them back; it decides nothing. Leadership and fencing, where
+and how to read them back, and whether an error means its disk is full;
+it decides nothing. Leadership and fencing, where
 a backend has them, sit next to it, never in the broker's state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import threading
+import time
 from typing import Any, Callable, NamedTuple
 
 import msgpack
+
+from sockpool.protocol.messages import RESULT_DETACHED
 
 from ..records import FailedJob, Job, StoredResult
 
@@ -29,6 +54,35 @@ log = logging.getLogger("sockpool.broker.store")
 
 Deferred = Callable[[], None]
 Journal = list[tuple[Any, ...]]
+Queued = list[tuple[Journal, "Deferred | None"]]
+# Told the store's trouble (a `StoreTrouble`), or None once it writes again.
+HealthHandler = Callable[["StoreTrouble | None"], None]
+
+# A failed write is tried again after RETRY_MIN_S, doubling up to RETRY_MAX_S.
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 2.0
+# A store that still cannot write logs it again this often.
+TROUBLE_LOG_EVERY_S = 30.0
+# How long close() waits for a failing store before giving up on what is queued.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class StoreTrouble:
+    """Why the store cannot write: its disk is full, or another failure."""
+
+    def __init__(self, disk_full: bool, detail: str) -> None:
+        self.disk_full = disk_full
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return "disk full" if self.disk_full else f"store write failed ({self.detail})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoreTrouble) and (self.disk_full, self.detail) == (other.disk_full, other.detail)
+
+    def __repr__(self) -> str:
+        return f"StoreTrouble({self.reason!r})"
 
 
 class Snapshot(NamedTuple):
@@ -48,7 +102,7 @@ class Rows:
     """One flush's journal as rows, one list per statement, in the order the
     statements must run (see `rows_for`)."""
 
-    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts)
+    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts, detached)
     attempts: list[tuple[Any, ...]]   # (attempts, gid)
     finish: list[tuple[Any, ...]]     # (ok, result, finished_at, gid)
     failed: list[tuple[Any, ...]]     # (gid, task, body, attempts, finished_at)
@@ -73,7 +127,8 @@ def rows_for(journal: Journal) -> Rows:
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
     return Rows(
-        add=[(j.gid, j.session, j.cid, j.task, pack([j.args, j.kwargs, j.many, j.options]), j.attempts)
+        add=[(j.gid, j.session, j.cid, j.task, pack([j.args, j.kwargs, j.many, j.options]), j.attempts,
+              int(j.result_mode == RESULT_DETACHED))
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
         finish=[(int(ok), pack(value), at, gid)
@@ -99,17 +154,18 @@ def setting_row(op: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
     """Decode what `rows_for` wrote: (gid, session, cid, task, body, attempts,
-    ok, result, finished_at) per job and (gid, task, body, attempts,
-    finished_at) per failed job."""
+    ok, result, finished_at, detached) per job and (gid, task, body,
+    attempts, finished_at) per failed job. A finished job's body may be
+    empty: it is never read."""
     jobs: list[Job] = []
     results: list[tuple[str, StoredResult]] = []
-    for gid, session, cid, task, body, attempts, ok, result, finished_at in job_rows:
+    for gid, session, cid, task, body, attempts, ok, result, finished_at, detached in job_rows:
         if ok is None:
             args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
             jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
-            results.append((session, StoredResult(gid, entry, finished_at)))
+            results.append((session, StoredResult(gid, entry, finished_at, bool(detached))))
     failed = []
     for gid, task, body, attempts, finished_at in failed_rows:
         # Rows from before sessions were kept hold three fields: the
@@ -133,9 +189,12 @@ class GroupCommitStore:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queue: list[tuple[Journal, Deferred | None]] = []
+        self._queue: Queued = []
         self._closing = False
         self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
+        self._on_health: HealthHandler | None = None
+        self.trouble: StoreTrouble | None = None  # written by the writer thread only
+        self._logged_at = 0.0
 
     # -- the interface ---------------------------------------------------------
 
@@ -143,7 +202,10 @@ class GroupCommitStore:
         """Everything stored (at start-up, before the writer runs)."""
         raise NotImplementedError
 
-    def start(self) -> None:
+    def start(self, on_health: HealthHandler | None = None) -> None:
+        """Start the writer; `on_health` hears of trouble and recovery (on
+        the writer thread, so it must not call back into the store)."""
+        self._on_health = on_health
         self._thread.start()
 
     def write(self, journal: Journal, after_commit: Deferred | None = None) -> None:
@@ -153,55 +215,119 @@ class GroupCommitStore:
             self._cond.notify()
 
     def close(self) -> None:
-        """Write everything queued, then close."""
+        """Write everything queued, then close. A store that cannot write
+        gets CLOSE_TIMEOUT_S more; what is still unwritten then is lost, as
+        in a kill, and said so."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         else:
-            self._flush(self._take())
+            queued = self._take()
+            if not self._flush(queued):
+                self._queue[:0] = queued
+        with self._cond:
+            unwritten = sum(len(journal) for journal, _ in self._queue)
+        if unwritten:
+            log.critical("closing with %d journal entries unwritten (%s); the store holds what was "
+                         "committed before", unwritten, self.trouble.reason if self.trouble else "not written")
         self._close_backend()
 
     # -- for the backends ------------------------------------------------------
 
     def _commit(self, journal: Journal) -> None:
-        """Write `journal` in one transaction; raise if it did not commit."""
+        """Write `journal` in one transaction; raise if it did not commit
+        (having rolled back)."""
         raise NotImplementedError
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether a failed commit means the disk is full."""
+        return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+    def _reclaim(self) -> None:
+        """After a commit failed for a full disk: give back what space the
+        backend can (its own logs), before the next try."""
 
     def _close_backend(self) -> None:
         raise NotImplementedError
 
     # -- the writer ------------------------------------------------------------
 
-    def _take(self) -> list[tuple[Journal, Deferred | None]]:
+    def _take(self) -> Queued:
         queued, self._queue = self._queue, []
         return queued
 
     def _write_loop(self) -> None:
+        retry_s = RETRY_MIN_S
+        give_up_at: float | None = None
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 queued = self._take()
                 closing = self._closing
-            self._flush(queued)
-            if closing:
-                with self._cond:
-                    rest = self._take()
-                self._flush(rest)
-                return
+            if self._flush(queued):
+                retry_s = RETRY_MIN_S
+                if closing:
+                    with self._cond:
+                        if not self._queue:
+                            return
+                continue
+            # Not written: back to the front, in order, before anything newer.
+            with self._cond:
+                self._queue[:0] = queued
+                if closing:
+                    give_up_at = give_up_at or time.monotonic() + CLOSE_TIMEOUT_S
+                    if time.monotonic() >= give_up_at:
+                        return
+                self._cond.wait(retry_s)  # a close wakes us early
+            retry_s = min(retry_s * 2, RETRY_MAX_S)
 
-    def _flush(self, queued: list[tuple[Journal, Deferred | None]]) -> None:
+    def _flush(self, queued: Queued) -> bool:
+        """Commit `queued` and run its callbacks; whether it committed. Never raises."""
         if not queued:
-            return
+            return True
         try:
             self._commit([op for journal, _ in queued for op in journal])
-        except Exception:
-            # Nothing is acknowledged that did not commit: clients resend
-            # unacknowledged submissions when they reconnect.
-            log.exception("store write failed; %d batches not acknowledged", len(queued))
-            return
+        except Exception as exc:  # any failure: nothing committed, nothing acknowledged
+            trouble = StoreTrouble(self._disk_full(exc), f"{type(exc).__name__}: {exc}")
+            if trouble.disk_full:
+                try:
+                    self._reclaim()
+                except Exception:
+                    pass  # no room even for that: the next retry tries again
+            self._report(trouble, exc, sum(len(journal) for journal, _ in queued))
+            return False
+        if self.trouble is not None:
+            log.warning("store writes again after %s; %d entries written", self.trouble.reason,
+                        sum(len(journal) for journal, _ in queued))
+            self.trouble = None
+            self._tell(None)
         for _, after_commit in queued:
             if after_commit is not None:
-                after_commit()
+                try:
+                    after_commit()
+                except Exception:  # top of the writer's work: log, go on
+                    log.exception("a reply after a commit failed")
+        return True
+
+    def _report(self, trouble: StoreTrouble, exc: Exception, entries: int) -> None:
+        now = time.monotonic()
+        if trouble != self.trouble:
+            log.critical("broker cannot store jobs: %s; %d journal entries kept to be written again, "
+                         "new jobs are refused until then", trouble.reason, entries, exc_info=exc)
+            self.trouble = trouble
+            self._logged_at = now
+            self._tell(trouble)
+        elif now - self._logged_at >= TROUBLE_LOG_EVERY_S:
+            log.critical("broker still cannot store jobs: %s; %d journal entries waiting", trouble.reason, entries)
+            self._logged_at = now
+
+    def _tell(self, trouble: StoreTrouble | None) -> None:
+        if self._on_health is None:
+            return
+        try:
+            self._on_health(trouble)
+        except Exception:
+            log.exception("the store's health handler failed")

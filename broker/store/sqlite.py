@@ -30,11 +30,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     session      TEXT NOT NULL,
     cid          INTEGER NOT NULL,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
-    finished_at  REAL
+    finished_at  REAL,
+    detached     INTEGER NOT NULL DEFAULT 0  -- its result outlives its session
 );
 CREATE TABLE IF NOT EXISTS failed (
     gid          INTEGER PRIMARY KEY,
@@ -80,10 +81,15 @@ class SqliteStore(GroupCommitStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "detached" not in columns:  # a store from before detached jobs
+            self._db.execute("ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0")
 
     def restore(self) -> Snapshot:
         snapshot = snapshot_from_rows(
-            self._db.execute("SELECT gid, session, cid, task, body, attempts, ok, result, finished_at FROM jobs"),
+            self._db.execute(
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM jobs"
+            ),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
         )
         paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
@@ -96,11 +102,14 @@ class SqliteStore(GroupCommitStore):
         try:
             db.execute("BEGIN")
             db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows.add,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
-            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ? WHERE gid = ?", rows.finish)
+            # A finished job's arguments are never read again: dropping them
+            # keeps the write (and the disk) small for jobs with large ones.
+            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
             db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
             for setting in rows.settings:
@@ -116,12 +125,24 @@ class SqliteStore(GroupCommitStore):
                 db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
                 db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:  # packing a value can fail too, not only SQLite
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
-                pass
+                pass  # SQLite may have rolled back itself (a full disk does)
             raise
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        return (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+            or "disk is full" in str(exc)
+            or super()._disk_full(exc)
+        )
+
+    def _reclaim(self) -> None:
+        """The write-ahead log only shrinks when a checkpoint truncates it,
+        and on a small disk it can be most of what the store uses."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _close_backend(self) -> None:
         self._db.close()

@@ -38,16 +38,18 @@ class Proc:
 
     def __init__(
         self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
-        cwd: Path = ROOT, base_env: dict[str, str] | None = None,
+        cwd: Path = ROOT, base_env: dict[str, str] | None = None, new_session: bool = False,
     ) -> None:
-        """`env` adds to `base_env`, which is `environment()` unless given."""
+        """`env` adds to `base_env`, which is `environment()` unless given.
+        `new_session`: the process leads a process group of its own (its
+        pid is the group id), for signals sent to a whole group."""
         self.args = args
         self.log_path = log_path
         self.metrics_address: str | None = None
         self._log: IO[bytes] = open(log_path, "wb")
         self.popen = subprocess.Popen(
             args, cwd=cwd, env={**(environment() if base_env is None else base_env), **(env or {})},
-            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, start_new_session=new_session,
         )
 
     def log(self) -> str:
@@ -113,10 +115,12 @@ def read_announcements(proc: Proc, metrics: bool) -> str:
     raise RuntimeError(f"broker did not start: {buffer!r}\n{log}")
 
 
-def start_worker(log_dir: Path, address: str, processes: int | None = 2, *extra: str, name: str = "w") -> Proc:
+def start_worker(
+    log_dir: Path, address: str, processes: int | None = 2, *extra: str, name: str = "w", new_session: bool = False
+) -> Proc:
     sizing = ["--processes", str(processes)] if processes else []
     args = python_command("sockpool.worker", "join", address, *sizing, "--name", name, "--log-level", "debug", *extra)
-    return Proc(args, log_dir / f"worker-{name}.log")
+    return Proc(args, log_dir / f"worker-{name}.log", new_session=new_session)
 
 
 def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S, **client_options: Any) -> None:

@@ -14,6 +14,10 @@ class Cluster:
 
     def __init__(self, log_dir: Path, *broker_args: str) -> None:
         self.log_dir = log_dir
+        if "--unserved-grace-s" not in broker_args:
+            # A task nobody serves fails 2 s after its submit here, not the
+            # default 10 s: the tests' workers have all joined by then.
+            broker_args = (*broker_args, "--unserved-grace-s", "2")
         self.broker, self.address = start_broker(log_dir, *broker_args)
         self.workers: list[Proc] = []
         self.expected_processes = 0

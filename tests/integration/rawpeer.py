@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from sockpool.net.connection import Connection, parse_address
-from sockpool.protocol import PROTOCOL_VERSION, ConnectionLost, Hello, Message, ProtocolError, Welcome, encode, frame
+from sockpool.protocol import PROTOCOL_VERSION, ConnectionLost, Hello, Message, Ping, ProtocolError, Welcome, encode, frame
 
 TIMEOUT_S = 10.0
 
@@ -40,6 +40,17 @@ class RawPeer:
 
     def recv(self, timeout_s: float = TIMEOUT_S) -> Message:
         return self.conn.recv(time.monotonic() + timeout_s)
+
+    def recv_replies(self, count: int, timeout_s: float = TIMEOUT_S) -> list[Message]:
+        """The next `count` messages that are not the broker's heartbeats
+        (a loaded machine can slip a ping in between two replies)."""
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count:
+            msg = self.conn.recv(deadline)
+            if not isinstance(msg, Ping):
+                got.append(msg)
+        return got
 
     def recv_until_closed(self, timeout_s: float = TIMEOUT_S) -> list[Message]:
         """Everything the broker sends until it closes the connection.

@@ -75,7 +75,7 @@ def test_a_job_that_would_outgrow_the_workers_frame_fails_alone(tmp_path):
             futures = [victim.submit("square", i) for i in range(300)]
             floats = [0.5] * 150_000  # 750 KB as float32, 1.35 MB as float64
             attacker.send(submit_frame([[1, "echo", floats, {}, False]], use_single_float=True))
-            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+            replies = attacker.recv_replies(2, WAIT_S)
             assert [r.count for r in replies if isinstance(r, Accepted)] == [0]
             [refused] = [r for r in replies if isinstance(r, Results)]
             assert refused.results[0][:2] == [1, False]
@@ -101,7 +101,7 @@ def test_arguments_nested_600_deep_are_refused_alone_and_durability_goes_on(tmp_
         )
         with RawPeer(address) as attacker:
             attacker.send(frame(body))
-            replies = [attacker.recv(WAIT_S) for _ in range(2)]
+            replies = attacker.recv_replies(2, WAIT_S)
         [refused] = [r for r in replies if isinstance(r, Results)]
         assert refused.results[0][2]["type"] == "ArgumentsTooDeep"
         with Client(address, session="victim-session-0123456789") as victim:

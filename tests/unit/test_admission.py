@@ -162,11 +162,15 @@ def test_a_status_reply_always_fits_a_frame_whatever_the_names():
         state.max_frame_bytes = frame_limit
         for i in range(40):
             name = f"{i:03d}" + "é" * (MAX_TASK_NAME_CHARS - 3)  # the longest names, 2 bytes a character
-            state.on_message(C2, Submit(i + 1, [[i + 1, name, [1], {}, False]]), 1.0)  # refused: unknown task
-        [(_, reply)] = state.on_message(C1, StatusRequest(), 2.0)
+            state.on_message(C2, Submit(i + 1, [[i + 1, name, [1], {}, False]]), 1.0)  # nobody serves it
+        [(_, waiting)] = state.on_message(C1, StatusRequest(), 2.0)  # listed as waiting for a worker
+        assert len(encode(waiting)) - 4 <= frame_limit
+        state.tick(11.0)  # past the grace: all 40 fail as UnknownTask
+        [(_, reply)] = state.on_message(C1, StatusRequest(), 12.0)
         assert len(encode(reply)) - 4 <= frame_limit
-        assert reply.status["totals"]["refused"] == 40
-    assert reply.status["truncated"] == ["recent_failures"]  # cut at 8 KiB, and says so
+        assert reply.status["totals"]["failed"] == 40
+    assert waiting.status["truncated"] == ["unserved", "tasks"]  # cut at 8 KiB, and says so
+    assert reply.status["truncated"] == ["recent_failures", "tasks"]
 
 
 def test_failure_messages_in_status_are_shown_to_their_own_session_and_the_operator_only():

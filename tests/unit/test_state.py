@@ -13,9 +13,11 @@ from sockpool.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Credit,
+    Drain,
     Error,
     Hello,
     Jobs,
+    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -60,6 +62,10 @@ def is_welcome(reply: tuple, conn: int, session: str | None = "", processes: int
         and (msg.version, msg.broker, msg.max_frame_bytes, msg.processes) == (PROTOCOL_VERSION, "b1", MAX, processes)
         and (session is None or msg.session == session)
     )
+
+
+def without_notices(out: list) -> list:
+    return [(c, m) for c, m in out if not isinstance(m, Notice)]
 
 
 def job_ids(out: list, conn: int) -> list[int]:
@@ -112,13 +118,13 @@ def test_bad_role_refused(state, hello):
 
 def test_submit_is_accepted(state):
     client(state, C1, "s")
-    assert state.on_message(C1, Submit(5, [job(1), job(2)]), 1.0) == [(C1, Accepted(5, 2))]
+    assert without_notices(state.on_message(C1, Submit(5, [job(1), job(2)]), 1.0)) == [(C1, Accepted(5, 2))]
     assert state.snapshot()["ready"] == 2
 
 
 def test_with_no_workers_jobs_wait_for_the_first_worker(state):
     client(state, C1, "s")
-    assert state.on_message(C1, Submit(1, [job(1, "anything", 7), job(2, "tests.tasks:add", 1, 2)]), 0.0) == [
+    assert without_notices(state.on_message(C1, Submit(1, [job(1, "anything", 7), job(2, "tests.tasks:add", 1, 2)]), 0.0)) == [
         (C1, Accepted(1, 2))
     ]
     [reply] = worker(state, W1, ["anything", "tests.tasks:add"], now=1.0)
@@ -187,32 +193,84 @@ def test_a_job_goes_only_to_a_worker_serving_its_task(state):
     assert sorted(job_ids(out, W2)) == [1, 3]
 
 
-def test_unknown_task_refused_at_once_naming_it(state):
+def test_unknown_task_on_a_settled_cluster_fails_after_the_grace_naming_the_closest(state):
     client(state, C1, "s")
-    worker(state, W1, ["square"])
+    worker(state, W1, ["square", "cube"])
     state.on_message(W1, Credit(10), 0.0)
-    out = state.on_message(C1, Submit(4, [job(1, "nope"), job(2, "square")]), 0.0)
-    assert out[0] == (C1, Accepted(4, 1))
-    conn, refused = out[1]
-    assert conn == C1 and isinstance(refused, Results)
+    out = state.on_message(C1, Submit(4, [job(1, "sqaure"), job(2, "square")]), 100.0)
+    assert out[0] == (C1, Accepted(4, 2))
+    [(conn, notice)] = [(c, m) for c, m in out if isinstance(m, Notice)]
+    assert conn == C1 and notice.code == "unserved"
+    assert "'sqaure'" in notice.message and "cube, square" in notice.message
+    assert "did you mean 'square'?" in notice.message and "at most 10 s" in notice.message
+    assert not failures(state.tick(109.9))
+    [(conn, refused)] = failures(state.tick(110.0))
     [[cid, ok, error]] = refused.results
-    assert (cid, ok) == (1, False)
-    assert error["type"] == "UnknownTask"
-    assert "'nope'" in error["message"]
-    assert set(error) >= {"type", "message", "traceback"}
-    assert out[2:] == [(W1, Jobs([leased(1, "square", 2)]))]
-    assert state.snapshot()["ready"] == 0
+    assert (conn, cid, ok, error["type"]) == (C1, 1, False, "UnknownTask")
+    assert "'sqaure'" in error["message"] and "did you mean 'square'?" in error["message"]
+    assert state.status(110.0)["unserved"] == []
 
 
-def test_task_refused_once_its_last_worker_leaves(state):
+def failures(out: list) -> list:
+    return [(c, m) for c, m in out if isinstance(m, Results)]
+
+
+def test_a_job_whose_worker_is_still_joining_is_not_failed(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])  # an older worker, settled long ago
+    state.on_message(C1, Submit(1, [job(1, "b")]), 100.0)
+    assert not failures(state.tick(105.0))
+    worker(state, W2, ["b"], now=108.0)
+    out = state.on_message(W2, Credit(1), 108.0)
+    assert job_ids(out, W2) == [1]
+    assert not failures(state.tick(500.0))
+
+
+def test_every_worker_joining_gives_a_waiting_job_the_grace_again(state):
+    client(state, C1, "s")
+    worker(state, W1, ["a"])
+    state.on_message(C1, Submit(1, [job(1, "b")]), 100.0)
+    worker(state, W2, ["c"], now=108.0)  # a cluster still starting up
+    assert not failures(state.tick(117.9))
+    assert failures(state.tick(118.0))
+
+
+def test_with_no_worker_at_all_jobs_wait_the_timeout(state):
+    client(state, C1, "s")
+    out = state.on_message(C1, Submit(1, [job(1, "b")]), 0.0)
+    [notice] = [m for _, m in out if isinstance(m, Notice)]
+    assert "no worker is connected" in notice.message and "at most 600 s" in notice.message
+    assert state.status(1.0)["unserved"] == [{"task": "b", "jobs": 1, "waiting_s": 1.0, "fails_in_s": 599.0}]
+    assert not failures(state.tick(599.0))
+    [(_, refused)] = failures(state.tick(600.0))
+    assert "no worker is connected" in refused.results[0][2]["message"]
+
+
+def test_workers_that_keep_joining_do_not_make_the_wait_endless(state):
+    client(state, C1, "s")
+    state.on_message(C1, Submit(1, [job(1, "b")]), 0.0)
+    for n in range(1, 200):  # a worker not serving b joins every 5 s
+        worker(state, 100 + n, ["a"], now=5.0 * n)
+        out = state.tick(5.0 * n)
+        if failures(out):
+            assert 5.0 * n == 600.0
+            return
+    raise AssertionError("the job never failed")
+
+
+def test_task_fails_after_the_grace_once_its_last_worker_leaves(state):
     client(state, C1, "s")
     worker(state, W1, ["a"])
     worker(state, W2, ["b"])
-    state.on_disconnect(W2, 1.0)
-    out = state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 2.0)
-    assert out[0] == (C1, Accepted(1, 1))
-    assert out[1][1].results[0][:2] == [1, False]
-    assert out[1][1].results[0][2]["type"] == "UnknownTask"
+    state.on_message(C1, Submit(1, [job(1, "b"), job(2, "a")]), 1.0)  # no credit yet: both wait
+    out = state.on_disconnect(W2, 50.0)
+    [(conn, notice)] = [(c, m) for c, m in out if isinstance(m, Notice)]  # never waiting without a word
+    assert conn == C1 and "'b'" in notice.message and "at most 10 s" in notice.message
+    assert [t["task"] for t in state.status(50.0)["unserved"]] == ["b"]
+    assert not failures(state.tick(59.9))
+    [(_, refused)] = failures(state.tick(60.0))
+    assert refused.results[0][:2] == [1, False] and refused.results[0][2]["type"] == "UnknownTask"
+    assert "a" in state.dispatcher.by_task  # the served task's job still waits for credit
 
 
 # -- result routing ------------------------------------------------------------------
@@ -340,7 +398,7 @@ def test_worker_disconnect_requeues_its_leases_at_the_front(state):
     worker(state, W1)
     state.on_message(W1, Credit(2), 0.0)
     state.on_message(C1, Submit(1, [job(i) for i in range(1, 5)]), 0.0)  # W1 holds 1, 2; 3, 4 wait
-    assert state.on_disconnect(W1, 1.0) == []  # no worker left to take them
+    assert without_notices(state.on_disconnect(W1, 1.0)) == []  # no worker left to take them (the client is told)
     assert state.snapshot()["ready"] == 4
     assert state.totals["requeued"] == 2
     worker(state, W2, now=2.0)
@@ -470,6 +528,88 @@ def test_job_options_are_accepted_and_reach_the_worker(state):
     out = state.on_message(C1, Submit(1, [[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]), 0.0)
     assert out[0] == (C1, Accepted(1, 2))
     assert out[1] == (W1, Jobs([[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]))
+
+
+# -- a worker asked to stop ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("drained", [True, False])
+def test_jobs_a_draining_worker_leaves_behind_go_back_uncharged(state, drained):
+    client(state, C1, "s")
+    worker(state, W1, ["square"], processes=2)
+    state.on_message(W1, Credit(2), 0.0)
+    state.on_message(C1, Submit(1, [job(1), job(2)]), 0.0)
+    state.on_message(W1, Ping(running=[1]), 1.0)  # job 1 is running, job 2 prefetched
+    if drained:
+        state.on_message(W1, Drain(), 1.0)
+    state.on_disconnect(W1, 2.0)
+    assert sorted(j.gid for j in state.dispatcher.jobs()) == [1, 2]
+    # Stopped on request, nothing is charged; lost, the running job is.
+    assert {g: state.jobs[g].attempts for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 0})
+    assert {g: state.jobs[g].requeues for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 1})
+
+
+# -- results nobody can collect ----------------------------------------------------------
+
+
+def run_one(state, cid: int, options: dict | None, now: float, ok: bool = True) -> list:
+    """Submit one job from C1, run it on W1; the broker's replies to the result."""
+    entry = job(cid) + ([options] if options else [])
+    out = state.on_message(C1, Submit(cid, [entry]), now)
+    [gid] = [e[0] for _, m in out if isinstance(m, Jobs) for e in m.jobs]
+    return state.on_message(W1, Results([[gid, ok, cid * cid if ok else {"type": "E", "message": "m"}]], 1), now)
+
+
+def test_fire_and_forget_keeps_no_result_only_a_failure_record(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    state.take_journal()
+    assert failures(run_one(state, 1, {"result": "none"}, 1.0)) == []
+    assert failures(run_one(state, 2, {"result": "none"}, 2.0, ok=False)) == []
+    session = state.sessions["s"]
+    assert session.results == {} and session.live == {}
+    assert [f.gid for f in state.failed] == [2]  # listed by `broker failed`
+    forgotten = [gid for op in state.take_journal() if op[0] == "forget" for gid in op[1]]
+    assert forgotten == [1, 2]  # the store keeps no row of either
+    assert state.status(3.0)["results_kept"] == 0
+
+
+def test_results_of_a_session_gone_past_the_grace_are_dropped_unless_detached(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    run_one(state, 1, None, 1.0)
+    run_one(state, 2, {"result": "detached"}, 1.0)
+    # Two more wait for credit while the client goes away.
+    state.on_message(C1, Submit(3, [job(3), job(4) + [{"result": "detached"}]]), 2.0)
+    state.on_disconnect(C1, 10.0)
+    state.tick(10.0 + 299.0)
+    assert sorted(state.sessions["s"].results) == [1, 2]  # within the grace: still deliverable
+    state.take_journal()
+    state.tick(10.0 + 300.0 + 60.0)  # checked at least once a minute
+    assert sorted(state.sessions["s"].results) == [2]
+    assert [op for op in state.take_journal() if op[0] == "forget"] == [("forget", [1])]
+    # Its jobs that finish later keep nothing either, detached ones excepted.
+    out = state.on_message(W1, Credit(2), 400.0)
+    gids = [e[0] for _, m in out if isinstance(m, Jobs) for e in m.jobs]
+    state.on_message(W1, Results([[gid, True, 0] for gid in gids]), 401.0)
+    assert sorted(state.sessions["s"].results) == [2, 4]
+    assert state.status(402.0)["results_kept"] == 2
+
+
+def test_a_session_that_comes_back_in_the_grace_gets_everything(state):
+    client(state, C1, "s")
+    worker(state, W1)
+    state.on_message(W1, Credit(1), 0.0)
+    run_one(state, 1, None, 1.0)
+    state.on_disconnect(C1, 10.0)
+    state.tick(100.0)
+    out = client(state, C2, "s", now=200.0)
+    assert any(isinstance(m, Results) and m.results[0][0] == 1 for _, m in out)
+    state.on_disconnect(C2, 210.0)
+    state.tick(210.0 + 299.0)
+    assert 1 in state.sessions["s"].results  # the grace starts again at each departure
 
 
 def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():

@@ -30,18 +30,20 @@ def started_state() -> BrokerState:
 
 def test_status_follows_jobs_from_submit_to_result():
     state = started_state()
-    # A plain job, a map chunk of three items, a refused task.
+    # A plain job, a map chunk of three items, a task nobody serves.
     state.on_message(CLIENT, Submit(1, [[1, "square", [2], {}, False], [2, "square", [1, 2, 3], {}, True],
                                         [3, "nosuch", [], {}, False]]), 101.0)
     status = state.status(101.0)
-    assert status["queue"] == {"ready": 4, "in_flight": 0, "delayed": 0, "failed": 0}
-    assert status["totals"]["submitted"] == 4 and status["totals"]["refused"] == 1
-    assert status["tasks"] == {"square": {"submitted": 4, "completed": 0, "failed": 0}}
+    assert status["queue"] == {"ready": 5, "in_flight": 0, "delayed": 0, "failed": 0}
+    assert status["totals"]["submitted"] == 5 and status["totals"]["refused"] == 0
+    assert status["tasks"] == {"square": {"submitted": 4, "completed": 0, "failed": 0},
+                               "nosuch": {"submitted": 1, "completed": 0, "failed": 0}}
+    assert status["unserved"] == [{"task": "nosuch", "jobs": 1, "waiting_s": 0.0, "fails_in_s": 10.0}]
 
     out = state.on_message(WORKER, Credit(2), 101.5)
     [jobs] = [m for _, m in out if isinstance(m, Jobs)]
     status = state.status(101.5)
-    assert status["queue"]["ready"] == 0 and status["queue"]["in_flight"] == 4
+    assert status["queue"]["ready"] == 1 and status["queue"]["in_flight"] == 4  # nosuch still waits
     assert status["workers"][0]["in_flight"] == 4
 
     gid_single, gid_chunk = (entry[0] for entry in jobs.jobs)
@@ -59,8 +61,14 @@ def test_status_follows_jobs_from_submit_to_result():
     assert status["latency"]["queue_wait"]["count"] == 2 and status["latency"]["queue_wait"]["sum"] == 1.0
     assert status["latency"]["run"]["sum"] == 3.0
     assert status["throughput"]["history"][-2] == 4  # the second 103 holds all four calls
-    assert [f["type"] for f in status["recent_failures"]] == ["TypeError", "UnknownTask"]
+    assert [f["type"] for f in status["recent_failures"]] == ["TypeError"]
     assert status["recent_failures"][0]["worker"] == "w1" and status["recent_failures"][0]["age_s"] == 1.0
+    # Nobody came for 'nosuch' within the grace: it fails.
+    state.tick(111.0)
+    status = state.status(111.0)
+    assert [f["type"] for f in status["recent_failures"]] == ["UnknownTask", "TypeError"]
+    assert status["tasks"]["nosuch"] == {"submitted": 1, "completed": 0, "failed": 1}
+    assert status["unserved"] == [] and status["queue"]["ready"] == 0
 
 
 def test_status_request_is_answered_to_clients_only():
