@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -183,3 +184,32 @@ def test_executor_and_submit_cli_take_queue_priority_and_delay(cluster):
     assert refused.returncode == 2 and "time zone" in refused.stderr
     refused = run_submit("--broker", cluster.address, "--queue", "no spaces", "tests.tasks:cube", "2")
     assert refused.returncode == 2 and "queue names" in refused.stderr
+
+
+def test_broker_pause_and_schedule_commands(cluster):
+    from .cluster import run_module
+
+    def broker(*args: str):
+        return run_module("sockpool.broker", *args, "--broker", cluster.address)
+
+    done = broker("pause", "gpu")
+    assert done.returncode == 0 and "gpu paused" in done.stdout, done.stderr
+    added = broker("schedule", "add", "--cron", "0 3 * * *", "--timezone", "Europe/Paris", "--queue", "batch",
+                   "nightly", "tests.tasks:add", "1", "2")
+    assert added.returncode == 0 and "next firing" in added.stdout, added.stderr
+    bad = broker("schedule", "add", "--cron", "61 * * * *", "oops", "tests.tasks:add")
+    assert bad.returncode == 1 and "Bad minute" in bad.stderr
+    listed = broker("schedule", "list", "--json")
+    [row] = json.loads(listed.stdout)
+    assert (row["name"], row["queue"], row["timezone"], row["args"]) == ("nightly", "batch", "Europe/Paris", [1, 2])
+    assert row["next_fire"] > time.time()
+    assert broker("schedule", "pause", "nightly").returncode == 0
+    assert "paused" in broker("schedule", "list").stdout
+    assert broker("schedule", "resume", "nightly").returncode == 0
+    assert broker("schedule", "remove", "nightly").returncode == 0
+    assert broker("schedule", "list").stdout.strip() == "no schedules"
+    assert broker("resume", "gpu").returncode == 0
+    with Client(cluster.address) as plain:  # not the operator
+        with pytest.raises(ValueError, match="operator"):
+            plain.pause_queue("default")
+        assert not plain.status()["queues"]["default"]["paused"]
