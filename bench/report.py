@@ -48,13 +48,19 @@ def row_specs(s: Sizes) -> list[Row]:
             "jobs/s", True, reference="in_memory"),
         Row("forget_rss", f"8. Broker RSS, {s.forget_jobs:,} fire-and-forget", f"8. Broker RSS after {s.forget_jobs:,} fire-and-forget jobs ran (vs with them queued)",
             "MB", False, reference="queued", target="≤ 1.05× queued", met=lambda v, r: r is not None and v <= 1.05 * r),
-        Row("fair_share", f"9. Small client behind {s.fair_backlog:,}", f"9. Fair share: a client's one job behind another's {s.fair_backlog:,} jobs of {s.spin_s * 1000:g} ms: its wait",
+        Row("async_bulk_map", f"9. AsyncClient bulk map, {s.bulk_items:,} items",
+            f"9. AsyncClient bulk map: `await client.map(...)` of {s.bulk_items:,} items (vs Client.map, same run)",
+            "items/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("async_independent", f"10. AsyncClient independent jobs, {s.independent_jobs:,}",
+            f"10. AsyncClient independent jobs: {s.independent_jobs:,} submits, gathered (vs Client.submit, same run)",
+            "jobs/s", True, reference="client", target="≥ 0.9× Client", met=lambda v, r: r is not None and v >= 0.9 * r),
+        Row("fair_share", f"11. Small client behind {s.fair_backlog:,}", f"11. Fair share: a client's one job behind another's {s.fair_backlog:,} jobs of {s.spin_s * 1000:g} ms: its wait",
             "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("priority", f"10. High priority behind {s.priority_backlog:,}", f"10. High-priority job behind {s.priority_backlog:,} queued: time to start (submit to result)",
+        Row("priority", f"12. High priority behind {s.priority_backlog:,}", f"12. High-priority job behind {s.priority_backlog:,} queued: time to start (submit to result)",
             "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("delayed", "11. Delayed-job lateness p50", f"11. Delayed-job lateness p50 ({s.delayed_jobs:,} jobs due over 2 s, idle cluster)",
+        Row("delayed", "13. Delayed-job lateness p50", f"13. Delayed-job lateness p50 ({s.delayed_jobs:,} jobs due over 2 s, idle cluster)",
             "ms", False, reference="none", pick=p50, target="≤ 50 ms", met=lambda v, r: v <= 50),
-        Row("delayed", "11. Delayed-job lateness p99", "11. Delayed-job lateness p99", "ms", False, reference="none", pick=p99),
+        Row("delayed", "13. Delayed-job lateness p99", "13. Delayed-job lateness p99", "ms", False, reference="none", pick=p99),
     ]
 
 

@@ -110,6 +110,11 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 add("bulk_map", "local", w.local_bulk_map(pool, sizes.bulk_items))
                 add("independent", "sockpool", w.sockpool_independent(client, sizes.independent_jobs))
                 add("independent", "local", w.local_independent(pool, sizes.independent_jobs))
+                # AsyncClient against the Client, run next to it on the same cluster.
+                add("async_bulk_map", "sockpool", w.async_bulk_map(address, sizes.bulk_items))
+                add("async_bulk_map", "client", w.sockpool_bulk_map(client, sizes.bulk_items))
+                add("async_independent", "sockpool", w.async_independent(address, sizes.independent_jobs))
+                add("async_independent", "client", w.sockpool_independent(client, sizes.independent_jobs))
                 add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
                 add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
                 add("parallel", "sockpool", w.sockpool_parallel(client, sizes))
@@ -185,7 +190,7 @@ def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None
 
 
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
-    """Items 9-11, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    """Items 11-13, each run on a cluster of its own (see bench/dispatch_side.py)."""
     for run in range(sizes.runs):
         click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
         for key, measure in (

@@ -9,6 +9,7 @@ run instead of winning it.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.tasks import spin, square
-from sockpool.client import Client
+from sockpool.client import AsyncClient, Client
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.protocol import ROLE_CLIENT, Accepted, Notice, Ping, Pong, Submit
 from sockpool.protocol.defaults import MAX_JOBS_PER_FRAME
@@ -95,6 +96,34 @@ def sockpool_independent(client: Client, n: int) -> float:
     elapsed, values = timed(run)
     check(values, [x * x for x in range(n)], "independent jobs")
     return n / elapsed
+
+
+def async_bulk_map(address: str, n: int) -> float:
+    """Item 8: as item 1, from asyncio code (`await AsyncClient.map(...)`)."""
+    async def run() -> float:
+        async with AsyncClient(address) as client:
+            await client.map("square", range(2000))  # warm up this connection
+            started = time.perf_counter()
+            values = await client.map("square", range(n), timeout=WAIT_S)
+            elapsed = time.perf_counter() - started
+        check(values, [x * x for x in range(n)], "AsyncClient bulk map")
+        return n / elapsed
+
+    return asyncio.run(run())
+
+
+def async_independent(address: str, n: int) -> float:
+    """Item 9: as item 2, from asyncio code (handles gathered)."""
+    async def run() -> float:
+        async with AsyncClient(address) as client:
+            await asyncio.gather(*[client.submit("square", i) for i in range(200)])  # warm up
+            started = time.perf_counter()
+            values = await asyncio.wait_for(asyncio.gather(*[client.submit("square", i) for i in range(n)]), WAIT_S)
+            elapsed = time.perf_counter() - started
+        check(values, [x * x for x in range(n)], "AsyncClient independent jobs")
+        return n / elapsed
+
+    return asyncio.run(run())
 
 
 def sockpool_latency(client: Client, rounds: int) -> dict[str, float]:

@@ -196,16 +196,18 @@ def status(
     failures show their messages (which may quote a job's arguments) only
     with --operator.
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, SockpoolError, StatusReply, StatusRequest
 
     from .report import format_status
 
     if operator and ctx.get_parameter_source("secret_file") != click.core.ParameterSource.COMMANDLINE:
         secret_file = os.environ.get(OPERATOR_SECRET_ENV) or secret_file
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-status",
-                    connect_timeout_s=timeout, operator=operator) as client:
-            report = client.status(timeout)
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        role = ROLE_OPERATOR if operator else ROLE_CLIENT
+        report = ask(address, StatusRequest(), StatusReply, credentials, timeout, role=role, name="broker-status").status
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
@@ -225,12 +227,20 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
     list shows other people's job arguments. A client sees only its own
     session's failures (`Client.failed_jobs`).
     """
-    from sockpool.client import Client, SockpoolError
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask, failed_job_rows
+    from sockpool.protocol import ROLE_OPERATOR, FailedJobs, ListFailed, SockpoolError
 
     try:
-        with Client(address, secret_file=secret_file, tls_ca=tls_ca, operator=True, name="broker-failed") as client:
-            jobs = client.failed_jobs()
-    except (SockpoolError, ValueError) as exc:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        jobs: list[dict] = []
+        while True:
+            reply = ask(address, ListFailed(offset=len(jobs)), FailedJobs, credentials, CONNECT_TIMEOUT_S * 2,
+                        role=ROLE_OPERATOR, name="broker-failed")
+            jobs += failed_job_rows(reply.jobs)
+            if not reply.more or not reply.jobs:
+                break
+    except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(jobs))

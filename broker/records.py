@@ -14,7 +14,7 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify",
         "queue", "priority",
     )
 
@@ -50,6 +50,8 @@ class Job:
         self.calls = array_length(args) if many else 1
         self.queued_at = 0.0
         self.dispatched_at = 0.0
+        # Its session asked to hear when a worker takes it (`started`).
+        self.notify = False
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
@@ -115,6 +117,8 @@ class Session:
     live: dict[int, int] = field(default_factory=dict)  # cid -> gid, not finished
     results: dict[int, StoredResult] = field(default_factory=dict)  # cid -> result
     gone_since: float | None = None
+    # The client asked (hello.started) to be told when its jobs go to a worker.
+    wants_started: bool = False
     # Gone past the grace: results of its jobs that are not detached are
     # not kept (until it comes back after all).
     abandoned: bool = False

@@ -29,6 +29,10 @@ Rules:
    last heartbeat said the job was running. Prefetched jobs go back free,
    and so does everything a draining worker (one that sent `drain`) still
    held when it left: it was asked to stop, the jobs did nothing wrong.
+6. A session that asked for them (hello.started) gets one `started`
+   message per dispatch round naming its jobs that went to a worker, and
+   after each welcome the jobs workers hold now. Others get none: bulk
+   submitters pay nothing for it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from sockpool.protocol import (
     ProtocolError,
     Release,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -196,6 +201,10 @@ class BrokerState:
             session.gone_since = None
             session.abandoned = False
             self.clients[conn_id] = session
+            if hello.started and not session.wants_started:
+                session.wants_started = True
+                for gid in session.live.values():
+                    self.jobs[gid].notify = True
             if hello.role == ROLE_OPERATOR:
                 self.operators.add(conn_id)
         welcome = Welcome(
@@ -208,6 +217,10 @@ class BrokerState:
             jobs=len(session.live) + len(session.results) if session else 0,
         )
         out: Outbox = [(conn_id, welcome)]
+        if session is not None and session.wants_started:
+            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
+            if running:
+                out.append((conn_id, Started(running)))
         if session is not None and session.results:
             # Everything not acknowledged: the client drops what it already has.
             out.append((conn_id, Results([r.entry for r in session.results.values()])))
@@ -375,6 +388,7 @@ class BrokerState:
             if options and "delay" in options:
                 options = due_options(options, self.now)
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4], options)
+            job.notify = session.wants_started
             self._next_gid += 1
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
@@ -707,6 +721,7 @@ class BrokerState:
             return []
         eligible.sort(key=lambda w: len(w.leased) / w.processes)
         out: Outbox = []
+        started: list[Job] = []
         for index, worker in enumerate(eligible):
             waiting = dispatcher.waiting_for(worker.queues, worker.tasks)
             if not waiting:
@@ -721,14 +736,26 @@ class BrokerState:
                     if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
                 )
             share = math.ceil(waiting * worker.processes / processes)
-            batch = self._take(worker, min(worker.credit, share))
+            batch = self._take(worker, min(worker.credit, share), started)
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
             if not dispatcher.count:
                 break
+        return out + self._started(started) if started else out
+
+    def _started(self, jobs: list[Job]) -> Outbox:
+        """One `started` per session for the jobs that just went to workers."""
+        by_session: dict[str, list[int]] = {}
+        for job in jobs:
+            by_session.setdefault(job.session, []).append(job.cid)
+        out: Outbox = []
+        for session_id, cids in by_session.items():
+            session = self.sessions.get(session_id)
+            if session is not None and session.conn_id is not None:
+                out.append((session.conn_id, Started(cids)))
         return out
 
-    def _take(self, worker: WorkerInfo, limit: int) -> list[list[Any]]:
+    def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
         jobs = self.dispatcher.take(worker.queues, worker.tasks, limit, self.now)
         batch: list[list[Any]] = []
         leased = worker.leased
@@ -738,6 +765,8 @@ class BrokerState:
             job.dispatched_at = now
             leased[job.gid] = job
             batch.append(job.entry())
+            if job.notify:
+                started.append(job)
         worker.credit -= len(batch)
         return batch
 

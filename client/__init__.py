@@ -1,10 +1,13 @@
-"""The sockpool client: `Client("host:port")` with `submit` and `map`, and
-`Executor("host:port")`, a `concurrent.futures.Executor` over the cluster."""
+"""The sockpool client: `Client("host:port")` with `submit` and `map`,
+`Executor("host:port")`, a `concurrent.futures.Executor` over the cluster,
+and `AsyncClient("host:port")` for asyncio code."""
 
 from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
+from .aio import AsyncClient
 from .api import Client
 from .errors import BrokerRefused, JobFailed
 from .executor import Executor
 
-__all__ = ["BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError", "SockpoolError"]
+__all__ = ["AsyncClient", "BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError",
+           "SockpoolError"]

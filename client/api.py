@@ -14,9 +14,9 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -28,7 +28,6 @@ from sockpool.protocol import (
     ControlReply,
     FailedJobs,
     ListFailed,
-    SockpoolError,
     StatusReply,
     StatusRequest,
 )
@@ -40,23 +39,13 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.limits import MAX_TIMEOUT_S
-from sockpool.protocol.messages import (
-    DEFAULT_QUEUE,
-    E_UNENCODABLE_RESULT,
-    MAX_PRIORITY,
-    MAX_QUEUE_NAME_CHARS,
-    MAX_RETRIES,
-    MIN_PRIORITY,
-    RESULT_DETACHED,
-    RESULT_NONE,
-    error_value,
-    valid_queue_name,
-)
-from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.messages import DEFAULT_QUEUE, RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
+from sockpool.net.request import failed_job_rows
+from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
+from .futures import BUSY, JobFuture
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -75,6 +64,14 @@ class Client:
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
+
+    With `notify_started`, the broker tells the client when a worker takes
+    each job, so that `future.running()` turns true and `cancel()` fails
+    from then on (one small message per dispatch round; off by default,
+    as bulk submitters have no use for it).
+
+    A client dropped without `close()` closes itself once its pending
+    futures are resolved (at garbage collection).
     """
 
     def __init__(
@@ -95,6 +92,7 @@ class Client:
         credentials: Credentials | None = None,
         operator: bool = False,
         on_notice: Callable[[str], None] | None = None,
+        notify_started: bool = False,
     ):
         """Connect and shake hands. `session` re-attaches to an earlier
         session (see `collect`); by default each client is a new session.
@@ -126,7 +124,7 @@ class Client:
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
-        self._futures: dict[int, Future[Any]] = {}
+        self._futures: dict[int, Any] = {}  # JobFuture, or aio.py's slot
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
@@ -134,8 +132,11 @@ class Client:
             address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
             ROLE_OPERATOR if operator else ROLE_CLIENT, on_notice, self._accepted,
+            on_started=self._mark_started if notify_started else None,
         )
         self.session = self._link.welcome.session or self._link.session
+        # Dropped without close(): the link's threads hold us only weakly.
+        self._finalizer = weakref.finalize(self, self._link.close)
         self._link.start()
 
     def __enter__(self) -> Client:
@@ -229,6 +230,10 @@ class Client:
         """For a client created with `session=`: wait for every result the
         broker holds for that session; (job id, ok, value) in submission order.
 
+        The broker holds them for a session gone longer than its session
+        grace (5 minutes by default) only if the jobs were submitted
+        detached (`with_options(detached=True)`, `submit --detach`).
+
         Raises:
             TimeoutError: not all results arrived in time.
             ConnectionLost: the broker was lost for good.
@@ -264,12 +269,11 @@ class Client:
         Raises:
             ConnectionLost: no answer from the broker.
         """
-        keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
         jobs: list[dict[str, Any]] = []
         while True:
             reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
             assert isinstance(reply, FailedJobs)
-            jobs += [{**dict(zip(keys, row)), "args": _readable(row[1])} for row in reply.jobs]
+            jobs += failed_job_rows(reply.jobs)
             if not reply.more or not reply.jobs:
                 return jobs
 
@@ -348,8 +352,13 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""
-        self._link.close()
+        self._finalizer()
         self._fail_all(ConnectionLost("client closed"))
+
+    def pending(self) -> list[Future[Any]]:
+        """The futures whose results have not arrived yet (cancelled ones too)."""
+        with self._lock:
+            return list(self._futures.values())
 
     # -- internals ----------------------------------------------------------
 
@@ -380,7 +389,7 @@ class Client:
             while window:
                 future, size = window.popleft()
                 refill()
-                yield _chunk_values(future, size, timeout, return_exceptions)
+                yield chunk_values(future, size, timeout, return_exceptions)
 
         # chain walks each chunk's list in C: no Python frame per item.
         return itertools.chain.from_iterable(chunks())
@@ -392,35 +401,82 @@ class Client:
         return max(1, min(MAX_MAP_CHUNK, math.ceil(len(iterable) / (4 * processes))))  # type: ignore[arg-type]
 
     def _submit(
-        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any]
-    ) -> Future[Any]:
-        future: Future[Any] = Future()
+        self, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any],
+        future: JobFuture | None = None,
+    ) -> JobFuture:
+        """Queue one job entry; resolves `future` (a new one by default).
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        future = JobFuture() if future is None else future
         with self._lock:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
             lone = not self._futures  # no other job of ours in flight: send it now
+            if lone:
+                BUSY.add(self)
             self._futures[job_id] = future
             if options.get("result") == RESULT_NONE:
                 self._unwanted.add(job_id)
-        # A chunk's items travel packed: only the worker's pool unpacks them.
-        packed = pack_array(args) if many else args
-        entry = [job_id, task, packed, kwargs, many, options] if options else [job_id, task, packed, kwargs, many]
+        entry = job_entry(job_id, task, args, kwargs, many, options)
         try:
             self._link.queue(entry, lone)  # blocks while too many jobs await the broker's accept
         except ConnectionLost:
-            with self._lock:
-                self._futures.pop(job_id, None)
+            self._forget([job_id])
             raise
         return future
 
+    def _submit_many(self, calls: list[tuple[str, list[Any], dict[str, Any], bool, dict[str, Any], Any]]) -> None:
+        """Queue many job entries at once, for the event loop (aio.py): each
+        (task, args, kwargs, many, options, future), where the future is
+        anything with set_result, set_exception and mark_running. One lock
+        round for them all, no waiting for room, no sending on this thread.
+
+        Raises:
+            ConnectionLost: the client is closed or gave up on its broker.
+        """
+        with self._lock:
+            if self._lost is not None:
+                raise ConnectionLost(f"client is closed: {self._lost}")
+            if not self._futures:
+                BUSY.add(self)
+            ids = [next(self._ids) for _ in calls]
+            for job_id, call in zip(ids, calls):
+                self._futures[job_id] = call[5]
+                if call[4].get("result") == RESULT_NONE:
+                    self._unwanted.add(job_id)
+        entries = [job_entry(job_id, *call[:5]) for job_id, call in zip(ids, calls)]
+        try:
+            self._link.queue_many(entries)
+        except ConnectionLost:
+            self._forget(ids)
+            raise
+
+    def _forget(self, ids: list[int]) -> None:
+        with self._lock:
+            for job_id in ids:
+                self._futures.pop(job_id, None)
+            if not self._futures:
+                BUSY.discard(self)
+
+    def _mark_started(self, ids: list[int]) -> None:
+        with self._lock:
+            futures = [self._futures.get(job_id) for job_id in ids]
+        for future in futures:
+            if future is not None:
+                future.mark_running()
+
     def _resolve(self, results: list[list[Any]]) -> None:
-        results = [_unpacked(entry) for entry in results]
+        results = [result_entry(entry) for entry in results]
         with self._lock:
             futures = [(self._futures.pop(job_id, None), job_id, ok, value) for job_id, ok, value in results]
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
+            if not self._futures:
+                BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
         for future, _, ok, value in futures:
             if future is None:
@@ -445,6 +501,8 @@ class Client:
         with self._lock:
             done = [self._futures.pop(job[0], None) for job in jobs if job[0] in self._unwanted]
             self._unwanted.difference_update(job[0] for job in jobs)
+            if not self._futures:
+                BUSY.discard(self)
         for future in done:
             if future is not None:
                 try:
@@ -456,6 +514,7 @@ class Client:
         with self._lock:
             self._lost = self._lost or exc
             futures, self._futures = self._futures, {}
+            BUSY.discard(self)
             self._lock.notify_all()
         for future in futures.values():
             try:
@@ -479,93 +538,3 @@ class JobOptions:
         timeout: float | None = None, return_exceptions: bool = False,
     ) -> Iterator[Any]:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
-
-
-def job_options(
-    retries: int, timeout: float | None, result: str | None = None, *, queue: str | None = None,
-    priority: int = 0, delay: float | timedelta | None = None, at: datetime | float | None = None,
-) -> dict[str, Any]:
-    """The `options` of a job entry; only what differs from the defaults.
-
-    Raises:
-        ValueError: retries out of range, a non-positive timeout, a bad queue
-            name, a priority out of range, a negative or non-finite delay, or
-            an `at` that is a naive datetime.
-    """
-    if retries < 0 or retries > MAX_RETRIES:
-        raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
-    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
-        raise ValueError(f"timeout must be positive and at most {MAX_TIMEOUT_S:.0f} s")
-    options: dict[str, Any] = {}
-    if retries:
-        options["retries"] = retries
-    if timeout is not None:
-        options["timeout"] = float(timeout)
-    if result is not None:
-        options["result"] = result
-    if queue is not None and queue != DEFAULT_QUEUE:
-        if not valid_queue_name(queue):
-            raise ValueError(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:- (got {queue!r})")
-        options["queue"] = queue
-    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise ValueError(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}")
-    if priority:
-        options["priority"] = priority
-    if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError("delay must be a finite number of seconds, 0 or more")
-        if seconds:
-            options["delay"] = seconds
-    if at is not None:
-        if isinstance(at, datetime):
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ValueError("at must be an aware datetime (with a tzinfo), not a naive one")
-            stamp = at.timestamp()
-        else:
-            stamp = float(at)
-        if not math.isfinite(stamp):
-            raise ValueError("at must be a finite time")
-        options["at"] = stamp
-    return options
-
-
-def _readable(args: Any) -> Any:
-    try:
-        return unpack_array(args)
-    except SockpoolError:
-        return args
-
-
-def _unpacked(entry: list[Any]) -> list[Any]:
-    """A result entry with a map chunk's packed values as a list."""
-    job_id, ok, value = entry
-    try:
-        return [job_id, ok, unpack_array(value)]
-    except SockpoolError as exc:
-        return [job_id, False, error_value(E_UNENCODABLE_RESULT, f"the job's result cannot be read: {exc}")]
-
-
-def _chunk_values(future: Future[Any], size: int, timeout: float | None, return_exceptions: bool) -> Iterable[Any]:
-    """The values of one map chunk: its result list, or, if items failed,
-    an iterator that yields up to the first failure and then raises it."""
-    try:
-        return future.result(timeout)  # type: ignore[no-any-return]
-    except FutureTimeout:
-        raise TimeoutError(f"no result within {timeout} s") from None
-    except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return _item_values(failed.items, return_exceptions)
-
-
-def _item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
-    for ok, value in items:
-        if ok:
-            yield value
-        elif return_exceptions:
-            yield JobFailed(value)
-        else:
-            raise JobFailed(value) from None

@@ -40,6 +40,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -54,6 +55,8 @@ from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
+
+from .futures import WeakCallback
 
 log = logging.getLogger("sockpool.client")
 
@@ -78,8 +81,11 @@ class BrokerLink:
         role: str = ROLE_CLIENT,
         on_notice: Callable[[str], None] | None = None,
         on_accepted: Callable[[list[list[Any]]], None] | None = None,
+        on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
-        """Connect and shake hands.
+        """Connect and shake hands. The callbacks are held weakly (see
+        `WeakCallback`); with `on_started`, the broker is asked to say
+        when our jobs go to a worker.
 
         Raises:
             ConnectionLost: the broker cannot be reached.
@@ -92,11 +98,12 @@ class BrokerLink:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._on_results = on_results
-        self._on_lost = on_lost
-        self._on_notice = on_notice
+        self._on_results = WeakCallback(on_results)
+        self._on_lost = WeakCallback(on_lost)
+        self._on_notice = None if on_notice is None else WeakCallback(on_notice)
         self._notices_logged: set[str] = set()
-        self._on_accepted = on_accepted
+        self._on_accepted = None if on_accepted is None else WeakCallback(on_accepted)
+        self._on_started = None if on_started is None else WeakCallback(on_started)
         self._lock = threading.Condition(threading.Lock())
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
@@ -146,7 +153,7 @@ class BrokerLink:
                 pass  # the reader sees it too
 
     def _connect(self) -> Welcome:
-        hello = new_hello(self.role, name=self.name, session=self.session)
+        hello = new_hello(self.role, name=self.name, session=self.session, started=self._on_started is not None)
         conn, welcome = connect(self.address, hello, self.connect_timeout_s, self.credentials)
         # No socket timeout: it would also bound a whole sendall, and a large
         # submit on a slow link would then count as a lost broker. Silence is
@@ -198,6 +205,24 @@ class BrokerLink:
                 return
             conn, batches = self._take_batches_locked()
         self._send_batches(conn, batches)
+
+    def queue_many(self, jobs: list[list[Any]]) -> None:
+        """Queue jobs for the sender thread, at once: for callers on an
+        event loop, which must not wait. They are queued even past
+        MAX_PENDING_JOBS; such callers bound what they have in flight
+        themselves (AsyncClient.map keeps a window of chunks).
+
+        Raises:
+            ConnectionLost: the link is closed or gave up on the broker.
+        """
+        with self._lock:
+            if self._closed or self._gave_up is not None:
+                raise ConnectionLost(f"client is closed: {self._gave_up or 'closed by the caller'}")
+            wake = not self._unsent
+            self._unsent += jobs
+            self._pending += len(jobs)
+            if wake:
+                self._lock.notify_all()
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -385,6 +410,9 @@ class BrokerLink:
             self._last_heard = time.monotonic()
             if isinstance(msg, Results):
                 self._on_results(msg.results)
+            elif isinstance(msg, Started):
+                if self._on_started is not None:
+                    self._on_started(msg.ids)
             elif isinstance(msg, Accepted):
                 with self._lock:
                     batch = self._unaccepted.pop(msg.batch, ())

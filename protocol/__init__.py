@@ -40,6 +40,7 @@ from .messages import (
     Ping,
     Pong,
     Results,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -58,7 +59,8 @@ __all__ = [
     "Control", "ControlReply",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Notice", "Ping", "Release",
-    "Pong", "ProtocolError", "Results", "SockpoolError", "StatusReply", "StatusRequest", "Submit", "Tasks", "Welcome",
+    "Pong", "ProtocolError", "Results", "SockpoolError", "Started", "StatusReply", "StatusRequest", "Submit", "Tasks",
+    "Welcome",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

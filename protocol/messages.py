@@ -20,11 +20,12 @@ The `options` element may be left off (an empty map). Known options:
 `retries` (further attempts after a failure, with backoff), `result`
 ("detached": kept for a session that may come back much later; "none":
 fire and forget, the broker keeps no result, only a failure record),
-`queue` (the named queue, default "default"), `priority` (an integer,
-higher first, default 0), `delay` (seconds from acceptance before it may
-run) and `at` (Unix time before which it may not run). The broker turns
-a `delay` into an `at` when it accepts the job, so the due time survives
-a restart.
+`init` ([task, args]: run once per pool process before the first job
+naming it), `queue` (the named queue, default "default"), `priority` (an
+integer, higher first, default 0), `delay` (seconds from acceptance before
+it may run) and `at` (Unix time before which it may not run). The broker
+turns a `delay` into an `at` when it accepts the job, so the due time
+survives a restart.
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -96,6 +97,7 @@ E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
 E_UNENCODABLE_RESULT = "UnencodableResult"
 E_UNENCODABLE_ARGUMENTS = "UnencodableArguments"
+E_INITIALIZER_FAILED = "InitializerFailed"
 # Submissions the broker refuses for now (the job is not accepted; submit
 # it again later): it cannot write its journal, because the disk is full or
 # for another reason it names.
@@ -157,6 +159,8 @@ class Hello(Message):
     processes: int = 0
     # With a secret: the peer's fresh random nonce (see protocol/auth.py).
     nonce: bytes = b""
+    # Clients: send `started` notices for this session's jobs.
+    started: bool = False
     # Workers: the queues they take jobs from, most preferred first; empty
     # means ["default"] (so a worker from before queues still works).
     queues: list[str] = field(default_factory=list)
@@ -228,6 +232,14 @@ class Accepted(Message):
 
     batch: int
     count: int
+
+
+@_message("started")
+class Started(Message):
+    """Broker to a client that asked for it (hello.started): these jobs of
+    its session (client ids) were handed to a worker."""
+
+    ids: list[int]
 
 
 @_message("jobs")
@@ -594,6 +606,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Tasks: _check_task_names,
     Release: _check_ids,
     Ack: _check_ids,
+    Started: _check_ids,
     Ping: _check_ping,
     Control: _check_control,
 }

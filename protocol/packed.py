@@ -17,8 +17,11 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
+from .exttypes import PACKED_ARRAY
+from .values import from_wire_value, pack_value, unpack_value
 
-PACKED_ARRAY = 1
+__all__ = ["PACKED_ARRAY", "array_header", "array_items", "array_length", "checked_pack", "is_array",
+           "pack_array", "unpack_array"]
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -55,22 +58,27 @@ def array_header(count: int) -> bytes:
 def checked_pack(value: Any) -> bytes:
     """`value` packed, once unpacking it as a receiver does has shown that
     it would be accepted: a map with integer keys encodes, but is refused.
+    Strict about types: a tuple here would silently arrive as a list, so
+    user values must already be wire values (values.py).
 
     Raises:
         Exception: whatever msgpack raises (TypeError, ValueError, ...).
     """
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True, strict_types=True)
     msgpack.unpackb(packed, raw=False, strict_map_key=True)
     return packed
 
 
 def pack_array(values: list[Any], *, checked: bool = False) -> msgpack.ExtType | list[Any]:
-    """`values` as a packed array; unchanged if msgpack cannot encode them
-    (or, `checked`, if the receiver would refuse them), so that the usual
-    path reports the error for this job alone.
+    """`values` as a packed array, tuples and big ints kept (values.py);
+    unchanged if msgpack cannot encode them (or, `checked`, if the receiver
+    would refuse them), so that the usual path reports the error for this
+    job alone.
     """
     try:
-        data: bytes = checked_pack(values) if checked else msgpack.packb(values, use_bin_type=True)
+        data = pack_value(values)
+        if checked:
+            unpack_value(data)
     except Exception:  # msgpack raises TypeError, ValueError, OverflowError...
         return values
     return msgpack.ExtType(PACKED_ARRAY, data)
@@ -116,10 +124,4 @@ def unpack_array(value: Any) -> Any:
         return value
     if value.code != PACKED_ARRAY:
         raise ProtocolError(f"unknown msgpack extension type {value.code}")
-    try:
-        items = msgpack.unpackb(value.data, raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise ProtocolError(f"invalid packed array: {exc}") from exc
-    if type(items) is not list:
-        raise ProtocolError("invalid packed array: not an array")
-    return items
+    return from_wire_value(value)

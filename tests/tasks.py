@@ -109,6 +109,62 @@ def kill_worker(seconds: float = 0.5) -> None:
     os.kill(worker_pid, 9)
 
 
+def pair(a: Any, b: Any) -> tuple[Any, Any]:
+    """Its arguments as a tuple, with their types: for round trips."""
+    return (a, b)
+
+
+def types_of(*args: Any, **kwargs: Any) -> tuple[list[str], dict[str, str]]:
+    """The type names the task was given, as the pool process saw them."""
+    return [type(a).__name__ for a in args], {k: type(v).__name__ for k, v in kwargs.items()}
+
+
+def power(base: int, exponent: int) -> int:
+    return base**exponent
+
+
+def raise_with(*args: Any) -> None:
+    """Raise RuntimeError with exactly these args."""
+    raise RuntimeError(*args)
+
+
+def exit_with(code: Any = 1) -> None:
+    """sys.exit in the task, as a script would."""
+    import sys
+
+    sys.exit(code)
+
+
+async def async_square(x: float, pause_s: float = 0.0) -> float:
+    """An `async def` task: awaited to completion in the pool process."""
+    import asyncio
+
+    await asyncio.sleep(pause_s)
+    return x * x
+
+
+async def async_fail(message: str) -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+    raise KeyError(message)
+
+
+async def async_slow_square(x: float) -> float:
+    """x * x after 5 ms of awaiting."""
+    import asyncio
+
+    await asyncio.sleep(0.005)
+    return x * x
+
+
+def tuple_or_fail(x: int) -> tuple[int, int]:
+    """(x, 2**70 + x), except for 3, which fails with a tuple in its args."""
+    if x == 3:
+        raise ValueError((x, "three"))
+    return (x, 2**70 + x)
+
+
 def worker_pid(_: Any = None) -> int:
     """The pid of the worker whose pool ran this job (the forkserver's parent)."""
     with open(f"/proc/{os.getppid()}/stat") as f:

@@ -33,7 +33,9 @@ from sockpool.protocol.batch import pack_results
 from sockpool.protocol.defaults import MAX_LOST_ATTEMPTS
 from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_ARGUMENTS, E_UNKNOWN_TASK
 from sockpool.protocol.packed import pack_array, unpack_array
+from sockpool.protocol.values import from_wire_kwargs, wire_value
 
+from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
 from .registry import load_tasks
@@ -224,9 +226,10 @@ class Runner:
     def close(self, timeout_s: float = 5.0) -> bool:
         """Stop the pool processes now; jobs still running are abandoned.
 
-        Bounded: a process that ignores SIGTERM, or a pool stuck on a lock a
-        killed process held, gets SIGKILL after `timeout_s`, and after as
-        long again we give up on it. Returns whether the pool shut down.
+        The pool's terminate() kills its processes (they ignore SIGTERM, see
+        pool_signals.py). Bounded: a pool stuck on a lock a killed process
+        held gets every process SIGKILLed again after `timeout_s`, and after
+        as long again we give up on it. Returns whether the pool shut down.
         """
         self.monitor.stop()
         closer = threading.Thread(target=self._terminate, name="pool-close", daemon=True)
@@ -272,7 +275,7 @@ def _init_process(modules: list[str], slots: Slots) -> None:
     # we were forked; this covers a forkserver that could not import it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _tasks.update(load_tasks(modules))
+    _tasks.update({name: callable_for(fn) for name, fn in load_tasks(modules).items()})
     index = slots.claim(os.getpid())
     if index < 0:
         log.warning("no free slot for pool process %d: its crashes and timeouts go unseen", os.getpid())
@@ -295,26 +298,36 @@ def run_chunk(chunk_id: int, jobs: list[list[Any]]) -> tuple[bytes, float, int, 
             released = [job[0] for job in jobs[index:]]
             break
         ints[job_field] = job[0]
-        results.append(run_job(job[0], job[1], job[2], job[3], job[4]))
+        results.append(run_job(job[0], job[1], job[2], job[3], job[4], job[5] if len(job) > 5 else None))
         ints[job_field] = NO_JOB
     packed = pack_results(results, _unencodable)
     ints[base + 1] = 0
     return packed, time.perf_counter() - started, len(results), released
 
 
-def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool) -> list[Any]:
+def run_job(
+    job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], many: bool, options: dict[str, Any] | None = None
+) -> list[Any]:
     fn = _tasks.get(task)
     if fn is None:
         return [job_id, False, error_value(E_UNKNOWN_TASK, f"this worker does not serve task {task!r}")]
+    if options and "init" in options:
+        failure = initialize(options["init"], _tasks)
+        if failure is not None:
+            return [job_id, False, failure]
     try:
-        args = unpack_array(args)  # a map chunk's items come packed
+        # A map chunk's items come packed, and so do arguments holding
+        # tuples or big ints (see protocol/values.py).
+        args = unpack_array(args)
+        kwargs = from_wire_kwargs(kwargs) if kwargs else kwargs
     except ProtocolError as exc:
         return [job_id, False, error_value(E_UNENCODABLE_ARGUMENTS, f"the job's arguments cannot be read: {exc}")]
     if not many:
         try:
-            return [job_id, True, fn(*args, **kwargs)]
+            value = fn(*args, **kwargs)
         except BaseException as exc:  # SystemExit too: it must not kill the pool process
             return [job_id, False, _describe(exc)]
+        return [job_id, True, _wired(value)]
     call = functools.partial(fn, **kwargs) if kwargs else fn
     values: list[Any] = []
     errors: dict[int, dict[str, Any]] = {}
@@ -331,12 +344,30 @@ def run_job(job_id: int, task: str, args: list[Any], kwargs: dict[str, Any], man
         # Packed here, in parallel, so that no later hop decodes the items.
         return [job_id, True, pack_array(values, checked=True)]
     # The first failure speaks for the chunk; `items` says how each item went.
-    items = [[False, errors[i]] if i in errors else [True, v] for i, v in enumerate(values)]
+    # `items` stays a list (the broker checks that much); each value in it
+    # is a wire value of its own.
+    items = [[False, errors[i]] if i in errors else [True, _wired(v)] for i, v in enumerate(values)]
     return [job_id, False, {**errors[min(errors)], "items": items}]
 
 
+def _wired(value: Any) -> Any:
+    """`value` as the wire carries it; as it is if msgpack cannot encode it
+    (pack_results then reports this job's result as unencodable)."""
+    try:
+        return wire_value(value)
+    except Exception:
+        return value
+
+
 def _describe(exc: BaseException) -> dict[str, Any]:
-    return error_value(type(exc).__name__, str(exc), traceback.format_exc())
+    error = error_value(type(exc).__name__, str(exc), traceback.format_exc())
+    # The exception's own args, where msgpack can carry them, so that the
+    # caller's JobFailed has the same `args` (and a SystemExit its code).
+    try:
+        error["args"] = wire_value(list(exc.args))
+    except Exception:
+        pass
+    return error
 
 
 def _unencodable(entry: list[Any], exc: Exception) -> list[Any]:

@@ -18,6 +18,7 @@ import pytest
 from sockpool.client import Client
 
 from .cluster import environment
+from .conftest import Cluster
 from .test_observe import http_get
 
 SETUP_SCRIPT = Path(__file__).resolve().parents[1] / "setup_browser.sh"
@@ -135,3 +136,17 @@ def test_dashboard_shows_each_queue_and_schedule(observed, tmp_path):
     assert "default" in page.text_by_id["queues"]
     # The name is shown as text, never parsed as markup.
     assert "nightly <b>" in page.text_by_id["schedules"] and "Europe/Paris" in page.text_by_id["schedules"]
+
+
+def test_dashboard_shows_jobs_no_connected_worker_can_run(tmp_path):
+    cluster = Cluster(tmp_path, "--in-memory", "--metrics-port", "0", "--unserved-grace-s", "120")
+    try:
+        cluster.add_worker(1)
+        with Client(cluster.address) as client:
+            client.submit("mytasks:missing", 1)
+            assert client.wait_accepted(WAIT_S)
+            page = Page(rendered_dom(f"http://{cluster.broker.metrics_address}/", tmp_path / "profile"))
+        assert "mytasks:missing" in page.text_by_id["unserved"]
+        assert page.text_by_id["store-refusal"] == ""  # the store writes: nothing refused
+    finally:
+        cluster.stop()

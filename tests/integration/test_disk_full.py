@@ -21,7 +21,7 @@ import pytest
 
 from sockpool.broker.records import Job
 from sockpool.broker.store import Store, StoreTrouble
-from sockpool.client import Client, JobFailed
+from sockpool.client import BrokerRefused, Client, JobFailed
 
 from .cluster import run_module, run_submit, start_broker, start_worker
 from .test_durability import free_port, wait_until
@@ -186,6 +186,47 @@ def test_full_disk_refuses_clearly_and_a_kill_loses_no_acknowledged_job(small_di
         # Space came back: new jobs are accepted again.
         with Client(address) as client:
             assert isinstance(client.submit("tests.tasks:pid", 1).result(WAIT_S), int)
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
+@pytest.mark.slow
+def test_jobs_caught_in_a_failed_write_are_acknowledged_only_once_written(small_disk, tmp_path):
+    """A batch the broker took in while the disk still had room, whose write
+    then failed: the client is told at once (BrokerRefused from
+    wait_accepted, never an endless wait), new jobs are refused, the batch's
+    jobs still run and deliver their results, and when space returns the
+    broker writes the batch by itself, acknowledges it and takes jobs again."""
+    port = free_port()
+    data = ["--data-dir", str(small_disk / "data")]
+    broker, address = start_broker(tmp_path, *data, port=port)
+    worker = None
+    filler = fill(small_disk, leave_bytes=1 << 20)
+    try:
+        with Client(address) as client:
+            futures = [client.submit("tests.tasks:pid", "x" * (256 << 10)) for _ in range(8)]  # 2 MiB
+            with pytest.raises(BrokerRefused) as refused:
+                client.wait_accepted(WAIT_S)
+            assert refused.value.code == "DiskFull"
+            assert "broker cannot store jobs: disk full" in str(refused.value)
+            with pytest.raises(JobFailed, match="disk full"):
+                client.submit("tests.tasks:pid", 1).result(WAIT_S)
+            # Jobs run while the disk is full, and their results are delivered.
+            worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+            assert all(isinstance(f.result(WAIT_S), int) for f in futures)
+
+            filler.unlink()  # the broker resumes by itself
+
+            def accepted() -> bool:
+                try:
+                    return client.wait_accepted(0.1)
+                except BrokerRefused:  # still refusing: asked again below
+                    return False
+
+            wait_until(accepted, WAIT_S, "the broker to write the batch and acknowledge it")
+            assert isinstance(client.submit("tests.tasks:pid", 2).result(WAIT_S), int)
     finally:
         if worker is not None:
             worker.stop()

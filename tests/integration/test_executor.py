@@ -93,13 +93,16 @@ def test_shutdown_waits_for_pending_work_then_refuses_more(cluster):
         executor.map(tasks.cube, [1])
 
 
-def test_shutdown_can_cancel_what_has_no_result_yet(cluster):
+def test_shutdown_can_cancel_what_no_worker_has_taken(cluster):
     cluster.add_worker(1, "--tasks", "tests.tasks")
     executor = Executor(cluster.address)
     futures = [executor.submit(tasks.busy, 1.0) for _ in range(4)]
     executor.shutdown(wait=True, cancel_futures=True)
-    # Had shutdown waited for them, they would hold results, not be cancelled.
-    assert all(f.cancelled() for f in futures)
+    # Had shutdown waited for them, they would hold results, not be cancelled;
+    # what a worker had taken (running) is not cancelled, and finished.
+    cancelled = [f for f in futures if f.cancelled()]
+    assert len(cancelled) >= 2
+    assert all(isinstance(f.result(0), int) for f in futures if not f.cancelled())
 
 
 def test_a_cancelled_futures_result_is_dropped_quietly(cluster):

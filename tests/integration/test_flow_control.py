@@ -61,7 +61,7 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     assert {"nproc", "cpu", "python"} <= set(results["machine"])
     keys = [w["key"] for w in results["workloads"]]
     assert keys == ["bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable",
-                    "forget_rss", "fair_share", "priority", "delayed", "delayed"]
+                    "forget_rss", "async_bulk_map", "async_independent", "fair_share", "priority", "delayed", "delayed"]
     for workload in results["workloads"]:
         assert workload["sockpool"] is not None and workload["sockpool"] > 0, workload
         if workload["reference"] != "none" and workload["key"] != "memory":

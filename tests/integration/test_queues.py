@@ -213,3 +213,21 @@ def test_broker_pause_and_schedule_commands(cluster):
         with pytest.raises(ValueError, match="operator"):
             plain.pause_queue("default")
         assert not plain.status()["queues"]["default"]["paused"]
+
+
+def test_async_client_takes_queue_priority_and_delay(cluster):
+    import asyncio
+
+    from sockpool import AsyncClient
+
+    gpu = cluster.add_worker(1, "--tasks", "tests.tasks", "--queues", "gpu", name="gpu")
+
+    async def main() -> tuple[int, int, float]:
+        async with AsyncClient(cluster.address, queue="gpu") as client:
+            on_gpu = await client.submit("tests.tasks:worker_pid")
+            started = time.time()
+            delayed = await client.with_options(priority=3, delay=0.5).submit("tests.tasks:worker_pid")
+            return on_gpu, delayed, time.time() - started
+
+    on_gpu, delayed, waited = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert on_gpu == delayed == gpu.popen.pid and waited >= 0.5

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import builtins
 import pickle
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
 from sockpool.client import JobFailed
 from sockpool.protocol import SockpoolError
+from sockpool.protocol.values import wire_value
 
 
 def failed(type_name: str, message: str = "it broke", traceback: str = "") -> JobFailed:
@@ -25,15 +27,52 @@ def test_a_builtin_remote_exception_is_caught_by_its_own_class(base):
 
 @pytest.mark.parametrize(
     "type_name",
-    ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration", "UnicodeDecodeError", "ExceptionGroup",
-     "UnknownTask", "MyAppError", "print", "__import__", "Exception", ""],
+    ["KeyboardInterrupt", "GeneratorExit", "StopIteration", "UnicodeDecodeError", "ExceptionGroup",
+     "UnknownTask", "PoisonJob", "Timeout", "MyAppError", "print", "__import__", "Exception", ""],
 )
 def test_other_remote_types_stay_a_plain_job_failed(type_name):
-    """Nothing that would end the program, misbehave in a generator, or
-    need arguments of its own; nothing but built-ins; never a function."""
+    """Nothing that speaks of this process (an interrupt), misbehaves in a
+    generator, or needs arguments of its own; nothing but built-ins; never
+    a function."""
     error = failed(type_name)
     assert type(error).__mro__[1:] == JobFailed.__mro__[1:]
     assert not isinstance(error, (SystemExit, KeyboardInterrupt, StopIteration))
+
+
+def test_a_remote_sys_exit_is_a_system_exit_with_its_code():
+    """ProcessPoolExecutor re-raises a task's SystemExit; so does sockpool."""
+    error = JobFailed({"type": "SystemExit", "message": "1", "args": [1]})
+    assert isinstance(error, SystemExit) and isinstance(error, JobFailed)
+    assert error.code == 1 and error.args == (1,)
+    with pytest.raises(SystemExit):
+        raise error
+
+
+def test_a_dead_pool_process_is_a_broken_process_pool():
+    error = failed("WorkerProcessDied", "the pool process running the job died (exit code -9)")
+    assert isinstance(error, BrokenProcessPool) and isinstance(error, JobFailed)
+
+
+def test_what_cannot_be_sent_fails_as_it_would_to_pickle():
+    import pickle
+
+    for code in ("UnencodableArguments", "UnencodableResult"):
+        assert isinstance(failed(code, "can not serialize 'object' object"), pickle.PicklingError)
+
+
+def test_args_are_the_remote_exceptions_own_args_when_msgpack_carried_them():
+    assert JobFailed({"type": "RuntimeError", "message": "123", "args": ["123"]}).args == ("123",)
+    assert JobFailed({"type": "KeyError", "message": "(1, 2)", "args": wire_value([(1, 2), 2**70])}).args == ((1, 2), 2**70)
+    # Args that could not travel (or an older worker): one descriptive string.
+    assert failed("ValueError", "bad").args == ("ValueError: bad",)
+    broken = msgpack_ext_with_bad_data()
+    assert JobFailed({"type": "ValueError", "message": "m", "args": broken}).args == ("ValueError: m",)
+
+
+def msgpack_ext_with_bad_data():
+    import msgpack
+
+    return msgpack.ExtType(2, b"\xc1")
 
 
 def test_every_builtin_exception_name_makes_a_job_failed_that_works():

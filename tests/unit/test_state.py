@@ -530,6 +530,61 @@ def test_job_options_are_accepted_and_reach_the_worker(state):
     assert out[1] == (W1, Jobs([[1, "square", [3], {}, False, options], [2, "square", [4], {}, False]]))
 
 
+# -- started notices ----------------------------------------------------------------
+
+
+def started_ids(out: list, conn: int) -> list[int]:
+    from sockpool.protocol import Started
+
+    return [i for c, m in out if c == conn and isinstance(m, Started) for i in m.ids]
+
+
+def test_a_client_that_asked_hears_when_its_jobs_go_to_a_worker(state):
+    state.on_hello(C1, Hello(PROTOCOL_VERSION, "client", session="s1", started=True), "h:1", 0.0)
+    client(state, C2, "s2")  # did not ask
+    worker(state, W1, processes=1)
+    out = state.on_submit(state.clients[C1], Submit(1, [job(1), job(2), job(3)]))
+    out += state.on_submit(state.clients[C2], Submit(1, [job(1)]))
+    assert started_ids(out, C1) == [] and started_ids(out, C2) == []  # no credit yet
+    out = state.on_message(W1, Credit(3), now=1.0)
+    # The two sessions take turns (fair share): s1's 1, s2's job (gid 4), s1's 2.
+    assert job_ids(out, W1) == [1, 4, 2]
+    # One message for the whole dispatch round, with the client's own ids.
+    assert [m.ids for c, m in out if c == C1 and m.type == "started"] == [[1, 2]]
+    out = state.on_message(W1, Results([[1, True, 1], [4, True, 1]], credit=2), now=2.0)
+    assert job_ids(out, W1) == [3] and started_ids(out, C1) == [3] and started_ids(out, C2) == []
+
+
+def test_a_reconnecting_client_hears_which_of_its_jobs_workers_hold(state):
+    state.on_hello(C1, Hello(PROTOCOL_VERSION, "client", session="s1", started=True), "h:1", 0.0)
+    worker(state, W1, processes=1)
+    state.on_message(W1, Credit(1), now=0.5)
+    state.on_submit(state.clients[C1], Submit(1, [job(7), job(8)]))
+    state.on_disconnect(C1, now=1.0)
+    out = state.on_hello(C2, Hello(PROTOCOL_VERSION, "client", session="s1", started=True), "h:2", 2.0)
+    assert started_ids(out, C2) == [7]
+
+
+def test_jobs_restored_after_a_restart_notify_once_their_client_asks_again(state):
+    from sockpool.broker.records import Job
+
+    state.restore([Job(5, "s1", 1, "square", [3], {}, False)], [], [], now=0.0)
+    worker(state, W1, processes=1)
+    state.on_hello(C1, Hello(PROTOCOL_VERSION, "client", session="s1", started=True), "h:1", 1.0)
+    out = state.on_message(W1, Credit(1), now=2.0)
+    assert job_ids(out, W1) == [5] and started_ids(out, C1) == [1]
+def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():
+    """The rng is seeded in tests and predictable in production (a Mersenne
+    Twister): two brokers with the same rng must still hand out unrelated IDs."""
+    import random
+
+    a, b = BrokerState("b1", MAX, rng=random.Random(7)), BrokerState("b1", MAX, rng=random.Random(7))
+    [(_, wa)] = client(a, C1)
+    [(_, wb)] = client(b, C1)
+    assert wa.session != wb.session
+    assert len(wa.session) >= 32 and int(wa.session, 16) >= 0  # 128 bits, hex
+
+
 # -- a worker asked to stop ----------------------------------------------------------
 
 
