@@ -26,8 +26,9 @@ from sockpool.protocol.limits import (
     too_deep,
 )
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, error_value
+from sockpool.protocol.packed import pack_array
 
-__all__ = ["checked_result", "too_deep", "too_large_to_forward", "unfit_jobs"]
+__all__ = ["any_nested_value", "checked_result", "too_deep", "too_large_to_forward", "unfit_jobs"]
 
 E_TOO_LARGE = "ArgumentsTooLarge"
 E_TOO_DEEP = "ArgumentsTooDeep"
@@ -38,6 +39,9 @@ _JOBS_OVERHEAD_BYTES = 32
 # msgpack writes a float32 in 5 bytes; decoded, it is a Python float, which
 # goes on as a float64 in 9. Nothing else grows when re-encoded.
 _GROWTH_NUM, _GROWTH_DEN = 9, 5
+# A frame this large has its jobs' long argument lists packed (see unfit_jobs).
+PACK_ARGS_FRAME_BYTES = 64 * 1024
+PACK_ARGS_MIN_ITEMS = 16
 # A job goes on under the broker's id, which may take 9 bytes where the
 # client's took 1.
 _ID_GROWTH_BYTES = 8
@@ -47,22 +51,38 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
     """The refusal for each job of a submit that could not go on to a worker,
     by client job id; empty (the usual case) when all of them can.
 
-    Cheap for the usual frame: one walk over the batch for nesting, and a
-    re-encode of single jobs only when the frame is large enough that one
-    of its jobs might outgrow a worker's frame.
+    In a large frame, a job's long argument list is packed here, in place
+    (`entry[2]` becomes a packed array, which the pool process unpacks as it
+    does a map chunk's): the broker then holds it as the bytes it will send,
+    not as Python objects that can take 70 times as much (a million empty
+    maps are a megabyte on the wire, 64 MB decoded).
+
+    Cheap for the usual frame: one walk over the batch for nesting, and
+    single jobs re-encoded only in a frame large enough that one of them
+    might cost real memory or outgrow a worker's frame.
     """
     refused: dict[int, dict[str, Any]] = {}
-    if too_deep(jobs, MAX_NESTING + 2):
+    if any_nested(jobs):
         for entry in jobs:
             if too_deep(entry, MAX_NESTING + 1):
                 refused[entry[0]] = error_value(
                     E_TOO_DEEP, f"the job's arguments nest more than {MAX_NESTING} levels deep"
                 )
     worst = frame_bytes * _GROWTH_NUM // _GROWTH_DEN + _ID_GROWTH_BYTES * len(jobs) + _JOBS_OVERHEAD_BYTES
-    if worst <= max_frame_bytes:
+    check_size = worst > max_frame_bytes
+    if frame_bytes < PACK_ARGS_FRAME_BYTES and not check_size:
         return refused
     for entry in jobs:
         if entry[0] in refused:
+            continue
+        args = entry[2]
+        if type(args) is list and len(args) >= PACK_ARGS_MIN_ITEMS:
+            packed = pack_array(args, checked=True)
+            if isinstance(packed, list):
+                refused[entry[0]] = error_value(E_UNENCODABLE_ARGUMENTS, "the broker cannot encode the job's arguments")
+                continue
+            entry[2] = packed
+        if not check_size:
             continue
         try:
             size = len(pack_body([INT64_MAX, *entry[1:]])) + _JOBS_OVERHEAD_BYTES
@@ -76,6 +96,42 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
                 f"{max_frame_bytes} (float32 values travel on as float64; send large arrays as bytes)",
             )
     return refused
+
+
+_CONTAINERS = (list, dict)
+
+
+def any_nested(entries: list[list[Any]]) -> bool:
+    """Whether any job's arguments, keyword arguments or options hold a list
+    or map at all: the only jobs whose nesting needs a walk. One tight loop,
+    no call per job, for the usual batch of flat arguments."""
+    containers = _CONTAINERS
+    for entry in entries:
+        args = entry[2]
+        if type(args) is list:
+            for arg in args:
+                if type(arg) in containers:
+                    return True
+        kwargs = entry[3]
+        if kwargs:
+            for value in kwargs.values():
+                if type(value) in containers:
+                    return True
+        if len(entry) > 5:
+            for value in entry[5].values():
+                if type(value) in containers:
+                    return True
+    return False
+
+
+def any_nested_value(results: list[list[Any]]) -> bool:
+    """Whether any result's value is a list or map, the only ones whose
+    nesting needs a walk (a map chunk's values come packed)."""
+    containers = _CONTAINERS
+    for entry in results:
+        if type(entry[2]) in containers:
+            return True
+    return False
 
 
 def too_large_to_forward(max_frame_bytes: int) -> dict[str, Any]:

@@ -26,6 +26,10 @@ from sockpool.protocol.defaults import (
     MAX_CONNECTIONS,
     MAX_FRAME_BYTES,
     MAX_OUTBOX_BYTES,
+    MAX_QUEUED_JOBS,
+    MAX_SESSION_BYTES,
+    MAX_SESSION_JOBS,
+    MAX_STORE_BYTES,
     RESULT_TTL_S,
     OPERATOR_SECRET_ENV,
     SECRET_ENV,
@@ -37,6 +41,7 @@ from sockpool.protocol.defaults import (
 from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
 
 from .schedules import DEFAULT_MISSED, MISSED_POLICIES
+from .quota import Quota
 from .server import BrokerServer
 from .store import DataDirBusy, Store, default_data_dir
 
@@ -95,6 +100,14 @@ def main() -> None:
     type=click.IntRange(1024),
     help="Bytes waiting for one peer past which, if it reads nothing for 4 heartbeats, it is dropped.",
 )
+@click.option("--max-queued-jobs", default=MAX_QUEUED_JOBS, show_default=True, type=click.IntRange(0),
+              help="Unfinished jobs the broker holds in all; past it a submit is refused 'broker full' (0: no limit).")
+@click.option("--max-store-bytes", default=MAX_STORE_BYTES, show_default=True, type=click.IntRange(0),
+              help="Bytes unfinished jobs may take in all, 512 a job plus its arguments (0: no limit).")
+@click.option("--max-session-jobs", default=MAX_SESSION_JOBS, show_default=True, type=click.IntRange(0),
+              help="Unfinished jobs one client session may have (0: no limit).")
+@click.option("--max-session-bytes", default=MAX_SESSION_BYTES, show_default=True, type=click.IntRange(0),
+              help="Bytes one client session's unfinished jobs may take (0: no limit).")
 @click.option(
     "--handshake-timeout-s", default=HANDSHAKE_TIMEOUT_S, show_default=True, type=click.FloatRange(0.1),
     help="Seconds a new connection has to finish its handshake (TLS, hello, authentication).",
@@ -103,13 +116,20 @@ def main() -> None:
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve Prometheus /metrics and the dashboard on this HTTP port of --host; 0 picks a free one.",
 )
+@click.option(
+    "--metrics-host", "metrics_hosts", multiple=True, metavar="NAME",
+    help="Another DNS name the HTTP port answers to (repeatable); besides IP addresses, localhost and "
+         "this machine's names, other Host headers are refused, against DNS rebinding.",
+)
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
     name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
-    max_connections: int, max_outbox_bytes: int, handshake_timeout_s: float, metrics_port: int | None,
+    max_connections: int, max_outbox_bytes: int,
+    max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
+    handshake_timeout_s: float, metrics_port: int | None, metrics_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Start a broker. It prints 'listening on HOST:PORT' once it accepts
@@ -142,13 +162,14 @@ def start(
         session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
         max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
+        quota=Quota(max_queued_jobs, max_store_bytes, max_session_jobs, max_session_bytes),
     )
     http = None
     if metrics_port is not None:
         from .observe import ObserveServer  # only a broker asked for metrics needs prometheus-client
 
         try:
-            http = ObserveServer(host, metrics_port, server.status)
+            http = ObserveServer(host, metrics_port, server.status, allowed_hosts=metrics_hosts)
         except OSError as exc:
             server.stop()
             raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {exc}") from exc

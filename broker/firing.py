@@ -32,6 +32,7 @@ def fire_schedules(state: BrokerState, now: float) -> None:
             job = Job(state.take_gid(), schedule.session, key, schedule.task, list(schedule.args),
                       dict(schedule.kwargs), False, dict(schedule.options))
             state.stats.on_submitted(job.task, job.calls)
+            state.quota.add(job.session, job.cost)  # removed again when it finishes
             state.jobs[job.gid] = job
             session.live[key] = job.gid
             state.journal.append(("add", job))

@@ -10,8 +10,19 @@ a scrape never sees counts from two different moments, and never holds
 the lock while it formats or writes. The metrics are custom collectors
 over that snapshot, so nothing here keeps counts of its own.
 
-This port has no authentication: it binds the broker's host, and only
-shows counts and recent error messages, never job arguments or results.
+This port has no authentication: it binds the broker's host, and shows
+counts, worker and task names, and recent failures by type, task and
+worker: never a failure's message (which may quote a job's arguments),
+never job arguments or results.
+
+What a stranger on this port can cost is bounded, and never touches the
+broker port:
+1. At most MAX_HTTP_CONNECTIONS at once, a thread each; more are closed at
+   once. Every connection has HTTP_TIMEOUT_S per read and
+   HTTP_DEADLINE_S in all, so idle or trickling connections are cut.
+2. A request whose `Host` header names anything but an IP address,
+   localhost or this machine's own name is refused (421): a page on a
+   DNS-rebinding domain cannot read /api/status through a browser.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Callable, Iterator
@@ -30,6 +43,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sockpool.net.connection import address_family, join_address
 
 log = logging.getLogger("sockpool.broker.http")
+
+MAX_HTTP_CONNECTIONS = 16
+HTTP_TIMEOUT_S = 5.0
+HTTP_DEADLINE_S = 15.0
 
 StatusSource = Callable[[], dict[str, Any]]
 
@@ -129,9 +146,13 @@ def dashboard_html() -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ObserveServer
+    timeout = HTTP_TIMEOUT_S  # per read: StreamRequestHandler sets it on the socket
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         path = self.path.split("?", 1)[0]
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self.send_error(421, "Host not served here: use the broker's address")
+            return
         try:
             if path == "/metrics":
                 body, content_type = generate_latest(self.server.registry), CONTENT_TYPE_LATEST
@@ -175,13 +196,81 @@ class ObserveServer(ThreadingHTTPServer):
     """The HTTP server; `start()` runs it in a daemon thread."""
 
     daemon_threads = True
+    # Connections over the cap are accepted and closed at once; a short
+    # backlog would instead leave them retrying their handshake for seconds.
+    request_queue_size = 128
 
-    def __init__(self, host: str, port: int, status: StatusSource) -> None:
+    def __init__(
+        self, host: str, port: int, status: StatusSource, *, max_connections: int = MAX_HTTP_CONNECTIONS,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> None:
+        """`allowed_hosts`: more names the port answers to in a Host header
+        (a DNS name Prometheus or a proxy uses), besides IP addresses,
+        localhost and this machine's own names."""
         self.address_family = address_family(host)
         super().__init__((host, port), _Handler)
         self.status = status
         self.registry = metrics_registry(status)
         self.page = dashboard_html()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._open: dict[socket.socket, float] = {}  # connection -> when it must be done
+        self._open_lock = threading.Lock()
+        self._names = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower(),
+                       *(name.lower().rstrip(".") for name in allowed_hosts)}
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header names us: an IP address (a browser
+        on a DNS-rebinding page sends the attacker's domain), localhost, or
+        this machine's name. No header at all is no browser's request."""
+        if header is None:
+            return True
+        host = header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return host.rstrip(".") in self._names
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, if one of MAX_HTTP_CONNECTIONS is free;
+        else close it at once."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + HTTP_DEADLINE_S
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:  # can't start new thread
+            self._done(request)
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is not None:
+                self._slots.release()
+
+    def service_actions(self) -> None:
+        """Between polls of serve_forever: cut connections past their deadline
+        (a peer trickling a byte per read timeout never ends on its own)."""
+        now = time.monotonic()
+        with self._open_lock:
+            late = [sock for sock, deadline in self._open.items() if deadline < now]
+        for sock in late:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def address(self) -> str:

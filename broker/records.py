@@ -14,7 +14,7 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
         "queue", "priority",
     )
 
@@ -29,6 +29,7 @@ class Job:
         many: bool,
         options: dict[str, Any] | None = None,
         attempts: int = 0,
+        cost: int = 0,
     ) -> None:
         self.gid = gid
         self.session = session
@@ -48,6 +49,8 @@ class Job:
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = array_length(args) if many else 1
+        # Bytes it counts against the quotas (broker/quota.py).
+        self.cost = cost
         self.queued_at = 0.0
         self.dispatched_at = 0.0
         # Its session asked to hear when a worker takes it (`started`).

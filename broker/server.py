@@ -68,6 +68,7 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.handshake import looks_like_tls
+from sockpool.protocol.limits import loggable
 from sockpool.protocol.messages import (
     E_AUTH,
     E_BAD_MESSAGE,
@@ -79,6 +80,7 @@ from sockpool.protocol.messages import (
 )
 
 from .peer import Peer
+from .quota import Quota
 from .state import BrokerState
 from .store import GroupCommitStore, StoreTrouble
 
@@ -113,6 +115,7 @@ class BrokerServer:
         session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        quota: Quota | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -142,7 +145,7 @@ class BrokerServer:
         self.state = BrokerState(
             self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
             session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
-            unserved_timeout_s=unserved_timeout_s, now=time.time(),
+            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota,
         )
         self.store = store
         if store is not None:
@@ -261,11 +264,11 @@ class BrokerServer:
                     self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
-            log.warning("closing %s: %s", conn.peer, exc)
+            log.warning("closing %s: %s", conn.peer, loggable(str(exc)))
             self._send_last_words(conn, Error(E_FRAME_TOO_LARGE, str(exc)))
         except ProtocolError as exc:
             assert conn is not None
-            log.warning("closing %s: protocol error: %s", conn.peer, exc)
+            log.warning("closing %s: protocol error: %s", conn.peer, loggable(str(exc), 500))
             self._send_last_words(conn, Error(E_BAD_MESSAGE, str(exc)))
         except ConnectionLost as exc:
             log.debug("%s", exc)
@@ -359,7 +362,9 @@ class BrokerServer:
             log.warning("closing %s: handshake not done within %.0f s", conn.peer, self.handshake_timeout_s)
             return None
         except AuthFailed as exc:
-            log.warning("authentication failed for %s %r from %s: %s", hello.role, hello.name, conn.peer, exc.reason)
+            log.warning(
+                "authentication failed for %s %r from %s: %s", hello.role, loggable(hello.name), conn.peer, exc.reason
+            )
             self._send_last_words(conn, Error(E_AUTH, "authentication failed"))
             return None
         conn.decoder.set_max_frame_bytes(self.max_frame_bytes)
@@ -381,10 +386,11 @@ class BrokerServer:
         if hello.role == "worker":
             log.info(
                 "worker %s joined from %s: %d processes, tasks %s",
-                hello.name or conn_id, conn.peer, hello.processes, ", ".join(sorted(hello.tasks)),
+                loggable(hello.name) or conn_id, conn.peer, hello.processes,
+                loggable(", ".join(sorted(hello.tasks)), 2000),
             )
         else:
-            log.info("client %s connected from %s", hello.name or conn_id, conn.peer)
+            log.info("%s %s connected from %s", hello.role, loggable(hello.name) or conn_id, conn.peer)
         return peer
 
     def _authenticate(self, conn: Connection, hello: Hello, deadline: float) -> bytes:
@@ -407,7 +413,7 @@ class BrokerServer:
         return auth.verify(answer)
 
     def _refuse(self, conn: Connection, error: Error) -> None:
-        log.warning("refused %s (%s): %s", conn.peer, error.code, error.message)
+        log.warning("refused %s (%s): %s", conn.peer, error.code, loggable(error.message, 500))
         self._send_last_words(conn, error)
 
     def _send_last_words(self, conn: Connection, error: Error) -> None:
@@ -443,9 +449,12 @@ class BrokerServer:
             self._post(out)
             return
         accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
-        self._post([(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))])
+        # The journal goes to the store before anything is posted: posting
+        # can fail a job it cannot send (see _post), and that failure's
+        # entries must reach the store after this job's `add`, not before.
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
+        self._post([(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))])
 
     def _on_store_health(self, trouble: StoreTrouble | None) -> None:
         """On the store's writer thread: it cannot write (refuse new jobs,

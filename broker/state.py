@@ -74,6 +74,7 @@ from sockpool.protocol import (
     error_value,
 )
 from sockpool.protocol.defaults import (
+    FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
     MAX_LOST_ATTEMPTS,
@@ -84,7 +85,6 @@ from sockpool.protocol.defaults import (
     RETRY_MAX_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
-    FAILED_ROW_MAX_BYTES,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import (
@@ -102,6 +102,7 @@ from sockpool.protocol.messages import (
 from . import admission, control
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
+from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .stats import EVERYONE, BrokerStats
@@ -133,9 +134,11 @@ class BrokerState:
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        quota: Quota | None = None,
     ) -> None:
         self.name = name
         self.max_frame_bytes = max_frame_bytes
+        self.quota = quota or Quota()
         # A failed job's record is kept at most this large, so a page of
         # `broker failed` holds at least a few and never outgrows a frame.
         self.failed_row_bytes = min(FAILED_ROW_MAX_BYTES, (max_frame_bytes - _REPLY_OVERHEAD_BYTES) // 4)
@@ -371,6 +374,9 @@ class BrokerState:
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         ready: list[Job] = []
         now = self.now
+        # Each job's share of the frame it came in, plus what any job costs.
+        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
+        room = self.quota.room(session.session_id, cost)
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -378,6 +384,8 @@ class BrokerState:
             why = unfit.get(cid) if unfit else None
             if why is None and refusal is not None:
                 why = refusal
+            if why is None and added >= room:
+                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
             if why is not None:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
@@ -390,6 +398,7 @@ class BrokerState:
             job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4], options)
             job.notify = session.wants_started
             self._next_gid += 1
+            job.cost = cost
             self.stats.on_submitted(task, job.calls)
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
@@ -404,6 +413,7 @@ class BrokerState:
                 ready.append(job)
             added += 1
         self.dispatcher.add_many(ready, now)
+        self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
         conn_id = session.conn_id
@@ -472,7 +482,7 @@ class BrokerState:
         by_session: dict[str, list[list[Any]]] = {}
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
-        deep = admission.too_deep(msg.results, MAX_NESTING + 2)
+        deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -594,6 +604,7 @@ class BrokerState:
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
+        self.quota.remove(job.session, job.cost)
         self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
         self.totals["completed" if ok else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
@@ -783,6 +794,8 @@ class BrokerState:
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
+            job.cost += JOB_OVERHEAD_BYTES
+            self.quota.add(job.session, job.cost)
             self._session(job.session).live[job.cid] = job.gid
             self._queue_or_wait(job)
         for session_id, result in results:
@@ -790,7 +803,13 @@ class BrokerState:
             session.results[result.entry[0]] = result
         for session in self.sessions.values():
             session.gone_since = now
-        self.failed.extend(sorted(failed, key=lambda f: f.finished_at))
+        for record in sorted(failed, key=lambda f: f.finished_at):
+            # Rows an older broker stored may be of any size: bound them as
+            # new ones are, so `broker failed` can always answer.
+            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
+                record.args, record.kwargs, record.error, self.failed_row_bytes
+            )
+            self.failed.append(record)
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
@@ -897,6 +916,10 @@ def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
     at = now + options.pop("delay")
     options["at"] = max(at, options.get("at", at))
     return options
+
+
+def broker_full() -> dict[str, Any]:
+    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
 
 
 def new_session_id() -> str:

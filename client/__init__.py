@@ -6,8 +6,8 @@ from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, S
 
 from .aio import AsyncClient
 from .api import Client
-from .errors import BrokerRefused, JobFailed
+from .errors import BrokerFull, BrokerRefused, JobFailed
 from .executor import Executor
 
-__all__ = ["AsyncClient", "BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed", "ProtocolError",
-           "SockpoolError"]
+__all__ = ["AsyncClient", "BrokerFull", "BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused",
+           "JobFailed", "ProtocolError", "SockpoolError"]

@@ -254,6 +254,12 @@ class Client:
         """Wait until the broker has durably accepted every job submitted so far."""
         return self._link.wait_accepted(timeout)
 
+    @property
+    def refused(self) -> int:
+        """Jobs the broker refused at submit so far (unknown task, too large,
+        broker full): their futures fail at once, each with the reason."""
+        return self._link.refused
+
     def ack_all(self) -> None:
         """Let the broker forget every result of this session it has sent."""
         self._link.ack(None)

@@ -18,7 +18,7 @@ from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
 from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, REFUSALS, RESULT_DETACHED, RESULT_NONE
 
 from .api import Client, JobOptions, job_options
-from .errors import JobFailed
+from .errors import E_BROKER_FULL, JobFailed
 from sockpool.net.credentials import Credentials, peer_options
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar
@@ -275,10 +275,10 @@ def submit_detached(
             futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
                 raise click.ClickException("the broker did not accept every job in time")
-            # A refusal (disk full) comes before the `accepted` of its batch.
+            # A refusal (disk full, broker full) comes before the `accepted` of its batch.
             refused = [
                 error for error in (f.exception(0) for f in futures if f.done())
-                if isinstance(error, JobFailed) and error.remote_type in REFUSALS
+                if isinstance(error, JobFailed) and error.remote_type in (*REFUSALS, E_BROKER_FULL)
             ]
             if refused:
                 raise click.ClickException(

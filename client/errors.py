@@ -55,7 +55,8 @@ class JobFailed(SockpoolError):
 
     def __new__(cls, error: dict[str, Any]) -> JobFailed:
         if cls is JobFailed:
-            cls = _with_builtin_base(str(error.get("type", "")))
+            kind = str(error.get("type", ""))
+            cls = BrokerFull if kind == E_BROKER_FULL else _with_builtin_base(kind)
         return super().__new__(cls, error)
 
     def __init__(self, error: dict[str, Any]) -> None:
@@ -86,6 +87,16 @@ class JobFailed(SockpoolError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles as the plain class, which rebuilds the right subclass.
         return JobFailed, (self.error,)
+
+
+# The broker's refusal of a job over one of its quotas (broker/quota.py).
+E_BROKER_FULL = "BrokerFull"
+
+
+class BrokerFull(JobFailed):
+    """The broker refused the job: it holds as many jobs (or bytes) as its
+    limits allow, in all or for this session. Nothing was queued; submit
+    again once jobs have finished."""
 
 
 class BrokerRefused(SockpoolError):

@@ -52,6 +52,7 @@ from sockpool.protocol import (
 from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
+from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
@@ -112,6 +113,8 @@ class BrokerLink:
         # `queue` bounds, so a caller submitting faster than the broker
         # accepts waits instead of piling jobs up in memory.
         self._pending = 0
+        # Jobs the broker refused at submit (their results say why).
+        self.refused = 0
         self._sending = False  # a thread is writing batches; frames go one writer at a time
         self._gave_up: BaseException | None = None
         # The broker said it takes no new jobs (disk full); cleared by the
@@ -417,6 +420,7 @@ class BrokerLink:
                 with self._lock:
                     batch = self._unaccepted.pop(msg.batch, ())
                     self._pending -= len(batch)
+                    self.refused += max(0, len(batch) - msg.count)
                     if self._refusal is not None and msg.count and msg.count == len(batch):
                         self._refusal = None  # the broker takes jobs again
                     self._lock.notify_all()
@@ -437,7 +441,7 @@ class BrokerLink:
                     self._notices_logged.add(msg.message)  # once each, not once per batch
                     log.warning("broker says: %s", msg.message)
             elif isinstance(msg, Error):
-                log.error("broker says %s: %s", msg.code, msg.message)
+                log.error("broker says %s: %s", loggable(msg.code), loggable(msg.message, 2000))
                 if msg.code in REFUSALS:
                     with self._lock:
                         self._refusal = msg

@@ -7,7 +7,9 @@ as an HMAC key (protocol/auth.py); it never goes on the wire.
 
 from __future__ import annotations
 
+import os
 import ssl
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,14 +24,22 @@ def read_secret_file(path: str) -> bytes:
     """The secret in `path`, without surrounding whitespace.
 
     Raises:
-        ValueError: the file cannot be read, or the secret is too short to
-            resist guessing.
+        ValueError: the file cannot be read, other users may read or write
+            it, or the secret is too short to resist guessing.
     """
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
             secret = f.read().strip()
     except OSError as exc:
         raise ValueError(f"cannot read the secret file {path!r}: {exc.strerror or exc}") from exc
+    if mode & 0o077:
+        # As ssh does with a private key: a secret others can read is no
+        # secret, and a group-writable one can be swapped.
+        raise ValueError(
+            f"the secret file {path!r} is accessible by other users (mode {stat.S_IMODE(mode):04o}); "
+            f"make it private with: chmod 600 {path}"
+        )
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(
             f"the secret in {path!r} is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are needed. "

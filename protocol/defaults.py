@@ -34,8 +34,12 @@ MAX_OUTBOX_BYTES = 64 * 1024 * 1024
 SECRET_ENV = "SOCKPOOL_SECRET_FILE"
 # The operator's secret, for `broker failed` (falls back to SECRET_ENV).
 OPERATOR_SECRET_ENV = "SOCKPOOL_OPERATOR_SECRET_FILE"
-# Shorter secrets are refused: a guessable secret protects nothing.
-MIN_SECRET_BYTES = 16
+# Shorter secrets are refused: a guessable secret protects nothing. The peer
+# proves first, so whoever it connects to (a fake broker, without TLS) gets
+# one MAC to guess the secret against offline: only a generated secret
+# (`secrets.token_hex(32)`, 256 bits) makes that hopeless. 32 characters is
+# the floor; length cannot tell a generated secret from a passphrase.
+MIN_SECRET_BYTES = 32
 # TLS: the CA certificate that peers verify the broker's certificate with.
 TLS_CA_ENV = "SOCKPOOL_TLS_CA"
 
@@ -86,6 +90,15 @@ MAX_LOST_ATTEMPTS = 3
 # A job requeued this many times because its worker was lost, running or
 # not, fails too: a backstop for jobs that kill workers before they report.
 MAX_REQUEUES = 20
+
+# Quotas (broker/quota.py; 0 means none). By default only the bytes all
+# queued jobs may take, counting a fixed overhead per job, so that clients
+# together cannot make the broker run out of memory; a shared broker sets
+# per-session limits too.
+MAX_QUEUED_JOBS = 0
+MAX_STORE_BYTES = 1 << 30
+MAX_SESSION_JOBS = 0
+MAX_SESSION_BYTES = 0
 
 # A job whose task no connected worker serves fails with UnknownTask once
 # its task has had no server for UNSERVED_GRACE_S since it was submitted

@@ -96,6 +96,15 @@ def bad_error_value(value: Any) -> str | None:
     return None
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """A peer's text as it may appear in our log: control characters
+    escaped (a newline in a name must not forge a log line), and cut."""
+    return cut(text, limit).translate(_CONTROL)
+
+
 def cut(text: str, limit: int) -> str:
     """`text` at most `limit` characters long, saying so when it was cut."""
     if len(text) <= limit:

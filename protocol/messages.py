@@ -40,6 +40,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
+from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
 from .framing import frame, pack_body, unpack_body
 from .limits import (
@@ -455,18 +456,21 @@ def from_wire(wire: Any) -> Message:
             if required:
                 raise ProtocolError(f"{tag}: missing field {name!r}")
             continue
-        value = wire[name]
+        value: Any = wire[name]
         if base is float and type(value) is int:
             value = float(value)  # an encoder may write 2.0 as 2
-        elif not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
             raise ProtocolError(f"{tag}: field {name!r} must be {base.__name__}")
+        checked: Any = value  # of type `base`; mypy cannot follow isinstance with a variable
+        if base is float and not math.isfinite(checked):
+            raise ProtocolError(f"{tag}: field {name!r} must be a finite number")
         if base is int:
-            low, high = _INT_RANGES.get((tag, name), _INT64)
-            if not low <= value <= high:
+            low, high = _INT_RANGES.get((cls.type, name), _INT64)
+            if not low <= checked <= high:
                 raise ProtocolError(f"{tag}: field {name!r} out of range [{low}, {high}]")
-        elif base is str and len(value) > _STR_LIMITS.get(name, _ANY_LENGTH):
+        elif base is str and len(checked) > _STR_LIMITS.get(name, _ANY_LENGTH):
             raise ProtocolError(f"{tag}: field {name!r} longer than {_STR_LIMITS[name]} characters")
-        kwargs[name] = value
+        kwargs[name] = checked
     msg = cls(**kwargs)
     _checks.get(cls, _no_check)(msg)
     return msg
@@ -558,6 +562,14 @@ def _check_jobs(msg: Any) -> None:
         check_job(entry)
 
 
+def _check_submit(msg: Any) -> None:
+    # Each job costs the broker a few hundred bytes however few it took on
+    # the wire; clients split their batches at this many (client/link.py).
+    if len(msg.jobs) > MAX_JOBS_PER_FRAME:
+        raise ProtocolError(f"submit: more than {MAX_JOBS_PER_FRAME} jobs in one frame")
+    _check_jobs(msg)
+
+
 def _check_results(msg: Any) -> None:
     for entry in msg.results:
         check_result(entry)
@@ -599,7 +611,7 @@ def _check_control(msg: Any) -> None:
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
-    Submit: _check_jobs,
+    Submit: _check_submit,
     Jobs: _check_jobs,
     Results: _check_results,
     Hello: _check_hello,

@@ -13,8 +13,8 @@ I/O), `sockpool.net` (the socket layer every side shares),
 `sockpool.broker`, `sockpool.worker` and `sockpool.client`.
 """
 
-from sockpool.client import AsyncClient, BrokerRefused, Client, Executor, JobFailed
+from sockpool.client import AsyncClient, BrokerFull, BrokerRefused, Client, Executor, JobFailed
 from sockpool.protocol import ConnectionLost, HandshakeRefused, ProtocolError, SockpoolError
 
-__all__ = ["AsyncClient", "BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused", "JobFailed",
-           "ProtocolError", "SockpoolError"]
+__all__ = ["AsyncClient", "BrokerFull", "BrokerRefused", "Client", "ConnectionLost", "Executor", "HandshakeRefused",
+           "JobFailed", "ProtocolError", "SockpoolError"]

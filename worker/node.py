@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any
 
+from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, connect, new_hello
 from sockpool.net.credentials import Credentials
 from sockpool.protocol import (
@@ -193,7 +194,7 @@ class WorkerNode:
                 elif isinstance(msg, Ping):
                     outbox.ask(pong=True)
                 elif isinstance(msg, Error):
-                    log.error("broker says %s: %s", msg.code, msg.message)
+                    log.error("broker says %s: %s", loggable(msg.code), loggable(msg.message, 2000))
                 elif not isinstance(msg, Pong):
                     raise ProtocolError(f"unexpected {msg.type!r} from the broker")
         except ConnectionLost as exc:

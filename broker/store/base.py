@@ -162,7 +162,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
     for gid, session, cid, task, body, attempts, ok, result, finished_at, detached in job_rows:
         if ok is None:
             args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
-            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts))
+            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
             results.append((session, StoredResult(gid, entry, finished_at, bool(detached))))
@@ -171,7 +171,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
         # Rows from before sessions were kept hold three fields: the
         # operator still sees them, no client does.
         args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
-        session, size = (rest + ["", 0])[:2] if rest else ("", len(body))
+        session, size = (rest + ["", 0])[:2]
         failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body)))
     return Snapshot(jobs, results, failed)
 

@@ -13,7 +13,17 @@ from typing import Any
 import msgpack
 
 from sockpool.net.connection import Connection, parse_address
-from sockpool.protocol import PROTOCOL_VERSION, ConnectionLost, Hello, Message, Ping, ProtocolError, Welcome, encode, frame
+from sockpool.protocol import (
+    PROTOCOL_VERSION,
+    ConnectionLost,
+    Hello,
+    Message,
+    Ping,
+    ProtocolError,
+    Welcome,
+    encode,
+    frame,
+)
 
 TIMEOUT_S = 10.0
 

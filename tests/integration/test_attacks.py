@@ -127,7 +127,7 @@ def test_a_worker_result_with_a_non_string_error_type_drops_that_worker_not_the_
         with Client(address) as client:
             future = client.submit("square", 6)
             rogue.send(raw_frame({"type": "credit", "credit": 1}))
-            jobs = rogue.recv(WAIT_S)
+            [jobs] = rogue.recv_replies(1, WAIT_S)
             gid = jobs.jobs[0][0]
             rogue.send(raw_frame({"type": "results", "results": [[gid, False, {"type": [1], "message": "m"}]]}))
             last = rogue.recv_until_closed()
@@ -173,6 +173,7 @@ def rss_bytes(pid: int) -> int:
 
 
 PREAUTH_CONNECTIONS = 40
+REVIEW_CONNECTIONS = 8
 
 
 def test_a_peer_that_never_answers_the_challenge_costs_a_few_kib(tmp_path):
@@ -181,33 +182,39 @@ def test_a_peer_that_never_answers_the_challenge_costs_a_few_kib(tmp_path):
     host, port = address.rsplit(":", 1)
     socks = []
     try:
-        # The old attack, a 1 MiB hello, is refused as soon as its length is read.
-        with RawPeer(address, shake=False) as big:
-            big.send(raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
-                                "nonce": b"n" * 32, "tasks": ["ab"] * 350_000}))
-            assert any(isinstance(m, Error) and m.code == "frame_too_large" for m in big.recv_until_closed())
+        # The review's attack: a hello of just under 1 MiB, 330,000 two-character
+        # task names, and no answer to the challenge. Refused as soon as its
+        # length is read (the old broker held 25.8 MB for each).
+        review = raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
+                            "nonce": b"n" * 32, "tasks": ["ab"] * 330_000})
+        assert len(review) < 1 << 20
         # The most a hello may now hold: as many 2-character names as fit.
-        names = ["ab"] * 1300
         hello = raw_frame({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
-                           "nonce": b"n" * 32, "tasks": names})
+                           "nonce": b"n" * 32, "tasks": ["ab"] * 1300})
         assert len(hello) <= 4096
         warm = socket.create_connection((host, int(port)), timeout=10)
         warm.sendall(hello)
         socks.append(warm)
         time.sleep(0.5)
         before = rss_bytes(broker.popen.pid)
+        for _ in range(REVIEW_CONNECTIONS):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(review)
+            socks.append(sock)
         for _ in range(PREAUTH_CONNECTIONS):
             sock = socket.create_connection((host, int(port)), timeout=10)
             sock.sendall(hello + b"\x00" * 60_000)  # and more bytes, unasked for
             socks.append(sock)
-        # Each got its challenge: the broker holds them all, mid-handshake.
+        # Each got an answer: a challenge (the broker holds it, mid-handshake)
+        # or, for the review's hello, frame_too_large.
         for sock in socks:
             assert sock.recv(4)
+        time.sleep(0.5)
         growth = rss_bytes(broker.popen.pid) - before
         # A thread and a socket each, plus the few KiB read: the old broker
         # held 25.8 MB per connection here.
-        print(f"broker RSS growth per unauthenticated connection: {growth / PREAUTH_CONNECTIONS:.0f} bytes")
-        assert growth / PREAUTH_CONNECTIONS < 256 * 1024, growth
+        print(f"broker RSS growth per unauthenticated connection: {growth / (PREAUTH_CONNECTIONS + REVIEW_CONNECTIONS):.0f} bytes")
+        assert growth / (PREAUTH_CONNECTIONS + REVIEW_CONNECTIONS) < 256 * 1024, growth
     finally:
         for sock in socks:
             sock.close()
@@ -313,8 +320,208 @@ def test_an_operator_secret_of_its_own(tmp_path):
         assert "0 failed jobs" in done.stderr
         done = run_module("sockpool.broker", "failed", "--broker", address, "--secret-file", client_secret)
         assert done.returncode != 0
+        # `broker status --operator` takes the operator's secret from its own variable too.
+        done = run_module("sockpool.broker", "status", "--broker", address, "--operator", "--json",
+                          env={**env, "SOCKPOOL_SECRET_FILE": client_secret})
+        assert done.returncode == 0, done.stderr
+        done = run_module("sockpool.broker", "status", "--broker", address, "--json", "--secret-file", client_secret)
+        assert done.returncode == 0, done.stderr
     finally:
         broker.stop()
+
+
+# -- 6. the metrics port has no limits ------------------------------------------
+
+
+def threads_of(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads")
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def http_status(address: str, host_header: str) -> int:
+    import http.client
+
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/api/status", headers={"Host": host_header})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_idle_http_connections_are_capped_and_cut_and_the_broker_port_still_serves(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0")
+    worker = start_worker(tmp_path, address, 1)
+    host, port = broker.metrics_address.rsplit(":", 1)
+    idle = []
+    try:
+        wait_for_processes(address, 1)
+        before = threads_of(broker.popen.pid)
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(200)]
+        time.sleep(1.0)
+        assert threads_of(broker.popen.pid) - before <= 16 + 2  # the cap, not 200
+        with Client(address) as client:
+            assert client.submit("square", 12).result(WAIT_S) == 144
+        # Those over the cap were closed at once; the others are cut by the
+        # read timeout: none is held for ever.
+        started = time.monotonic()
+        for sock in idle:
+            assert closed_by_peer(sock)
+        assert time.monotonic() - started < 20
+        for sock in idle:
+            sock.close()
+        idle = []
+        wait_for(lambda: threads_of(broker.popen.pid) <= before + 1)
+        assert http_status(broker.metrics_address, broker.metrics_address) == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        worker.stop()
+        broker.stop()
+
+
+def test_the_metrics_port_answers_only_requests_that_name_it(tmp_path):
+    """DNS rebinding: a page on evil.example, resolved to 127.0.0.1, sends Host: evil.example."""
+    broker, address = start_broker(tmp_path, "--in-memory", "--metrics-port", "0", "--metrics-host", "metrics.internal")
+    try:
+        port = broker.metrics_address.rsplit(":", 1)[1]
+        assert http_status(broker.metrics_address, f"metrics.internal:{port}") == 200
+        assert http_status(broker.metrics_address, f"evil.example:{port}") == 421
+        assert http_status(broker.metrics_address, "evil.example") == 421
+        assert http_status(broker.metrics_address, f"127.0.0.1:{port}") == 200
+        assert http_status(broker.metrics_address, f"localhost:{port}") == 200
+    finally:
+        broker.stop()
+
+
+# -- smaller: what a frame can cost is proportional to its size ----------------
+
+
+def test_long_argument_lists_the_broker_keeps_packed_arrive_unchanged(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+    try:
+        wait_for_processes(address, 2)
+        with Client(address) as client:
+            # A burst: thousands of jobs to a frame, well over the 64 KiB past
+            # which the broker packs argument lists of 16 items or more.
+            futures = [client.submit("tests.tasks:total", *range(i, i + 20)) for i in range(3000)]
+            assert [f.result(WAIT_S) for f in futures] == [sum(range(i, i + 20)) for i in range(3000)]
+    finally:
+        worker.stop()
+        broker.stop()
+
+
+@pytest.mark.slow
+def test_a_frame_of_empty_maps_costs_the_broker_about_its_size(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        with Client(address) as warm:
+            warm.submit("square", 1)
+            assert warm.wait_accepted(WAIT_S)
+        before = rss_bytes(broker.popen.pid)
+        with RawPeer(address) as attacker:
+            # 2 MiB of empty maps: 64 bytes each once decoded (the old broker grew
+            # by 300 MB for 4 MiB of them).
+            attacker.send(submit_frame([[1, "echo", [{}] * (2 << 20), {}, False]]))
+            assert isinstance(attacker.recv_replies(1, WAIT_S)[0], Accepted)
+            time.sleep(0.5)
+            growth = rss_bytes(broker.popen.pid) - before
+        print(f"broker RSS growth for a 2 MiB frame of empty maps, queued: {growth / 2**20:.1f} MiB")
+        assert growth < 24 << 20, growth
+    finally:
+        broker.stop()
+
+
+def test_a_newline_in_a_peers_name_cannot_forge_a_broker_log_line(tmp_path):
+    broker, address = start_broker(tmp_path, "--in-memory")
+    try:
+        forged = "x\n2026-12-01 10:00:00 INFO sockpool.broker: worker admin joined"
+        with RawPeer(address, Hello(PROTOCOL_VERSION, "client", name=forged)):
+            pass
+        wait_for(lambda: "x\\x0a2026" in broker.log())
+        assert not any(line.startswith("2026-12-01 10:00:00 INFO") for line in broker.log().splitlines())
+    finally:
+        broker.stop()
+
+
+# -- quotas ---------------------------------------------------------------------
+
+
+def test_a_full_broker_refuses_with_broker_full_and_keeps_everything_it_accepted(tmp_path):
+    from sockpool.client import BrokerFull
+
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port, *("--max-queued-jobs", "5", "--max-session-jobs", "4"))
+    try:
+        with Client(address, session="first-session-0123456789") as first:
+            futures = [first.submit("square", i) for i in range(6)]
+            assert first.wait_accepted(WAIT_S)
+            with pytest.raises(BrokerFull, match="--max-session-jobs"):
+                futures[4].result(WAIT_S)
+            assert first.refused == 2
+        done = run_module("sockpool.client", "--detach", "--broker", address, "square", "7", "8")
+        assert done.returncode != 0 and "1 of 2 jobs not accepted" in done.stderr, done.stderr
+        assert "--max-queued-jobs" in done.stderr
+        done = run_module("sockpool.client", "--broker", address, "square", "9")
+        assert done.returncode != 0 and "BrokerFull: broker full" in done.stderr, done.stderr
+        broker.kill()  # kill -9: the five accepted jobs are on disk, the refused ones nowhere
+        broker, address = start_broker(tmp_path, port=port, *("--max-queued-jobs", "5"))
+        worker = start_worker(tmp_path, address, 1)
+        try:
+            with Client(address, session="first-session-0123456789") as first:
+                assert sorted((cid, v) for cid, ok, v in first.collect(WAIT_S)) == [(i + 1, i * i) for i in range(4)]
+            with Client(address) as later:  # room again, once they ran
+                assert later.submit("square", 10).result(WAIT_S) == 100
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
+# -- 8. data at rest ------------------------------------------------------------
+
+
+def test_the_data_directory_and_its_files_are_private_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual default: the broker inherits it
+    try:
+        broker, address = start_broker(tmp_path)
+    finally:
+        os.umask(old)
+    data = tmp_path / "data"
+    try:
+        with Client(address) as client:
+            client.submit("square", 3)  # no worker: it stays queued, on disk
+            assert client.wait_accepted(WAIT_S)
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+        assert {"broker.sqlite3", "broker.sqlite3-wal", "broker.lock"} <= set(files), files
+        assert all(mode == 0o600 for mode in files.values()), files
+    finally:
+        broker.stop()
+
+
+def test_a_broker_refuses_a_secret_file_others_can_read(tmp_path):
+    secret = write_secret(tmp_path / "secret")
+    os_chmod = __import__("os").chmod
+    os_chmod(secret, 0o644)
+    done = run_module("sockpool.broker", "start", "--port", "0", "--in-memory", "--secret-file", secret, timeout_s=30)
+    assert done.returncode != 0
+    assert "accessible by other users" in done.stderr and "chmod 600" in done.stderr
 
 
 def wait_for(condition, timeout_s: float = WAIT_S) -> None:

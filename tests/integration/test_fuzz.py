@@ -3,7 +3,10 @@
 Hundreds of connections that never say a word, and hundreds more that
 send random bytes, random msgpack, wrong and unknown messages, valid
 messages out of order, and valid frames with bytes flipped, cut or
-inserted, some after a proper hello. Afterwards the broker still serves a
+inserted, some after a proper hello; and the outside review's attacks
+(issue #10): out-of-range integers, float32 arrays, deep nesting, huge
+hello fields, non-string error types, and, against a broker with secrets,
+strangers that never answer the challenge. Afterwards the broker still serves a
 normal `submit`, every bad connection was closed for a logged reason
 rather than by an unexpected exception, and its memory stayed bounded.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -87,6 +91,43 @@ def samples() -> list[Message]:
         Drain(),
         ListFailed(),
         FailedJobs([]),
+    ]
+
+
+def raw(wire: object, **pack: bool) -> bytes:
+    return frame(msgpack.packb(wire, use_bin_type=True, **pack))
+
+
+def review_attacks() -> list[bytes]:
+    """What the outside review (issue #10) sent, as frames to send and mutate."""
+    hello = {"type": "hello", "version": PROTOCOL_VERSION}
+    deep = b"\x91" * 600 + b"\x01"
+    return [
+        # Out-of-range integers, everywhere one can go.
+        raw({"type": "submit", "batch": 1, "jobs": [[2**63, "square", [1], {}, False]]}),
+        raw({"type": "submit", "batch": 2**64 - 1, "jobs": [[1, "square", [1], {}, False]]}),
+        raw({"type": "submit", "batch": 1, "jobs": [[1, "square", [1], {}, False, {"timeout": float("inf")}]]}),
+        raw({"type": "ack", "ids": [2**64 - 1]}),
+        raw({"type": "credit", "credit": 2**63}),
+        raw({**hello, "role": "worker", "tasks": ["square"], "processes": 2**64 - 2}),
+        # float32 arrays, which grow by 80% when the broker passes them on.
+        raw({"type": "submit", "batch": 3, "jobs": [[1, "echo", [0.5] * 50_000, {}, False]]}, use_single_float=True),
+        # Deep nesting, in arguments and in a result.
+        frame(b"\x83\xa4type\xa6submit\xa5batch\x04\xa4jobs\x91\x95\x01\xa4echo\x91" + deep + b"\x80\xc2"),
+        frame(b"\x82\xa4type\xa7results\xa7results\x91\x93\x01\xc3" + deep),
+        # Huge hello fields.
+        raw({**hello, "role": "client", "name": "n" * 3000}),
+        raw({**hello, "role": "client", "session": "s" * 3000}),
+        raw({**hello, "role": "worker", "processes": 1, "tasks": ["ab"] * 350_000}),
+        raw({**hello, "role": "worker", "processes": 1, "tasks": ["t" * 5000]}),
+        # Non-string error types, from a worker.
+        raw({"type": "results", "results": [[1, False, {"type": [1], "message": "m"}]], "credit": 1}),
+        raw({"type": "results", "results": [[1, False, "not a map"]]}),
+        # A packed array whose 5-byte header claims 4 billion items; empty maps by the million.
+        raw({"type": "submit", "batch": 5, "jobs": [[1, "square", msgpack.ExtType(1, b"\xdd\xff\xff\xff\xff"), {}, True]]}),
+        raw({"type": "submit", "batch": 6, "jobs": [[1, "echo", [{}] * 200_000, {}, False]]}),
+        # A newline in a name, to forge a log line.
+        raw({**hello, "role": "client", "name": "x\n2026-01-01 00:00:00 INFO forged"}),
     ]
 
 
@@ -200,8 +241,10 @@ def test_garbage_and_idle_connections_leave_the_broker_serving_in_bounded_memory
         idle = [socket.create_connection(target, timeout=SOCKET_TIMEOUT_S) for _ in range(IDLE_CONNECTIONS)]
 
         rng = random.Random(SEED)
-        valid = [encode(m) for m in samples()]
+        valid = [encode(m) for m in samples()] + review_attacks()
         payloads = [garbage(rng, valid) for _ in range(GARBAGE_CONNECTIONS)]
+        # Each of the review's attacks as it was sent, after a client's and a worker's hello.
+        payloads += [valid[i] + attack for attack in review_attacks() for i in (0, 1)]
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda data: throw(target, data), payloads))
 
@@ -229,6 +272,70 @@ def test_garbage_and_idle_connections_leave_the_broker_serving_in_bounded_memory
         assert after - before < MAX_RSS_GROWTH_BYTES, (before, after)
     finally:
         for sock in idle:
+            sock.close()
+        worker.stop()
+        broker.stop()
+
+
+def test_with_a_secret_strangers_that_never_answer_and_insiders_with_the_reviews_attacks(tmp_path):
+    """A broker with client and worker secrets: strangers that send a full
+    hello and never answer the challenge, and peers holding the secret that
+    send the review's attacks once admitted. Afterwards the broker serves,
+    in bounded memory, with no unexpected exception."""
+    import secrets as secrets_module
+
+    from sockpool.net.connection import connect, new_hello
+    from sockpool.net.credentials import Credentials
+
+    paths = {}
+    for role in ("client", "worker"):
+        path = tmp_path / f"{role}.secret"
+        path.write_text(secrets_module.token_hex(32))
+        path.chmod(0o600)
+        paths[role] = str(path)
+    broker, address = start_broker(tmp_path, "--handshake-timeout-s", "60", "--secret-file", paths["client"],
+                                   "--worker-secret-file", paths["worker"], "--log-level", "info")
+    worker = start_worker(tmp_path, address, 1, "--secret-file", paths["worker"])
+    host, port = address.rsplit(":", 1)
+    target = (host, int(port))
+    strangers: list[socket.socket] = []
+    try:
+        wait_for_processes(address, 1, secret_file=paths["client"])
+        before = rss_bytes(broker.popen.pid)
+        hello = raw({"type": "hello", "version": PROTOCOL_VERSION, "role": "worker", "processes": 1,
+                     "nonce": b"n" * 32, "tasks": ["ab"] * 1300})
+        for _ in range(100):
+            sock = socket.create_connection(target, timeout=SOCKET_TIMEOUT_S)
+            sock.sendall(hello)
+            strangers.append(sock)
+        for sock in strangers:
+            assert sock.recv(4)  # the challenge, which none of them answers
+        rng = random.Random(SEED)
+        attacks = review_attacks()
+        for index, attack in enumerate(attacks + [mutate(rng.choice(attacks), rng) for _ in range(40)]):
+            role = "worker" if index % 2 else "client"
+            fields = {"processes": 1, "tasks": ["square"]} if role == "worker" else {}
+            credentials = Credentials(secret=open(paths[role], "rb").read().strip())
+            conn, _ = connect(address, new_hello(role, name="insider", **fields), SOCKET_TIMEOUT_S, credentials)
+            try:
+                conn.send_bytes(attack)
+                conn.sock.shutdown(socket.SHUT_WR)
+                while True:
+                    conn.recv(time.monotonic() + SOCKET_TIMEOUT_S)
+            except Exception:
+                pass  # closed on us, or it had nothing to say: either is fine
+            finally:
+                conn.close()
+        done = run_submit("--broker", address, "--secret-file", paths["client"], "square", "3", "4")
+        assert done.returncode == 0, done.stderr + broker.log()[-3000:]
+        assert done.stdout.split() == ["9", "16"]
+        during = rss_bytes(broker.popen.pid)
+        assert broker.popen.poll() is None and worker.popen.poll() is None
+        log = broker.log()
+        assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]
+        assert during - before < MAX_RSS_GROWTH_BYTES, (before, during)
+    finally:
+        for sock in strangers:
             sock.close()
         worker.stop()
         broker.stop()

@@ -38,6 +38,7 @@ WAIT_S = 30
 
 def write_secret(path: Path) -> str:
     path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)  # a secret others can read is refused
     return str(path)
 
 

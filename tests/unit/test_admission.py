@@ -185,3 +185,41 @@ def test_failure_messages_in_status_are_shown_to_their_own_session_and_the_opera
     assert theirs.status["recent_failures"][0]["type"] == "ValueError"
     assert "session" not in mine.status["recent_failures"][0]  # never shown: a capability
     assert "message" not in state.status(2.0, viewer=None)["recent_failures"][0]  # the HTTP port's view
+
+
+def test_a_large_frames_long_argument_lists_are_kept_packed():
+    from sockpool.protocol.packed import PACKED_ARRAY, unpack_array
+
+    state = setup()
+    args = [{}] * 30_000  # 30 KB on the wire, 2 MB as Python dicts
+    small = [1, 2]
+    state.on_message(C1, Submit(1, [[1, "echo", args, {}, False], [2, "echo", small, {}, False]]), 1.0, 66_000)
+    kept = {job.cid: job.args for job in state.jobs.values()}
+    assert getattr(kept[1], "code", None) == PACKED_ARRAY and unpack_array(kept[1]) == args
+    assert kept[2] == [1, 2]  # short lists stay as they are
+    [jobs] = [m for c, m in state.on_message(W1, Credit(2), 1.0) if isinstance(m, Jobs)]
+    assert [e[2] for e in jobs.jobs][1] == [1, 2]
+
+
+def test_failed_rows_an_older_broker_stored_are_bounded_on_restore():
+    from sockpool.broker.records import FailedJob
+    from sockpool.protocol import ListFailed, encode
+
+    state = setup()
+    huge = FailedJob(1, "echo", ["x" * 9_000_000], {}, {"type": "E", "message": "m"}, 1, 1.0, "", 9_000_000)
+    state.restore([], [], [huge, huge], 2.0)
+    state.on_hello(31, Hello(PROTOCOL_VERSION, "operator"), "h:o", 2.0)
+    [(_, page)] = state.on_message(31, ListFailed(), 3.0)
+    assert len(page.jobs) == 2 and len(encode(page)) - 4 <= MAX
+    assert "not kept" in page.jobs[0][1][0]
+
+
+def test_a_non_finite_float_is_a_protocol_error():
+    import msgpack
+    import pytest
+
+    from sockpool.protocol import ProtocolError, decode
+
+    with pytest.raises(ProtocolError, match="finite"):
+        decode(msgpack.packb({"type": "welcome", "version": 1, "broker": "b", "max_frame_bytes": 1024,
+                              "heartbeat_s": float("nan")}))

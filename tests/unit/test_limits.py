@@ -128,3 +128,25 @@ def test_cut_says_what_it_cut():
     assert cut("short", 100) == "short"
     long = cut("x" * 10_000, 100)
     assert len(long) <= 100 + 40 and "characters cut" in long
+
+
+def test_peer_text_is_logged_with_its_control_characters_escaped():
+    from sockpool.protocol.limits import loggable
+
+    forged = loggable("w1\n2026-12-01 10:00:00 INFO broker: worker admin joined\x1b[2J")
+    assert "\n" not in forged and "\x1b" not in forged
+    assert forged.startswith("w1\\x0a2026")
+    assert len(loggable("x" * 10_000)) <= 240
+
+
+def test_a_job_too_large_for_the_receivers_frames_is_handed_back_not_raised():
+    from sockpool.protocol import Jobs, Results
+    from sockpool.protocol.messages import encode_to_fit
+
+    small, huge = [1, "t", [1], {}, False], [2, "t", ["x" * 5000], {}, False]
+    frames, unsent = encode_to_fit(Jobs([small, huge, [3, "t", [3], {}, False]]), 2048)
+    assert unsent == [huge]
+    assert [e[0] for f in frames for e in decode(f[4:]).jobs] == [1, 3]
+    frames, unsent = encode_to_fit(Results([[7, True, "x" * 5000]], credit=2), 2048)
+    [reply] = [decode(f[4:]) for f in frames]
+    assert unsent == [] and reply.results[0][2]["type"] == "ResultTooLarge" and reply.credit == 2

@@ -45,7 +45,7 @@ values = st.recursive(
     max_leaves=12,
 )
 
-floats = st.floats(allow_nan=False)
+floats = st.floats(allow_nan=False, allow_infinity=False)
 options = st.fixed_dictionaries(
     {},
     optional={

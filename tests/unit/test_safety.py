@@ -25,13 +25,17 @@ def test_a_task_module_serves_only_what_it_defines():
     assert "tests.tasks:_private" not in tasks
 
 
+def private(path, text: str):
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def test_secret_file_is_stripped_and_must_be_long_enough(tmp_path):
-    good = tmp_path / "good"
-    good.write_text("  0123456789abcdef0123  \n")
-    assert read_secret_file(str(good)) == b"0123456789abcdef0123"
-    short = tmp_path / "short"
-    short.write_text("hunter2\n")
-    with pytest.raises(ValueError, match="at least 16"):
+    good = private(tmp_path / "good", "  0123456789abcdef0123456789abcdef  \n")
+    assert read_secret_file(str(good)) == b"0123456789abcdef0123456789abcdef"
+    short = private(tmp_path / "short", "0123456789abcdef\n")  # 16 bytes: guessable offline
+    with pytest.raises(ValueError, match="at least 32"):
         read_secret_file(str(short))
     with pytest.raises(ValueError, match="cannot read"):
         read_secret_file(str(tmp_path / "missing"))
@@ -74,3 +78,13 @@ def test_results_are_split_to_fit_the_brokers_frames():
     assert too_big[1] is False and too_big[2]["type"] == "ResultTooLarge"
     assert [e[1] for e in entries] == [True, True, True, False, True]
     assert len(frame(b"")) == 4  # frames add only the prefix
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o666])
+def test_a_secret_file_other_users_can_read_or_write_is_refused(tmp_path, mode):
+    path = private(tmp_path / "secret", "0123456789abcdef" * 4 + "\n")
+    path.chmod(mode)
+    with pytest.raises(ValueError, match="chmod 600"):
+        read_secret_file(str(path))
+    path.chmod(0o400)
+    assert read_secret_file(str(path))
