@@ -14,6 +14,9 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+# Optional extras to install too, comma-separated: `postgres` for
+# `broker start --store postgresql://...` (docker-compose.ha.yml).
+ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -26,7 +29,7 @@ WORKDIR /src
 COPY pyproject.toml wheels* /src/
 RUN set -eu; \
     if ls /src/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src; fi; \
-    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+    EXTRAS="$EXTRAS" python3 -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e for e in os.environ["EXTRAS"].split(",") if e]; print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' \
         > /tmp/requirements.txt; \
     /opt/sockpool/bin/pip install -r /tmp/requirements.txt
 COPY . /src/

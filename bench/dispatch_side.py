@@ -1,16 +1,16 @@
-"""Items 11-13: where and when a job runs (issue #13), on fresh clusters.
+"""Items 18-20: where and when a job runs (issue #13), on fresh clusters.
 
-11. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
+18. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
    client's single job waits how long (its time to result, less its run)?
-12. Priority: a high-priority job submitted behind `priority_backlog`
+19. Priority: a high-priority job submitted behind `priority_backlog`
    queued jobs of 10 ms, with the workers busy: time from its submit to
    its result (the broker holds the backlog; the worker has prefetched
    some of it).
-13. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
+20. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
    idle cluster; lateness = when the job started - its due time.
 
 Each run gets its own broker and worker, because the backlogs are left
-behind when the measure is taken (12 does not wait for 100,000 jobs).
+behind when the measure is taken (19 does not wait for 100,000 jobs).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from bench import dask_side, dispatch_side, report
+from bench import control, dask_side, dispatch_side, ha, report
 from bench import workloads as w
 from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
@@ -60,6 +60,9 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         run_sockpool_and_local(sizes, log_dir, samples, loads)
         run_durability(sizes, log_dir, samples)
         run_fire_and_forget(sizes, log_dir, samples)
+        click.echo("control over jobs ...", err=True)
+        control.run_control(sizes, log_dir, samples)
+        ha.run_postgres(sizes, log_dir, samples)
         run_dispatch(sizes, log_dir, samples)
     if with_dask:
         run_dask(sizes, samples)
@@ -190,7 +193,7 @@ def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None
 
 
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
-    """Items 11-13, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    """Items 18-20, each run on a cluster of its own (see bench/dispatch_side.py)."""
     for run in range(sizes.runs):
         click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
         for key, measure in (

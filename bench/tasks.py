@@ -25,3 +25,9 @@ def spin(seconds: float) -> float:
 def clock(_: object = None) -> float:
     """When the job started, as Unix time: the delayed-job lateness probe."""
     return time.time()
+
+
+def unlimited_spin(seconds: float) -> float:
+    """`spin` under another name: the same work with no limit on it, as the
+    reference for `spin` under a limit (bench/control.py)."""
+    return spin(seconds)

@@ -42,6 +42,7 @@ class Sizes:
     cli_args: int
     runs: int
     forget_jobs: int = 0  # fire-and-forget run measured for broker memory
+    control_jobs: int = 5_000  # bench/control.py: jobs per run, and keys held
     fair_backlog: int = 1_000
     priority_backlog: int = 100_000
     delayed_jobs: int = 500
@@ -58,8 +59,8 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, fair_backlog=200, priority_backlog=2_000,
-    delayed_jobs=50,
+    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300, fair_backlog=200,
+    priority_backlog=2_000, delayed_jobs=50,
 )
 
 
@@ -136,9 +137,9 @@ def sockpool_latency(client: Client, rounds: int) -> dict[str, float]:
     return latency_summary(samples[rounds // 10 :])
 
 
-def sockpool_parallel(client: Client, sizes: Sizes) -> float:
+def sockpool_parallel(client: Client, sizes: Sizes, task: str = SPIN_TASK) -> float:
     def run() -> list[Any]:
-        futures = [client.submit(SPIN_TASK, sizes.spin_s) for _ in range(sizes.spin_jobs)]
+        futures = [client.submit(task, sizes.spin_s) for _ in range(sizes.spin_jobs)]
         return [f.result(WAIT_S) for f in futures]
 
     elapsed, values = timed(run)

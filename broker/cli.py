@@ -1,5 +1,6 @@
 """`broker start`: run a broker. `broker status`, `broker failed`: ask one
-how it is doing, or what failed."""
+how it is doing, or what failed. `broker cancel`, `broker retry`: act on
+its jobs as an operator."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import click
 
@@ -41,14 +42,35 @@ from sockpool.protocol.defaults import (
 from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
 
 from .schedules import DEFAULT_MISSED, MISSED_POLICIES
+from .limits import LimitSpec, parse_limit
 from .quota import Quota
 from .server import BrokerServer
-from .store import DataDirBusy, Store, default_data_dir
+from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
+
+R = TypeVar("R")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """The sockpool broker."""
+
+
+def _postgres_store(url: str) -> GroupCommitStore:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.UsageError(f"--store {url!r}: expected a postgresql:// URL")
+    try:
+        return open_postgres(url)
+    except ImportError as exc:
+        raise click.ClickException(f"--store needs psycopg: pip install 'sockpool[postgres]' ({exc})") from exc
+    except Exception as exc:  # psycopg.Error, SchemaTooNew: say what and stop
+        raise click.ClickException(f"cannot use the store {_redacted(url)}: {str(exc).strip()}") from exc
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, where = rest.rpartition("@")
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{where}" if at and ":" in creds else url
 
 
 @main.command()
@@ -57,6 +79,16 @@ def main() -> None:
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Where jobs and results are kept [default: ~/.local/share/sockpool/broker-PORT].",
+)
+@click.option(
+    "--store", "store_url", metavar="postgresql://...", default=None,
+    help="Keep jobs in this PostgreSQL database instead of --data-dir: several brokers on one "
+         "database, one active, the others standing by (pip install 'sockpool[postgres]').",
+)
+@click.option(
+    "--advertise", metavar="HOST:PORT", default=None,
+    help="With --store: where peers reach this broker, named by standbys to the peers they refuse "
+         "[default: the bound address; the host name for 0.0.0.0].",
 )
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk: a restart loses queued jobs.")
 @click.option("--fsync", is_flag=True, help="fsync every commit, to survive a power cut, not only a crash.")
@@ -121,22 +153,35 @@ def main() -> None:
     help="Another DNS name the HTTP port answers to (repeatable); besides IP addresses, localhost and "
          "this machine's names, other Host headers are refused, against DNS rebinding.",
 )
+@click.option(
+    "--limit", "limit_specs", multiple=True, metavar="NAME=N[/PERIOD]",
+    help="At most N jobs of task NAME (or of limit key NAME) run at once across the cluster; "
+         "N/PERIOD (like 10/1s, 100/1m): at most N start per PERIOD. Repeatable.",
+)
 @log_level_option
 def start(
-    host: str, port: int, data_dir: Path | None, in_memory: bool, fsync: bool, max_frame_bytes: int,
+    host: str, port: int, data_dir: Path | None, store_url: str | None, advertise: str | None,
+    in_memory: bool, fsync: bool, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
     name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
     max_connections: int, max_outbox_bytes: int,
     max_queued_jobs: int, max_store_bytes: int, max_session_jobs: int, max_session_bytes: int,
     handshake_timeout_s: float, metrics_port: int | None, metrics_hosts: tuple[str, ...],
-    log_level: str,
+    limit_specs: tuple[str, ...], log_level: str,
 ) -> None:
     """Start a broker. It prints 'listening on HOST:PORT' once it accepts
     connections, then 'metrics on HOST:PORT' if it serves metrics."""
     configure_logging(log_level)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    limits: dict[str, LimitSpec] = {}
+    for text in limit_specs:
+        try:
+            name, spec = parse_limit(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--limit") from exc
+        limits[name] = spec
     try:
         secret = read_secret_file(secret_file) if secret_file else None
         worker_secret = read_secret_file(worker_secret_file) if worker_secret_file else None
@@ -148,8 +193,12 @@ def start(
         raise click.UsageError("--worker-secret-file must hold a different secret from --secret-file")
     if secret is not None and secret == operator_secret:
         raise click.UsageError("--operator-secret-file must hold a different secret from --secret-file")
-    store = None
-    if not in_memory:
+    store: GroupCommitStore | None = None
+    if store_url is not None:
+        if in_memory or data_dir is not None:
+            raise click.UsageError("--store keeps jobs in PostgreSQL: leave out --in-memory and --data-dir")
+        store = _postgres_store(store_url)
+    elif not in_memory:
         if data_dir is None and port == 0:
             raise click.UsageError("--port 0 needs --data-dir or --in-memory: the default data dir is per port")
         try:
@@ -157,11 +206,11 @@ def start(
         except DataDirBusy as exc:
             raise click.ClickException(str(exc)) from exc
     server = BrokerServer(
-        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store,
+        host, port, max_frame_bytes=max_frame_bytes, name=name, store=store, advertise=advertise,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
         session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s,
         secret=secret, worker_secret=worker_secret, operator_secret=operator_secret, tls=tls, max_connections=max_connections,
-        max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s,
+        max_outbox_bytes=max_outbox_bytes, handshake_timeout_s=handshake_timeout_s, limits=limits,
         quota=Quota(max_queued_jobs, max_store_bytes, max_session_jobs, max_session_bytes),
     )
     http = None
@@ -268,9 +317,84 @@ def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: 
         return
     for job in jobs:
         error = job["error"] if isinstance(job["error"], dict) else {"message": job["error"]}
-        click.echo(f"{job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: {error.get('message', '')}"
-                   f" (after {job['attempts']} attempts)")
-    click.echo(f"{len(jobs)} failed jobs", err=True)
+        click.echo(f"{job.get('id', '-')}  {job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: "
+                   f"{error.get('message', '')} (after {job['attempts']} attempts)"
+                   + ("" if job.get("retryable", True) else " [arguments not kept: cannot be retried]"))
+    click.echo(f"{len(jobs)} failed jobs (the first column is the ID `broker retry` takes)", err=True)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Every failed job (of --task, if given).")
+@click.option("--task", default="", help="With --all: only the failed jobs of this task.")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(
+    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
+    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
+)
+def retry(ids: tuple[int, ...], all_: bool, task: str, address: str | None, secret_file: str | None,
+          tls_ca: str | None) -> None:
+    """Send failed jobs again: the IDs `broker failed` shows, or --all [--task T].
+
+    Each runs as a new job with fresh attempts, for the session that
+    submitted it: a client still waiting, or `submit --attach`, gets the
+    new result. Connects in the operator role, as `broker failed` does. A
+    failed job whose arguments were too large to keep cannot be retried.
+    """
+    if bool(ids) == all_:
+        raise click.UsageError("give IDs or --all, not both")
+    if task and not all_:
+        raise click.UsageError("--task goes with --all")
+    from sockpool.protocol.control import Retry, RetryReply
+
+    reply = _as_operator(address, secret_file, tls_ca, Retry(gids=list(ids), all=all_, task=task), RetryReply,
+                         "broker-retry")
+    retried, missing = reply.retried, reply.missing
+    click.echo(f"queued {len(retried)} failed job(s) again")
+    if missing:
+        raise click.ClickException(
+            f"not among the failed jobs (or too large to retry): {' '.join(map(str, missing))}"
+        )
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--session", default="", metavar="ID", help="Every unfinished job of this submission (session).")
+@click.option("--task", default="", help="Every unfinished job of this task.")
+@click.option("--queued-only", is_flag=True, help="Leave running jobs alone; cancel only those waiting.")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(
+    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
+    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
+)
+def cancel(ids: tuple[int, ...], session: str, task: str, queued_only: bool, address: str | None,
+           secret_file: str | None, tls_ca: str | None) -> None:
+    """Cancel jobs by broker ID, by --session, or by --task. Waiting jobs are
+    removed (they never run); running ones are stopped (their pool process
+    is killed and replaced) unless --queued-only. Each ends as Cancelled.
+    Connects in the operator role, as `broker failed` does."""
+    if sum(map(bool, (ids, session, task))) != 1:
+        raise click.UsageError("give IDs, --session or --task (one of them)")
+    from sockpool.protocol.control import Cancel, CancelReply, count_outcomes
+
+    request = Cancel(session=session, gids=list(ids), task=task, stop=not queued_only)
+    counts = count_outcomes(_as_operator(address, secret_file, tls_ca, request, CancelReply, "broker-cancel").outcomes)
+    click.echo(f"cancelled {counts['cancelled']} waiting, stopped {counts['stopped']} running; "
+               f"{counts['running']} left running, {counts['finished']} already finished")
+
+
+def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | None, request: Any,
+                 reply_type: type[R], name: str) -> R:
+    """Ask the broker one thing in the operator role; a failure is the command's error."""
+    from sockpool.net.credentials import Credentials
+    from sockpool.net.request import ask
+    from sockpool.protocol import ROLE_OPERATOR, SockpoolError
+
+    try:
+        credentials = Credentials.from_files(secret_file, tls_ca)
+        return ask(address, request, reply_type, credentials, CONNECT_TIMEOUT_S * 2, role=ROLE_OPERATOR, name=name)
+    except (SockpoolError, ValueError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 _OPERATOR_SECRET_HELP = "The broker's operator secret (its --operator-secret-file, by default its worker secret)."

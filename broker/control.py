@@ -1,182 +1,199 @@
-"""`control` requests: pause and resume queues, add and manage schedules. No I/O.
+"""Control over jobs already sent: cancel, stop, follow a unique key, retry.
 
-Only an operator connection may make them (see SECURITY.md). Each
-operation checks its arguments, changes the state, journals what
-must survive a restart and answers with a `control_reply`, which the
-server sends only once the journal is on disk (like `accepted`). A bad
-argument is the caller's fault and gets `ok=False` with the reason; it
-never closes the connection or touches anything else.
+Functions over the pure `BrokerState` (driven by `now`, no I/O), kept out
+of state.py because they are rules of their own:
+
+1. Cancel is decided under the state's lock, so a cancel racing with a
+   result has one outcome: whichever the broker handles first wins. A job
+   that finished first stays finished (`finished`); a job cancelled first
+   ends as `Cancelled`, and its worker's late result is dropped, as any
+   result from a worker that no longer holds the lease (state rule 3).
+2. A waiting job (ready, retrying, or waiting on a limit) is removed and
+   never runs: `cancelled`. A leased job is left alone unless the cancel
+   asks to `stop` it: then its lease ends now, its worker gets `stop` (it
+   kills the process running it, as for a timeout, or skips it if it has
+   not started), and it ends as `Cancelled`: `stopped`. A cancel is final:
+   never retried, never listed among the failed jobs.
+3. A cancel's reply (and every other message of that call) is sent only
+   once the cancellation is on disk (the server defers the whole outbox),
+   so a job the client was told is cancelled does not come back after a
+   kill -9 of the broker.
+4. A job with a unique key and followers is one job: cancelling it, from
+   whichever submission, cancels it for all of them.
+5. `retry` queues a failed job again as a fresh job (new broker id, new
+   attempts) for the session that submitted it, under the same client id:
+   the session gets a second result for it, which a client attached with
+   `--attach` collects. Only a failed job whose arguments were kept whole
+   can be retried (see admission.bounded_failure).
+6. Who may act on what: the operator (`state.is_operator`) on any job; a
+   client on its own session's jobs, and on a session whose ID it knows
+   (a session ID is a capability, as for `--attach`). Jobs a client may
+   not touch are answered as if they did not exist: `finished`, `missing`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
-from sockpool.protocol import ControlReply, pack_body
-from sockpool.protocol.limits import MAX_TASK_NAME_CHARS
-from sockpool.protocol.messages import (
-    DEFAULT_QUEUE,
-    MAX_PRIORITY,
-    MAX_QUEUE_NAME_CHARS,
-    MIN_PRIORITY,
-    valid_queue_name,
+from sockpool.protocol import Results
+from sockpool.protocol.control import (
+    E_CANCELLED,
+    OUTCOME_CANCELLED,
+    OUTCOME_FINISHED,
+    OUTCOME_RUNNING,
+    OUTCOME_STOPPED,
+    Cancel,
+    CancelReply,
+    Retry,
+    RetryReply,
+    Stop,
 )
+from sockpool.protocol.messages import Message, error_value
 
-from .schedules import (
-    MAX_SCHEDULE_NAME_CHARS,
-    MAX_SCHEDULES,
-    MISSED_POLICIES,
-    Schedule,
-    check_cron,
-    fire_time_text,
-)
+from .quota import JOB_OVERHEAD_BYTES
+from .records import Job, Session, StoredResult
 
 if TYPE_CHECKING:
     from .state import BrokerState
 
-# A schedule's arguments, packed: a schedule is a definition, not a payload.
-MAX_SCHEDULE_ARGS_BYTES = 16 * 1024
+Outbox = list[tuple[int, Message]]
 
 
-class BadRequest(ValueError):
-    """The caller's arguments cannot be used; the reply says why."""
+def cancelled_error(stopped: bool) -> dict[str, Any]:
+    if stopped:
+        return error_value(E_CANCELLED, "cancelled while running: its pool process was stopped")
+    return error_value(E_CANCELLED, "cancelled before it ran")
 
 
-def handle(state: BrokerState, op: str, args: dict[str, Any], now: float, operator: bool) -> ControlReply:
-    """Every operation acts beyond the caller's own session (a paused queue
-    or a schedule is everyone's), so each needs the operator role."""
-    handler = _OPS.get(op)
-    if handler is None:
-        return ControlReply(False, error=f"unknown control operation {op!r}")
-    if not operator:
-        return ControlReply(False, error=f"{op} needs the operator role (connect with --operator / operator=True)")
-    try:
-        return ControlReply(True, handler(state, args, now))
-    except BadRequest as exc:
-        return ControlReply(False, error=str(exc))
+def on_cancel(state: BrokerState, conn_id: int, session: Session, msg: Cancel, now: float) -> Outbox:
+    """Cancel what `msg` names; the reply lists an outcome per id asked about."""
+    targets = _targets(state, session, msg)
+    if (msg.gids or msg.task) and not state.is_operator(conn_id):
+        mine = session.session_id
+        if msg.task:  # of a task: only the caller's own jobs of it
+            targets = [(ident, job) for ident, job in targets if job is not None and job.session == mine]
+        else:  # by broker id: another session's job is as good as absent
+            targets = [(ident, job if job is not None and job.session == mine else None) for ident, job in targets]
+    by_session: dict[str, list[list[Any]]] = {}
+    stops: dict[int, list[int]] = {}
+    waiting: dict[int, Job] = {}
+    outcomes: list[list[Any]] = []
+    for ident, job in targets:
+        if job is None:
+            outcomes.append([ident, OUTCOME_FINISHED])
+        elif job.worker is not None:
+            if not msg.stop:
+                outcomes.append([ident, OUTCOME_RUNNING])
+                continue
+            worker = state.workers.get(job.worker)
+            if worker is not None:
+                worker.leased.pop(job.gid, None)
+                worker.running.discard(job.gid)
+                stops.setdefault(worker.conn_id, []).append(job.gid)
+            job.worker = None
+            state._finish(job, False, cancelled_error(True), now, by_session)
+            outcomes.append([ident, OUTCOME_STOPPED])
+        else:
+            waiting[job.gid] = job
+            outcomes.append([ident, OUTCOME_CANCELLED])
+    if waiting:
+        _unqueue(state, waiting)
+        for job in waiting.values():
+            state._finish(job, False, cancelled_error(False), now, by_session)
+    out: Outbox = [(worker_conn, Stop(gids)) for worker_conn, gids in stops.items()]
+    out += state._deliver(by_session)
+    out.append((conn_id, CancelReply(outcomes)))
+    return out + state._dispatch()
 
 
-def _queue_arg(args: dict[str, Any]) -> str:
-    queue = args.get("queue")
-    if not valid_queue_name(queue):
-        raise BadRequest(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:-")
-    return str(queue)
+def _targets(state: BrokerState, session: Session, msg: Cancel) -> list[tuple[int, Job | None]]:
+    """(id as asked, the unfinished job or None) for each job `msg` names."""
+    if msg.gids:
+        return [(gid, state.jobs.get(gid)) for gid in msg.gids]
+    if msg.task:
+        return [(job.gid, job) for job in state.jobs.values() if job.task == msg.task]
+    owner = state.sessions.get(msg.session) if msg.session else session
+    if owner is None:
+        return [(cid, None) for cid in msg.ids]
+    # A whole session only when named: an empty cancel cancels nothing.
+    cids = msg.ids or (sorted(owner.live) if msg.session else [])
+    return [(cid, state.jobs.get(owner.live.get(cid, -1))) for cid in cids]
 
 
-def _pause_queue(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    queue = _queue_arg(args)
-    state.dispatcher.pause(queue)
-    state.journal.append(("queue_paused", queue, True))
-    return {"queue": queue, "paused": True}
+def _unqueue(state: BrokerState, gone: dict[int, Job]) -> None:
+    """Take waiting jobs out of the dispatcher's lines, the due heap
+    (delayed jobs and retries) and the limits' lines."""
+    gids = set(gone)
+    state.dispatcher.remove_many(gids)
+    state.due.remove_many(gids)
+    state.limits.discard(gids)
 
 
-def _resume_queue(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    queue = _queue_arg(args)
-    state.dispatcher.resume(queue)
-    state.journal.append(("queue_paused", queue, False))
-    state.wants_dispatch = True
-    return {"queue": queue, "paused": False}
+def follow(state: BrokerState, session: Session, cid: int, key: str) -> Outbox:
+    """A submit whose unique key is held: no new job; this submission gets
+    the holder's outcome, now if it has one, else when it finishes."""
+    holder = state.keys.holder(key)
+    assert holder is not None
+    state.totals["deduplicated"] += 1
+    job = state.jobs.get(holder.gid)
+    if job is not None:
+        job.followers = (job.followers or []) + [(session.session_id, cid)]
+        session.live[cid] = job.gid
+        state.journal.append(("follow", session.session_id, cid, job.gid))
+        return []
+    owner = state.sessions.get(holder.session)
+    result = owner.results.get(holder.cid) if owner is not None else None
+    if result is None:  # cannot happen: the key is released with its result
+        state.keys.release(holder.gid)
+        return []
+    entry = [cid, result.entry[1], result.entry[2]]
+    session.results[cid] = StoredResult(holder.gid, entry, result.finished_at, follower=True)
+    state.journal.append(("follow", session.session_id, cid, holder.gid))
+    state.journal.append(("follow_result", session.session_id, cid, entry[1], entry[2], result.finished_at))
+    assert session.conn_id is not None
+    return [(session.conn_id, Results([entry]))]
 
 
-def _name_arg(args: dict[str, Any]) -> str:
-    name = args.get("name")
-    if type(name) is not str or not 0 < len(name) <= MAX_SCHEDULE_NAME_CHARS or not name.isprintable():
-        raise BadRequest(f"schedule names are 1 to {MAX_SCHEDULE_NAME_CHARS} printable characters")
-    return name
-
-
-def _schedule_add(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    name = _name_arg(args)
-    cron, tz, task = args.get("cron"), args.get("timezone", "UTC"), args.get("task")
-    call_args, kwargs = args.get("args", []), args.get("kwargs", {})
-    queue, priority, missed = args.get("queue", DEFAULT_QUEUE), args.get("priority", 0), args.get("missed", "once")
-    if type(cron) is not str or type(tz) is not str:
-        raise BadRequest("cron and timezone must be strings")
-    try:
-        check_cron(cron, tz)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    if type(task) is not str or not 0 < len(task) <= MAX_TASK_NAME_CHARS:
-        raise BadRequest("task must be a task name")
-    if type(call_args) is not list or type(kwargs) is not dict:
-        raise BadRequest("args must be a list and kwargs a map")
-    if len(pack_body([call_args, kwargs])) > MAX_SCHEDULE_ARGS_BYTES:
-        raise BadRequest(f"a schedule's args and kwargs take at most {MAX_SCHEDULE_ARGS_BYTES} bytes")
-    if not valid_queue_name(queue):
-        raise BadRequest(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:-")
-    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise BadRequest(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}")
-    if missed not in MISSED_POLICIES:
-        raise BadRequest(f"missed must be one of {', '.join(MISSED_POLICIES)}")
-    if name in state.schedules.by_name and not args.get("replace"):
-        raise BadRequest(f"a schedule named {name!r} exists (remove it first, or replace it)")
-    if name not in state.schedules.by_name and len(state.schedules) >= MAX_SCHEDULES:
-        raise BadRequest(f"at most {MAX_SCHEDULES} schedules")
-    options: dict[str, Any] = {}
-    if queue != DEFAULT_QUEUE:
-        options["queue"] = queue
-    if priority:
-        options["priority"] = priority
-    schedule = Schedule(name, cron, tz, task, call_args, kwargs, options, missed=missed)
-    state.schedules.add(schedule, now)
-    state.journal.append(("schedule", schedule.record()))
-    return schedule_row(schedule)
-
-
-def _schedule_list(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    """Every schedule; without their arguments if with them the reply would
-    not fit a frame (each schedule's arguments are bounded, their sum is not)."""
-    ordered = sorted(state.schedules.by_name.values(), key=lambda s: s.name)
-    rows = [schedule_row(s) for s in ordered]
-    if len(pack_body(rows)) > state.max_frame_bytes // 2:
-        rows = [schedule_row(s, full=False) for s in ordered]
-    return rows
-
-
-def _schedule_remove(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-    name = _name_arg(args)
-    if state.schedules.remove(name) is None:
-        raise BadRequest(f"no schedule named {name!r}")
-    state.journal.append(("unschedule", name))
-    return {"name": name, "removed": True}
-
-
-def _set_paused(paused: bool) -> Callable[[BrokerState, dict[str, Any], float], Any]:
-    def change(state: BrokerState, args: dict[str, Any], now: float) -> Any:
-        name = _name_arg(args)
-        schedule = state.schedules.set_paused(name, paused, now)
-        if schedule is None:
-            raise BadRequest(f"no schedule named {name!r}")
-        state.journal.append(("schedule", schedule.record()))
-        return schedule_row(schedule)
-
-    return change
-
-
-def schedule_row(schedule: Schedule, full: bool = True) -> dict[str, Any]:
-    """A schedule as `schedule list` shows it: its record, its next fire time.
-    Not `full` (for status without the operator role, and the unauthenticated
-    dashboard): no arguments, and a failure's type without its message."""
-    row = schedule.record()
-    if not full:
-        row["args"], row["kwargs"] = [], {}
-        outcome = row["last_outcome"]
-        if outcome and outcome["outcome"].startswith("failed: "):
-            row["last_outcome"] = {**outcome, "outcome": outcome["outcome"].split(":", 2)[0] + ":" + outcome["outcome"].split(":", 2)[1]}
-    row["queue"] = schedule.options.get("queue", DEFAULT_QUEUE)
-    row["priority"] = schedule.options.get("priority", 0)
-    row["next_fire"] = schedule.next_fire
-    row["next_fire_utc"] = fire_time_text(schedule.next_fire)
-    del row["since"], row["options"]
-    return row
-
-
-_OPS: dict[str, Callable[[BrokerState, dict[str, Any], float], Any]] = {
-    "pause_queue": _pause_queue,
-    "resume_queue": _resume_queue,
-    "schedule_add": _schedule_add,
-    "schedule_list": _schedule_list,
-    "schedule_remove": _schedule_remove,
-    "schedule_pause": _set_paused(True),
-    "schedule_resume": _set_paused(False),
-}
+def on_retry(state: BrokerState, conn_id: int, session: Session, msg: Retry, now: float) -> Outbox:
+    """Queue failed jobs again for their sessions; reply with what was."""
+    wanted = set(msg.gids)
+    everyone = state.is_operator(conn_id)
+    chosen = [
+        f for f in state.failed
+        if f.retryable and (everyone or f.session == session.session_id)
+        and (f.gid in wanted if not msg.all else (not msg.task or f.task == msg.task))
+    ]
+    missing = sorted(wanted - {f.gid for f in chosen})
+    retried: list[int] = []
+    if chosen:
+        gone = {f.gid for f in chosen}
+        state.failed = deque(f for f in state.failed if f.gid not in gone)
+        state.journal.append(("unfail", sorted(gone)))
+    for failed in chosen:
+        target = state._session(failed.session) if failed.session else None
+        if target is not None:
+            old = target.results.pop(failed.cid, None)
+            if old is not None and not old.follower:
+                state.keys.release(old.gid)
+                state.journal.append(("forget", [old.gid]))
+            if failed.cid in target.live:  # the client id is in use again: keep both apart
+                target = None
+        job = Job(state._next_gid, failed.session if target is not None else f"retry-{failed.gid}",
+                  failed.cid, failed.task, failed.args, failed.kwargs, failed.many, failed.options)
+        state._next_gid += 1
+        # Counted against the quotas like any queued job (it comes off them when it ends).
+        job.cost = failed.size + JOB_OVERHEAD_BYTES
+        state.quota.add(job.session, job.cost)
+        state.jobs[job.gid] = job
+        state._session(job.session).live[job.cid] = job.gid
+        state.journal.append(("add", job))
+        if job.key is not None and state.keys.holder(job.key) is None:
+            state.keys.hold(job.key, job.gid, job.session, job.cid)
+        if target is None:
+            state.sessions[job.session].gone_since = now  # nobody collects it: swept like a left session
+        state.totals["submitted"] += 1
+        state.stats.on_submitted(job.task, job.calls)
+        state._queue(job)
+        retried.append(failed.gid)
+    return [(conn_id, RetryReply(retried, missing))] + state._dispatch()

@@ -170,6 +170,26 @@ class Dispatcher:
             level.turns.remove(job.session)
         return True
 
+    def remove_many(self, gids: set[int]) -> int:
+        """Take the ready jobs with these ids out (a cancellation): one pass
+        over the lines, however many go. Returns how many were ready."""
+        removed = 0
+        for queue in list(self.queues.values()):
+            for level in list(queue.levels.values()):
+                for session, lines in list(level.lines.items()):
+                    for task, line in list(lines.items()):
+                        gone = [job for job in line if job.gid in gids]
+                        if not gone:
+                            continue
+                        kept = [job for job in line if job.gid not in gids]
+                        line.clear()
+                        line.extend(kept)
+                        self._taken(queue, level, session, lines, task, line, gone)
+                        removed += len(gone)
+                    if session not in level.lines and session in level.turns:
+                        level.turns.remove(session)
+        return removed
+
     def take_task(self, task: str) -> list[Job]:
         """Take every ready job of `task` out, in every queue (they fail:
         no worker came for the task)."""
@@ -381,6 +401,21 @@ class DueJobs:
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
+
+    def remove_many(self, gids: set[int]) -> int:
+        """Take the waiting jobs with these ids out, in one pass."""
+        gone = [job for _, job in self._heap if job.gid in gids]
+        if gone:
+            self._heap = [(due, job) for due, job in self._heap if job.gid not in gids]
+            heapq.heapify(self._heap)
+            for job in gone:
+                self.calls -= job.calls
+                left = self.calls_by_queue[job.queue] - job.calls
+                if left:
+                    self.calls_by_queue[job.queue] = left
+                else:
+                    del self.calls_by_queue[job.queue]
+        return len(gone)
 
     def remove(self, job: Job) -> bool:
         """Take a waiting job out (a cancellation); False if it is not here."""

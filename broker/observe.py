@@ -77,9 +77,27 @@ class StatusCollector:
         yield CounterMetricFamily("sockpool_job_retries", "Jobs retried after a failure.", value=totals["retried"])
         queue = status["queue"]
         depth = GaugeMetricFamily("sockpool_queue_depth", "Calls waiting in the broker, by state.", labels=["state"])
-        for state in ("ready", "delayed", "failed"):
-            depth.add_metric([state], queue[state])
+        for state in ("ready", "delayed", "waiting_on_limit", "failed"):
+            depth.add_metric([state], queue.get(state, 0))
         yield depth
+        yield CounterMetricFamily(
+            "sockpool_jobs_cancelled", "Jobs cancelled or stopped on request.", value=totals.get("cancelled", 0)
+        )
+        yield CounterMetricFamily(
+            "sockpool_jobs_deduplicated", "Submits that joined a job of the same unique key.",
+            value=totals.get("deduplicated", 0),
+        )
+        yield GaugeMetricFamily("sockpool_unique_keys", "Unique keys held.", value=status.get("unique_keys", 0))
+        held = GaugeMetricFamily("sockpool_limit_held", "Slots of a concurrency limit in use.", labels=["limit"])
+        waiting = GaugeMetricFamily("sockpool_limit_waiting", "Jobs waiting for a slot of a limit.", labels=["limit"])
+        capacity = GaugeMetricFamily("sockpool_limit_capacity", "Slots a limit has.", labels=["limit"])
+        for name, limit in status.get("limits", {}).items():
+            held.add_metric([name], limit["held"])
+            waiting.add_metric([name], limit["waiting"])
+            capacity.add_metric([name], limit["limit"])
+        yield held
+        yield waiting
+        yield capacity
         yield GaugeMetricFamily("sockpool_jobs_in_flight", "Calls handed to workers, not finished.", value=queue["in_flight"])
         yield from queue_metrics(status.get("queues", {}))
         schedules = status.get("schedules", [])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from sockpool.net.connection import Connection
 from sockpool.protocol import ConnectionLost, Message, ProtocolError
@@ -33,12 +33,17 @@ class Peer:
         max_frame_bytes: int,
         max_outbox_bytes: int = MAX_OUTBOX_BYTES,
         stall_s: float = HEARTBEAT_S * HEARTBEAT_MISSES,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
+        """`may_send` is asked before every write: a broker that lost its
+        leadership must not let out even what it queued before."""
         self.conn_id = conn_id
         self.conn = conn
         self.max_frame_bytes = max_frame_bytes  # what the peer accepts, after our welcome
         self.max_outbox_bytes = max_outbox_bytes
         self.stall_s = stall_s
+        self.may_send = may_send
+        self.generation = 0  # the server's term of leadership that admitted us
         # Encoded frames: their size is known when they are queued, so the
         # cap is exact, and the writer only sends bytes.
         self._outbox: list[bytes] = []
@@ -105,6 +110,9 @@ class Peer:
                 batch, self._outbox = self._outbox, []
                 self._sending_bytes, self._outbox_bytes = self._outbox_bytes, 0
             if self.conn.closed:
+                return
+            if self.may_send is not None and not self.may_send():
+                self.conn.abort()
                 return
             try:
                 self.conn.send_frames(batch, self._made_progress)

@@ -15,7 +15,7 @@ class Job:
     __slots__ = (
         "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
         "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
-        "queue", "priority",
+        "limits", "followers", "queue", "priority",
     )
 
     def __init__(
@@ -55,6 +55,11 @@ class Job:
         self.dispatched_at = 0.0
         # Its session asked to hear when a worker takes it (`started`).
         self.notify = False
+        # The limits whose slots it holds (broker/limits.py); None: none.
+        self.limits: tuple[str, ...] | None = None
+        # Other submissions of its unique key: (session, client id) each,
+        # given the same outcome (broker/keys.py).
+        self.followers: list[tuple[str, int]] | None = None
 
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
@@ -75,6 +80,11 @@ class Job:
     @property
     def retries(self) -> int:
         return int(self.options.get("retries", 0)) if self.options else 0
+
+    @property
+    def key(self) -> str | None:
+        """Its unique key, if it was submitted with one."""
+        return self.options.get("key") if self.options else None
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
@@ -104,6 +114,10 @@ class StoredResult:
     entry: list[Any]  # [cid, ok, value] as sent to the client
     finished_at: float
     detached: bool = False  # kept even once its session cannot come back
+    # The result of a job this session only followed (same unique key):
+    # acknowledging it forgets this copy, not the job's own row.
+    follower: bool = False
+    key: str | None = None  # the job's unique key, held until this is acknowledged
 
 
 @dataclass
@@ -147,6 +161,15 @@ class FailedJob:
     finished_at: float
     session: str = ""
     size: int = 0
+    # What `broker retry` needs to send it again as it was sent: the
+    # client id in its session, its options, whether it is a map chunk,
+    # and whether its arguments were kept whole (see admission.bounded_failure).
+    cid: int = 0
+    options: dict[str, Any] | None = None
+    many: bool = False
+    retryable: bool = False
 
     def row(self) -> list[Any]:
-        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at]
+        """As in `failed_jobs`: the broker id and whether `retry` can send it
+        again come last (older readers take the first six)."""
+        return [self.task, self.args, self.kwargs, self.error, self.attempts, self.finished_at, self.gid, self.retryable]

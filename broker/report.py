@@ -16,9 +16,11 @@ def format_status(status: dict[str, Any]) -> str:
         "",
         *([f"REFUSING NEW JOBS: {status['store_refusal']}", ""] if status.get("store_refusal") else []),
         f"queue       ready {queue['ready']}  in flight {queue['in_flight']}  "
-        f"delayed or retrying {queue['delayed']}  failed {queue['failed']}",
+        f"delayed or retrying {queue['delayed']}  waiting on a limit {queue.get('waiting_on_limit', 0)}  "
+        f"failed {queue['failed']}",
         f"totals      submitted {totals['submitted']}  completed {totals['completed']}  failed {totals['failed']}  "
-        f"refused {totals['refused']}  requeued {totals['requeued']}  retried {totals['retried']}",
+        f"refused {totals['refused']}  requeued {totals['requeued']}  retried {totals['retried']}  "
+        f"cancelled {totals.get('cancelled', 0)}  deduplicated {totals.get('deduplicated', 0)}",
         f"throughput  {throughput['per_s']:.1f} calls/s over the last {throughput['window_s']} s",
         "",
     ]
@@ -56,6 +58,14 @@ def format_status(status: dict[str, Any]) -> str:
         lines += table(
             ["TASK", "SUBMITTED", "COMPLETED", "FAILED"],
             [[task, c["submitted"], c["completed"], c["failed"]] for task, c in status["tasks"].items()],
+        )
+    limits = status.get("limits") or {}
+    if limits:
+        lines.append("")
+        lines += table(
+            ["LIMIT", "CAPACITY", "HELD", "WAITING"],
+            [[name, f"{l['limit']}/{l['per_s']:g}s" if l["per_s"] else l["limit"], l["held"], l["waiting"]]
+             for name, l in limits.items()],
         )
     failures = status["recent_failures"]
     if failures:

@@ -19,6 +19,14 @@ Strangers and garbage cost little and never crash anything:
 4. A peer that stops reading is dropped once more than
    `max_outbox_bytes` wait for it and its writer has made no progress for
    as long as a missed heartbeat takes: it is not buffered for without bound.
+
+Active or standby: the broker serves only while its store's leadership
+(broker/store/leadership.py) says so. A standby refuses every hello with a
+`standby` error naming the active broker, and waits to lead. When it leads,
+it restores the state from the store exactly as at a restart. When it loses
+the lead (fenced, or its store failing), it drops every connection and
+its state, says why, and stands by again. Each term of leadership is a
+generation; a connection admitted in an earlier one is closed, never heard.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Auth,
+    CancelReply,
     AuthFailed,
     ConnectionLost,
     ControlReply,
@@ -50,6 +59,7 @@ from sockpool.protocol import (
     Hello,
     Message,
     ProtocolError,
+    RetryReply,
     check_hello,
 )
 from sockpool.protocol.auth import BrokerAuth, new_nonce
@@ -74,11 +84,13 @@ from sockpool.protocol.messages import (
     E_BAD_MESSAGE,
     E_DISK_FULL,
     E_FRAME_TOO_LARGE,
+    E_STANDBY,
     E_STORE_FAILED,
     E_TLS,
     error_value,
 )
 
+from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
@@ -115,7 +127,9 @@ class BrokerServer:
         session_grace_s: float = SESSION_GRACE_S,
         unserved_grace_s: float = UNSERVED_GRACE_S,
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
+        limits: dict[str, LimitSpec] | None = None,
         quota: Quota | None = None,
+        advertise: str | None = None,
     ) -> None:
         """Bind and listen; `serve_forever` or `start` accepts.
 
@@ -125,6 +139,9 @@ class BrokerServer:
         role open. `operator_secret` admits the operator role (every
         session's failed jobs); by default the worker secret does, the most
         trusted secret there is (a worker sees every job's arguments anyway). `tls` is a server context (sockpool.net.tls.server_context).
+        `advertise` is where others reach this broker (a standby names the
+        active broker's to its refused peers); by default the bound address,
+        with the host name for a wildcard host.
         """
         self._listener = socket.create_server((host, port), family=address_family(host), backlog=128)
         bound = self._listener.getsockname()
@@ -142,28 +159,106 @@ class BrokerServer:
             ROLE_OPERATOR: operator_secret or worker_secret or secret,
         }
         self._tls = tls
-        self.state = BrokerState(
-            self.name, max_frame_bytes, heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,
-            session_grace_s=session_grace_s, unserved_grace_s=unserved_grace_s,
-            unserved_timeout_s=unserved_timeout_s, now=time.time(), quota=quota,
+        self._state_options = dict(
+            heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s, session_grace_s=session_grace_s,
+            unserved_grace_s=unserved_grace_s, unserved_timeout_s=unserved_timeout_s, limits=limits,
         )
+        self._quota = quota
+        self.state = self._new_state()
         self.store = store
-        if store is not None:
-            jobs, results, failed, paused, schedules = store.restore()
-            self.state.restore(jobs, results, failed, time.time())
-            self.state.restore_settings(paused, schedules)
-            if jobs or results:
-                log.info("recovered %d unfinished jobs and %d undelivered results", len(jobs), len(results))
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        # Bumped whenever leadership is won or lost (see the module docstring).
+        self._generation = 0
+        self.active = store is None
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         # Taken by the accept thread, given back by the connection's thread.
         self._slots = threading.BoundedSemaphore(max_connections)
         self._turned_away = 0
         self._last_turned_away_log = -1e9
         if store is not None:
-            store.start(on_health=self._on_store_health)
+            store.leadership.identify(self.name, advertise or self._reachable_address())
+            # SQLite leads at once; on PostgreSQL this is one try, and the
+            # leadership thread keeps trying once we serve.
+            if store.leadership.acquire(self._stopping, wait=False):
+                self._activate()
+
+    def _reachable_address(self) -> str:
+        wildcard = self.host in ("0.0.0.0", "::", "")
+        return join_address(socket.gethostname(), self.port) if wildcard else self.address
+
+    def _new_state(self) -> BrokerState:
+        # A quota counts what its state holds: each state (each term of
+        # leadership) gets its own, with the same limits.
+        q = self._quota
+        quota = None if q is None else Quota(q.max_jobs, q.max_bytes, q.max_session_jobs, q.max_session_bytes)
+        return BrokerState(self.name, self.max_frame_bytes, now=time.time(), quota=quota, **self._state_options)
+
+    # -- leadership ------------------------------------------------------
+
+    def _activate(self) -> None:
+        """Lead: restore the state from the store, as a restart does, and serve.
+
+        Raises:
+            Exception: whatever the store raises reading back.
+        """
+        assert self.store is not None
+        snapshot = self.store.restore()
+        jobs, results = snapshot.jobs, snapshot.results
+        state = self._new_state()
+        state.restore(jobs, results, snapshot.failed, time.time(), snapshot.followers)
+        state.restore_settings(snapshot.paused, snapshot.schedules)
+        with self._lock:
+            self.state = state
+            self._generation += 1
+            self.active = True
+        self.store.start(on_health=self._on_store_health)
+        epoch = self.store.leadership.epoch
+        if epoch or jobs or results:
+            log.info("active%s: recovered %d unfinished jobs and %d undelivered results",
+                     f" (epoch {epoch})" if epoch else "", len(jobs), len(results))
+
+    def _deactivate(self, reason: str) -> None:
+        """Stop serving: drop every connection, the state and the unwritten journal."""
+        assert self.store is not None
+        log.error("stopped serving: %s", reason)
+        with self._lock:
+            self.active = False
+            self._generation += 1
+            self.state = self._new_state()
+            peers = list(self._peers.values())
+        for peer in peers:
+            peer.close()
+        self.store.abandon()
+        log.warning("standing by: waiting to lead again")
+
+    def _lead_loop(self) -> None:
+        """Win leadership, serve, lose it, stand by; until `stop()`."""
+        assert self.store is not None
+        lead = self.store.leadership
+        while not self._stopping.is_set():
+            if not self.active:
+                if not lead.acquire(self._stopping):
+                    return
+                try:
+                    self._activate()
+                except Exception as exc:  # the store failed reading back: try again later
+                    log.error("could not restore from the store: %s", exc)
+                    lead.lose(f"restore failed: {exc}")
+            reason = lead.wait_lost(self._stopping)
+            if reason is None or self._stopping.is_set():
+                return
+            self._deactivate(reason)
+
+    def _leading(self) -> bool:
+        """May anything leave this broker now? Asked before every message."""
+        return self.store is None or (self.active and self.store.leadership.valid())
+
+    def _standby_refusal(self) -> Error:
+        leader = self.store.leadership.leader() if self.store is not None else None
+        where = f"the active broker is at {leader}" if leader else "no broker is active yet"
+        return Error(E_STANDBY, f"broker {self.name} is a standby; {where}")
 
     @property
     def address(self) -> str:
@@ -178,6 +273,8 @@ class BrokerServer:
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
         threading.Thread(target=self._tick_loop, name="ticker", daemon=True).start()
+        if self.store is not None:
+            threading.Thread(target=self._lead_loop, name="leadership", daemon=True).start()
         log.info("broker %s listening on %s", self.name, self.address)
         while not self._stopping.is_set():
             try:
@@ -261,6 +358,8 @@ class BrokerServer:
                 msg = conn.recv()
                 size = conn.decoder.last_frame_bytes
                 with self._lock:
+                    if peer.generation != self._generation:
+                        break  # admitted by an earlier term of leadership
                     self._emit(self.state.on_message(conn_id, msg, time.time(), size))
         except FrameTooLarge as exc:
             assert conn is not None
@@ -372,6 +471,9 @@ class BrokerServer:
         conn.settimeout(None)
         hello = dataclasses.replace(hello, tasks=unpack_body(tasks))
         with self._lock:
+            if not self._leading():
+                self._refuse(conn, self._standby_refusal())
+                return None
             out = self.state.on_hello(conn_id, hello, conn.peer, time.time())
             first = out[0][1]
             if isinstance(first, Error):
@@ -380,8 +482,9 @@ class BrokerServer:
             if proof:
                 out[0] = (conn_id, dataclasses.replace(first, proof=proof))
             peer = self._peers[conn_id] = Peer(
-                conn_id, conn, self.max_frame_bytes, self.max_outbox_bytes, self.stall_s
+                conn_id, conn, self.max_frame_bytes, self.max_outbox_bytes, self.stall_s, self._leading
             )
+            peer.generation = self._generation
             self._emit(out)
         if hello.role == "worker":
             log.info(
@@ -427,9 +530,10 @@ class BrokerServer:
     def _forget(self, conn_id: int, sock: socket.socket, conn: Connection | None, peer: Peer | None) -> None:
         if peer is not None:
             with self._lock:
-                role = self.state.role(conn_id)
-                del self._peers[conn_id]
-                self._emit(self.state.on_disconnect(conn_id, time.time()))
+                role = None
+                if self._peers.pop(conn_id, None) is peer and peer.generation == self._generation:
+                    role = self.state.role(conn_id)
+                    self._emit(self.state.on_disconnect(conn_id, time.time()))
             peer.close()
             log.info("%s %s left", role or "peer", peer.conn.peer)
         elif conn is not None:
@@ -447,6 +551,11 @@ class BrokerServer:
         journal = self.state.take_journal()
         if self.store is None:
             self._post(out)
+            return
+        if any(isinstance(m, (CancelReply, RetryReply)) for _, m in out):
+            # A cancel or retry is promised by its reply: nothing of it
+            # (results, stops) goes out before it is on disk.
+            self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
         # The journal goes to the store before anything is posted: posting
@@ -475,7 +584,11 @@ class BrokerServer:
 
         A job too large for its worker's frames fails alone (the state
         says so to its submitter); the worker and the rest of the batch go on.
+        A broker that no longer leads sends nothing (fencing): the next
+        leader's state is the truth now.
         """
+        if out and not self._leading():
+            return
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
@@ -489,6 +602,8 @@ class BrokerServer:
         while not self._stopping.wait(wait_s):
             now = time.time()
             with self._lock:
+                if not self.active:
+                    continue
                 self._emit(self.state.tick(now))
                 silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
                 peers = list(self._peers.values())

@@ -33,6 +33,11 @@ Rules:
    message per dispatch round naming its jobs that went to a worker, and
    after each welcome the jobs workers hold now. Others get none: bulk
    submitters pay nothing for it.
+7. A job under a concurrency limit enters the ready queue only once
+   admitted (broker/limits.py); until then it waits in the limit's line.
+
+Control over jobs already sent (cancel, retry from failed) lives in
+broker/control.py, the unique-key index in broker/keys.py.
 """
 
 from __future__ import annotations
@@ -99,9 +104,13 @@ from sockpool.protocol.messages import (
     RESULT_NONE,
 )
 
-from . import admission, control
+from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
+
+from . import admission, control, operations
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
+from .keys import KeyIndex
+from .limits import Limits, LimitSpec
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedule, Schedules
@@ -134,6 +143,7 @@ class BrokerState:
         unserved_timeout_s: float = UNSERVED_TIMEOUT_S,
         rng: random.Random | None = None,
         now: float = 0.0,
+        limits: dict[str, LimitSpec] | None = None,
         quota: Quota | None = None,
     ) -> None:
         self.name = name
@@ -165,6 +175,8 @@ class BrokerState:
         self.journal: list[tuple[Any, ...]] = []
         # While the store cannot write: the error new submissions get.
         self.store_refusal: dict[str, Any] | None = None
+        self.limits = Limits(limits)
+        self.keys = KeyIndex()
         self._next_gid = 1
         self._next_ping = 0.0
         self._next_sweep = 0.0
@@ -322,8 +334,12 @@ class BrokerState:
                 viewer = EVERYONE if self.is_operator(conn_id) else session.session_id
                 status = admission.fit_status(self.status(now, viewer), self.max_frame_bytes - _REPLY_OVERHEAD_BYTES)
                 return [(conn_id, StatusReply(status))]
+            if isinstance(msg, Cancel):
+                return control.on_cancel(self, conn_id, session, msg, now)
+            if isinstance(msg, Retry):
+                return control.on_retry(self, conn_id, session, msg, now)
             if isinstance(msg, Control):
-                reply = control.handle(self, msg.op, msg.args, now, self.is_operator(conn_id))
+                reply = operations.handle(self, msg.op, msg.args, now, self.is_operator(conn_id))
                 out: Outbox = [(conn_id, reply)]
                 if self.wants_dispatch:
                     self.wants_dispatch = False
@@ -366,6 +382,7 @@ class BrokerState:
         `accepted`, so it only goes out once the job is on disk.
         """
         refused: list[list[Any]] = []
+        follow_out: Outbox = []
         added = 0
         unserved: set[str] = set()
         refusal = self.store_refusal
@@ -390,6 +407,10 @@ class BrokerState:
                 refused.append([cid, False, why])
                 self.stats.on_refused(task, why, self.now, session.session_id)
                 continue
+            key = entry[5].get("key") if len(entry) > 5 else None
+            if key is not None and self.keys.holder(key) is not None:
+                follow_out += control.follow(self, session, cid, key)
+                continue
             if task not in self.served:
                 unserved.add(task)
             options = entry[5] if len(entry) > 5 else None
@@ -403,9 +424,17 @@ class BrokerState:
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
+            if key is not None:
+                self.keys.hold(key, job.gid, session.session_id, cid)
             at = job.at if options else None
             if at is not None and at > now:
                 self.due.push(job, at)
+            elif options or self.limits.by_task:
+                # Limits may hold it back: they decide, after the plain jobs
+                # before it, so one session's jobs keep their order.
+                self.dispatcher.add_many(ready, now)
+                ready = []
+                self._queue(job)
             else:
                 job.queued_at = now
                 if task not in self.served:
@@ -422,6 +451,7 @@ class BrokerState:
         out: Outbox = [(conn_id, Results(refused))] if refused else []
         if refusal is not None and refused:
             out.append((conn_id, Error(refusal["type"], refusal["message"])))
+        out += follow_out
         out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
         for task in sorted(unserved):  # never without a word: say what they wait for
             if task in self.unserved.since:
@@ -509,7 +539,16 @@ class BrokerState:
 
     def on_ack(self, session: Session, msg: Ack) -> Outbox:
         cids = list(session.results) if msg.all else msg.ids
-        gone = [session.results.pop(cid).gid for cid in cids if cid in session.results]
+        gone: list[int] = []
+        for cid in cids:
+            result = session.results.pop(cid, None)
+            if result is None:
+                continue
+            if result.follower:
+                self.journal.append(("unfollow", session.session_id, cid))
+            else:
+                gone.append(result.gid)
+                self.keys.release(result.gid)
         if gone:
             self.journal.append(("forget", gone))
         return []
@@ -520,6 +559,8 @@ class BrokerState:
         out: Outbox = []
         for job in self.due.pop_due(now):
             self._queue(job)
+        for job in self.limits.tick(now):
+            self._ready(job)
         self.stats.sample_queues(now)
         next_fire = self.schedules.next_due()
         if next_fire is not None and next_fire <= now:
@@ -557,6 +598,9 @@ class BrokerState:
         """Exponential backoff with jitter, so that retries do not stampede."""
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
         self.due.push(job, now + delay)
+        # Waiting for a retry is not running: its limit slots go to others.
+        for admitted in self.limits.release(job, now):
+            self._ready(admitted)
         self.totals["retried"] += 1
         self.journal.append(("attempts", job.gid, job.attempts))
 
@@ -605,14 +649,27 @@ class BrokerState:
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
         del self.jobs[job.gid]
         self.quota.remove(job.session, job.cost)
-        self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
-        self.totals["completed" if ok else "failed"] += 1
+        cancelled = not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED
+        if not cancelled:  # a cancel is nobody's failure: counted apart
+            self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
+        self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
-        if not ok:
+        if not ok and not cancelled:
             args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
-            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size)
+            # Kept whole, it can be retried as it was sent; cut down, it cannot.
+            retryable = args is job.args and kwargs is job.kwargs
+            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size,
+                               job.cid, job.options if retryable else None, job.many, retryable)
             self.failed.append(record)
             self.journal.append(("failed", record))
+        for admitted in self.limits.release(job, now):
+            self._ready(admitted)
+        for session_id, cid in job.followers or ():
+            follower = self.sessions.get(session_id)
+            if follower is not None and follower.live.pop(cid, None) is not None:
+                entry = [cid, ok, value]
+                follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
+                by_session.setdefault(session_id, []).append(entry)
         if job.session.startswith(SESSION_PREFIX):
             schedule_outcome(self, job, ok, value, now)
             return
@@ -624,9 +681,10 @@ class BrokerState:
             # Nobody will collect it: keep nothing (a failure stays listed
             # above, for `broker failed`).
             self.journal.append(("forget", [job.gid]))
+            self.keys.release(job.gid)
             return
         entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED)
+        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED, key=job.key)
         by_session.setdefault(job.session, []).append(entry)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
@@ -644,7 +702,7 @@ class BrokerState:
         for session_id, session in list(self.sessions.items()):
             expired = [cid for cid, r in session.results.items() if r.finished_at < cutoff]
             for cid in expired:
-                del session.results[cid]
+                self.keys.release(session.results.pop(cid).gid)
             idle = session.conn_id is None and not session.live and not session.results
             if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
                 del self.sessions[session_id]
@@ -661,8 +719,16 @@ class BrokerState:
                 continue
             session.abandoned = True
             dropped = [cid for cid, r in session.results.items() if not r.detached]
-            if dropped:
-                self.journal.append(("forget", [session.results.pop(cid).gid for cid in dropped]))
+            forget = []
+            for cid in dropped:
+                result = session.results.pop(cid)
+                if result.follower:  # a copy of another session's job: that job's row stays
+                    self.journal.append(("unfollow", session.session_id, cid))
+                else:
+                    forget.append(result.gid)
+                    self.keys.release(result.gid)
+            if forget:
+                self.journal.append(("forget", forget))
 
     # -- queue -----------------------------------------------------------
 
@@ -711,6 +777,17 @@ class BrokerState:
             self._queue(job)
 
     def _queue(self, job: Job, front: bool = False) -> None:
+        """Into the ready queue, once its limits admit it (a job that holds
+        its slots already, back from a lost worker, goes straight in)."""
+        # A job with no options on a broker with no task limits is under no
+        # limit: the plain path skips the limits altogether.
+        if job.limits is None and (job.options or self.limits.by_task) and not self.limits.admit(job, self.now):
+            job.queued_at = self.now
+            return
+        self._ready(job, front)
+
+    def _ready(self, job: Job, front: bool = False) -> None:
+        """Hand the job to the dispatcher (broker/dispatch.py decides who runs it when)."""
         job.queued_at = self.now
         if job.task not in self.served:
             self.unserved.mark(job.task, self.now)
@@ -787,20 +864,33 @@ class BrokerState:
         journal, self.journal = self.journal, []
         return journal
 
-    def restore(self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float) -> None:
+    def restore(
+        self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float,
+        followers: list[tuple[str, int, int]] | None = None,
+    ) -> None:
         """Rebuild from the store after a restart: unfinished jobs are queued
         again (those that were running included), results wait for their
-        sessions, failed jobs stay listable."""
+        sessions, failed jobs stay listable; unique keys are held again by
+        the jobs that held them, and their followers follow again."""
         self.now = now
         for job in sorted(jobs, key=lambda j: j.gid):
             self.jobs[job.gid] = job
             job.cost += JOB_OVERHEAD_BYTES
             self.quota.add(job.session, job.cost)
             self._session(job.session).live[job.cid] = job.gid
+            if job.key is not None:
+                self.keys.hold(job.key, job.gid, job.session, job.cid)
             self._queue_or_wait(job)
+        for session_id, cid, gid in followers or ():
+            followed = self.jobs.get(gid)
+            if followed is not None:
+                followed.followers = (followed.followers or []) + [(session_id, cid)]
+                self._session(session_id).live[cid] = gid
         for session_id, result in results:
             session = self._session(session_id)
             session.results[result.entry[0]] = result
+            if result.key is not None and not result.follower:
+                self.keys.hold(result.key, result.gid, session_id, result.entry[0])
         for session in self.sessions.values():
             session.gone_since = now
         for record in sorted(failed, key=lambda f: f.finished_at):
@@ -828,6 +918,7 @@ class BrokerState:
             "ready": self.ready_count,
             "in_flight": sum(len(w.leased) for w in self.workers.values()),
             "delayed": len(self.due),
+            "waiting_on_limit": self.limits.waiting,
             "failed": len(self.failed),
             "workers": len(self.workers),
             "clients": len(self.clients),
@@ -895,17 +986,23 @@ class BrokerState:
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
                 "delayed": self.due.calls,
+                "waiting_on_limit": sum(job.calls for job in self.limits.waiting_jobs()),
                 "failed": len(self.failed),
             },
+            "limits": self.limits.status(now),
+            "unique_keys": len(self.keys),
             "queues": queue_status(self, now),
             # A schedule's arguments and its last failure's message are the
             # operator's to see, like failure messages.
             "schedules": [
-                control.schedule_row(s, full=viewer == EVERYONE)
+                operations.schedule_row(s, full=viewer == EVERYONE)
                 for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)
             ],
             **stats,
-            "totals": {**stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"]},
+            "totals": {
+                **stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"],
+                "cancelled": self.totals["cancelled"], "deduplicated": self.totals["deduplicated"],
+            },
         }
 
 

@@ -31,6 +31,7 @@ from sockpool.protocol import (
     StatusReply,
     StatusRequest,
 )
+from sockpool.protocol.control import count_outcomes, E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -45,7 +46,7 @@ from sockpool.net.credentials import Credentials
 from sockpool.net.request import failed_job_rows
 from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
-from .futures import BUSY, JobFuture
+from .futures import BUSY, JobFuture, MapResults, WeakCallback, mark_cancelled
 from .link import BrokerLink
 
 log = logging.getLogger("sockpool.client")
@@ -60,7 +61,12 @@ class Client:
     only workers listening on it run the job), `priority` (an integer,
     higher runs first), `delay` (seconds or a timedelta before it may run)
     and `at` (an aware datetime, or Unix time, before which it may not
-    run). Set defaults here, or per call with `with_options(...)`.
+    run). Set defaults here, or per call with `with_options(...)`, which
+    also takes a unique `key` and a concurrency `limit_key` (README:
+    Control over jobs).
+
+    `future.cancel()` withdraws a job that has not started (it never runs);
+    `client.cancel(future)` also stops one that is running.
 
     If the broker goes away, the client reconnects for up to
     `reconnect_timeout_s` and keeps waiting for its results.
@@ -121,6 +127,8 @@ class Client:
                 secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
             )
         self.options = job_options(retries, timeout, queue=queue, priority=priority)
+        # An Executor's client: interpreter exit waits for its pending futures.
+        self.wait_at_exit = False
         self.auto_ack = auto_ack
         self._lock = threading.Condition(threading.Lock())
         self._ids = itertools.count(1)
@@ -128,6 +136,9 @@ class Client:
         self._adopted: dict[int, list[Any]] = {}  # results of an attached session
         self._unwanted: set[int] = set()  # fire-and-forget jobs not yet accepted
         self._lost: BaseException | None = None
+        # What a cancelled future calls; weakly, so futures a caller keeps
+        # do not keep a dropped client alive.
+        self._withdraw_weakly = WeakCallback(self._withdraw)
         self._link = BrokerLink(
             address, session or secrets.token_hex(16), name or f"client-{os.getpid()}",
             self._resolve, self._fail_all, connect_timeout_s, reconnect_timeout_s, credentials,
@@ -171,10 +182,20 @@ class Client:
     def with_options(
         self, *, retries: int | None = None, timeout: float | None = None, queue: str | None = None,
         priority: int | None = None, delay: float | timedelta | None = None, at: datetime | float | None = None,
-        detached: bool = False, fire_and_forget: bool = False,
+        detached: bool = False, fire_and_forget: bool = False, key: str | None = None,
+        limit_key: str | None = None, limit: int | None = None,
     ) -> JobOptions:
         """`submit` and `map` with other options than the client's (see the
         class for retries, timeout, queue, priority, delay and at).
+
+        `key`: a unique key. While a job with this key is queued, running,
+        or has a result its submitter has not collected, a submit with the
+        same key (from any client) makes no new job: its future gets that
+        job's outcome. Not for `map`, whose chunks are many jobs.
+        `limit_key` (and `limit`, its capacity unless the broker sets one
+        with `--limit`): at most that many jobs with this key run at once,
+        across the cluster. These are job options, not arguments of
+        `submit`, because `submit`'s keyword arguments are the task's.
 
         `detached`: the broker keeps the results even after this client is
         gone for good, until a client attaching to this session (`session=`,
@@ -196,7 +217,7 @@ class Client:
         return JobOptions(self, job_options(
             base.get("retries", 0) if retries is None else retries,
             base.get("timeout") if timeout is None else timeout,
-            mode,
+            mode, key=key, limit_key=limit_key, limit=limit,
             queue=base.get("queue") if queue is None else queue,
             priority=base.get("priority", 0) if priority is None else priority,
             delay=delay, at=at,
@@ -210,7 +231,7 @@ class Client:
         chunksize: int | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
-    ) -> Iterator[Any]:
+    ) -> MapResults:
         """Run `task(item)` for every item; yields the results in input order.
 
         Items travel in chunks of `chunksize` (by default sized from the
@@ -218,6 +239,7 @@ class Client:
         item per job when jobs have a timeout or retries, so that those
         apply to each item). At most a fixed number of chunks are in
         flight, so an endless input streams in bounded memory.
+        `.cancel()` on what it returns cancels the map's unfinished chunks.
 
         Raises (while iterating):
             JobFailed: an item failed (unless `return_exceptions`, which
@@ -282,6 +304,80 @@ class Client:
             jobs += failed_job_rows(reply.jobs)
             if not reply.more or not reply.jobs:
                 return jobs
+
+    def cancel(self, target: Future[Any] | MapResults | Iterable[Future[Any]], timeout: float = 10.0) -> bool:
+        """Cancel jobs, stopping those that are running: the worker kills
+        the pool process running one and replaces it. `target` is a future
+        of this client, a map's results, or futures. Waits for the broker's
+        decision; True if any job was cancelled or stopped (its future is
+        then cancelled), False if every one had finished first (its future
+        has, or is about to have, its result).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        if isinstance(target, MapResults):
+            return target.cancel(timeout)
+        futures = [target] if isinstance(target, Future) else list(target)
+        mine = {f.job_id: f for f in futures
+                if isinstance(f, JobFuture) and f._withdraw is self._withdraw_weakly and not f.done()}
+        if not mine:
+            return False
+        withdrawn = self._link.withdraw(list(mine))
+        for job_id in withdrawn:
+            mark_cancelled(mine.pop(job_id))
+        self._forget(withdrawn)
+        if not mine:
+            return True
+        reply = self._link.request(Cancel(ids=list(mine), stop=True), timeout)
+        assert isinstance(reply, CancelReply)
+        hit = bool(withdrawn)
+        for job_id, outcome in reply.outcomes:
+            if outcome in (OUTCOME_CANCELLED, OUTCOME_STOPPED) and job_id in mine:
+                mark_cancelled(mine[job_id])
+                hit = True
+        return hit
+
+    def cancel_session(self, session: str, *, stop: bool = True, timeout: float = 10.0) -> dict[str, int]:
+        """Cancel every unfinished job of another session (a detached
+        submission's ID, as `submit --detach` prints it); the counts of
+        each outcome (`cancelled`, `stopped`, `running`, `finished`).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Cancel(session=session, stop=stop), timeout)
+        assert isinstance(reply, CancelReply)
+        return count_outcomes(reply.outcomes)
+
+    def cancel_jobs(
+        self, gids: list[int] | None = None, *, task: str = "", stop: bool = True, timeout: float = 10.0
+    ) -> list[list[Any]]:
+        """Cancel jobs by broker id, or every unfinished job of `task`;
+        `[broker id, outcome]` per job. Any job for an `operator` client,
+        else only this session's.
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Cancel(gids=gids or [], task=task, stop=stop), timeout)
+        assert isinstance(reply, CancelReply)
+        return reply.outcomes
+
+    def retry_failed(
+        self, gids: list[int] | None = None, *, all: bool = False, task: str = "", timeout: float = 10.0
+    ) -> tuple[list[int], list[int]]:
+        """Run failed jobs again (see `failed_jobs` for their `id`s), as new
+        attempts for the sessions that sent them. Any session's for an
+        `operator` client, else only this session's. Returns (ids queued
+        again, ids that are not among the failed jobs or cannot be retried).
+
+        Raises:
+            ConnectionLost: no answer from the broker.
+        """
+        reply = self._link.request(Retry(gids=gids or [], all=all, task=task), timeout)
+        assert isinstance(reply, RetryReply)
+        return reply.retried, reply.missing
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The broker's view of the cluster: workers, queue depth, totals,
@@ -371,7 +467,7 @@ class Client:
     def _map(
         self, task: str, iterable: Iterable[Any], chunksize: int | None, timeout: float | None,
         return_exceptions: bool, options: dict[str, Any],
-    ) -> Iterator[Any]:
+    ) -> MapResults:
         if options.get("result") == RESULT_NONE:
             raise ValueError("map yields results: fire-and-forget jobs have none (use submit)")
         if chunksize is None:
@@ -379,26 +475,12 @@ class Client:
             chunksize = 1 if per_item else self._default_chunksize(iterable)
         if chunksize < 1:
             raise ValueError("chunksize must be at least 1")
-        items = iter(iterable)
-        window: deque[tuple[Future[Any], int]] = deque()
-
-        def refill() -> None:
-            while len(window) < MAP_WINDOW_CHUNKS:
-                chunk = list(itertools.islice(items, chunksize))
-                if not chunk:
-                    return
-                window.append((self._submit(task, chunk, {}, True, options), len(chunk)))
-
-        refill()  # start now, not at the first next(), like Pool.map
-
-        def chunks() -> Iterator[Iterable[Any]]:
-            while window:
-                future, size = window.popleft()
-                refill()
-                yield chunk_values(future, size, timeout, return_exceptions)
-
-        # chain walks each chunk's list in C: no Python frame per item.
-        return itertools.chain.from_iterable(chunks())
+        if options.get("key") is not None:
+            raise ValueError("a unique key names one job; a map is many jobs (submit each with its own key)")
+        return MapResults(
+            self, lambda chunk: self._submit(task, chunk, {}, True, options), iter(iterable), chunksize,
+            MAP_WINDOW_CHUNKS, lambda future, size: chunk_values(future, size, timeout, return_exceptions),
+        )
 
     def _default_chunksize(self, iterable: Iterable[Any]) -> int:
         if not hasattr(iterable, "__len__"):
@@ -420,6 +502,8 @@ class Client:
             if self._lost is not None:
                 raise ConnectionLost(f"client is closed: {self._lost}")
             job_id = next(self._ids)
+            future.job_id = job_id
+            future._withdraw = self._withdraw_weakly
             lone = not self._futures  # no other job of ours in flight: send it now
             if lone:
                 BUSY.add(self)
@@ -490,7 +574,9 @@ class Client:
             # The caller may have cancelled the future; the job ran anyway,
             # and its result has nowhere to go.
             try:
-                if ok:
+                if not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED:
+                    mark_cancelled(future)
+                elif ok:
                     future.set_result(value)
                 else:
                     future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
@@ -515,6 +601,11 @@ class Client:
                     future.set_result(None)
                 except InvalidStateError:
                     pass
+
+    def _withdraw(self, job_id: int) -> None:
+        """`future.cancel()` succeeded: take the job back (see futures.py)."""
+        if self._link.withdraw([job_id], ask_broker=True):
+            self._forget([job_id])
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -544,3 +635,5 @@ class JobOptions:
         timeout: float | None = None, return_exceptions: bool = False,
     ) -> Iterator[Any]:
         return self._client._map(task, iterable, chunksize, timeout, return_exceptions, self.options)
+
+

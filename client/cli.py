@@ -138,6 +138,14 @@ class OrderedWriter:
               help="Fire and forget: exit once the broker has every job on disk; it keeps no results, "
                    "only failures (broker failed).")
 @click.option("--attach", "attach_id", metavar="ID", default=None, help="Wait for the results of a detached submission.")
+@click.option("--cancel", "cancel_id", metavar="ID", default=None,
+              help="Cancel a detached submission's unfinished jobs (running ones are stopped), and exit.")
+@click.option("--key", metavar="KEY", default=None,
+              help="Unique key: while a job with KEY is unfinished or uncollected, join it instead of making one (one ARG).")
+@click.option("--limit-key", metavar="NAME", default=None,
+              help="Run at most --limit jobs of NAME at once across the cluster (or the broker's --limit NAME=N).")
+@click.option("--limit", "limit", type=click.IntRange(1), default=None, metavar="N",
+              help="With --limit-key: the limit's capacity.")
 @peer_options()
 @click.option(
     "--progress/--no-progress", default=None,
@@ -161,6 +169,10 @@ def main(
     detach: bool,
     no_wait: bool,
     attach_id: str | None,
+    cancel_id: str | None,
+    key: str | None,
+    limit_key: str | None,
+    limit: int | None,
     secret_file: str | None,
     tls_ca: str | None,
     progress: bool | None,
@@ -182,9 +194,18 @@ def main(
         credentials = Credentials.from_files(secret_file, tls_ca)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    if cancel_id is not None:
+        if task is not None or attach_id is not None:
+            raise click.UsageError("--cancel takes no TASK, ARG or --attach")
+        click.echo(cancel_submission(address, cancel_id, credentials))
+        return
+    if key is not None and len(args) != 1:
+        raise click.UsageError("--key names one job: give exactly one ARG")
+    if limit is not None and limit_key is None:
+        raise click.UsageError("--limit goes with --limit-key")
     try:
         options = job_options(
-            retries, timeout, queue=queue, priority=priority,
+            retries, timeout, key=key, limit_key=limit_key, limit=limit, queue=queue, priority=priority,
             delay=parse_duration(delay_text) if delay_text is not None else None,
             at=parse_time(at_text) if at_text is not None else None,
         )
@@ -257,7 +278,14 @@ def run(
                 Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter())
             )
             jobs = JobOptions(client, options)
-            yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
+            if options.get("key") is not None:
+                # One keyed job: it may join another client's job of that key.
+                try:
+                    yield jobs.submit(task, values[0]).result()
+                except JobFailed as failed:
+                    yield failed
+            else:
+                yield from jobs.map(task, values, chunksize=chunksize, return_exceptions=True)
             client.ack_all()
     except (SockpoolError, ValueError) as exc:  # ValueError: a refused --tasks module
         raise click.ClickException(str(exc)) from exc
@@ -287,6 +315,22 @@ def submit_detached(
             return client.session
     except SockpoolError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def cancel_submission(address: str | None, session: str, credentials: Credentials) -> str:
+    """Cancel a detached submission's unfinished jobs; a line saying what happened.
+
+    Its session keeps the cancelled jobs' results (Cancelled), so a later
+    `--attach` shows each job's outcome.
+    """
+    try:
+        with Client(address, credentials=credentials) as client:
+            counts = client.cancel_session(session)
+    except SockpoolError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not counts["cancelled"] and not counts["stopped"]:
+        return f"submission {session}: nothing left to cancel"
+    return f"submission {session}: cancelled {counts['cancelled']} waiting and stopped {counts['stopped']} running job(s)"
 
 
 def attach(address: str | None, session: str, credentials: Credentials) -> tuple[list[str], list[Any]]:

@@ -20,6 +20,8 @@ from sockpool.protocol.limits import MAX_TIMEOUT_S
 from sockpool.protocol.messages import (
     DEFAULT_QUEUE,
     E_UNENCODABLE_RESULT,
+    MAX_KEY_CHARS,
+    MAX_LIMIT,
     MAX_PRIORITY,
     MAX_QUEUE_NAME_CHARS,
     MAX_RETRIES,
@@ -34,16 +36,23 @@ from .errors import JobFailed
 
 
 def job_options(
-    retries: int, timeout: float | None, result: str | None = None, *, queue: str | None = None,
+    retries: int, timeout: float | None, result: str | None = None, *, key: str | None = None,
+    limit_key: str | None = None, limit: int | None = None, queue: str | None = None,
     priority: int = 0, delay: float | timedelta | None = None, at: datetime | float | None = None,
 ) -> dict[str, Any]:
     """The `options` of a job entry; only what differs from the defaults.
 
     Raises:
-        ValueError: retries out of range, a non-positive timeout, a bad queue
-            name, a priority out of range, a negative or non-finite delay, or
-            an `at` that is a naive datetime.
+        ValueError: a negative retry count, a non-positive timeout, an
+            empty or over-long key, a limit below 1, a bad queue name, a
+            priority out of range, a negative or non-finite delay, or an
+            `at` that is a naive datetime.
     """
+    for name, value in (("key", key), ("limit_key", limit_key)):
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
+            raise ValueError(f"{name} must be a string of 1 to {MAX_KEY_CHARS} characters")
+    if limit is not None and not (type(limit) is int and 1 <= limit <= MAX_LIMIT):
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
     if retries < 0 or retries > MAX_RETRIES:
         raise ValueError(f"retries must be between 0 and {MAX_RETRIES}")
     if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
@@ -55,6 +64,12 @@ def job_options(
         options["timeout"] = float(timeout)
     if result is not None:
         options["result"] = result
+    if key is not None:
+        options["key"] = key
+    if limit_key is not None:
+        options["limit_key"] = limit_key
+    if limit is not None:
+        options["limit"] = limit
     if queue is not None and queue != DEFAULT_QUEUE:
         if not valid_queue_name(queue):
             raise ValueError(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:- (got {queue!r})")

@@ -35,7 +35,7 @@ from sockpool.protocol.values import wire_args
 
 from .api import Client
 from .entries import chunk_values
-from .futures import JobFuture
+from .futures import BUSY, JobFuture
 
 # The module whose functions workers serve under their bare names.
 BUILTIN_MODULE = "sockpool.worker.tasks"
@@ -54,6 +54,11 @@ def _python_exit() -> None:
     _interpreter_exiting = True
     for executor in list(_open_executors):
         executor.shutdown(wait=True)
+    # An executor dropped unshut with calls pending is gone, but its client
+    # is kept alive by them (futures.BUSY): wait for those too.
+    for client in BUSY.snapshot():
+        if getattr(client, "wait_at_exit", False):
+            _close_when_done(client, client.pending())
 
 
 try:
@@ -126,6 +131,7 @@ class Executor(_Executor):
         init = None if initializer is None else [task_name(initializer), wire_args(list(initargs))]
         client_options.setdefault("notify_started", True)  # for Future.running() and cancel()
         self._client = Client(address, **client_options)
+        self._client.wait_at_exit = True  # see _python_exit
         self._options = self._client.options if init is None else {**self._client.options, "init": init}
         self._lock = threading.Lock()
         self._shutdown = False

@@ -44,16 +44,19 @@ from sockpool.protocol import (
     StatusReply,
     StatusRequest,
     Submit,
+    CancelReply,
+    RetryReply,
     Welcome,
     encode,
     error_value,
     unpack_body,
 )
-from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S
+from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S, STANDBY_RETRY_MAX_S
+from sockpool.protocol.control import Cancel
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
 from sockpool.protocol.limits import loggable
-from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
 
@@ -62,10 +65,6 @@ from .futures import WeakCallback
 log = logging.getLogger("sockpool.client")
 
 ResultHandler = Callable[[list[list[Any]]], None]
-# Each request's reply.
-_REPLY_TYPES: dict[type[Message], type[Message]] = {
-    ListFailed: FailedJobs, StatusRequest: StatusReply, Control: ControlReply,
-}
 
 
 class BrokerLink:
@@ -121,10 +120,14 @@ class BrokerLink:
         # next batch it accepts whole. A caller waiting for room gives up.
         self._refusal: Error | None = None
         self._refused_upto = 0  # batches numbered up to this were sent before it
-        # Futures waiting for a reply, each with the reply's type: a
-        # `control_reply` waits for a commit, so a `status_reply` asked for
-        # later may overtake it.
+        # Requests waiting for their reply, in the order sent; the broker
+        # answers each kind of request in order. `_request_lock` makes
+        # "append, then send" one step, so that order is the sending order.
         self._replies: list[tuple[type[Message], Future[Message]]] = []
+        self._request_lock = threading.Lock()
+        # Client ids of jobs cancelled with `future.cancel()`, for the
+        # broker to remove if they still wait: sent in one `cancel`.
+        self._cancels: list[int] = []
         self._closed = False
         self._closing = threading.Event()  # wakes the heartbeat thread to end
         self._conn: Connection | None = None
@@ -234,13 +237,14 @@ class BrokerLink:
             ConnectionLost: no connection, or no reply in time.
         """
         reply: Future[Message] = Future()
-        with self._lock:
-            conn = self._conn
-            if conn is not None:  # else no reply will come to take it off the list
-                self._replies.append((_REPLY_TYPES[type(msg)], reply))
-        if conn is None:
-            raise ConnectionLost("not connected to the broker")
-        conn.send(msg)
+        with self._request_lock:
+            with self._lock:
+                conn = self._conn
+                if conn is not None:
+                    self._replies.append((_REPLY_TYPES[type(msg)], reply))
+            if conn is None:
+                raise ConnectionLost("not connected to the broker")
+            conn.send(msg)
         try:
             return reply.result(timeout_s)
         except FutureTimeout:
@@ -254,6 +258,36 @@ class BrokerLink:
                 conn.send(msg)
             except ConnectionLost:
                 pass
+
+    def withdraw(self, ids: list[int], ask_broker: bool = False) -> list[int]:
+        """Take back jobs: those not yet sent are dropped here (returned);
+        with `ask_broker`, the broker is asked to remove the others if they
+        still wait (one `cancel` for all cancelled meanwhile, answered to
+        nobody: `future.cancel()` does not wait)."""
+        wanted = set(ids)
+        with self._lock:
+            kept = [job for job in self._unsent if job[0] not in wanted]
+            dropped = [job[0] for job in self._unsent if job[0] in wanted]
+            if dropped:
+                self._unsent = kept
+                self._pending -= len(dropped)
+            if ask_broker:
+                self._cancels += [i for i in ids if i not in set(dropped)]
+            self._lock.notify_all()
+        return dropped
+
+    def _send_cancels(self) -> None:
+        with self._request_lock:
+            with self._lock:
+                ids, self._cancels = self._cancels, []
+                conn = self._conn
+                if not ids or conn is None:
+                    return
+                self._replies.append((CancelReply, Future()))  # nobody waits on it
+            try:
+                conn.send(Cancel(ids=ids))
+            except ConnectionLost:
+                pass  # the job runs and its result is dropped: what cancel() promised at least
 
     def wait_accepted(self, timeout_s: float | None) -> bool:
         """Wait until the broker has durably accepted (or refused) every
@@ -302,12 +336,18 @@ class BrokerLink:
     def _send_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and (not self._unsent or self._conn is None or self._sending):
+                while not self._closed and (
+                    (not self._unsent and not self._cancels) or self._conn is None or self._sending
+                ):
                     self._lock.wait()
                 if self._closed:
                     return
-                conn, batches = self._take_batches_locked()
+                conn, batches = self._take_batches_locked() if self._unsent else (self._conn, [])
+                if not batches:
+                    self._sending = True
             self._send_batches(conn, batches)
+            # After the submits they may name, so the broker has them first.
+            self._send_cancels()
 
     def _take_batches_locked(self) -> tuple[Connection, list[int]]:
         """Turn every unsent job into numbered batches and claim the right
@@ -428,7 +468,8 @@ class BrokerLink:
                     self._on_accepted(list(batch))
             elif isinstance(msg, Ping):
                 conn.send(Pong())
-            elif isinstance(msg, (FailedJobs, StatusReply, ControlReply)):  # in request order, per type
+            elif isinstance(msg, (FailedJobs, StatusReply, CancelReply, RetryReply, ControlReply)):
+                # Each kind of reply comes in the order of its requests.
                 with self._lock:
                     index = next((i for i, (kind, _) in enumerate(self._replies) if kind is type(msg)), None)
                     reply = self._replies.pop(index)[1] if index is not None else None
@@ -470,9 +511,28 @@ class BrokerLink:
             except ConnectionLost as exc:
                 if time.monotonic() + delay > deadline:
                     raise ConnectionLost(f"gave up reconnecting after {self.reconnect_timeout_s:.0f} s: {exc}") from exc
+                # Only standbys answered: a failover is under way, and ends soon.
+                cap = STANDBY_RETRY_MAX_S if isinstance(exc, NoActiveBroker) else RECONNECT_MAX_S
             time.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, RECONNECT_MAX_S)
+            delay = min(delay * 2, cap)
 
     def ack(self, ids: list[int] | None) -> None:
         """Tell the broker it may forget these results (None: all of them)."""
         self.send(Ack(all=True) if ids is None else Ack(ids=ids))
+
+
+# The reply the broker sends to each request.
+_REPLY_TYPES: dict[type[Message], type[Message]] = {}
+
+
+def _reply_types() -> None:
+    from sockpool.protocol import ListFailed, StatusRequest
+    from sockpool.protocol.control import Retry
+
+    _REPLY_TYPES.update({
+        ListFailed: FailedJobs, StatusRequest: StatusReply, Cancel: CancelReply, Retry: RetryReply,
+        Control: ControlReply,
+    })
+
+
+_reply_types()

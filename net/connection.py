@@ -42,7 +42,7 @@ from sockpool.protocol import (
 from sockpool.protocol.auth import PeerAuth, new_nonce
 from sockpool.protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
 from sockpool.protocol.handshake import looks_like_tls
-from sockpool.protocol.messages import E_AUTH, E_TLS
+from sockpool.protocol.messages import E_AUTH, E_STANDBY, E_TLS
 
 from .credentials import Credentials
 from .tls import TLSStream
@@ -89,6 +89,25 @@ def parse_address(address: str | None) -> tuple[str, int]:
     if not port.isdigit():
         raise ValueError(f"bad broker address {address!r}: expected HOST:PORT")
     return host.strip("[]") or DEFAULT_HOST, int(port)
+
+
+class NoActiveBroker(ConnectionLost):
+    """A broker answered that it stands by (several brokers on one store) and
+    none was active: a failover is under way, so retry soon, not with the
+    long backoff of a broker that is down."""
+
+
+def split_addresses(address: str | None) -> list[str | None]:
+    """'HOST:PORT,HOST:PORT' (several brokers on one store, one active) as
+    a list of single addresses; None stays [None] (then $SOCKPOOL_BROKER,
+    which may be a list too, then the default)."""
+    address = address or os.environ.get(BROKER_ENV) or None
+    if address is None:
+        return [None]
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"bad broker address {address!r}: expected HOST:PORT[,HOST:PORT...]")
+    return list(parts)
 
 
 def address_family(host: str) -> socket.AddressFamily:
@@ -232,6 +251,36 @@ def connect(
 ) -> tuple[Connection, Welcome]:
     """Open a connection to the broker and complete the handshake.
 
+    `address` may list several brokers ('HOST:PORT,HOST:PORT'): they are
+    tried in turn, each with `timeout_s`, and the first that is the active
+    broker wins; a standby says so and is passed over.
+
+    Raises:
+        ConnectionLost: no broker in the list could be reached or is
+            active (a standby counts as worth retrying: it may lead soon).
+        HandshakeRefused: a broker refused us or we it (version, role,
+            authentication, TLS); retrying cannot help.
+        ProtocolError: a broker answered with something unexpected.
+    """
+    addresses = split_addresses(address)
+    if len(addresses) == 1:
+        return _connect_one(addresses[0], hello, timeout_s, credentials)
+    reasons = []
+    standby = False
+    for one in addresses:
+        try:
+            return _connect_one(one, hello, timeout_s, credentials)
+        except ConnectionLost as exc:
+            reasons.append(str(exc))
+            standby = standby or isinstance(exc, NoActiveBroker)
+    raise (NoActiveBroker if standby else ConnectionLost)("no active broker: " + "; ".join(reasons))
+
+
+def _connect_one(
+    address: str | None, hello: Hello, timeout_s: float, credentials: Credentials | None = None
+) -> tuple[Connection, Welcome]:
+    """Connect to one broker; see `connect`.
+
     Raises:
         ConnectionLost: the broker could not be reached, hung up or did
             not answer in time; worth retrying.
@@ -298,6 +347,8 @@ def _shake_hands(conn: Connection, hello: Hello, credentials: Credentials, deadl
         if isinstance(reply, Error):
             if reply.code == E_AUTH and auth is None:
                 raise AuthFailed("the broker requires a secret")
+            if reply.code == E_STANDBY:
+                raise NoActiveBroker(f"broker at {where}: {reply.message}")
             raise HandshakeRefused(reply.code, reply.message)
         if not isinstance(reply, Welcome):
             raise ProtocolError(f"expected welcome, got {reply.type}")

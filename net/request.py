@@ -51,7 +51,7 @@ def ask(address: str | None, request: Message, reply_type: type[R], credentials:
 def failed_job_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
     """`failed_jobs` rows as dicts, their user values decoded (shown as
     stored where they cannot be)."""
-    keys = ("task", "args", "kwargs", "error", "attempts", "finished_at")
+    keys = ("task", "args", "kwargs", "error", "attempts", "finished_at", "id", "retryable")
     jobs = []
     for row in rows:
         job = dict(zip(keys, row))

@@ -52,6 +52,7 @@ from .messages import (
     from_wire,
 )
 from .stream import Decoder
+from .control import Cancel, CancelReply, Retry, RetryReply, Stop
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
@@ -61,6 +62,7 @@ __all__ = [
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Notice", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "Started", "StatusReply", "StatusRequest", "Submit", "Tasks",
     "Welcome",
+    "Cancel", "CancelReply", "Retry", "RetryReply", "Stop",
     "check_hello", "decode", "encode", "error_value", "frame", "from_wire",
     "pack_body", "unpack_body",
 ]

@@ -137,3 +137,17 @@ MAX_TRACKED_TASKS = 1000
 # `submit` draws a progress bar for at least this many jobs when stdout is
 # a terminal (`--progress` / `--no-progress` override).
 PROGRESS_MIN_JOBS = 1000
+
+# High availability (a broker on a PostgreSQL store, broker/store/postgres.py).
+# The active broker renews its lease every LEASE_RENEW_S; it serves only
+# within LEASE_VALID_S of the start of its last successful renewal, and the
+# database lets a standby take over LEASE_TTL_S after that renewal. The gap
+# between the two is the margin that keeps an old leader silent before a new
+# one speaks. A standby looks for an expired lease every LEASE_POLL_S.
+LEASE_RENEW_S = 0.5
+LEASE_VALID_S = 2.0
+LEASE_TTL_S = 2.5
+LEASE_POLL_S = 0.2
+# Clients and workers that find only standbys (a failover under way) retry
+# at most this far apart instead of RECONNECT_MAX_S.
+STANDBY_RETRY_MAX_S = 0.5

@@ -21,11 +21,13 @@ The `options` element may be left off (an empty map). Known options:
 ("detached": kept for a session that may come back much later; "none":
 fire and forget, the broker keeps no result, only a failure record),
 `init` ([task, args]: run once per pool process before the first job
-naming it), `queue` (the named queue, default "default"), `priority` (an
-integer, higher first, default 0), `delay` (seconds from acceptance before
-it may run) and `at` (Unix time before which it may not run). The broker
-turns a `delay` into an `at` when it accepts the job, so the due time
-survives a restart.
+naming it), `key` (a unique key: see broker/keys.py), `limit_key` and
+`limit` (a concurrency limit shared by jobs of that key: see
+broker/limits.py), `queue` (the named queue, default "default"),
+`priority` (an integer, higher first, default 0), `delay` (seconds from
+acceptance before it may run) and `at` (Unix time before which it may not
+run). The broker turns a `delay` into an `at` when it accepts the job, so
+the due time survives a restart.
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -72,6 +74,9 @@ MAX_PRIORITY = 1000
 RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
 RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
 RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
+# Unique keys and limit keys are names, not payloads.
+MAX_KEY_CHARS = 256
+MAX_LIMIT = 1_000_000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -93,6 +98,8 @@ E_AUTH = "auth_failed"
 # A request only the operator role may make.
 E_FORBIDDEN = "forbidden"
 E_TLS = "tls"
+# A standby broker (several on one PostgreSQL store): try the next address.
+E_STANDBY = "standby"
 E_TIMEOUT = "Timeout"
 E_PROCESS_DIED = "WorkerProcessDied"
 E_POISON = "PoisonJob"
@@ -523,6 +530,7 @@ def _valid_options(options: Any) -> bool:
         return False
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
+    limit = options.get("limit")
     queue = options.get("queue", DEFAULT_QUEUE)
     priority = options.get("priority", 0)
     delay = options.get("delay", 0)
@@ -530,13 +538,23 @@ def _valid_options(options: Any) -> bool:
     # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
     return (
         (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
-        and type(retries) is int and 0 <= retries <= MAX_RETRIES
+        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
+        and options.get("result") in _RESULT_VALUES
+        and _valid_name(options.get("key"))
+        and _valid_name(options.get("limit_key"))
+        and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
         and valid_queue_name(queue)
         and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
         and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0
         and type(at) in (int, float) and math.isfinite(at)
-        and options.get("result") in (None, *RESULT_MODES)
     )
+
+
+_RESULT_VALUES = frozenset({None, *RESULT_MODES})
+
+
+def _valid_name(value: Any) -> bool:
+    return value is None or (type(value) is str and 0 < len(value) <= MAX_KEY_CHARS)
 
 
 def valid_queue_name(name: Any) -> bool:

@@ -99,3 +99,12 @@ def init(x: Any) -> None:
 
 def get_init_status() -> str:
     return INITIALIZER_STATUS
+
+
+def int_(value: Any = 0) -> int:
+    return builtins.int(value)
+
+
+def crash_with_data(data: Any) -> None:
+    """Induces a segfault with dummy data in input."""
+    crash()

@@ -165,10 +165,73 @@ def tuple_or_fail(x: int) -> tuple[int, int]:
     return (x, 2**70 + x)
 
 
+MARKER = "unset"
+
+
+def set_marker(value: str) -> None:
+    """An initializer: leaves `value` in this pool process."""
+    global MARKER
+    MARKER = value
+
+
+def get_marker(_: Any = None) -> str:
+    return MARKER
+
+
+def failing_initializer() -> None:
+    raise OSError("no database here")
+
+
 def total(*values: float) -> float:
     """Many positional arguments: in a large submit frame the broker keeps
     them packed (broker/admission.py), and they must arrive unchanged."""
     return sum(values)
+
+
+def concurrency_probe(marker_dir: str, seconds: float = 0.3) -> int:
+    """Hold a file in `marker_dir`/running while running, and return how many
+    probes were running (this one included) when it started. The count is
+    taken under a lock on the shared directory, so probes on different
+    workers of one machine see each other exactly."""
+    import fcntl
+
+    running = os.path.join(marker_dir, "running")
+    os.makedirs(running, exist_ok=True)
+    me = os.path.join(running, f"{os.getpid()}-{time.monotonic_ns()}")
+    with open(os.path.join(marker_dir, "lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        open(me, "w").close()
+        # A probe whose process was killed (stopped, or abandoned when its
+        # worker lost the broker) left its file behind: it runs no more.
+        count = sum(1 for name in os.listdir(running) if _process_runs(int(name.split("-")[0])))
+        with open(os.path.join(marker_dir, "seen"), "a") as seen:
+            seen.write(f"{count}\n")
+    try:
+        time.sleep(seconds)
+    finally:
+        os.remove(me)
+    return count
+
+
+def mark_then_sleep(marker_dir: str, key: str, seconds: float = 0.0) -> str:
+    """Record a run of `key`, then sleep; returns `key` and the run count."""
+    runs = _record_run(marker_dir, key)
+    time.sleep(seconds)
+    return f"{key}:{runs}"
+
+
+def _process_runs(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def started_at(_: Any = None) -> float:
+    """When the job started, in Unix seconds."""
+    return time.time()
 
 
 def worker_pid(_: Any = None) -> int:

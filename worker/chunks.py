@@ -114,6 +114,11 @@ class ChunkBook:
     def __len__(self) -> int:
         return len(self._chunks)
 
+    def job_ids(self) -> set[int]:
+        """Ids of every job in a chunk of the book, a snapshot."""
+        with self._lock:
+            return {job[0] for chunk in self._chunks.values() for job in chunk.jobs}
+
     def tags(self) -> dict[int, Any]:
         """Chunk id -> tag, a snapshot."""
         with self._lock:

@@ -9,7 +9,11 @@ Every `TICK_S` this thread reads the shared slots (see slots.py) and:
   to be run again;
 - for a job past its `timeout` option, takes its chunk out of the book
   first and then SIGKILLs the process: from then on the process's death
-  is ours, and whatever chunk it was in by then runs again unblamed.
+  is ours, and whatever chunk it was in by then runs again unblamed;
+- for a job the broker asked us to stop (`stop_jobs`), does the same as
+  soon as it is seen running, reporting it as cancelled. A stopped job
+  whose chunk ends first (or that never starts here) is simply forgotten:
+  the broker has already dropped its lease and ignores its result.
 
 The pool hands us each process it creates (`adopt`). A process counts as
 dead once the pool has reaped it (it is no longer in the pool's list),
@@ -71,6 +75,7 @@ class Monitor:
         *,
         died_type: str,
         timeout_type: str,
+        cancelled_type: str = "Cancelled",
     ) -> None:
         self.slots = slots
         self.book = book
@@ -78,6 +83,9 @@ class Monitor:
         self.on_lost = on_lost
         self.died_type = died_type
         self.timeout_type = timeout_type
+        self.cancelled_type = cancelled_type
+        self._stop_lock = threading.Lock()
+        self._to_stop: set[int] = set()  # job ids the broker wants stopped
         self._known: dict[int, Any] = {}  # pid -> multiprocessing.Process
         self._adopted: list[Any] = []  # handed to us, maybe not started yet
         self._adopt_lock = threading.Lock()
@@ -99,6 +107,12 @@ class Monitor:
         with self._adopt_lock:
             self._adopted.append(proc)
 
+    def stop_jobs(self, ids: list[int]) -> None:
+        """Kill the process of each of these jobs once it is seen running
+        (within a tick); safe from any thread."""
+        with self._stop_lock:
+            self._to_stop.update(ids)
+
     def running(self) -> list[SlotView]:
         """The slots whose process is running a job right now."""
         return [slot for slot in self.slots.occupied() if slot.running]
@@ -119,17 +133,27 @@ class Monitor:
         self._known.update(live)
         first_seen: dict[tuple[int, int, int], float] = {}
         in_slots = set()
+        with self._stop_lock:
+            to_stop = set(self._to_stop)
         for slot in self.slots.occupied():
             in_slots.add(slot.pid)
             dead, exitcode = self._status(slot.pid, live)
             if dead:
                 self._on_death(slot, exitcode)
+            elif slot.running and slot.job in to_stop:
+                self._kill_stopped(slot)
             elif slot.running:
                 self._check_timeout(slot, now, first_seen)
         self._first_seen = first_seen
         for pid in [pid for pid in self._known if pid not in live and pid not in in_slots]:
             del self._known[pid]
         self._killed &= in_slots
+        if to_stop:
+            # Forget the ids that are in no chunk any more: stopped, done, or
+            # never here.
+            pending = self.book.job_ids()
+            with self._stop_lock:
+                self._to_stop &= pending | (self._to_stop - to_stop)
 
     def _status(self, pid: int, live: dict[int, Any]) -> tuple[bool, int | None]:
         if pid in live:
@@ -160,6 +184,22 @@ class Monitor:
             slot.pid, describe_exit(exitcode), lost.blamed[0] if lost.blamed else "none", len(lost.rerun),
         )
         self.on_lost(lost, self.died_type, died_message(exitcode))
+
+    def _kill_stopped(self, slot: SlotView) -> None:
+        # As for a timeout: out of the book first, so that results winning
+        # the race are kept and the process lives on.
+        lost = self.book.lose(slot.chunk, slot.job)
+        if lost is None:
+            return
+        self._killed.add(slot.pid)
+        try:
+            os.kill(slot.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        with self._stop_lock:
+            self._to_stop.discard(slot.job)
+        log.warning("job %d stopped (on request, or its connection is gone); killed pool process %d", slot.job, slot.pid)
+        self.on_lost(lost, self.cancelled_type, "cancelled: its pool process was stopped on request")
 
     def _check_timeout(self, slot: SlotView, now: float, first_seen: dict[tuple[int, int, int], float]) -> None:
         chunk = self.book.get(slot.chunk)

@@ -16,8 +16,9 @@ it cuts the connection, which unblocks everything else. The node then
 reconnects with backoff, forever, and says so in its log each time.
 A refusal (wrong secret, TLS on one side only, version) is not retried:
 `run` raises it, and `worker join` exits.
-Results of jobs started on a connection that has since closed are
-dropped: the broker has already requeued them.
+Jobs of a connection that has closed are abandoned (runner.abandon):
+the broker has already requeued them, so those running are stopped and
+the rest handed back unrun, before the node reconnects.
 
 `request_drain()` (safe in a signal handler: it only sets a flag the
 keeper acts on) sends `drain`, hands back jobs not yet started with
@@ -36,7 +37,7 @@ import time
 from typing import Any
 
 from sockpool.protocol.limits import loggable
-from sockpool.net.connection import Connection, connect, new_hello
+from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from sockpool.protocol import (
     ROLE_WORKER,
@@ -49,6 +50,7 @@ from sockpool.protocol import (
     Pong,
     ProtocolError,
     Release,
+    Stop,
     Tasks,
     Welcome,
     encode,
@@ -65,6 +67,7 @@ from sockpool.protocol.defaults import (
     PREFETCH_TARGET_S,
     RECONNECT_MAX_S,
     RECONNECT_MIN_S,
+    STANDBY_RETRY_MAX_S,
 )
 
 from .outbox import Outbox
@@ -138,7 +141,7 @@ class WorkerNode:
             except (ConnectionLost, ProtocolError) as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._pause(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                delay = min(delay * 2, STANDBY_RETRY_MAX_S if isinstance(exc, NoActiveBroker) else RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             log.info("joined broker %s with %d processes", welcome.broker, self.runner.processes)
@@ -191,6 +194,8 @@ class WorkerNode:
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
                         self.runner.run(msg.jobs, outbox, _chunk_done)
+                elif isinstance(msg, Stop):
+                    self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
                     outbox.ask(pong=True)
                 elif isinstance(msg, Error):
@@ -208,6 +213,10 @@ class WorkerNode:
                 self._conn = None
             for thread in threads:
                 thread.join(timeout=5)
+            # Whatever still runs for this connection is the broker's to
+            # requeue: stop it rather than run it twice at once.
+            if not self._stopping.is_set():
+                self.runner.abandon(outbox)
 
     def _send_loop(self, conn: Connection, outbox: Outbox, max_frame_bytes: int) -> None:
         """Send whatever is due, all of it in one write; results in as few

@@ -35,6 +35,8 @@ from sockpool.protocol.messages import E_PROCESS_DIED, E_TIMEOUT, E_UNENCODABLE_
 from sockpool.protocol.packed import pack_array, unpack_array
 from sockpool.protocol.values import from_wire_kwargs, wire_value
 
+from sockpool.protocol.control import E_CANCELLED
+
 from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .monitor import Monitor
@@ -111,7 +113,7 @@ class Runner:
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
-            died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT,
+            died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT, cancelled_type=E_CANCELLED,
         )
         self.pool = _Pool(
             processes, _init_process, (modules, self.slots), context=context, on_process=self.monitor.adopt
@@ -142,6 +144,32 @@ class Runner:
             if chunk is not None and (tag is None or chunk.tag == tag):
                 ids.append(slot.job)
         return ids
+
+    def stop(self, ids: list[int]) -> None:
+        """Stop these jobs: the pool process running one is killed and
+        replaced (as for a timeout), and the job reported as cancelled."""
+        self.monitor.stop_jobs(ids)
+
+    def abandon(self, tag: Any, timeout_s: float = 2.0) -> None:
+        """The connection the chunks tagged `tag` came on is gone: the broker
+        requeues their jobs and would drop their results, so stop running
+        them. Running jobs are killed (as a stop does); jobs not started
+        are handed back unrun (as in a drain), with no process killed.
+        Waits up to `timeout_s` for those chunks to leave the pool, so that
+        no run of them overlaps the jobs of the next connection (which
+        matters to global limits: a broker restarted after a kill -9 admits
+        those jobs again).
+        """
+        if not any(t is tag for t in self.book.tags().values()):
+            return
+        draining = self.slots.draining
+        self.slots.set_draining()
+        self.monitor.stop_jobs(self.running_ids(tag))
+        deadline = time.monotonic() + timeout_s
+        while any(t is tag for t in self.book.tags().values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not draining:
+            self.slots.set_draining(False)
 
     def drain(self) -> None:
         """From now on, jobs not yet started come back unrun (as released ids)."""

@@ -49,10 +49,14 @@ import msgpack
 from sockpool.protocol.messages import RESULT_DETACHED
 
 from ..records import FailedJob, Job, StoredResult
+from .leadership import Leadership, SoleLeadership
 
 log = logging.getLogger("sockpool.broker.store")
 
 Deferred = Callable[[], None]
+# How long `abandon` waits for a commit in progress (backends bound their
+# statements well within it).
+ABANDON_TIMEOUT_S = 15.0
 Journal = list[tuple[Any, ...]]
 Queued = list[tuple[Journal, "Deferred | None"]]
 # Told the store's trouble (a `StoreTrouble`), or None once it writes again.
@@ -91,6 +95,9 @@ class Snapshot(NamedTuple):
     jobs: list[Job]
     results: list[tuple[str, StoredResult]]
     failed: list[FailedJob]
+    # Unfinished submissions that joined a job by its unique key:
+    # (session, cid, gid of the job followed).
+    followers: list[tuple[str, int, int]] = []
     # What `BrokerState.restore_settings` rebuilds from: paused queue names
     # and schedule records (broker/schedules.py `Schedule.record`).
     paused: list[str] = []
@@ -102,11 +109,18 @@ class Rows:
     """One flush's journal as rows, one list per statement, in the order the
     statements must run (see `rows_for`)."""
 
-    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts, detached)
+    add: list[tuple[Any, ...]]        # (gid, session, cid, task, body, attempts, detached, key)
     attempts: list[tuple[Any, ...]]   # (attempts, gid)
+    follow: list[tuple[Any, ...]]     # (session, cid, gid): a follower of a unique key
+    follow_result: list[tuple[Any, ...]]  # (ok, result, finished_at, session, cid): joined a finished job
     finish: list[tuple[Any, ...]]     # (ok, result, finished_at, gid)
+    # The same outcomes for the followers of those jobs (not skipped for a
+    # job its submitter acknowledged at once: its followers still need it).
+    finish_followers: list[tuple[Any, ...]]  # (ok, result, finished_at, gid)
     failed: list[tuple[Any, ...]]     # (gid, task, body, attempts, finished_at)
+    unfail: list[tuple[Any, ...]]     # (gid,): retried by `broker retry`
     forget: list[tuple[Any, ...]]     # (gid,)
+    unfollow: list[tuple[Any, ...]]   # (session, cid): a follower acknowledged its result
     expire: list[float]               # cutoffs
     # Queue pauses and schedules: rare, and their order matters (a schedule
     # added then removed), so kept in journal order, each one of
@@ -118,7 +132,8 @@ def rows_for(journal: Journal) -> Rows:
     """A flush's journal as rows, one statement per kind of entry.
 
     Grouping by kind is safe because a job's entries only ever come in
-    this order: add, attempts, finish, failed, forget.
+    this order: add, attempts, finish, failed, forget (a follow comes
+    before its job's finish; unfail and unfollow after what they undo).
     """
     by_kind: dict[str, Journal] = {}
     for op in journal:
@@ -126,16 +141,24 @@ def rows_for(journal: Journal) -> Rows:
     # A job acknowledged within this flush needs no row at all: whatever
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
+    finished = [(int(ok), pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())]
     return Rows(
         add=[(j.gid, j.session, j.cid, j.task, pack([j.args, j.kwargs, j.many, j.options]), j.attempts,
-              int(j.result_mode == RESULT_DETACHED))
+              int(j.result_mode == RESULT_DETACHED), j.key)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
-        finish=[(int(ok), pack(value), at, gid)
-                for _, gid, ok, value, at in by_kind.get("finish", ()) if gid not in forgotten],
-        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size]), f.attempts, f.finished_at)
+        follow=[op[1:] for op in by_kind.get("follow", ())],
+        follow_result=[(int(ok), pack(value), at, session, cid)
+                       for _, session, cid, ok, value, at in by_kind.get("follow_result", ())],
+        finish=[row for row in finished if row[3] not in forgotten],
+        finish_followers=finished,
+        failed=[(f.gid, f.task, pack([f.args, f.kwargs, f.error, f.session, f.size, f.cid, f.options, f.many,
+                                      f.retryable]),
+                 f.attempts, f.finished_at)
                 for _, f in by_kind.get("failed", ())],
+        unfail=[(gid,) for op in by_kind.get("unfail", ()) for gid in op[1]],
         forget=[(gid,) for op in by_kind.get("forget", ()) for gid in op[1]],
+        unfollow=[op[1:] for op in by_kind.get("unfollow", ())],
         expire=[cutoff for _, cutoff in by_kind.get("expire", ())],
         settings=[setting_row(op) for op in journal if op[0] in _SETTINGS],
     )
@@ -152,28 +175,39 @@ def setting_row(op: tuple[Any, ...]) -> tuple[Any, ...]:
     return ("unschedule", op[1])
 
 
-def snapshot_from_rows(job_rows: Any, failed_rows: Any) -> Snapshot:
+def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ()) -> Snapshot:
     """Decode what `rows_for` wrote: (gid, session, cid, task, body, attempts,
-    ok, result, finished_at, detached) per job and (gid, task, body,
-    attempts, finished_at) per failed job. A finished job's body may be
+    ok, result, finished_at, detached, key) per job, (gid, task, body,
+    attempts, finished_at) per failed job and (session, cid, gid, ok,
+    result, finished_at) per follower. A finished job's body may be
     empty: it is never read."""
     jobs: list[Job] = []
     results: list[tuple[str, StoredResult]] = []
-    for gid, session, cid, task, body, attempts, ok, result, finished_at, detached in job_rows:
+    for gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key in job_rows:
         if ok is None:
             args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
             jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
-            results.append((session, StoredResult(gid, entry, finished_at, bool(detached))))
+            results.append((session, StoredResult(gid, entry, finished_at, bool(detached), key=key)))
     failed = []
     for gid, task, body, attempts, finished_at in failed_rows:
         # Rows from before sessions were kept hold three fields: the
-        # operator still sees them, no client does.
+        # operator still sees them, no client does. Rows from before
+        # `broker retry` lack what a retry needs, and cannot be retried.
         args, kwargs, error, *rest = msgpack.unpackb(bytes(body), raw=False)
         session, size = (rest + ["", 0])[:2]
-        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body)))
-    return Snapshot(jobs, results, failed)
+        cid, options, many, retryable = rest[2:6] if len(rest) >= 6 else (0, None, False, False)
+        failed.append(FailedJob(gid, task, args, kwargs, error, attempts, finished_at, session, size or len(body),
+                                cid, options, many, retryable))
+    followers = []
+    for session, cid, gid, ok, result, finished_at in follower_rows:
+        if ok is None:
+            followers.append((session, cid, gid))
+        else:
+            entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
+            results.append((session, StoredResult(gid, entry, finished_at, follower=True)))
+    return Snapshot(jobs, results, failed, followers)
 
 
 def pack(value: Any) -> bytes:
@@ -188,6 +222,9 @@ class GroupCommitStore:
     """
 
     def __init__(self) -> None:
+        # Who may serve with this store; the one broker, unless a backend says otherwise.
+        self.leadership: Leadership = SoleLeadership()
+        self._abandoning = False
         self._cond = threading.Condition()
         self._queue: Queued = []
         self._closing = False
@@ -204,7 +241,13 @@ class GroupCommitStore:
 
     def start(self, on_health: HealthHandler | None = None) -> None:
         """Start the writer; `on_health` hears of trouble and recovery (on
-        the writer thread, so it must not call back into the store)."""
+        the writer thread, so it must not call back into the store).
+        Again after `abandon`, with a new writer."""
+        with self._cond:
+            if self._thread.ident is not None:
+                self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
+            self._closing = self._abandoning = False
+            self.trouble = None
         self._on_health = on_health
         self._thread.start()
 
@@ -234,7 +277,32 @@ class GroupCommitStore:
                          "committed before", unwritten, self.trouble.reason if self.trouble else "not written")
         self._close_backend()
 
+    def abandon(self) -> None:
+        """Stop the writer and drop what is queued, unwritten: this broker no
+        longer leads, and what it did not commit was never acknowledged.
+        `restore()` and `start()` take up again."""
+        with self._cond:
+            self._closing = self._abandoning = True
+            self._queue = []
+            self._cond.notify()
+        # The writer's connection is closed only once the writer is done
+        # with it: closing it under a running statement is not safe.
+        if self._thread.is_alive():
+            self._thread.join(timeout=ABANDON_TIMEOUT_S)
+        with self._cond:
+            self._queue = []  # what a failed flush put back meanwhile
+        if self._thread.is_alive():
+            log.error("the store writer is still busy after %.0f s; leaving its connection open", ABANDON_TIMEOUT_S)
+        else:
+            self._abandon_backend()
+
     # -- for the backends ------------------------------------------------------
+
+    def _write_failed(self, exc: Exception) -> None:
+        """A commit failed (already reported); a backend may react."""
+
+    def _abandon_backend(self) -> None:
+        """Break off anything the writer is waiting on (see `abandon`)."""
 
     def _commit(self, journal: Journal) -> None:
         """Write `journal` in one transaction; raise if it did not commit
@@ -276,6 +344,8 @@ class GroupCommitStore:
                 continue
             # Not written: back to the front, in order, before anything newer.
             with self._cond:
+                if self._abandoning:
+                    return  # no longer ours to write
                 self._queue[:0] = queued
                 if closing:
                     give_up_at = give_up_at or time.monotonic() + CLOSE_TIMEOUT_S
@@ -298,6 +368,7 @@ class GroupCommitStore:
                 except Exception:
                     pass  # no room even for that: the next retry tries again
             self._report(trouble, exc, sum(len(journal) for journal, _ in queued))
+            self._write_failed(exc)
             return False
         if self.trouble is not None:
             log.warning("store writes again after %s; %d entries written", self.trouble.reason,

@@ -52,7 +52,22 @@ CREATE TABLE IF NOT EXISTS schedules (
     name         TEXT PRIMARY KEY,
     body         BLOB NOT NULL       -- msgpack Schedule.record(): definition, since, last outcome
 );
+-- Submissions that joined another job by its unique key (broker/keys.py):
+-- they get that job's outcome, kept here until they acknowledge it.
+CREATE TABLE IF NOT EXISTS followers (
+    session      TEXT NOT NULL,
+    cid          INTEGER NOT NULL,
+    gid          INTEGER NOT NULL,   -- the job followed
+    ok           INTEGER,
+    result       BLOB,
+    finished_at  REAL,
+    PRIMARY KEY (session, cid)
+);
 """
+# Columns added after the first release, added to older stores on open.
+# `key` (a job's unique key) needs no SQL index: the broker never queries by
+# it; it reads every row once at start-up and keeps its index in memory.
+MIGRATIONS = {"jobs": [("key", "TEXT")]}
 
 
 class DataDirBusy(Exception):
@@ -84,13 +99,22 @@ class SqliteStore(GroupCommitStore):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "detached" not in columns:  # a store from before detached jobs
             self._db.execute("ALTER TABLE jobs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0")
+        for table, added in MIGRATIONS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in added:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        # Until a job is followed, finishes skip the followers table: the
+        # plain job path pays nothing for unique keys.
+        self._followers_seen = self._db.execute("SELECT 1 FROM followers LIMIT 1").fetchone() is not None
 
     def restore(self) -> Snapshot:
         snapshot = snapshot_from_rows(
             self._db.execute(
-                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM jobs"
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key FROM jobs"
             ),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
+            self._db.execute("SELECT session, cid, gid, ok, result, finished_at FROM followers"),
         )
         paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
         schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
@@ -102,15 +126,28 @@ class SqliteStore(GroupCommitStore):
         try:
             db.execute("BEGIN")
             db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.add,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
+            if rows.follow:
+                self._followers_seen = True
+                db.executemany("INSERT OR REPLACE INTO followers (session, cid, gid) VALUES (?, ?, ?)", rows.follow)
+            db.executemany(
+                "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE session = ? AND cid = ?",
+                rows.follow_result,
+            )
             # A finished job's arguments are never read again: dropping them
             # keeps the write (and the disk) small for jobs with large ones.
             db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
+            if self._followers_seen:
+                db.executemany(
+                    "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE gid = ? AND ok IS NULL",
+                    rows.finish_followers,
+                )
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
+            db.executemany("DELETE FROM failed WHERE gid = ?", rows.unfail)
             db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
             for setting in rows.settings:
                 if setting[0] == "pause":
@@ -121,9 +158,11 @@ class SqliteStore(GroupCommitStore):
                     db.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?)", setting[1:])
                 else:
                     db.execute("DELETE FROM schedules WHERE name = ?", setting[1:])
+            db.executemany("DELETE FROM followers WHERE session = ? AND cid = ?", rows.unfollow)
             for cutoff in rows.expire:
                 db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))
                 db.execute("DELETE FROM failed WHERE finished_at < ?", (cutoff,))
+                db.execute("DELETE FROM followers WHERE finished_at < ?", (cutoff,))
             db.execute("COMMIT")
         except Exception:  # packing a value can fail too, not only SQLite
             try:

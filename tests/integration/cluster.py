@@ -80,7 +80,8 @@ def start_broker(log_dir: Path, *extra: str, port: int = 0) -> tuple[Proc, str]:
     With `--metrics-port` among `extra`, also waits for the 'metrics on'
     line and keeps that address as `proc.metrics_address`.
     """
-    storage = [] if "--in-memory" in extra or "--data-dir" in extra else ["--data-dir", str(log_dir / "data")]
+    explicit = {"--in-memory", "--data-dir", "--store"}
+    storage = [] if explicit & set(extra) else ["--data-dir", str(log_dir / "data")]
     args = python_command("sockpool.broker", "start", "--port", str(port), "--log-level", "debug", *storage, *extra)
     proc = Proc(args, log_dir / "broker.log")
     address = read_announcements(proc, "--metrics-port" in extra)

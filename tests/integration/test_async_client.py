@@ -78,11 +78,14 @@ def test_async_def_tasks_run_in_the_pool_process(cluster):
     run(main())
 
 
+@pytest.mark.slow
 def test_the_event_loop_keeps_running_during_a_large_map(cluster):
     """A coroutine ticking every 5 ms keeps ticking while maps run: nothing
     the client does blocks the loop. The slow map takes 2 s (800 calls of
     5 ms on 2 processes), so a client blocking the loop for it would show a
-    gap of 2 s; the bound leaves room for a machine under load."""
+    gap of 2 s or more; the bound (1.5 s; gaps are milliseconds on a quiet
+    machine, under 0.8 s at a load average of 8 on 2 cores) leaves room for
+    a machine under load."""
     cluster.add_worker(2, "--tasks", "tests.tasks")
 
     async def main():
@@ -111,7 +114,7 @@ def test_the_event_loop_keeps_running_during_a_large_map(cluster):
         assert big == [i * i for i in range(200_000)] and many == [i * i for i in range(20_000)]
         during = [t for t in ticks if started <= t <= finished]
         gaps = [b - a for a, b in zip(during, during[1:])]
-        assert len(during) > 20 and max(gaps) < 1.0, (len(during), max(gaps), finished - started)
+        assert len(during) > 20 and max(gaps) < 1.5, (len(during), max(gaps), finished - started)
 
     run(main())
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -19,7 +18,7 @@ import tests.tasks as tasks
 from sockpool.client import Client, Executor, JobFailed
 from sockpool.worker import tasks as builtin_tasks
 
-from .cluster import ROOT, environment, start_broker, start_worker, wait_for_processes
+from .cluster import ROOT, environment, start_broker, start_worker
 from .test_durability import free_port, wait_until
 
 WAIT_S = 30
@@ -135,6 +134,20 @@ def test_a_script_that_exits_without_shutdown_gets_its_results(cluster):
     assert done.stdout.split() == ["result", "49"], done.stderr
 
 
+def test_a_script_that_drops_its_executor_unshut_still_gets_its_results(cluster):
+    cluster.add_worker(2, "--tasks", "tests.tasks")
+    done = run_script(cluster.address, """
+        import gc
+        from sockpool import Executor
+        import tests.tasks as tasks
+        future = Executor("ADDRESS").submit(tasks.slow_square, 6, 0.5)
+        gc.collect()
+        future.add_done_callback(lambda f: print("result", f.result(), flush=True))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["result", "36"], done.stderr
+
+
 def test_submit_after_interpreter_shutdown_raises_as_the_stdlib(cluster):
     cluster.add_worker(1, "--tasks", "tests.tasks")
     done = run_script(cluster.address, """
@@ -204,3 +217,15 @@ def test_max_workers_bounds_the_jobs_at_the_cluster_and_the_rest_wait_here(clust
         queued = [executor.submit(tasks.add, i, 1) for i in range(20)]
     # shutdown(wait=True) let everything waiting here go and finish.
     assert [f.result(0) for f in queued] == list(range(1, 21))
+
+
+def test_an_initializer_runs_in_each_pool_process_before_the_executors_jobs(cluster):
+    cluster.add_worker(2, "--tasks", "tests.tasks")
+    with Executor(cluster.address, initializer=tasks.set_marker, initargs=("ready",)) as executor:
+        assert set(executor.map(tasks.get_marker, range(40), chunksize=1)) == {"ready"}
+        assert executor.submit(tasks.get_marker).result(WAIT_S) == "ready"
+    with Executor(cluster.address, initializer=tasks.failing_initializer) as broken:
+        with pytest.raises(BrokenProcessPool, match="no database here"):
+            broken.submit(tasks.get_marker).result(WAIT_S)
+    with pytest.raises(TypeError, match="not a top-level function"):
+        Executor(cluster.address, initializer=lambda: None)

@@ -149,7 +149,7 @@ def test_broker_status_shows_workers_queue_totals_and_tasks(cluster):
     assert workers["alpha"]["done"] + workers["beta"]["done"] == 50
     assert all(w["in_flight"] == 0 and 0 <= w["last_seen_s"] < WAIT_S for w in workers.values())
     # Calls, except `failed`: the failed jobs the broker keeps for `broker failed`.
-    assert status["queue"] == {"ready": 0, "in_flight": 0, "delayed": 0, "failed": 2}
+    assert status["queue"] == {"ready": 0, "in_flight": 0, "delayed": 0, "waiting_on_limit": 0, "failed": 2}
     totals = status["totals"]
     assert (totals["submitted"], totals["completed"], totals["failed"], totals["refused"]) == (52, 50, 2, 0)
     assert status["tasks"]["square"] == {"submitted": 50, "completed": 50, "failed": 0}

@@ -364,3 +364,33 @@ def test_monitor_lists_running_jobs():
     watch.put(1, os.getpid(), 3, NO_JOB)
     watch.put(2, os.getpid(), 4, 11)
     assert sorted(slot.job for slot in watch.monitor.running()) == [10, 11]
+
+
+def test_monitor_stops_a_job_the_broker_asked_to_stop_as_soon_as_it_runs(sleeper):
+    watch = Watch()
+    chunk = watch.book.open("t", [job(1), job(2), job(3)], ignore)
+    watch.live = [Reaped(sleeper.pid, None)]
+    watch.put(0, sleeper.pid, chunk.id, 1)
+    watch.monitor.stop_jobs([2, 99])
+    watch.monitor.tick(0.0)
+    assert watch.lost == [] and sleeper.poll() is None  # job 1 runs on
+    watch.put(0, sleeper.pid, chunk.id, 2)
+    watch.monitor.tick(0.05)
+    ((lost, kind, message),) = watch.lost
+    assert kind == "Cancelled" and "stopped" in message
+    assert lost.blamed == job(2) and lost.rerun == [job(1), job(3)]
+    assert sleeper.wait(10) == -signal.SIGKILL
+    # Ids in no chunk of the book (99: never here) are forgotten.
+    assert watch.monitor._to_stop == set()
+
+
+def test_monitor_forgets_a_stop_whose_chunk_came_back_first(sleeper):
+    watch = Watch()
+    chunk = watch.book.open("t", [job(1)], ignore)
+    watch.live = [Reaped(sleeper.pid, None)]
+    watch.monitor.stop_jobs([1])
+    watch.book.finish(chunk.id)  # the result won the race
+    watch.put(0, sleeper.pid, chunk.id, 1)
+    watch.monitor.tick(0.0)
+    assert watch.lost == [] and sleeper.poll() is None
+    assert watch.monitor._to_stop == set()

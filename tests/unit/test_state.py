@@ -573,6 +573,8 @@ def test_jobs_restored_after_a_restart_notify_once_their_client_asks_again(state
     state.on_hello(C1, Hello(PROTOCOL_VERSION, "client", session="s1", started=True), "h:1", 1.0)
     out = state.on_message(W1, Credit(1), now=2.0)
     assert job_ids(out, W1) == [5] and started_ids(out, C1) == [1]
+
+
 def test_broker_chosen_session_ids_come_from_secrets_not_the_state_rng():
     """The rng is seeded in tests and predictable in production (a Mersenne
     Twister): two brokers with the same rng must still hand out unrelated IDs."""

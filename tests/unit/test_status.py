@@ -34,7 +34,7 @@ def test_status_follows_jobs_from_submit_to_result():
     state.on_message(CLIENT, Submit(1, [[1, "square", [2], {}, False], [2, "square", [1, 2, 3], {}, True],
                                         [3, "nosuch", [], {}, False]]), 101.0)
     status = state.status(101.0)
-    assert status["queue"] == {"ready": 5, "in_flight": 0, "delayed": 0, "failed": 0}
+    assert status["queue"] == {"ready": 5, "in_flight": 0, "delayed": 0, "waiting_on_limit": 0, "failed": 0}
     assert status["totals"]["submitted"] == 5 and status["totals"]["refused"] == 0
     assert status["tasks"] == {"square": {"submitted": 4, "completed": 0, "failed": 0},
                                "nosuch": {"submitted": 1, "completed": 0, "failed": 0}}
@@ -87,7 +87,7 @@ def test_a_requeued_job_is_ready_again():
     assert state.status(101.0)["queue"]["in_flight"] == 2
     state.on_disconnect(WORKER, 102.0)
     status = state.status(102.0)
-    assert status["queue"] == {"ready": 2, "in_flight": 0, "delayed": 0, "failed": 0}
+    assert status["queue"] == {"ready": 2, "in_flight": 0, "delayed": 0, "waiting_on_limit": 0, "failed": 0}
     assert status["totals"]["requeued"] == 1 and status["workers"] == []
 
 

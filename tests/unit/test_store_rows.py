@@ -1,0 +1,67 @@
+"""The journal as rows, shared by every store backend (broker/store/base.py),
+and broker address lists (several brokers on one store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sockpool.broker.records import FailedJob, Job
+from sockpool.broker.store.base import rows_for, snapshot_from_rows
+from sockpool.net.connection import split_addresses
+
+
+def job(gid: int, cid: int = 1) -> Job:
+    return Job(gid, "s1", cid, "tests.tasks:add", [1, 2], {}, False, {}, 0)
+
+
+def test_a_job_forgotten_within_the_flush_writes_no_row():
+    rows = rows_for([
+        ("add", job(1)), ("add", job(2, 2)), ("attempts", 1, 1), ("finish", 1, True, 3, 10.0), ("forget", [1]),
+    ])
+    assert [r[0] for r in rows.add] == [2]
+    assert rows.attempts == [] and rows.finish == []
+    assert rows.forget == [(1,)]
+
+
+def test_rows_read_back_as_the_snapshot_they_came_from():
+    rows = rows_for([
+        ("add", job(1)), ("add", job(2, 2)), ("finish", 2, False, {"error": "E"}, 5.0),
+        ("failed", FailedJob(2, "tests.tasks:add", [1, 2], {}, {"error": "E"}, 1, 5.0)),
+    ])
+    # What a database gives back: the add columns, then the finish columns
+    # merged in, as the UPDATE would.
+    finished = {gid: (ok, result, at) for ok, result, at, gid in rows.finish}
+    job_rows = [(*add[:6], *finished.get(add[0], (None, None, None)), *add[6:]) for add in rows.add]
+    snapshot = snapshot_from_rows(job_rows, rows.failed)
+    assert [(j.gid, j.cid, j.args) for j in snapshot.jobs] == [(1, 1, [1, 2])]
+    assert [(session, r.gid, r.entry) for session, r in snapshot.results] == [("s1", 2, [2, False, {"error": "E"}])]
+    assert [(f.gid, f.error, f.attempts) for f in snapshot.failed] == [(2, {"error": "E"}, 1)]
+
+
+def test_expiry_is_kept_in_order():
+    assert rows_for([("expire", 5.0), ("expire", 6.0)]).expire == [5.0, 6.0]
+
+
+@pytest.mark.parametrize(
+    "address,split",
+    [
+        ("b1:7341,b2:7341", ["b1:7341", "b2:7341"]),
+        (" b1:7341 , b2:7341 ,", ["b1:7341", "b2:7341"]),
+        ("b1:7341", ["b1:7341"]),
+        ("[::1]:9000,[::1]:9001", ["[::1]:9000", "[::1]:9001"]),
+    ],
+)
+def test_split_addresses(address, split):
+    assert split_addresses(address) == split
+
+
+def test_address_list_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SOCKPOOL_BROKER", "a:1,b:2")
+    assert split_addresses(None) == ["a:1", "b:2"]
+    monkeypatch.delenv("SOCKPOOL_BROKER")
+    assert split_addresses(None) == [None]
+
+
+def test_an_empty_list_is_an_error():
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        split_addresses(",")
