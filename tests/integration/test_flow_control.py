@@ -53,7 +53,7 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     """`python -m bench --quick` runs every workload end to end (speed is not checked)."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-dask", "--no-chart", "--out", str(tmp_path)],
-        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "quick.json").read_text())
