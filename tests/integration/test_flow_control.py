@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+
+import pytest
 import sys
 import threading
 import time
@@ -49,6 +51,8 @@ def test_submit_waits_while_the_broker_accepts_nothing(cluster):
         assert [f.result(WAIT_S) for f in submitted] == [i * i for i in range(bound + extra)]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(330)
 def test_bench_quick_run_writes_well_formed_json(tmp_path):
     """`python -m bench --quick` runs every workload end to end (speed is not checked)."""
     done = subprocess.run(
