@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-
-import pytest
 import sys
 import threading
 import time
+
+import pytest
 
 from sockpool.client import link as client_link
 from sockpool.client import Client
