@@ -87,6 +87,13 @@ def row_specs(s: Sizes) -> list[Row]:
             "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
         Row("failover", "22. Failover, kill -9 to first result", "22. Failover: kill -9 of the active broker to the first result from the new one",
             "s", False, reference="none", target="a few seconds", met=lambda v, r: v <= 5.0),
+        Row("fair_share", f"23. Small client behind {s.fair_backlog:,}", f"23. Fair share: a client's one job behind another's {s.fair_backlog:,} jobs of {s.spin_s * 1000:g} ms: its wait",
+            "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
+        Row("priority", f"24. High priority behind {s.priority_backlog:,}", f"24. High-priority job behind {s.priority_backlog:,} queued: time to start (submit to result)",
+            "ms", False, reference="none", target="≤ 50 ms", met=lambda v, r: v <= 50),
+        Row("delayed", "25. Delayed-job lateness p50", f"25. Delayed-job lateness p50 ({s.delayed_jobs:,} jobs due over 2 s, idle cluster)",
+            "ms", False, reference="none", pick=p50, target="≤ 50 ms", met=lambda v, r: v <= 50),
+        Row("delayed", "25. Delayed-job lateness p99", "25. Delayed-job lateness p99", "ms", False, reference="none", pick=p99),
     ]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from bench import broker_side as bs
-from bench import control, dask_side, ha, report
+from bench import control, dask_side, dispatch_side, ha, report
 from bench import workloads as w
 from sockpool.client import Client
 from tests.integration.cluster import ROOT, environment, python_command, start_broker, start_worker, wait_for_processes
@@ -67,6 +67,7 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         run_scale(sizes, log_dir, samples)
         run_depth(sizes, log_dir, samples)
         ha.run_postgres(sizes, log_dir, samples)
+        run_dispatch(sizes, log_dir, samples)
     if with_dask:
         run_dask(sizes, samples)
     loads.append(os.getloadavg())
@@ -266,6 +267,19 @@ def run_depth(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
     samples["depth_memory"]["sockpool"].append(found["bytes_per_job"])
     samples["restart_listen"]["sockpool"].append(found["listening_s"])
     samples["restart_restored"]["sockpool"].append(found["restored_s"])
+
+
+def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Items 23-25, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    for run in range(sizes.runs):
+        click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
+        for key, measure in (
+            ("fair_share", dispatch_side.fair_share_wait_ms),
+            ("priority", dispatch_side.priority_start_ms),
+            ("delayed", dispatch_side.delayed_lateness),
+        ):
+            value = dispatch_side.on_fresh_cluster(fresh_dir(log_dir, key), lambda a: measure(a, sizes))
+            samples[key]["sockpool"].append(value)
 
 
 def run_dask(sizes: w.Sizes, samples: Samples) -> None:

@@ -32,6 +32,11 @@ def blob(n: int) -> bytes:
     return bytes(n)
 
 
+def clock(_: object = None) -> float:
+    """When the job started, as Unix time: the delayed-job lateness probe."""
+    return time.time()
+
+
 def unlimited_spin(seconds: float) -> float:
     """`spin` under another name: the same work with no limit on it, as the
     reference for `spin` under a limit (bench/control.py)."""

@@ -221,8 +221,10 @@ def _row_bytes(args: Any, kwargs: dict[str, Any], error: Any) -> int:
 
 def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
     """`status` cut until it encodes in `budget` bytes, so a status reply
-    always fits a frame: first the recent failures, then the tasks waiting
-    for a worker, then the per-task counts, then the worker list (each cut says so, with `truncated`).
+    always fits a frame: first the schedules, then the recent failures,
+    the tasks waiting for a worker, the per-task counts, the per-queue rows,
+    then the worker list (each cut says so, with `truncated`; what was
+    empty is not listed).
 
     Every part is bounded already (names, messages, tracked tasks), so at
     the default frame size nothing is ever cut; a broker run with a small
@@ -231,9 +233,11 @@ def fit_status(status: dict[str, Any], budget: int) -> dict[str, Any]:
     if len(pack_body(status)) <= budget:
         return status
     status = {**status, "truncated": []}
-    for key, empty in (("recent_failures", []), ("unserved", []), ("tasks", {})):
+    # Schedules have `schedule list`, a page of their own; the per-queue
+    # rows go last of these, being what an operator looks at first.
+    for key, empty in (("schedules", []), ("recent_failures", []), ("unserved", []), ("tasks", {}), ("queues", {})):
         if not status.get(key):
-            continue
+            continue  # nothing to cut: say nothing about it
         status[key] = empty
         status["truncated"].append(key)
         if len(pack_body(status)) <= budget:

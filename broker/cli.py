@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from sockpool.net.credentials import peer_options, read_secret_file
+from sockpool.cliargs import parse_arg
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from sockpool.logs import configure_logging, log_level_option
 from sockpool.net.tls import server_context
@@ -39,6 +40,9 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 
+from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
+
+from .schedules import DEFAULT_MISSED, MISSED_POLICIES
 from .limits import LimitSpec, parse_limit
 from .quota import Quota
 from .server import BrokerServer
@@ -392,6 +396,107 @@ def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | Non
         return ask(address, request, reply_type, credentials, CONNECT_TIMEOUT_S * 2, role=ROLE_OPERATOR, name=name)
     except (SockpoolError, ValueError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+_OPERATOR_SECRET_HELP = "The broker's operator secret (its --operator-secret-file, by default its worker secret)."
+
+
+def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, op: str,
+                 args: dict[str, Any]) -> Any:
+    """One control operation in the operator role (pausing a queue or
+    changing a schedule acts for everyone); its value, or its refusal as the
+    command's error."""
+    from sockpool.protocol import Control, ControlReply
+
+    reply = _as_operator(address, secret_file, tls_ca, Control(op, args), ControlReply, "broker-control")
+    if not reply.ok:
+        raise click.ClickException(reply.error)
+    return reply.value
+
+
+@main.command()
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+@click.argument("queue")
+def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
+    """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
+    _run_control(address, secret_file, tls_ca, "pause_queue", {"queue": queue})
+    click.echo(f"queue {queue} paused")
+
+
+@main.command()
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+@click.argument("queue")
+def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
+    """Dispatch QUEUE's jobs again."""
+    _run_control(address, secret_file, tls_ca, "resume_queue", {"queue": queue})
+    click.echo(f"queue {queue} resumed")
+
+
+@main.group()
+def schedule() -> None:
+    """Periodic jobs, kept by the broker: add, list, pause, resume, remove."""
+
+
+@schedule.command("add")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+@click.option("--cron", required=True, metavar="EXPR", help='Cron expression, e.g. "*/5 * * * *" (6 fields: seconds first).')
+@click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA zone the expression is read in.")
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue of each firing's job.")
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=0, show_default=True)
+@click.option("--missed", type=click.Choice(MISSED_POLICIES), default=DEFAULT_MISSED, show_default=True,
+              help="Firings missed while the broker was down: run the latest once, or skip them.")
+@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
+@click.argument("name")
+@click.argument("task")
+@click.argument("args", nargs=-1)
+def schedule_add(
+    address: str | None, secret_file: str | None, tls_ca: str | None, cron: str, timezone: str, queue: str,
+    priority: int, missed: str, replace: bool, name: str, task: str, args: tuple[str, ...],
+) -> None:
+    """Run TASK(ARG...) at every fire time of --cron, as schedule NAME.
+
+    Each ARG is read as a JSON literal where it parses as one; put `--`
+    before ARGs that start with a dash."""
+    row = _run_control(address, secret_file, tls_ca, "schedule_add", {
+        "name": name, "cron": cron, "timezone": timezone, "task": task, "args": [parse_arg(a) for a in args],
+        "kwargs": {}, "queue": queue, "priority": priority, "missed": missed, "replace": replace,
+    })
+    click.echo(f"schedule {name} added; next firing {row['next_fire_utc']}")
+
+
+@schedule.command("list")
+@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | None, as_json: bool) -> None:
+    """Every schedule with its next fire time and the outcome of its last run."""
+    from .report import schedule_table
+
+    rows = _run_control(address, secret_file, tls_ca, "schedule_list", {})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo("\n".join(schedule_table(rows)))
+    else:
+        click.echo("no schedules")
+
+
+def _schedule_command(verb: str, op: str, doc: str) -> None:
+    @schedule.command(verb, help=doc)
+    @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+    @peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+    @click.argument("name")
+    def command(address: str | None, secret_file: str | None, tls_ca: str | None, name: str) -> None:
+        _run_control(address, secret_file, tls_ca, op, {"name": name})
+        click.echo(f"schedule {name}: {verb} done")
+
+
+_schedule_command("pause", "schedule_pause", "No firings of NAME until it is resumed.")
+_schedule_command("resume", "schedule_resume", "Fire NAME again, from now on (firings while paused are not owed).")
+_schedule_command("remove", "schedule_remove", "Delete NAME; a firing already queued still runs.")
 
 
 show_envvars(main)

@@ -33,7 +33,6 @@ of state.py because they are rules of their own:
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -123,26 +122,12 @@ def _targets(state: BrokerState, session: Session, msg: Cancel) -> list[tuple[in
 
 
 def _unqueue(state: BrokerState, gone: dict[int, Job]) -> None:
-    """Take waiting jobs out of the ready queues, the retry heap and the
-    limits' lines: one pass over each queue that holds any of them, not
-    one per job, so cancelling a large submission stays linear."""
-    for task in {job.task for job in gone.values()}:
-        queue = state.ready.get(task)
-        if not queue:
-            continue
-        kept = deque(job for job in queue if job.gid not in gone)
-        removed = len(queue) - len(kept)
-        if removed:
-            state.ready_count -= removed
-            state.ready_calls -= sum(job.calls for job in queue if job.gid in gone)
-            if kept:
-                state.ready[task] = kept
-            else:
-                del state.ready[task]
-    if any(job.gid in gone for _, job in state.delayed):
-        state.delayed = [(due, job) for due, job in state.delayed if job.gid not in gone]
-        heapq.heapify(state.delayed)
-    state.limits.discard(set(gone))
+    """Take waiting jobs out of the dispatcher's lines, the due heap
+    (delayed jobs and retries) and the limits' lines."""
+    gids = set(gone)
+    state.dispatcher.remove_many(gids)
+    state.due.remove_many(gids)
+    state.limits.discard(gids)
 
 
 def follow(state: BrokerState, session: Session, cid: int, key: str) -> Outbox:

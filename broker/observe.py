@@ -99,6 +99,17 @@ class StatusCollector:
         yield waiting
         yield capacity
         yield GaugeMetricFamily("sockpool_jobs_in_flight", "Calls handed to workers, not finished.", value=queue["in_flight"])
+        yield from queue_metrics(status.get("queues", {}))
+        schedules = status.get("schedules", [])
+        if schedules:
+            next_fire = GaugeMetricFamily(
+                "sockpool_schedule_next_fire_timestamp_seconds", "When each schedule fires next (Unix time; absent when paused).",
+                labels=["schedule"],
+            )
+            for row in schedules:
+                if row["next_fire"] is not None:
+                    next_fire.add_metric([row["name"]], row["next_fire"])
+            yield next_fire
         yield GaugeMetricFamily("sockpool_workers_connected", "Workers connected.", value=len(status["workers"]))
         yield GaugeMetricFamily("sockpool_worker_processes", "Pool processes of the connected workers.", value=status["processes"])
         yield GaugeMetricFamily("sockpool_clients_connected", "Clients connected.", value=status["clients"])
@@ -121,6 +132,23 @@ class StatusCollector:
                 buckets=[(_bound(le), count) for le, count in histogram["buckets"]],
                 sum_value=histogram["sum"],
             )
+
+
+def queue_metrics(queues: dict[str, Any]) -> Iterator[Metric]:
+    """Per named queue, with a `queue` label."""
+    jobs = GaugeMetricFamily("sockpool_queue_jobs", "Calls in each queue, by state (ready, running, delayed).",
+                             labels=["queue", "state"])
+    oldest = GaugeMetricFamily("sockpool_queue_oldest_wait_seconds", "How long the oldest ready job of each queue has waited.",
+                               labels=["queue"])
+    paused = GaugeMetricFamily("sockpool_queue_paused", "1 if the queue is paused (broker pause QUEUE).", labels=["queue"])
+    completed = CounterMetricFamily("sockpool_queue_completed", "Calls done for good, by queue.", labels=["queue"])
+    for name, row in queues.items():
+        for state in ("ready", "running", "delayed"):
+            jobs.add_metric([name, state], row[state])
+        oldest.add_metric([name], row["oldest_wait_s"])
+        paused.add_metric([name], 1 if row["paused"] else 0)
+        completed.add_metric([name], row["completed"])
+    yield from (jobs, oldest, paused, completed)
 
 
 def _bound(le: Any) -> str:

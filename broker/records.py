@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 
+from sockpool.protocol.messages import DEFAULT_QUEUE
 from sockpool.protocol.packed import array_length
 from sockpool.protocol.splice import large_value, packed
 
@@ -27,8 +28,8 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "body", "options",
-        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
-        "limits", "followers",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
+        "limits", "followers", "queue", "priority",
     )
 
     def __init__(
@@ -72,9 +73,13 @@ class Job:
         # Unpacked too: asked of every job (limits, keys, result mode), and
         # None for almost all of them.
         self.options = options
+        # Where and in what order it runs (broker/dispatch.py).
+        self.queue: str = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
+        self.priority: int = options.get("priority", 0) if options else 0
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
+        self.due = 0.0  # when a retry or a delayed job may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = calls
@@ -126,6 +131,11 @@ class Job:
         return self.values()[2]
 
     @property
+    def at(self) -> float | None:
+        """The Unix time before which it may not run, if it was delayed."""
+        return float(self.options["at"]) if self.options and "at" in self.options else None
+
+    @property
     def result_mode(self) -> str | None:
         """The `result` option: RESULT_DETACHED, RESULT_NONE or None (the session's)."""
         return self.options.get("result") if self.options else None
@@ -151,6 +161,7 @@ class WorkerInfo:
     tasks: frozenset[str]
     processes: int
     joined_at: float
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)  # most preferred first
     credit: int = 0
     leased: dict[int, Job] = field(default_factory=dict)
     running: set[int] = field(default_factory=set)  # from its last ping

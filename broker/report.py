@@ -42,6 +42,17 @@ def format_status(status: dict[str, Any]) -> str:
         )
     else:
         lines.append("no workers connected")
+    queues = status.get("queues", {})
+    if queues:
+        lines.append("")
+        lines += table(
+            ["QUEUE", "READY", "RUNNING", "DELAYED", "OLDEST WAIT", "CALLS/S", "STATE"],
+            [[name, q["ready"], q["running"], q["delayed"], format_age(q["oldest_wait_s"]), round(q["per_s"], 1),
+              "paused" if q["paused"] else "active"] for name, q in queues.items()],
+        )
+    if status.get("schedules"):
+        lines.append("")
+        lines += schedule_table(status["schedules"])
     if status["tasks"]:
         lines.append("")
         lines += table(
@@ -64,6 +75,24 @@ def format_status(status: dict[str, Any]) -> str:
             for f in failures[:5]
         ]
     return "\n".join(lines)
+
+
+def schedule_table(schedules: list[dict[str, Any]]) -> list[str]:
+    """`broker schedule list`: each schedule, its next firing and last outcome."""
+    return table(
+        ["SCHEDULE", "CRON", "TIMEZONE", "QUEUE", "TASK", "NEXT (UTC)", "LAST OUTCOME"],
+        [[s["name"], s["cron"], s["timezone"], s["queue"], s["task"],
+          "paused" if s["paused"] else s["next_fire_utc"], format_outcome(s["last_outcome"])]
+         for s in schedules],
+    )
+
+
+def format_outcome(outcome: dict[str, Any] | None) -> str:
+    if not outcome:
+        return "-"
+    from .schedules import fire_time_text
+
+    return f"{outcome['outcome']} (fired {fire_time_text(outcome['fire'])})"
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:

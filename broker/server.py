@@ -55,6 +55,7 @@ from sockpool.protocol import (
     CancelReply,
     AuthFailed,
     ConnectionLost,
+    ControlReply,
     Error,
     FrameTooLarge,
     Hello,
@@ -99,7 +100,8 @@ from .store import GroupCommitStore, Snapshot, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
 
-# Retries fall due and heartbeats are checked at this resolution.
+# Heartbeats and expiry are checked at this resolution; the ticker also
+# wakes when a delayed job or a retry falls due.
 TICK_S = 0.1
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
@@ -219,6 +221,7 @@ class BrokerServer:
             first = next(parts, None)
             if first is not None:
                 state.restore(first.jobs, first.results, first.failed, time.time(), first.followers)
+                state.restore_settings(first.paused, first.schedules)
         with self._lock:
             self.restored.clear()
             self.state = state
@@ -602,7 +605,8 @@ class BrokerServer:
         """Send the state's replies and store its journal; call with the lock held.
 
         An `accepted` promises the jobs are durable, so with a store it waits
-        for the commit of everything journalled up to now.
+        for the commit of everything journalled up to now; so does a
+        `control_reply` (a paused queue or a new schedule is on disk).
         """
         journal = self.state.take_journal()
         if self.store is None:
@@ -613,13 +617,13 @@ class BrokerServer:
             # (results, stops) goes out before it is on disk.
             self.store.write(journal, lambda: self._post_after_commit(out))
             return
-        accepted = [(c, m) for c, m in out if isinstance(m, Accepted)]
+        accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
         # The journal goes to the store before anything is posted: posting
         # can fail a job it cannot send (see _post), and that failure's
         # entries must reach the store after this job's `add`, not before.
         if journal or accepted:
             self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
-        self._post([(c, m) for c, m in out if not isinstance(m, Accepted)])
+        self._post([(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))])
 
     def _on_store_health(self, trouble: StoreTrouble | None) -> None:
         """On the store's writer thread: it cannot write (refuse new jobs,
@@ -654,7 +658,8 @@ class BrokerServer:
                     self._emit(self.state.on_unsendable(conn_id, [entry[0] for entry in unsent], time.time()))
 
     def _tick_loop(self) -> None:
-        while not self._stopping.wait(TICK_S):
+        wait_s = TICK_S
+        while not self._stopping.wait(wait_s):
             now = time.time()
             with self._lock:
                 if not self.active:
@@ -662,6 +667,10 @@ class BrokerServer:
                 self._emit(self.state.tick(now))
                 silent = [self._peers[c] for c in self.state.take_silent_connections(now) if c in self._peers]
                 peers = list(self._peers.values())
+                due = self.state.next_due()
+            # Wake when the next delayed job falls due, not at the next
+            # round tick: that is the lateness of a delayed job.
+            wait_s = TICK_S if due is None else min(TICK_S, max(0.0, due - time.time()))
             for peer in silent:
                 # Its reader thread sees the socket close and requeues its jobs.
                 log.warning("%s missed its heartbeats; closing", peer.conn.peer)

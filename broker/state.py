@@ -13,8 +13,9 @@ after a restart. A jump of the system clock can at worst end a heartbeat
 or a retry delay early.
 
 Rules:
-1. A job is in exactly one place: a ready queue, the retry heap, or
-   leased to one worker.
+1. A job is in exactly one place: ready in the dispatcher, waiting for
+   its time in `due` (a delayed job or a retry), or leased to one worker.
+   Which ready job a worker gets is broker/dispatch.py's decision.
 2. A worker never holds more jobs than the credit it granted.
 3. A result is accepted only from the worker holding the lease; anything
    else (a late result after a requeue) is dropped, never delivered twice.
@@ -41,7 +42,6 @@ broker/control.py, the unique-key index in broker/keys.py.
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 import secrets
@@ -54,6 +54,7 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Ack,
+    Control,
     Credit,
     Drain,
     Error,
@@ -92,6 +93,8 @@ from sockpool.protocol.defaults import (
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
 from sockpool.protocol.messages import (
+    DEFAULT_QUEUE,
+    E_HANDSHAKE,
     E_POISON,
     E_UNKNOWN_TASK,
     N_UNSERVED,
@@ -103,11 +106,14 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control
+from . import admission, control, operations
+from .dispatch import Dispatcher, DueJobs
+from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
+from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .stats import EVERYONE, BrokerStats
 from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
@@ -151,9 +157,11 @@ class BrokerState:
         self.session_grace_s = session_grace_s
         self.rng = rng or random.Random()
         self.jobs: dict[int, Job] = {}
-        self.ready: dict[str, deque[Job]] = {}
-        self.ready_count = 0
-        self.delayed: list[tuple[float, Job]] = []  # retry heap by due time
+        self.dispatcher = Dispatcher()
+        self.due = DueJobs()  # delayed jobs and retries, until their time
+        self.schedules = Schedules()
+        # Set by a control operation that may free jobs (a resumed queue).
+        self.wants_dispatch = False
         self.workers: dict[int, WorkerInfo] = {}
         self.clients: dict[int, Session] = {}
         self.sessions: dict[str, Session] = {}
@@ -176,7 +184,6 @@ class BrokerState:
         # Observation only: counts for status and metrics, and the `now` of
         # the event being handled, for the timestamps they need.
         self.stats = BrokerStats()
-        self.ready_calls = 0
         self.started_at = self.now = now
 
     # -- connections ---------------------------------------------------
@@ -186,13 +193,16 @@ class BrokerState:
         after which the server closes the connection."""
         self.now = now
         refusal = check_hello(hello)
+        if refusal is None and hello.role != ROLE_WORKER and hello.session.startswith(SESSION_PREFIX):
+            refusal = Error(E_HANDSHAKE, f"sessions starting with {SESSION_PREFIX!r} belong to schedules")
         if refusal is not None:
             return [(conn_id, refusal)]
         self.last_seen[conn_id] = now
         session: Session | None = None
         if hello.role == ROLE_WORKER:
             self.workers[conn_id] = WorkerInfo(
-                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now, last_seen=now
+                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
+                queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
             )
             self.served.update(set(hello.tasks))
             self.unserved.joined(hello.tasks, now)
@@ -242,7 +252,7 @@ class BrokerState:
             self.served += Counter()  # drop zero counts
             out: Outbox = []
             for task in worker.tasks:
-                if task not in self.served and task in self.ready and self.unserved.mark(task, now):
+                if task not in self.served and task in self.dispatcher.by_task and self.unserved.mark(task, now):
                     out += self._tell_waiting(task)  # its last server left
             if worker.draining:
                 # Asked to stop, it left what it could not finish in time:
@@ -328,6 +338,13 @@ class BrokerState:
                 return control.on_cancel(self, conn_id, session, msg, now)
             if isinstance(msg, Retry):
                 return control.on_retry(self, conn_id, session, msg, now)
+            if isinstance(msg, Control):
+                reply = operations.handle(self, msg.op, msg.args, now, self.is_operator(conn_id))
+                out: Outbox = [(conn_id, reply)]
+                if self.wants_dispatch:
+                    self.wants_dispatch = False
+                    out += self._dispatch()
+                return out
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
@@ -372,6 +389,8 @@ class BrokerState:
         # Jobs that could not travel on to a worker, or be stored, are
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
+        ready: list[Job] = []
+        now = self.now
         # Each job's share of the frame it came in, plus what any job costs.
         cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
         room = self.quota.room(session.session_id, cost)
@@ -394,8 +413,10 @@ class BrokerState:
                 continue
             if task not in self.served:
                 unserved.add(task)
-            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4],
-                          entry[5] if len(entry) > 5 else None)
+            options = entry[5] if len(entry) > 5 else None
+            if options and "delay" in options:
+                options = due_options(options, self.now)
+            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4], options)
             job.notify = session.wants_started
             self._next_gid += 1
             job.cost = cost
@@ -405,8 +426,22 @@ class BrokerState:
             self.journal.append(("add", job))
             if key is not None:
                 self.keys.hold(key, job.gid, session.session_id, cid)
-            self._queue(job)
+            at = job.at if options else None
+            if at is not None and at > now:
+                self.due.push(job, at)
+            elif options or self.limits.by_task:
+                # Limits may hold it back: they decide, after the plain jobs
+                # before it, so one session's jobs keep their order.
+                self.dispatcher.add_many(ready, now)
+                ready = []
+                self._queue(job)
+            else:
+                job.queued_at = now
+                if task not in self.served:
+                    self.unserved.mark(task, now)
+                ready.append(job)
             added += 1
+        self.dispatcher.add_many(ready, now)
         self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
@@ -522,11 +557,14 @@ class BrokerState:
         """Periodic work: due retries, heartbeats, expiry."""
         self.now = now
         out: Outbox = []
-        while self.delayed and self.delayed[0][0] <= now:
-            _, job = heapq.heappop(self.delayed)
+        for job in self.due.pop_due(now):
             self._queue(job)
         for job in self.limits.tick(now):
             self._ready(job)
+        self.stats.sample_queues(now)
+        next_fire = self.schedules.next_due()
+        if next_fire is not None and next_fire <= now:
+            fire_schedules(self, now)
         if now >= self._next_ping:
             self._next_ping = now + self.heartbeat_s
             out += [(conn_id, Ping()) for conn_id in self.last_seen]
@@ -559,7 +597,7 @@ class BrokerState:
     def _retry_later(self, job: Job, now: float) -> None:
         """Exponential backoff with jitter, so that retries do not stampede."""
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
-        heapq.heappush(self.delayed, (now + delay, job))
+        self.due.push(job, now + delay)
         # Waiting for a retry is not running: its limit slots go to others.
         for admitted in self.limits.release(job, now):
             self._ready(admitted)
@@ -591,22 +629,20 @@ class BrokerState:
         now wait for a worker that serves it."""
         wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
         notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
-        sessions = {job.session for job in self.ready.get(task, ())}
+        sessions = self.dispatcher.sessions_with_task(task)
         conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
         return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
 
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """No worker came for `task` in time: its queued jobs fail (retries
         could not help; they fail whole)."""
-        queue = self.ready.pop(task, None)
+        queue = self.dispatcher.take_task(task)
         if not queue:
             return []
         error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
         self.stats.remember_failure(task, "", error, now)
         by_session: dict[str, list[list[Any]]] = {}
         for job in queue:
-            self.ready_count -= 1
-            self.ready_calls -= job.calls
             self._finish(job, False, error, now, by_session)
         return self._deliver(by_session)
 
@@ -615,7 +651,7 @@ class BrokerState:
         self.quota.remove(job.session, job.cost)
         cancelled = not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED
         if not cancelled:  # a cancel is nobody's failure: counted apart
-            self.stats.on_finished(job.task, job.calls, ok, value, now)
+            self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
         self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok and not cancelled:
@@ -635,6 +671,9 @@ class BrokerState:
                 entry = [cid, ok, value]
                 follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
                 by_session.setdefault(session_id, []).append(entry)
+        if job.session.startswith(SESSION_PREFIX):
+            schedule_outcome(self, job, ok, value, now)
+            return
         session = self.sessions.get(job.session)
         if session is not None:
             session.live.pop(job.cid, None)
@@ -698,11 +737,45 @@ class BrokerState:
     def total_processes(self) -> int:
         return sum(w.processes for w in self.workers.values())
 
+    def take_gid(self) -> int:
+        """A new broker job id (for jobs the broker makes itself: firings)."""
+        gid = self._next_gid
+        self._next_gid += 1
+        return gid
+
+    def session(self, session_id: str) -> Session:
+        """The session, created if new."""
+        return self._session(session_id)
+
+    def make_ready(self, job: Job) -> None:
+        """Queue an accepted job for dispatch (the next `_dispatch` hands it out)."""
+        self._queue(job)
+
     def _session(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = Session(session_id, None)
         return session
+
+    @property
+    def ready_count(self) -> int:
+        return self.dispatcher.count
+
+    @property
+    def ready_calls(self) -> int:
+        return self.dispatcher.calls
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting job or schedule falls due, for the ticker to wake then."""
+        times = [t for t in (self.due.next_due(), self.schedules.next_due()) if t is not None]
+        return min(times, default=None)
+
+    def _queue_or_wait(self, job: Job) -> None:
+        at = job.at
+        if at is not None and at > self.now:
+            self.due.push(job, at)
+        else:
+            self._queue(job)
 
     def _queue(self, job: Job, front: bool = False) -> None:
         """Into the ready queue, once its limits admit it (a job that holds
@@ -715,18 +788,11 @@ class BrokerState:
         self._ready(job, front)
 
     def _ready(self, job: Job, front: bool = False) -> None:
-        queue = self.ready.get(job.task)
-        if queue is None:
-            queue = self.ready[job.task] = deque()
-        if front:
-            queue.appendleft(job)
-        else:
-            queue.append(job)
-        self.ready_count += 1
-        self.ready_calls += job.calls
+        """Hand the job to the dispatcher (broker/dispatch.py decides who runs it when)."""
         job.queued_at = self.now
         if job.task not in self.served:
             self.unserved.mark(job.task, self.now)
+        self.dispatcher.add(job, self.now, front)
 
     def _dispatch(self) -> Outbox:
         """Hand ready jobs to workers with credit, each its fair share.
@@ -734,9 +800,10 @@ class BrokerState:
         The share is proportional to a worker's processes, so a worker that
         granted a large credit cannot take every queued job while another
         worker with free processes gets none (the prefetch hoarding users
-        of other queues complain about).
+        of other queues complain about). Which jobs: broker/dispatch.py.
         """
-        if not self.ready_count:
+        dispatcher = self.dispatcher
+        if not dispatcher.count:
             return []
         eligible = [w for w in self.workers.values() if w.credit > 0]
         if not eligible:
@@ -745,18 +812,23 @@ class BrokerState:
         out: Outbox = []
         started: list[Job] = []
         for index, worker in enumerate(eligible):
-            runnable = worker.tasks.intersection(self.ready)
-            if not runnable:
+            waiting = dispatcher.waiting_for(worker.queues, worker.tasks)
+            if not waiting:
                 continue
             # Share what this worker can run with the workers still to be
             # served that could run some of it too.
-            waiting = sum(len(self.ready[t]) for t in runnable)
-            processes = sum(w.processes for w in eligible[index:] if not w.tasks.isdisjoint(runnable))
+            processes = worker.processes
+            if index + 1 < len(eligible):
+                runnable = dispatcher.runnable_tasks(worker.queues, worker.tasks)
+                processes += sum(
+                    w.processes for w in eligible[index + 1:]
+                    if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
+                )
             share = math.ceil(waiting * worker.processes / processes)
             batch = self._take(worker, min(worker.credit, share), started)
             if batch:
                 out.append((worker.conn_id, Jobs(batch)))
-            if not self.ready_count:
+            if not dispatcher.count:
                 break
         return out + self._started(started) if started else out
 
@@ -773,24 +845,18 @@ class BrokerState:
         return out
 
     def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
+        jobs = self.dispatcher.take(worker.queues, worker.tasks, limit, self.now)
         batch: list[list[Any]] = []
-        for task in worker.tasks:
-            queue = self.ready.get(task)
-            while queue and len(batch) < limit:
-                job = queue.popleft()
-                job.worker = worker.conn_id
-                job.dispatched_at = self.now
-                self.ready_calls -= job.calls
-                worker.leased[job.gid] = job
-                batch.append(job.entry())
-                if job.notify:
-                    started.append(job)
-            if queue is not None and not queue:
-                del self.ready[task]
-            if len(batch) >= limit:
-                break
+        leased = worker.leased
+        now = self.now
+        for job in jobs:
+            job.worker = worker.conn_id
+            job.dispatched_at = now
+            leased[job.gid] = job
+            batch.append(job.entry())
+            if job.notify:
+                started.append(job)
         worker.credit -= len(batch)
-        self.ready_count -= len(batch)
         return batch
 
     # -- persistence -----------------------------------------------------
@@ -815,7 +881,7 @@ class BrokerState:
             self._session(job.session).live[job.cid] = job.gid
             if job.key is not None:
                 self.keys.hold(job.key, job.gid, job.session, job.cid)
-            self._queue(job)
+            self._queue_or_wait(job)
         for session_id, cid, gid in followers or ():
             followed = self.jobs.get(gid)
             if followed is not None:
@@ -841,12 +907,19 @@ class BrokerState:
         # Restored in parts: past what every part held.
         self._next_gid = max(self._next_gid, max(gids, default=0) + 1, int(now * 1_000_000))
 
+    def restore_settings(self, paused: list[str], schedules: list[dict[str, Any]]) -> None:
+        """Paused queues and schedules, as the store kept them."""
+        for queue in paused:
+            self.dispatcher.pause(queue)
+        for record in schedules:
+            self.schedules.restore(Schedule.from_record(record))
+
     def snapshot(self) -> dict[str, Any]:
         """Counts for logs and status."""
         return {
             "ready": self.ready_count,
             "in_flight": sum(len(w.leased) for w in self.workers.values()),
-            "delayed": len(self.delayed),
+            "delayed": len(self.due),
             "waiting_on_limit": self.limits.waiting,
             "failed": len(self.failed),
             "workers": len(self.workers),
@@ -859,7 +932,7 @@ class BrokerState:
     def _unserved_status(self, now: float) -> list[dict[str, Any]]:
         connected = bool(self.workers)
         return [
-            {"task": task, "jobs": len(self.ready.get(task, ())), "waiting_s": now - since,
+            {"task": task, "jobs": self.dispatcher.by_task.get(task, 0), "waiting_s": now - since,
              "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
             for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
         ]
@@ -914,18 +987,34 @@ class BrokerState:
             "queue": {
                 "ready": self.ready_calls,
                 "in_flight": sum(w["in_flight"] for w in workers),
-                "delayed": sum(job.calls for _, job in self.delayed),
+                "delayed": self.due.calls,
                 "waiting_on_limit": sum(job.calls for job in self.limits.waiting_jobs()),
                 "failed": len(self.failed),
             },
             "limits": self.limits.status(now),
             "unique_keys": len(self.keys),
+            "queues": queue_status(self, now),
+            # A schedule's arguments and its last failure's message are the
+            # operator's to see, like failure messages.
+            "schedules": [
+                operations.schedule_row(s, full=viewer == EVERYONE)
+                for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)
+            ],
             **stats,
             "totals": {
                 **stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"],
                 "cancelled": self.totals["cancelled"], "deduplicated": self.totals["deduplicated"],
             },
         }
+
+
+def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
+    """A job's options with its `delay` turned into an absolute `at`, so that
+    its due time is stored and survives a restart; the later of the two wins."""
+    options = dict(options)
+    at = now + options.pop("delay")
+    options["at"] = max(at, options.get("at", at))
+    return options
 
 
 def broker_full() -> dict[str, Any]:

@@ -103,6 +103,11 @@ class BrokerStats:
         self.queue_wait = LatencyHistogram()
         self.run_time = LatencyHistogram()
         self.throughput = Throughput()
+        # Completed calls per queue (capped like `tasks`), sampled once a
+        # second by `sample_queues` for a rate: a dict increment per job,
+        # not a second Throughput.
+        self.queue_done: dict[str, int] = {}
+        self._queue_samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=THROUGHPUT_WINDOW_S + 2)
         self.recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
 
     def on_submitted(self, task: str, calls: int) -> None:
@@ -121,8 +126,12 @@ class BrokerStats:
         self.run_time.observe(run_s)
         return 0 if ok else failed_calls(value, calls)
 
-    def on_finished(self, task: str, calls: int, ok: bool, value: Any, now: float) -> None:
+    def on_finished(self, task: str, calls: int, ok: bool, value: Any, now: float, queue: str = "default") -> None:
         """A job is done for good: it succeeded, or failed with no retry left."""
+        done = self.queue_done
+        if queue not in done and len(done) >= MAX_TRACKED_TASKS:
+            queue = OTHER_TASKS
+        done[queue] = done.get(queue, 0) + calls
         failed = 0 if ok else failed_calls(value, calls)
         counts = self._task(task)
         counts[1] += calls - failed
@@ -130,6 +139,19 @@ class BrokerStats:
         self.completed += calls - failed
         self.failed += failed
         self.throughput.add(now, calls)
+
+    def sample_queues(self, now: float) -> None:
+        """Note the per-queue counts, at most once a second (from the ticker)."""
+        if not self._queue_samples or now - self._queue_samples[-1][0] >= 1.0:
+            self._queue_samples.append((now, dict(self.queue_done)))
+
+    def queue_rates(self, now: float) -> dict[str, float]:
+        """Completed calls per second per queue, over about THROUGHPUT_WINDOW_S."""
+        start = next(((t, counts) for t, counts in self._queue_samples if t >= now - THROUGHPUT_WINDOW_S - 0.5), None)
+        if start is None or now - start[0] < 0.5:
+            return {}
+        elapsed = now - start[0]
+        return {q: (n - start[1].get(q, 0)) / elapsed for q, n in self.queue_done.items()}
 
     def _task(self, task: str) -> list[int]:
         counts = self.tasks.get(task)

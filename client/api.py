@@ -17,9 +17,20 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
-from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost, FailedJobs, ListFailed, StatusReply, StatusRequest
+from sockpool.protocol import (
+    ROLE_CLIENT,
+    ROLE_OPERATOR,
+    ConnectionLost,
+    Control,
+    ControlReply,
+    FailedJobs,
+    ListFailed,
+    StatusReply,
+    StatusRequest,
+)
 from sockpool.protocol.control import count_outcomes, E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
@@ -29,7 +40,7 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.messages import RESULT_DETACHED, RESULT_NONE
+from sockpool.protocol.messages import DEFAULT_QUEUE, RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
 from sockpool.net.request import failed_job_rows
@@ -45,10 +56,14 @@ class Client:
     """A connection to a sockpool broker. Thread-safe; use as a context manager.
 
     Jobs carry options: `retries` (further attempts after a failure, with
-    exponential backoff) and `timeout` (seconds; the pool process running
-    an over-time job is killed and replaced). Set defaults here, or per
-    call with `with_options(...)`, which also takes a unique `key` and a
-    concurrency `limit_key` (README: Control over jobs).
+    exponential backoff), `timeout` (seconds; the pool process running
+    an over-time job is killed and replaced), `queue` (the named queue;
+    only workers listening on it run the job), `priority` (an integer,
+    higher runs first), `delay` (seconds or a timedelta before it may run)
+    and `at` (an aware datetime, or Unix time, before which it may not
+    run). Set defaults here, or per call with `with_options(...)`, which
+    also takes a unique `key` and a concurrency `limit_key` (README:
+    Control over jobs).
 
     `future.cancel()` withdraws a job that has not started (it never runs);
     `client.cancel(future)` also stops one that is running.
@@ -72,6 +87,8 @@ class Client:
         name: str = "",
         retries: int = 0,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
         session: str | None = None,
         auto_ack: bool = True,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
@@ -109,7 +126,7 @@ class Client:
             credentials = Credentials.from_files(
                 secret_file or os.environ.get(SECRET_ENV) or None, tls_ca or os.environ.get(TLS_CA_ENV) or None
             )
-        self.options = job_options(retries, timeout)
+        self.options = job_options(retries, timeout, queue=queue, priority=priority)
         # An Executor's client: interpreter exit waits for its pending futures.
         self.wait_at_exit = False
         self.auto_ack = auto_ack
@@ -163,11 +180,13 @@ class Client:
         return self._submit(task, list(args), kwargs, False, self.options)
 
     def with_options(
-        self, *, retries: int | None = None, timeout: float | None = None,
+        self, *, retries: int | None = None, timeout: float | None = None, queue: str | None = None,
+        priority: int | None = None, delay: float | timedelta | None = None, at: datetime | float | None = None,
         detached: bool = False, fire_and_forget: bool = False, key: str | None = None,
         limit_key: str | None = None, limit: int | None = None,
     ) -> JobOptions:
-        """`submit` and `map` with other options than the client's.
+        """`submit` and `map` with other options than the client's (see the
+        class for retries, timeout, queue, priority, delay and at).
 
         `key`: a unique key. While a job with this key is queued, running,
         or has a result its submitter has not collected, a submit with the
@@ -187,14 +206,21 @@ class Client:
         `fire_and_forget` (`submit` only): the broker keeps no result at
         all, only a record of a failure (`broker failed`); the future
         resolves to None once the job is on the broker's disk.
+
+        Raises:
+            ValueError: an option out of its range (see `job_options`).
         """
         if detached and fire_and_forget:
             raise ValueError("a job is either detached or fire-and-forget")
         mode = RESULT_DETACHED if detached else RESULT_NONE if fire_and_forget else None
+        base = self.options
         return JobOptions(self, job_options(
-            self.options.get("retries", 0) if retries is None else retries,
-            self.options.get("timeout") if timeout is None else timeout,
+            base.get("retries", 0) if retries is None else retries,
+            base.get("timeout") if timeout is None else timeout,
             mode, key=key, limit_key=limit_key, limit=limit,
+            queue=base.get("queue") if queue is None else queue,
+            priority=base.get("priority", 0) if priority is None else priority,
+            delay=delay, at=at,
         ))
 
     def map(
@@ -364,6 +390,67 @@ class Client:
         reply = self._link.request(StatusRequest(), timeout)
         assert isinstance(reply, StatusReply)
         return reply.status
+
+    # -- queues and schedules (the broker keeps them on disk) ---------------
+
+    def pause_queue(self, queue: str, timeout: float = 10.0) -> None:
+        """Stop dispatching `queue`'s jobs (it still accepts them), until
+        `resume_queue`; the pause survives a broker restart.
+
+        Raises:
+            ValueError: a bad queue name.
+            ConnectionLost: no answer from the broker.
+        """
+        self._control("pause_queue", {"queue": queue}, timeout)
+
+    def resume_queue(self, queue: str, timeout: float = 10.0) -> None:
+        """Dispatch `queue`'s jobs again. Raises as `pause_queue`."""
+        self._control("resume_queue", {"queue": queue}, timeout)
+
+    def add_schedule(
+        self, name: str, cron: str, task: str, *args: Any, timezone: str = "UTC", queue: str | None = None,
+        priority: int = 0, missed: str = "once", replace: bool = False, timeout: float = 10.0, **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Run `task(*args, **kwargs)` at every fire time of the cron
+        expression `cron` (5 fields, or 6 with seconds first) in `timezone`.
+
+        The broker keeps the schedule and enqueues each firing exactly once.
+        `missed` says what to do with firings missed while the broker was
+        down: "once" (run the latest of them once) or "skip". Returns the
+        schedule as `schedules()` lists it.
+
+        Raises:
+            ValueError: a bad expression, zone, name or option, or a schedule
+                of that name exists (unless `replace`).
+            ConnectionLost: no answer from the broker.
+        """
+        spec: dict[str, Any] = {
+            "name": name, "cron": cron, "timezone": timezone, "task": task, "args": list(args), "kwargs": kwargs,
+            "queue": queue or DEFAULT_QUEUE, "priority": priority, "missed": missed, "replace": replace,
+        }
+        return self._control("schedule_add", spec, timeout)  # type: ignore[no-any-return]
+
+    def schedules(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every schedule, with `next_fire` (Unix time) and `last_outcome`."""
+        return self._control("schedule_list", {}, timeout)  # type: ignore[no-any-return]
+
+    def remove_schedule(self, name: str, timeout: float = 10.0) -> None:
+        """Raises ValueError if there is no such schedule."""
+        self._control("schedule_remove", {"name": name}, timeout)
+
+    def pause_schedule(self, name: str, timeout: float = 10.0) -> None:
+        """No firings until `resume_schedule`; those in between are not owed."""
+        self._control("schedule_pause", {"name": name}, timeout)
+
+    def resume_schedule(self, name: str, timeout: float = 10.0) -> None:
+        self._control("schedule_resume", {"name": name}, timeout)
+
+    def _control(self, op: str, args: dict[str, Any], timeout: float) -> Any:
+        reply = self._link.request(Control(op, args), timeout)
+        assert isinstance(reply, ControlReply)
+        if not reply.ok:
+            raise ValueError(reply.error)
+        return reply.value
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""

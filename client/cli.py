@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -13,11 +15,12 @@ import click
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.defaults import BROKER_ENV, PROGRESS_MIN_JOBS
-from sockpool.protocol.messages import MAX_RETRIES, REFUSALS
+from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, REFUSALS, RESULT_DETACHED, RESULT_NONE
 
-from .api import Client
+from .api import Client, JobOptions, job_options
 from .errors import E_BROKER_FULL, JobFailed
 from sockpool.net.credentials import Credentials, peer_options
+from sockpool.cliargs import parse_arg
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar
 
@@ -27,12 +30,34 @@ _ERRORS_SHOWN = 5
 ACCEPT_TIMEOUT_S = 120.0
 
 
-def parse_arg(text: str) -> Any:
-    """A JSON literal where the text parses as one (`3`, `2.5`, `[1, 2]`), else the string."""
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `5m`, `2h`, `1d`, `250ms` or plain seconds, as seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", text)
+    if match is None:
+        raise ValueError(f"--delay takes a duration like 30s, 5m, 2h, 1d or plain seconds, not {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS_S[match.group(2) or "s"]
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time with its zone (`Z` or `+01:00`).
+
+    Raises:
+        ValueError: not ISO 8601, or no zone (a naive time is ambiguous).
+    """
     try:
-        return json.loads(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
-        return text
+        raise ValueError(f"--at takes an ISO 8601 time like 2026-12-24T18:00:00Z, not {text!r}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"--at needs a time zone (Z or +HH:MM): {text!r} could be any zone's")
+    return when
 
 
 def format_value(value: Any) -> str:
@@ -94,6 +119,13 @@ class OrderedWriter:
 @click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=0, help="Retry a failed job up to N times, with backoff.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Kill a job's process when it runs longer than this.")
+@click.option("--queue", default=None, metavar="NAME", help="Put the jobs in this queue [default: default].")
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=0,
+              help="Higher runs first [default: 0].")
+@click.option("--delay", "delay_text", default=None, metavar="DURATION",
+              help="Run no sooner than this from now: 30s, 5m, 2h, 1d or plain seconds.")
+@click.option("--at", "at_text", default=None, metavar="ISO-TIME",
+              help="Run no sooner than this time, with its zone: 2026-12-24T18:00:00Z.")
 @click.option("--detach", is_flag=True, help="Print a submission ID once the broker has every job on disk, and exit.")
 @click.option("--no-wait", "no_wait", is_flag=True,
               help="Fire and forget: exit once the broker has every job on disk; it keeps no results, "
@@ -123,6 +155,10 @@ def main(
     chunksize: int | None,
     retries: int,
     timeout: float | None,
+    queue: str | None,
+    priority: int,
+    delay_text: str | None,
+    at_text: str | None,
     detach: bool,
     no_wait: bool,
     attach_id: str | None,
@@ -160,7 +196,14 @@ def main(
         raise click.UsageError("--key names one job: give exactly one ARG")
     if limit is not None and limit_key is None:
         raise click.UsageError("--limit goes with --limit-key")
-    extra = {"key": key, "limit_key": limit_key, "limit": limit}
+    try:
+        options = job_options(
+            retries, timeout, key=key, limit_key=limit_key, limit=limit, queue=queue, priority=priority,
+            delay=parse_duration(delay_text) if delay_text is not None else None,
+            at=parse_time(at_text) if at_text is not None else None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     if attach_id is not None:
         if task is not None:
             raise click.UsageError("--attach takes no TASK or ARG")
@@ -173,8 +216,7 @@ def main(
         if detach and no_wait:
             raise click.UsageError("--detach keeps the results for --attach, --no-wait keeps none: pick one")
         values = [parse_arg(a) for a in args]
-        submission = submit_detached(address, task, values, retries, timeout, credentials, keep_results=detach,
-                                     extra=extra)
+        submission = submit_detached(address, task, values, options, credentials, keep_results=detach)
         if detach:
             click.echo(submission)
         else:
@@ -184,7 +226,7 @@ def main(
     else:
         labels = args
         values = [parse_arg(a) for a in args]
-        results = run(address, local, processes, modules, task, values, chunksize, retries, timeout, credentials, extra)
+        results = run(address, local, processes, modules, task, values, chunksize, options, credentials)
     if progress is None:
         progress = len(labels) >= PROGRESS_MIN_JOBS and sys.stdout.isatty()
     bar = ProgressBar(len(labels), sys.stderr) if progress else None
@@ -213,8 +255,7 @@ def _option_names() -> set[str]:
 
 def run(
     address: str | None, local: bool, processes: int | None, modules: tuple[str, ...], task: str,
-    values: list[Any], chunksize: int | None, retries: int, timeout: float | None, credentials: Credentials,
-    extra: dict[str, Any] | None = None,
+    values: list[Any], chunksize: int | None, options: dict[str, Any], credentials: Credentials,
 ) -> Iterator[Any]:
     """The results, in order, as they arrive; acknowledged once all are in."""
     try:
@@ -229,8 +270,8 @@ def run(
             client = stack.enter_context(
                 Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter())
             )
-            jobs = client.with_options(retries=retries, timeout=timeout, **(extra or {}))
-            if (extra or {}).get("key") is not None:
+            jobs = JobOptions(client, options)
+            if options.get("key") is not None:
                 # One keyed job: it may join another client's job of that key.
                 try:
                     yield jobs.submit(task, values[0]).result()
@@ -244,17 +285,14 @@ def run(
 
 
 def submit_detached(
-    address: str | None, task: str, values: list[Any], retries: int, timeout: float | None, credentials: Credentials,
-    keep_results: bool = True, extra: dict[str, Any] | None = None,
+    address: str | None, task: str, values: list[Any], options: dict[str, Any], credentials: Credentials,
+    keep_results: bool = True,
 ) -> str:
     """Submit one job per value, detached (or, without `keep_results`, fire
     and forget); return the session ID once all are durable."""
     try:
         with Client(address, auto_ack=False, credentials=credentials, on_notice=NoticePrinter()) as client:
-            jobs = client.with_options(
-                retries=retries, timeout=timeout, detached=keep_results, fire_and_forget=not keep_results,
-                **(extra or {}),
-            )
+            jobs = JobOptions(client, {**options, "result": RESULT_DETACHED if keep_results else RESULT_NONE})
             futures = [jobs.submit(task, value) for value in values]
             if not client.wait_accepted(ACCEPT_TIMEOUT_S):
                 raise click.ClickException("the broker did not accept every job in time")

@@ -9,13 +9,26 @@ item went; `chunk_values` turns either into what `map` yields.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
 from sockpool.protocol import SockpoolError
 from sockpool.protocol.limits import MAX_TIMEOUT_S
-from sockpool.protocol.messages import E_UNENCODABLE_RESULT, MAX_KEY_CHARS, MAX_LIMIT, MAX_RETRIES, error_value
+from sockpool.protocol.messages import (
+    DEFAULT_QUEUE,
+    E_UNENCODABLE_RESULT,
+    MAX_KEY_CHARS,
+    MAX_LIMIT,
+    MAX_PRIORITY,
+    MAX_QUEUE_NAME_CHARS,
+    MAX_RETRIES,
+    MIN_PRIORITY,
+    error_value,
+    valid_queue_name,
+)
 from sockpool.protocol.packed import pack_array
 from sockpool.protocol.values import from_wire_error, from_wire_value, wire_args, wire_kwargs
 
@@ -24,13 +37,16 @@ from .errors import JobFailed
 
 def job_options(
     retries: int, timeout: float | None, result: str | None = None, *, key: str | None = None,
-    limit_key: str | None = None, limit: int | None = None,
+    limit_key: str | None = None, limit: int | None = None, queue: str | None = None,
+    priority: int = 0, delay: float | timedelta | None = None, at: datetime | float | None = None,
 ) -> dict[str, Any]:
-    """The `options` of a job entry; empty when all are defaults.
+    """The `options` of a job entry; only what differs from the defaults.
 
     Raises:
         ValueError: a negative retry count, a non-positive timeout, an
-            empty or over-long key, or a limit below 1.
+            empty or over-long key, a limit below 1, a bad queue name, a
+            priority out of range, a negative or non-finite delay, or an
+            `at` that is a naive datetime.
     """
     for name, value in (("key", key), ("limit_key", limit_key)):
         if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_KEY_CHARS):
@@ -54,6 +70,30 @@ def job_options(
         options["limit_key"] = limit_key
     if limit is not None:
         options["limit"] = limit
+    if queue is not None and queue != DEFAULT_QUEUE:
+        if not valid_queue_name(queue):
+            raise ValueError(f"queue names are 1 to {MAX_QUEUE_NAME_CHARS} letters, digits and _.:- (got {queue!r})")
+        options["queue"] = queue
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    if priority:
+        options["priority"] = priority
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("delay must be a finite number of seconds, 0 or more")
+        if seconds:
+            options["delay"] = seconds
+    if at is not None:
+        if isinstance(at, datetime):
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ValueError("at must be an aware datetime (with a tzinfo), not a naive one")
+            stamp = at.timestamp()
+        else:
+            stamp = float(at)
+        if not math.isfinite(stamp):
+            raise ValueError("at must be a finite time")
+        options["at"] = stamp
     return options
 
 

@@ -116,7 +116,7 @@ class Executor(_Executor):
         runs once in each pool process before the first of this
         executor's jobs there; if it fails, so do those jobs (a JobFailed
         that is a BrokenProcessPool). `client_options` go to `Client`:
-        `retries=` and `timeout=` for every call, `secret_file=`,
+        `retries=`, `timeout=`, `queue=` and `priority=` for every call, `secret_file=`,
         `tls_ca=`, `name=`...
 
         Raises:

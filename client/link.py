@@ -28,8 +28,11 @@ from sockpool.protocol import (
     Accepted,
     Ack,
     ConnectionLost,
+    Control,
+    ControlReply,
     Error,
     FailedJobs,
+    ListFailed,
     HandshakeRefused,
     Message,
     Notice,
@@ -39,6 +42,7 @@ from sockpool.protocol import (
     Results,
     Started,
     StatusReply,
+    StatusRequest,
     Submit,
     CancelReply,
     RetryReply,
@@ -567,7 +571,7 @@ class BrokerLink:
                     self._on_accepted(list(batch))
             elif isinstance(msg, Ping):
                 conn.send(Pong())
-            elif isinstance(msg, (FailedJobs, StatusReply, CancelReply, RetryReply)):
+            elif isinstance(msg, (FailedJobs, StatusReply, CancelReply, RetryReply, ControlReply)):
                 # Each kind of reply comes in the order of its requests.
                 with self._lock:
                     index = next((i for i, (kind, _) in enumerate(self._replies) if kind is type(msg)), None)
@@ -628,7 +632,10 @@ def _reply_types() -> None:
     from sockpool.protocol import ListFailed, StatusRequest
     from sockpool.protocol.control import Retry
 
-    _REPLY_TYPES.update({ListFailed: FailedJobs, StatusRequest: StatusReply, Cancel: CancelReply, Retry: RetryReply})
+    _REPLY_TYPES.update({
+        ListFailed: FailedJobs, StatusRequest: StatusReply, Cancel: CancelReply, Retry: RetryReply,
+        Control: ControlReply,
+    })
 
 
 _reply_types()

@@ -24,6 +24,8 @@ from .messages import (
     Accepted,
     Auth,
     Challenge,
+    Control,
+    ControlReply,
     Ack,
     Credit,
     Drain,
@@ -55,6 +57,7 @@ from .control import Cancel, CancelReply, Retry, RetryReply, Stop
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PORT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION",
     "ROLE_CLIENT", "ROLE_OPERATOR", "ROLE_WORKER", "Accepted", "Ack", "Auth", "AuthFailed", "Challenge",
+    "Control", "ControlReply",
     "ConnectionLost", "Credit", "Decoder", "Drain", "Error", "FailedJobs", "FrameDecoder",
     "FrameTooLarge", "HandshakeRefused", "Hello", "Jobs", "ListFailed", "Message", "Notice", "Ping", "Release",
     "Pong", "ProtocolError", "Results", "SockpoolError", "Started", "StatusReply", "StatusRequest", "Submit", "Tasks",

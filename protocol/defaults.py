@@ -55,7 +55,10 @@ RECONNECT_MAX_S = 5.0
 # How much work a worker keeps queued locally beyond what its processes are
 # running, measured in seconds of estimated work rather than in jobs: enough
 # to hide a network round trip for tiny jobs, never enough to hoard long ones.
-PREFETCH_TARGET_S = 0.05
+# It is also how long another client's job (or an urgent one) can wait behind
+# what a worker already took: the broker's fair share and priorities order
+# only what it still holds. 20 ms is still 20 round trips of loopback.
+PREFETCH_TARGET_S = 0.02
 # Upper bound on a worker's credit window, whatever the estimate says.
 MAX_CREDIT_PER_PROCESS = 4096
 

@@ -23,7 +23,11 @@ fire and forget, the broker keeps no result, only a failure record),
 `init` ([task, args]: run once per pool process before the first job
 naming it), `key` (a unique key: see broker/keys.py), `limit_key` and
 `limit` (a concurrency limit shared by jobs of that key: see
-broker/limits.py).
+broker/limits.py), `queue` (the named queue, default "default"),
+`priority` (an integer, higher first, default 0), `delay` (seconds from
+acceptance before it may run) and `at` (Unix time before which it may not
+run). The broker turns a `delay` into an `at` when it accepts the job, so
+the due time survives a restart.
 
 With `many` true, `args` is a list of single arguments and the task runs
 once for each; the value is the list of their results (a chunk of a map).
@@ -57,6 +61,16 @@ from .packed import array_header, is_array
 from .splice import SPLICE_BYTES, large_entry, pack_pieces
 
 PROTOCOL_VERSION = 1
+# Queue names: short and printable, so they are safe as metric labels and
+# in logs; a client cannot grow the broker's tables with megabyte names.
+MAX_QUEUE_NAME_CHARS = 64
+QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+DEFAULT_QUEUE = "default"
+# A worker listens on at most this many queues.
+MAX_WORKER_QUEUES = 64
+# Priorities: higher runs first; the range keeps them plain small integers.
+MIN_PRIORITY = -1000
+MAX_PRIORITY = 1000
 # The `result` job option: who wants the result.
 RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
 RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
@@ -156,6 +170,9 @@ class Hello(Message):
     nonce: bytes = b""
     # Clients: send `started` notices for this session's jobs.
     started: bool = False
+    # Workers: the queues they take jobs from, most preferred first; empty
+    # means ["default"] (so a worker from before queues still works).
+    queues: list[str] = field(default_factory=list)
 
 
 @_message("challenge")
@@ -328,6 +345,27 @@ class StatusReply(Message):
     """Broker to client: the broker's counts, as documented in `BrokerState.status`."""
 
     status: dict[str, Any]
+
+
+@_message("control")
+class Control(Message):
+    """Client to broker: an operation on queues or schedules (see docs/PROTOCOL.md).
+
+    `op` is one of pause_queue, resume_queue, schedule_add, schedule_list,
+    schedule_remove, schedule_pause, schedule_resume; `args` its arguments.
+    """
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@_message("control_reply")
+class ControlReply(Message):
+    """Broker to client: the outcome of a `control`, sent once it is on disk."""
+
+    ok: bool
+    value: object = None
+    error: str = ""
 
 
 @_message("ping")
@@ -542,6 +580,10 @@ def _valid_options(options: Any) -> bool:
     timeout = options.get("timeout")
     retries = options.get("retries", 0)
     limit = options.get("limit")
+    queue = options.get("queue", DEFAULT_QUEUE)
+    priority = options.get("priority", 0)
+    delay = options.get("delay", 0)
+    at = options.get("at", 0)
     # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
     return (
         (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
@@ -550,6 +592,10 @@ def _valid_options(options: Any) -> bool:
         and _valid_name(options.get("key"))
         and _valid_name(options.get("limit_key"))
         and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
+        and valid_queue_name(queue)
+        and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
+        and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0
+        and type(at) in (int, float) and math.isfinite(at)
     )
 
 
@@ -558,6 +604,11 @@ _RESULT_VALUES = frozenset({None, *RESULT_MODES})
 
 def _valid_name(value: Any) -> bool:
     return value is None or (type(value) is str and 0 < len(value) <= MAX_KEY_CHARS)
+
+
+def valid_queue_name(name: Any) -> bool:
+    """1 to MAX_QUEUE_NAME_CHARS of letters, digits and `_.:-`."""
+    return type(name) is str and 0 < len(name) <= MAX_QUEUE_NAME_CHARS and QUEUE_NAME_CHARS.issuperset(name)
 
 
 def check_result(entry: Any) -> None:
@@ -607,6 +658,11 @@ def _check_ping(msg: Any) -> None:
 
 def _check_hello(msg: Any) -> None:
     _check_task_names(msg)
+    if len(msg.queues) > MAX_WORKER_QUEUES or not all(valid_queue_name(q) for q in msg.queues):
+        raise ProtocolError(
+            f"hello: queues must be at most {MAX_WORKER_QUEUES} names of 1 to {MAX_QUEUE_NAME_CHARS} "
+            "letters, digits and _.:-"
+        )
 
 
 def _check_task_names(msg: Any) -> None:
@@ -614,6 +670,11 @@ def _check_task_names(msg: Any) -> None:
         raise ProtocolError(f"{msg.type}: more than {MAX_TASKS_PER_WORKER} task names")
     if not all(type(t) is str and len(t) <= MAX_TASK_NAME_CHARS for t in msg.tasks):
         raise ProtocolError(f"{msg.type}: tasks must be strings of at most {MAX_TASK_NAME_CHARS} characters")
+
+
+def _check_control(msg: Any) -> None:
+    if len(msg.op) > 64:
+        raise ProtocolError("control: op too long")
 
 
 _checks: dict[type[Message], Callable[[Any], None]] = {
@@ -626,6 +687,7 @@ _checks: dict[type[Message], Callable[[Any], None]] = {
     Ack: _check_ids,
     Started: _check_ids,
     Ping: _check_ping,
+    Control: _check_control,
 }
 
 

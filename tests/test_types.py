@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STRICT = [
     "sockpool/protocol", "sockpool/broker/state.py", "sockpool/broker/records.py", "sockpool/broker/unserved.py",
     "sockpool/broker/control.py", "sockpool/broker/keys.py", "sockpool/broker/limits.py",
-    "sockpool/broker/store",
+    "sockpool/broker/store", "sockpool/broker/dispatch.py", "sockpool/broker/schedules.py",
+    "sockpool/broker/operations.py", "sockpool/broker/firing.py",
 ]
 
 

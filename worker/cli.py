@@ -22,6 +22,7 @@ from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from sockpool.logs import configure_logging, log_level_option
 from sockpool.protocol import HandshakeRefused
 from sockpool.protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
+from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_QUEUE_NAME_CHARS, MAX_WORKER_QUEUES, valid_queue_name
 
 from .node import WorkerNode
 from .runner import Runner, default_processes
@@ -42,6 +43,10 @@ def main() -> None:
     help="Also serve every public top-level function of MODULE, as MODULE:function. Repeatable.",
 )
 @click.option("--name", default=None, help="Name shown in the broker's logs [default: the host name].")
+@click.option(
+    "--queues", default=DEFAULT_QUEUE, show_default=True, metavar="Q1,Q2,...",
+    help="Take jobs only from these queues, in strict order of preference: from Q2 only when Q1 has none for us.",
+)
 @peer_options("File holding the secret the broker requires of workers.")
 @click.option(
     "--drain-timeout", type=click.FloatRange(0), default=DRAIN_TIMEOUT_S, show_default=True, metavar="SECONDS",
@@ -49,11 +54,18 @@ def main() -> None:
 )
 @log_level_option
 def join(
-    address: str | None, processes: int | None, modules: tuple[str, ...], name: str | None,
+    address: str | None, processes: int | None, modules: tuple[str, ...], name: str | None, queues: str,
     secret_file: str | None, tls_ca: str | None, drain_timeout: float, log_level: str,
 ) -> None:
     """Join the broker at ADDRESS (HOST:PORT, else $SOCKPOOL_BROKER, else the default)."""
     configure_logging(log_level)
+    queue_names = [q.strip() for q in queues.split(",") if q.strip()]
+    bad = [q for q in queue_names if not valid_queue_name(q)]
+    if bad or not queue_names or len(queue_names) > MAX_WORKER_QUEUES:
+        raise click.UsageError(
+            f"--queues takes 1 to {MAX_WORKER_QUEUES} comma-separated names of 1 to {MAX_QUEUE_NAME_CHARS} "
+            f"letters, digits and _.:- (got {queues!r})"
+        )
     try:
         credentials = Credentials.from_files(secret_file, tls_ca)
     except ValueError as exc:
@@ -65,7 +77,9 @@ def join(
         runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
     except (ImportError, ValueError) as exc:
         raise click.ClickException(f"cannot load tasks: {exc}") from exc
-    node = WorkerNode(address, runner, name=name, drain_timeout_s=drain_timeout, credentials=credentials)
+    node = WorkerNode(
+        address, runner, name=name, drain_timeout_s=drain_timeout, credentials=credentials, queues=queue_names
+    )
     signals = 0
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -81,7 +95,7 @@ def join(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    log.info("serving tasks: %s", ", ".join(runner.task_names))
+    log.info("serving tasks: %s; queues: %s", ", ".join(runner.task_names), ", ".join(queue_names))
     try:
         node.run()
     except HandshakeRefused as exc:

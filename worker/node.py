@@ -97,8 +97,11 @@ class WorkerNode:
         prefetch_target_s: float = PREFETCH_TARGET_S,
         credentials: Credentials | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        queues: list[str] | None = None,
     ) -> None:
         self.address = address
+        # The queues we take jobs from, most preferred first (empty: "default").
+        self.queues = list(queues or [])
         self.credentials = credentials or Credentials()
         self.runner = runner
         self.name = name or socket.gethostname()
@@ -122,12 +125,14 @@ class WorkerNode:
         delay = RECONNECT_MIN_S
         while not self._stopping.is_set() and not self._drain_requested:
             names = list(self.runner.task_names)
-            hello = new_hello(ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes)
+            hello = new_hello(
+                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues
+            )
             # The broker reads only a few KiB from a peer it has not yet
             # authenticated: task names that do not fit follow the welcome.
             later = len(encode(hello)) + _NONCE_ROOM_BYTES > HANDSHAKE_MAX_FRAME_BYTES
             if later:
-                hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes)
+                hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues)
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
                 if later:

@@ -99,6 +99,10 @@ class Snapshot(NamedTuple):
     # Unfinished submissions that joined a job by its unique key:
     # (session, cid, gid of the job followed).
     followers: list[tuple[str, int, int]] = []
+    # What `BrokerState.restore_settings` rebuilds from: paused queue names
+    # and schedule records (broker/schedules.py `Schedule.record`).
+    paused: list[str] = []
+    schedules: list[dict[str, Any]] = []
 
 
 @dataclasses.dataclass
@@ -119,6 +123,10 @@ class Rows:
     forget: list[tuple[Any, ...]]     # (gid,)
     unfollow: list[tuple[Any, ...]]   # (session, cid): a follower acknowledged its result
     expire: list[float]               # cutoffs
+    # Queue pauses and schedules: rare, and their order matters (a schedule
+    # added then removed), so kept in journal order, each one of
+    # ("pause", queue), ("unpause", queue), ("schedule", name, body), ("unschedule", name).
+    settings: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
 
 def rows_for(journal: Journal) -> Rows:
@@ -153,7 +161,19 @@ def rows_for(journal: Journal) -> Rows:
         forget=[(gid,) for op in by_kind.get("forget", ()) for gid in op[1]],
         unfollow=[op[1:] for op in by_kind.get("unfollow", ())],
         expire=[cutoff for _, cutoff in by_kind.get("expire", ())],
+        settings=[setting_row(op) for op in journal if op[0] in _SETTINGS],
     )
+
+
+_SETTINGS = frozenset({"queue_paused", "schedule", "unschedule"})
+
+
+def setting_row(op: tuple[Any, ...]) -> tuple[Any, ...]:
+    if op[0] == "queue_paused":
+        return ("pause" if op[2] else "unpause", op[1])
+    if op[0] == "schedule":
+        return ("schedule", op[1]["name"], pack(op[1]))
+    return ("unschedule", op[1])
 
 
 def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ()) -> Snapshot:

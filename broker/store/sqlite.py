@@ -17,7 +17,9 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import msgpack
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
 
@@ -44,6 +46,13 @@ CREATE TABLE IF NOT EXISTS failed (
     finished_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failed_by_time ON failed (finished_at);
+CREATE TABLE IF NOT EXISTS paused_queues (
+    queue        TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name         TEXT PRIMARY KEY,
+    body         BLOB NOT NULL       -- msgpack Schedule.record(): definition, since, last outcome
+);
 -- Submissions that joined another job by its unique key (broker/keys.py):
 -- they get that job's outcome, kept here until they acknowledge it.
 CREATE TABLE IF NOT EXISTS followers (
@@ -108,17 +117,24 @@ class SqliteStore(GroupCommitStore):
         self._followers_seen = self._db.execute("SELECT 1 FROM followers LIMIT 1").fetchone() is not None
 
     def restore(self) -> Snapshot:
-        return snapshot_from_rows(
+        snapshot = snapshot_from_rows(
             self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
             self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"),
         )
+        return snapshot._replace(**self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        """Paused queues and schedules, as Snapshot fields."""
+        paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
+        schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
+        return {"paused": paused, "schedules": schedules}
 
     def restore_in_parts(self, batch_rows: int = RESTORE_BATCH_ROWS) -> Iterator[Snapshot]:
         yield snapshot_from_rows(
             self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NOT NULL"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
-        )
+        )._replace(**self._settings())
         # Jobs accepted while a part is handed out cannot appear here: the
         # broker admits no client until the last part is in.
         cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
@@ -156,6 +172,15 @@ class SqliteStore(GroupCommitStore):
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
             db.executemany("DELETE FROM failed WHERE gid = ?", rows.unfail)
             db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
+            for setting in rows.settings:
+                if setting[0] == "pause":
+                    db.execute("INSERT OR IGNORE INTO paused_queues VALUES (?)", setting[1:])
+                elif setting[0] == "unpause":
+                    db.execute("DELETE FROM paused_queues WHERE queue = ?", setting[1:])
+                elif setting[0] == "schedule":
+                    db.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?)", setting[1:])
+                else:
+                    db.execute("DELETE FROM schedules WHERE name = ?", setting[1:])
             db.executemany("DELETE FROM followers WHERE session = ? AND cid = ?", rows.unfollow)
             for cutoff in rows.expire:
                 db.execute("DELETE FROM jobs WHERE finished_at < ?", (cutoff,))

@@ -124,6 +124,20 @@ def test_dashboard_shows_workers_as_they_join_and_recent_failures(observed, tmp_
     assert "tests.tasks:fail" in after.text_by_id["tasks"] and "square" in after.text_by_id["tasks"]
 
 
+def test_dashboard_shows_each_queue_and_schedule(observed, tmp_path):
+    observed.add_worker(1, "--tasks", "tests.tasks", "--queues", "default", name="cpu")
+    with Client(observed.address, operator=True) as client:
+        client.pause_queue("gpu")
+        client.with_options(queue="gpu").submit("tests.tasks:add", 1, 2)
+        assert client.wait_accepted(WAIT_S)
+        client.add_schedule("nightly <b>", "0 3 * * *", "tests.tasks:add", 1, 2, timezone="Europe/Paris")
+        page = Page(rendered_dom(f"http://{observed.broker.metrics_address}/", tmp_path / "profile"))
+    assert "gpu" in page.text_by_id["queues"] and "paused" in page.text_by_id["queues"]
+    assert "default" in page.text_by_id["queues"]
+    # The name is shown as text, never parsed as markup.
+    assert "nightly <b>" in page.text_by_id["schedules"] and "Europe/Paris" in page.text_by_id["schedules"]
+
+
 def test_dashboard_shows_jobs_no_connected_worker_can_run(tmp_path):
     cluster = Cluster(tmp_path, "--in-memory", "--metrics-port", "0", "--unserved-grace-s", "120")
     try:

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from sockpool.client import link as client_link
 from sockpool.client import Client
 
@@ -49,11 +51,13 @@ def test_submit_waits_while_the_broker_accepts_nothing(cluster):
         assert [f.result(WAIT_S) for f in submitted] == [i * i for i in range(bound + extra)]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(330)
 def test_bench_quick_run_writes_well_formed_json(tmp_path):
     """`python -m bench --quick` runs every workload end to end (speed is not checked)."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-dask", "--no-chart", "--out", str(tmp_path)],
-        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "quick.json").read_text())
@@ -63,7 +67,8 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     assert keys[:8] == ["bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable"]
     assert {"large_1", "large_durable_8", "broker_cpu_job", "broker_cpu_item", "scale_2", "scale_fairness_2",
             "hop", "depth_memory", "forget_rss", "async_bulk_map", "async_independent", "restart_listen", "restart_restored",
-            "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store", "postgres", "failover"} <= set(keys)
+            "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store", "postgres", "failover",
+            "fair_share", "priority", "delayed"} <= set(keys)
     # The PostgreSQL rows run where a PostgreSQL server and psycopg are installed (bench/ha.py).
     from bench.ha import unavailable
 

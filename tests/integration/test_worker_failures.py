@@ -187,8 +187,9 @@ def test_sigterm_finishes_running_jobs_hands_back_the_rest_and_exits_0(cluster, 
     marks.mkdir()
     with Client(cluster.address) as client:
         # Short jobs first, so that the worker prefetches: several long jobs
-        # then wait in its pool behind the two it runs.
-        for f in [client.submit("tests.tasks:busy", 0.01) for _ in range(30)]:
+        # then wait in its pool behind the two it runs. (Short against the
+        # 20 ms of work a worker keeps on hand, even on a loaded machine.)
+        for f in [client.submit("tests.tasks:busy", 0.001) for _ in range(30)]:
             f.result(WAIT_S)
         futures = [client.submit("tests.tasks:slow_square", i, 0.6, str(marks)) for i in range(1, 9)]
         wait_until(lambda: len(list(marks.iterdir())) >= 2, what="two long jobs running")

@@ -18,12 +18,18 @@ SHARED = {"--broker": "SOCKPOOL_BROKER", "--secret-file": "SOCKPOOL_SECRET_FILE"
 
 
 def commands() -> list[tuple[tuple[str, ...], click.Command]]:
-    found = []
-    for name, cli in CLIS.items():
+    """Every command that runs, nested groups (`broker schedule add`) included."""
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+
+    def walk(path: tuple[str, ...], cli: click.Command) -> None:
         if isinstance(cli, click.Group):
-            found += [((name, sub_name), sub) for sub_name, sub in cli.commands.items()]
+            for sub_name, sub in cli.commands.items():
+                walk((*path, sub_name), sub)
         else:
-            found.append(((name,), cli))
+            found.append((path, cli))
+
+    for name, cli in CLIS.items():
+        walk((name,), cli)
     return found
 
 

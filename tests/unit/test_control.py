@@ -82,7 +82,7 @@ def test_stopping_a_running_job_tells_its_worker_and_ends_it_cancelled():
     # The killed process's report comes late: dropped, never a second outcome.
     out = state.on_message(W1, Results([[gid, False, {"type": "Cancelled", "message": ""}]], credit=1), 3.0)
     assert results(out, C1) == []
-    assert state.jobs == {} and not state.failed and not state.delayed
+    assert state.jobs == {} and not state.failed and not state.due
 
 
 def test_a_cancel_after_the_result_is_finished_and_changes_nothing():
@@ -103,10 +103,10 @@ def test_cancel_a_job_waiting_for_its_retry():
     out = state.on_message(C1, Submit(1, [[1, "square", [1], {}, False, {"retries": 3}]]), 1.0)
     [gid] = job_ids(out, W1)
     state.on_message(W1, Results([[gid, False, {"type": "ValueError", "message": "x"}]], credit=1), 2.0)
-    assert len(state.delayed) == 1
+    assert len(state.due) == 1
     out = state.on_message(C1, Cancel(ids=[1]), 2.1)
     assert reply(out, C1).outcomes == [[1, "cancelled"]]
-    assert not state.delayed
+    assert not state.due
     assert job_ids(state.tick(1000.0), W1) == []
 
 

@@ -13,6 +13,8 @@ from sockpool.protocol import (
     ROLE_WORKER,
     Accepted,
     Ack,
+    Control,
+    ControlReply,
     Credit,
     Decoder,
     Drain,
@@ -41,13 +43,15 @@ from sockpool.protocol.messages import E_ROLE, E_VERSION, MAX_RETRIES, check_job
 
 JOB = [7, "square", [3], {}, False]
 CHUNK_JOB = [8, "mod:fn", [1, 2, 3], {"scale": 2.5}, True]
-OPTIONS_JOB = [9, "square", [2], {}, False, {"timeout": 1.5, "retries": 2}]
+OPTIONS_JOB = [9, "square", [2], {}, False,
+               {"timeout": 1.5, "retries": 2, "queue": "gpu", "priority": -3, "delay": 2.5, "at": 1.8e9}]
 RESULT = [7, True, 9]
 FAILED = [8, False, error_value("ValueError", "boom", "Traceback ...")]
 
 # One instance of every message class, every field set to a non-default value.
 FULL: list[Message] = [
-    Hello(PROTOCOL_VERSION, ROLE_WORKER, name="w1", session="", tasks=["square", "echo"], processes=4),
+    Hello(PROTOCOL_VERSION, ROLE_WORKER, name="w1", session="", tasks=["square", "echo"], processes=4,
+          queues=["gpu", "default"]),
     Hello(PROTOCOL_VERSION, ROLE_CLIENT, name="c1", session="abc123"),
     Welcome(PROTOCOL_VERSION, "broker-1", 1 << 20, session="abc123", processes=8, heartbeat_s=2.0, jobs=3),
     Error("bad_message", "what went wrong"),
@@ -66,6 +70,8 @@ FULL: list[Message] = [
     Ping(),
     Ping(running=[1, 2, 3]),
     Pong(),
+    Control("schedule_add", {"name": "n", "cron": "* * * * *", "task": "t"}),
+    ControlReply(False, value=[1, "x"], error="why"),
 ]
 
 # The wire form of each class with only its required fields.
@@ -85,6 +91,8 @@ MINIMAL = {
     FailedJobs: {"type": "failed_jobs", "jobs": []},
     Ping: {"type": "ping"},
     Pong: {"type": "pong"},
+    Control: {"type": "control", "op": "schedule_list"},
+    ControlReply: {"type": "control_reply", "ok": True},
 }
 
 
@@ -107,7 +115,7 @@ def test_every_message_class_is_covered():
     assert {type(m) for m in FULL} == set(MINIMAL)
     assert {cls.type for cls in MINIMAL} == {
         "hello", "welcome", "error", "submit", "accepted", "jobs", "results", "credit",
-        "release", "drain", "ack", "list_failed", "failed_jobs", "ping", "pong",
+        "release", "drain", "ack", "list_failed", "failed_jobs", "ping", "pong", "control", "control_reply",
     }
 
 
@@ -512,3 +520,31 @@ def test_check_hello_refuses_a_worker_without_processes(processes):
 def test_version_is_checked_before_role():
     refusal = check_hello(Hello(PROTOCOL_VERSION + 1, "admin"))
     assert refusal is not None and refusal.code == "version_mismatch"
+
+
+# -- queue, priority and delay options (issue #13) ------------------------------
+
+
+@pytest.mark.parametrize("options", [
+    {"queue": ""}, {"queue": "x" * 65}, {"queue": "gpu queue"}, {"queue": "gpü"}, {"queue": 3},
+    {"priority": 1001}, {"priority": -1001}, {"priority": 1.5}, {"priority": True},
+    {"delay": -1}, {"delay": float("nan")}, {"delay": float("inf")}, {"delay": "30s"},
+    {"at": float("inf")}, {"at": float("nan")}, {"at": "2026-12-24T18:00:00Z"},
+])
+def test_bad_queue_priority_and_delay_options_are_refused(options):
+    with pytest.raises(ProtocolError):
+        check_job([1, "square", [1], {}, False, options])
+
+
+@pytest.mark.parametrize("options", [
+    {"queue": "gpu"}, {"queue": "a" * 64}, {"queue": "team.x:gpu-1_a"}, {"priority": 1000}, {"priority": -1000},
+    {"delay": 0}, {"delay": 30 * 86400.0}, {"at": 0}, {"at": 4102444800.0},
+])
+def test_good_queue_priority_and_delay_options_pass(options):
+    check_job([1, "square", [1], {}, False, options])
+
+
+@pytest.mark.parametrize("queues", [[""], ["a b"], ["x" * 65], [f"q{i}" for i in range(65)], [3]])
+def test_a_worker_hello_with_bad_queues_is_refused(queues):
+    with pytest.raises(ProtocolError):
+        decode(encode(Hello(PROTOCOL_VERSION, ROLE_WORKER, tasks=["t"], processes=1, queues=queues))[4:])

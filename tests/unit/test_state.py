@@ -270,7 +270,7 @@ def test_task_fails_after_the_grace_once_its_last_worker_leaves(state):
     assert not failures(state.tick(59.9))
     [(_, refused)] = failures(state.tick(60.0))
     assert refused.results[0][:2] == [1, False] and refused.results[0][2]["type"] == "UnknownTask"
-    assert "a" in state.ready  # the served task's job still waits for credit
+    assert "a" in state.dispatcher.by_task  # the served task's job still waits for credit
 
 
 # -- result routing ------------------------------------------------------------------
@@ -546,12 +546,13 @@ def test_a_client_that_asked_hears_when_its_jobs_go_to_a_worker(state):
     out = state.on_submit(state.clients[C1], Submit(1, [job(1), job(2), job(3)]))
     out += state.on_submit(state.clients[C2], Submit(1, [job(1)]))
     assert started_ids(out, C1) == [] and started_ids(out, C2) == []  # no credit yet
-    out = state.on_message(W1, Credit(2), now=1.0)
-    assert job_ids(out, W1) == [1, 2]
+    out = state.on_message(W1, Credit(3), now=1.0)
+    # The two sessions take turns (fair share): s1's 1, s2's job (gid 4), s1's 2.
+    assert job_ids(out, W1) == [1, 4, 2]
     # One message for the whole dispatch round, with the client's own ids.
     assert [m.ids for c, m in out if c == C1 and m.type == "started"] == [[1, 2]]
-    out = state.on_message(W1, Results([[1, True, 1], [2, True, 4]], credit=2), now=2.0)
-    assert job_ids(out, W1) == [3, 4] and started_ids(out, C1) == [3] and started_ids(out, C2) == []
+    out = state.on_message(W1, Results([[1, True, 1], [4, True, 1]], credit=2), now=2.0)
+    assert job_ids(out, W1) == [3] and started_ids(out, C1) == [3] and started_ids(out, C2) == []
 
 
 def test_a_reconnecting_client_hears_which_of_its_jobs_workers_hold(state):
@@ -599,7 +600,7 @@ def test_jobs_a_draining_worker_leaves_behind_go_back_uncharged(state, drained):
     if drained:
         state.on_message(W1, Drain(), 1.0)
     state.on_disconnect(W1, 2.0)
-    assert sorted(j.gid for q in state.ready.values() for j in q) == [1, 2]
+    assert sorted(j.gid for j in state.dispatcher.jobs()) == [1, 2]
     # Stopped on request, nothing is charged; lost, the running job is.
     assert {g: state.jobs[g].attempts for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 0})
     assert {g: state.jobs[g].requeues for g in (1, 2)} == ({1: 0, 2: 0} if drained else {1: 1, 2: 1})
