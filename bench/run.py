@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from bench import broker_side as bs
 from bench import control, dask_side, dispatch_side, ha, report
 from bench import workloads as w
 from sockpool.client import Client
@@ -62,6 +63,9 @@ def main(quick: bool, runs: int | None, out_dir: Path, with_dask: bool | None, c
         run_fire_and_forget(sizes, log_dir, samples)
         click.echo("control over jobs ...", err=True)
         control.run_control(sizes, log_dir, samples)
+        run_large(sizes, log_dir, samples)
+        run_scale(sizes, log_dir, samples)
+        run_depth(sizes, log_dir, samples)
         ha.run_postgres(sizes, log_dir, samples)
         run_dispatch(sizes, log_dir, samples)
     if with_dask:
@@ -109,9 +113,14 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 loads.append(os.getloadavg())
                 click.echo(f"run {run + 1} of {sizes.runs} ...", err=True)
                 add = lambda key, side, value: samples[key][side].append(value)  # noqa: E731
-                add("bulk_map", "sockpool", w.sockpool_bulk_map(client, sizes.bulk_items))
+                pid = broker.popen.pid
+                rate, cpu = bs.broker_cpu(pid, lambda: w.sockpool_bulk_map(client, sizes.bulk_items))
+                add("bulk_map", "sockpool", rate)
+                add("broker_cpu_item", "sockpool", cpu / sizes.bulk_items * 1e9)
                 add("bulk_map", "local", w.local_bulk_map(pool, sizes.bulk_items))
-                add("independent", "sockpool", w.sockpool_independent(client, sizes.independent_jobs))
+                rate, cpu = bs.broker_cpu(pid, lambda: w.sockpool_independent(client, sizes.independent_jobs))
+                add("independent", "sockpool", rate)
+                add("broker_cpu_job", "sockpool", cpu / sizes.independent_jobs * 1e6)
                 add("independent", "local", w.local_independent(pool, sizes.independent_jobs))
                 # AsyncClient against the Client, run next to it on the same cluster.
                 add("async_bulk_map", "sockpool", w.async_bulk_map(address, sizes.bulk_items))
@@ -120,6 +129,8 @@ def run_sockpool_and_local(sizes: w.Sizes, log_dir: Path, samples: Samples, load
                 add("async_independent", "client", w.sockpool_independent(client, sizes.independent_jobs))
                 add("latency", "sockpool", w.sockpool_latency(client, sizes.latency_rounds))
                 add("latency", "local", w.local_latency(executor, sizes.latency_rounds))
+                add("hop", "sockpool", bs.broker_hop(address, sizes.latency_rounds))
+                add("legs", "sockpool", bs.round_trip_legs(client, sizes.latency_rounds))
                 add("parallel", "sockpool", w.sockpool_parallel(client, sizes))
                 add("parallel", "local", w.local_parallel(pool, sizes))
                 add("cli_submit", "sockpool", sizes.cli_args / w.cli_submit_s(
@@ -173,6 +184,60 @@ def run_durability(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
             broker.stop()
 
 
+def run_large(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Jobs carrying large arguments, on an in-memory and on a durable broker,
+    against Pool.apply_async with the same bytes; the broker's CPU per MiB
+    and its peak RSS while it all streamed through."""
+    for side in ("in_memory", "durable"):
+        side_dir = fresh_dir(log_dir, f"large-{side}")
+        extra = ["--in-memory"] if side == "in_memory" else ["--data-dir", str(side_dir / "data")]
+        broker, address = start_broker(side_dir, *extra, "--log-level", "info")
+        worker = start_worker(side_dir, address, 2, "--tasks", "bench.tasks", "--log-level", "info")
+        key = "large" if side == "in_memory" else "large_durable"
+        name = "sockpool" if side == "in_memory" else "durable"
+        try:
+            wait_for_processes(address, 2)
+            with Client(address) as client, multiprocessing.Pool(2) as pool:
+                bs.sockpool_large(client, b"x" * 1000, 10)
+                bs.local_large(pool, b"x" * 1000, 10)
+                for mib, count in sizes.large:
+                    data = os.urandom(int(mib * bs.MIB))
+                    for _ in range(sizes.runs):
+                        rate, cpu = bs.broker_cpu(broker.popen.pid, lambda: bs.sockpool_large(client, data, count))
+                        samples[f"{key}_{mib:g}"][name].append(rate)
+                        samples[f"{key}_{mib:g}"]["local"].append(bs.local_large(pool, data, count))
+                        samples[f"large_cpu_{mib:g}"][name].append(cpu * 1e3 / (mib * count))
+            samples["large_rss"][name].append(bs.peak_rss_bytes(broker.popen.pid) / bs.MIB)
+        finally:
+            worker.stop()
+            broker.stop()
+
+
+def run_scale(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """N client processes and N workers of one process each on one durable
+    broker, for each N of the steps: total jobs/s, and whether any client starves."""
+    scale_dir = fresh_dir(log_dir, "scale")
+    broker, address = start_broker(scale_dir, "--log-level", "info")
+    workers = []
+    try:
+        for step in sizes.scale_steps:
+            while len(workers) < step:
+                workers.append(start_worker(scale_dir, address, 1, "--log-level", "info", name=f"w{len(workers)}"))
+            wait_for_processes(address, step)
+            bs.scale_run(address, step, min(200, sizes.scale_jobs), ROOT, environment())  # warm up
+            for _ in range(sizes.runs):
+                run = bs.scale_run(address, step, sizes.scale_jobs, ROOT, environment())
+                samples[f"scale_{step}"]["sockpool"].append(run["jobs_per_s"])
+                samples[f"scale_fairness_{step}"]["sockpool"].append(run["fairness"])
+        first = sizes.scale_steps[0]
+        for step in sizes.scale_steps:
+            samples[f"scale_{step}"]["first"] = list(samples[f"scale_{first}"]["sockpool"])
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.stop()
+
+
 def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
     """Once, on a fresh durable broker: memory with the jobs queued, then after they ran."""
     click.echo(f"fire and forget, {sizes.forget_jobs:,} jobs ...", err=True)
@@ -193,7 +258,7 @@ def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None
 
 
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
-    """Items 18-20, each run on a cluster of its own (see bench/dispatch_side.py)."""
+    """Items 23-25, each run on a cluster of its own (see bench/dispatch_side.py)."""
     for run in range(sizes.runs):
         click.echo(f"queues and priorities, run {run + 1} of {sizes.runs} ...", err=True)
         for key, measure in (
@@ -203,6 +268,18 @@ def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
         ):
             value = dispatch_side.on_fresh_cluster(fresh_dir(log_dir, key), lambda a: measure(a, sizes))
             samples[key]["sockpool"].append(value)
+
+
+def run_depth(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Memory per queued job at depth and the restart after kill -9 (one run:
+    a million jobs take a while to queue)."""
+    depth_dir = fresh_dir(log_dir, "depth")
+    start = lambda port=0: start_broker(depth_dir, "--log-level", "info", port=port)  # noqa: E731
+    click.echo(f"depth: queueing {sizes.depth_jobs:,} jobs ...", err=True)
+    found = bs.depth_and_restart(start, depth_dir / "data", sizes.depth_jobs)
+    samples["depth_memory"]["sockpool"].append(found["bytes_per_job"])
+    samples["restart_listen"]["sockpool"].append(found["listening_s"])
+    samples["restart_restored"]["sockpool"].append(found["restored_s"])
 
 
 def run_dask(sizes: w.Sizes, samples: Samples) -> None:

@@ -27,6 +27,16 @@ def clock(_: object = None) -> float:
     return time.time()
 
 
+def size(data: bytes) -> int:
+    """The length of a large argument: the job's cost is moving the bytes."""
+    return len(data)
+
+
+def blob(n: int) -> bytes:
+    """A large result of `n` bytes."""
+    return bytes(n)
+
+
 def unlimited_spin(seconds: float) -> float:
     """`spin` under another name: the same work with no limit on it, as the
     reference for `spin` under a limit (bench/control.py)."""

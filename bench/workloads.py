@@ -41,6 +41,11 @@ class Sizes:
     queued_jobs: int
     cli_args: int
     runs: int
+    # Large arguments: (MiB per job, jobs) per line.
+    large: tuple[tuple[float, int], ...] = ((0.1, 400), (1, 100), (8, 16))
+    scale_steps: tuple[int, ...] = (1, 2, 4, 8)
+    scale_jobs: int = 5_000  # per client
+    depth_jobs: int = 1_000_000
     forget_jobs: int = 0  # fire-and-forget run measured for broker memory
     control_jobs: int = 5_000  # bench/control.py: jobs per run, and keys held
     fair_backlog: int = 1_000
@@ -61,6 +66,7 @@ QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
     queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300, fair_backlog=200,
     priority_backlog=2_000, delayed_jobs=50,
+    large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000,
 )
 
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from sockpool.protocol.errors import ProtocolError
+from sockpool.protocol.exttypes import PACKED_VALUE
 from sockpool.protocol.framing import pack_body
 from sockpool.protocol.limits import (
     INT64_MAX,
@@ -53,9 +56,10 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
 
     In a large frame, a job's long argument list is packed here, in place
     (`entry[2]` becomes a packed array, which the pool process unpacks as it
-    does a map chunk's): the broker then holds it as the bytes it will send,
-    not as Python objects that can take 70 times as much (a million empty
-    maps are a megabyte on the wire, 64 MB decoded).
+    does a map chunk's), and so is each long list or map among its keyword
+    arguments (a packed value): the broker then holds them as the bytes it
+    will send, not as Python objects that can take 70 times as much (a
+    million empty maps are a megabyte on the wire, 64 MB decoded).
 
     Cheap for the usual frame: one walk over the batch for nesting, and
     single jobs re-encoded only in a frame large enough that one of them
@@ -76,12 +80,15 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
         if entry[0] in refused:
             continue
         args = entry[2]
-        if type(args) is list and len(args) >= PACK_ARGS_MIN_ITEMS:
+        if type(args) is list and _worth_packing(args):
             packed = pack_array(args, checked=True)
             if isinstance(packed, list):
                 refused[entry[0]] = error_value(E_UNENCODABLE_ARGUMENTS, "the broker cannot encode the job's arguments")
                 continue
             entry[2] = packed
+        kwargs = entry[3]
+        if kwargs and any(_worth_packing(v) for v in kwargs.values()):
+            entry[3] = _packed_kwargs(kwargs)
         if not check_size:
             continue
         try:
@@ -99,6 +106,29 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
 
 
 _CONTAINERS = (list, dict)
+
+
+def _packed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments with each long list or map value packed, as a
+    client packs a value holding tuples (the pool process decodes both)."""
+    return {
+        key: msgpack.ExtType(PACKED_VALUE, msgpack.packb(value, use_bin_type=True))
+        if _worth_packing(value) else value
+        for key, value in kwargs.items()
+    }
+
+
+def _worth_packing(value: Any) -> bool:
+    """A list or map long enough, or holding containers, that it costs the
+    broker far more decoded than packed."""
+    kind = type(value)
+    if kind is list:
+        items: Any = value
+    elif kind is dict:
+        items = value.values()
+    else:
+        return False
+    return len(value) >= PACK_ARGS_MIN_ITEMS or any(type(item) in _CONTAINERS for item in items)
 
 
 def any_nested(entries: list[list[Any]]) -> bool:

@@ -114,6 +114,10 @@ class StatusCollector:
         yield GaugeMetricFamily("sockpool_worker_processes", "Pool processes of the connected workers.", value=status["processes"])
         yield GaugeMetricFamily("sockpool_clients_connected", "Clients connected.", value=status["clients"])
         yield GaugeMetricFamily(
+            "sockpool_broker_active", "1 on the active broker, 0 on a standby (several brokers on one PostgreSQL store).",
+            value=1 if status.get("active", True) else 0,
+        )
+        yield GaugeMetricFamily(
             "sockpool_store_refusing", "1 while the store cannot write and new jobs are refused (disk full).",
             value=1 if status.get("store_refusal") else 0,
         )

@@ -22,6 +22,11 @@ from sockpool.protocol.messages import encode_to_fit
 
 log = logging.getLogger("sockpool.broker")
 
+# A message this small is written by the thread that posts it when the
+# peer's outbox is idle (see Peer.post); larger ones always go through the
+# writer, so the broker lock is never held while many bytes are copied.
+DIRECT_SEND_BYTES = 64 * 1024
+
 
 class Peer:
     """One admitted connection and the thread that writes to it."""
@@ -51,6 +56,7 @@ class Peer:
         self._sending_bytes = 0  # taken by the writer, not yet sent
         self._progress = time.monotonic()  # when the writer last got bytes out or took a batch
         self._dropped = False
+        self._writing = False  # the writer holds a batch it has not finished sending
         self._wake = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{conn_id}", daemon=True)
         self._writer.start()
@@ -70,11 +76,23 @@ class Peer:
         except ProtocolError as exc:
             log.error("cannot send a %s message to %s, left out: %s", msg.type, self.conn.peer, exc)
             return []
+        size = sum(len(f) for f in frames)
         with self._wake:
             if self._dropped:
                 return unsent
+            if not self._outbox and not self._writing and size <= DIRECT_SEND_BYTES:
+                # Nothing queued or being written: write it from here, at
+                # once, without waiting. Waking the writer thread would cost
+                # a thread hand-off per message, the largest part of a small
+                # job's broker CPU and of its round trip. What the socket
+                # does not take at once goes to the writer, in order: we
+                # hold _wake, so it cannot start a batch meanwhile.
+                frames = self.conn.send_now(frames)
+                if not frames:
+                    return unsent
+                size = sum(len(f) for f in frames)
             self._outbox += frames
-            self._outbox_bytes += sum(len(f) for f in frames)
+            self._outbox_bytes += size
             self._wake.notify()
         self.drop_if_stalled(time.monotonic())
         return unsent
@@ -109,6 +127,7 @@ class Peer:
                 self._progress = time.monotonic()
                 batch, self._outbox = self._outbox, []
                 self._sending_bytes, self._outbox_bytes = self._outbox_bytes, 0
+                self._writing = True
             if self.conn.closed:
                 return
             if self.may_send is not None and not self.may_send():
@@ -118,6 +137,9 @@ class Peer:
                 self.conn.send_frames(batch, self._made_progress)
             except ConnectionLost:
                 return
+            finally:
+                with self._wake:
+                    self._writing = False
 
     def _made_progress(self, sent_bytes: int) -> None:
         with self._wake:

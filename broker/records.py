@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from sockpool.protocol.messages import DEFAULT_QUEUE
 from sockpool.protocol.packed import array_length
+from sockpool.protocol.splice import large_value, packed
 
 
 class Job:
-    """One accepted job. Slots keep a queued job to a few hundred bytes."""
+    """One accepted job, kept small: a million queued jobs must fit in a few
+    hundred MB (bench: "memory per queued job").
+
+    A job's arguments are kept packed, as msgpack `[args, kwargs, many,
+    options]`, exactly the bytes the store writes and restores: one bytes
+    object (not tracked by the garbage collector) instead of a list, a dict
+    and their items. They are unpacked only when the job is handed to a
+    worker; its options (None for almost every job) are kept unpacked too. Jobs with large
+    bytes arguments keep them unpacked instead: packing would copy the
+    bytes, and decoding them again at dispatch would copy them once more.
+    """
 
     __slots__ = (
-        "gid", "session", "cid", "task", "args", "kwargs", "many", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
-        "limits", "followers", "queue", "priority",
+        "gid", "session", "cid", "task", "body", "options",
+        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
+        "limits", "followers",
     )
 
     def __init__(
@@ -24,31 +38,47 @@ class Job:
         session: str,
         cid: int,
         task: str,
-        args: list[Any],
+        args: Any,
         kwargs: dict[str, Any],
         many: bool,
         options: dict[str, Any] | None = None,
         attempts: int = 0,
         cost: int = 0,
     ) -> None:
+        """A job from its unpacked parts (a submit entry)."""
+        options = options or None
+        values = (args, kwargs, many, options)
+        body = values if large_value(args) else packed(list(values), False)
+        self._set(gid, session, cid, task, body, options, array_length(args) if many else 1, attempts, cost)
+
+    @classmethod
+    def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int, cost: int = 0) -> Job:
+        """A job from its stored row, its arguments left packed as they
+        were stored (read once, for the options and the count of calls)."""
+        args, _, many, options = msgpack.unpackb(body, raw=False)
+        job = cls.__new__(cls)
+        job._set(gid, session, cid, task, body, options or None, array_length(args) if many else 1, attempts, cost)
+        return job
+
+    def _set(
+        self, gid: int, session: str, cid: int, task: str,
+        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None], options: dict[str, Any] | None,
+        calls: int, attempts: int, cost: int,
+    ) -> None:
         self.gid = gid
-        self.session = session
+        self.session = sys.intern(session)
         self.cid = cid
-        self.task = task
-        self.args = args
-        self.kwargs = kwargs
-        self.many = many
-        self.options = options or None
-        # Where and in what order it runs (broker/dispatch.py).
-        self.queue: str = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
-        self.priority: int = options.get("priority", 0) if options else 0
+        self.task = sys.intern(task)
+        self.body = body  # packed [args, kwargs, many, options], or those four unpacked
+        # Unpacked too: asked of every job (limits, keys, result mode), and
+        # None for almost all of them.
+        self.options = options
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
-        self.due = 0.0  # when a retry or a delayed job may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
-        self.calls = array_length(args) if many else 1
+        self.calls = calls
         # Bytes it counts against the quotas (broker/quota.py).
         self.cost = cost
         self.queued_at = 0.0
@@ -61,11 +91,52 @@ class Job:
         # given the same outcome (broker/keys.py).
         self.followers: list[tuple[str, int]] | None = None
 
+    def values(self) -> tuple[Any, dict[str, Any], bool, dict[str, Any] | None]:
+        """args, kwargs, many, options."""
+        body = self.body
+        if type(body) is tuple:
+            return body
+        args, kwargs, many, _ = msgpack.unpackb(body, raw=False)
+        return args, kwargs, many, self.options
+
+    def stored_body(self) -> bytes:
+        """The packed [args, kwargs, many, options] the store keeps."""
+        body = self.body
+        if isinstance(body, tuple):
+            return packed(list(body), large_value(body[0]))
+        return body
+
     def entry(self) -> list[Any]:
         """The job as sent to a worker: our id, not the client's."""
+        args, kwargs, many, _ = self.values()
         if self.options:
-            return [self.gid, self.task, self.args, self.kwargs, self.many, self.options]
-        return [self.gid, self.task, self.args, self.kwargs, self.many]
+            return [self.gid, self.task, args, kwargs, many, self.options]
+        return [self.gid, self.task, args, kwargs, many]
+
+    # Unpacked on each read: for the rare paths (failures, tests), not dispatch.
+    @property
+    def args(self) -> Any:
+        return self.values()[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.values()[1]
+
+    @property
+    def many(self) -> bool:
+        return self.values()[2]
+
+    # Where and in what order it runs (broker/dispatch.py): read from the
+    # options, which almost every job lacks, so they cost no slot.
+    @property
+    def queue(self) -> str:
+        options = self.options
+        return options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
+
+    @property
+    def priority(self) -> int:
+        options = self.options
+        return options.get("priority", 0) if options else 0
 
     @property
     def at(self) -> float | None:

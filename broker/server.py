@@ -31,8 +31,10 @@ generation; a connection admitted in an earlier one is closed, never heard.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import gc
 import ipaddress
 import itertools
 import logging
@@ -40,7 +42,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from sockpool.net.connection import RECV_BYTES, Connection, address_family, join_address
 from sockpool.net.tls import TLSStream
@@ -94,7 +96,7 @@ from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
-from .store import GroupCommitStore, StoreTrouble
+from .store import GroupCommitStore, Snapshot, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
 
@@ -171,6 +173,13 @@ class BrokerServer:
         # Bumped whenever leadership is won or lost (see the module docstring).
         self._generation = 0
         self.active = store is None
+        # Set once every stored job is back in the queue; until then clients
+        # wait at their hello (see _admit) and workers already get jobs.
+        self.restored = threading.Event()
+        if store is None:
+            self.restored.set()
+        # The rest of a restore, read while we serve (see _activate).
+        self._restore_parts: Iterator[Snapshot] | None = None
         self._peers: dict[int, Peer] = {}
         self._ids = itertools.count(1)
         # Taken by the accept thread, given back by the connection's thread.
@@ -204,20 +213,21 @@ class BrokerServer:
             Exception: whatever the store raises reading back.
         """
         assert self.store is not None
-        snapshot = self.store.restore()
-        jobs, results = snapshot.jobs, snapshot.results
+        parts = iter(self.store.restore_in_parts())
         state = self._new_state()
-        state.restore(jobs, results, snapshot.failed, time.time(), snapshot.followers)
-        state.restore_settings(snapshot.paused, snapshot.schedules)
+        # Results and failed jobs first: the unfinished jobs stream in while
+        # we serve (_restore_rest), so workers get the first ones at once.
+        with _no_cyclic_gc():
+            first = next(parts, None)
+            if first is not None:
+                state.restore_settings(first.paused, first.schedules)
+                state.restore(first.jobs, first.results, first.failed, time.time(), first.followers)
         with self._lock:
+            self.restored.clear()
             self.state = state
             self._generation += 1
             self.active = True
-        self.store.start(on_health=self._on_store_health)
-        epoch = self.store.leadership.epoch
-        if epoch or jobs or results:
-            log.info("active%s: recovered %d unfinished jobs and %d undelivered results",
-                     f" (epoch {epoch})" if epoch else "", len(jobs), len(results))
+        self._restore_parts = parts
 
     def _deactivate(self, reason: str) -> None:
         """Stop serving: drop every connection, the state and the unwritten journal."""
@@ -243,6 +253,7 @@ class BrokerServer:
                     return
                 try:
                     self._activate()
+                    self._restore_rest()
                 except Exception as exc:  # the store failed reading back: try again later
                     log.error("could not restore from the store: %s", exc)
                     lead.lose(f"restore failed: {exc}")
@@ -259,6 +270,8 @@ class BrokerServer:
         leader = self.store.leadership.leader() if self.store is not None else None
         where = f"the active broker is at {leader}" if leader else "no broker is active yet"
         return Error(E_STANDBY, f"broker {self.name} is a standby; {where}")
+        # The store's writer starts once the restore has read everything (see
+        # _restore_rest): the reading cursor and the writer share a connection.
 
     @property
     def address(self) -> str:
@@ -272,6 +285,8 @@ class BrokerServer:
 
     def serve_forever(self) -> None:
         """Accept connections until `stop()`."""
+        if self._restore_parts is not None:
+            threading.Thread(target=self._restore_at_start, name="restore", daemon=True).start()
         threading.Thread(target=self._tick_loop, name="ticker", daemon=True).start()
         if self.store is not None:
             threading.Thread(target=self._lead_loop, name="leadership", daemon=True).start()
@@ -300,6 +315,46 @@ class BrokerServer:
                 sock.close()
                 log.warning("cannot serve a new connection: %s", exc)
 
+    def _restore_at_start(self) -> None:
+        try:
+            self._restore_rest()
+        except Exception:  # top of a thread: without the rest of the store we must not serve clients
+            log.exception("restoring the store failed; stopping")
+            self.stop()
+
+    def _restore_rest(self) -> None:
+        """Queue the stored unfinished jobs, a batch at a time, while we
+        serve: workers get the first ones at once. Exactly-once needs every
+        stored job known before any client submits (a resent job must be
+        recognised), so clients are admitted only when this is done. The
+        store's writer starts after the last read; what is journalled
+        meanwhile (results of restored jobs) waits in its queue.
+
+        Raises:
+            Exception: whatever the store raises reading back.
+        """
+        assert self._restore_parts is not None and self.store is not None
+        parts, self._restore_parts = self._restore_parts, None
+        started = time.monotonic()
+        jobs = 0
+        with _no_cyclic_gc():
+            for part in parts:
+                with self._lock:
+                    self.state.restore(part.jobs, part.results, part.failed, time.time(), part.followers)
+                    self._emit(self.state.tick(time.time()))  # hand the new jobs to waiting workers
+                jobs += len(part.jobs)
+        with self._lock:
+            jobs = len(self.state.jobs)
+            results = sum(len(session.results) for session in self.state.sessions.values())
+        self.store.start(on_health=self._on_store_health)
+        self.restored.set()
+        epoch = self.store.leadership.epoch
+        if epoch or jobs or results:
+            log.info(
+                "active%s: recovered %d unfinished jobs and %d undelivered results in %.2f s",
+                f" (epoch {epoch})" if epoch else "", jobs, results, time.monotonic() - started,
+            )
+
     def _turn_away(self, sock: socket.socket) -> None:
         """Close a connection over the limit, logging at most once a second."""
         sock.close()
@@ -323,7 +378,8 @@ class BrokerServer:
         """The state's `status`, read under the lock (for /metrics and the
         dashboard, which have no authentication: no failure messages)."""
         with self._lock:
-            return self.state.status(time.time(), viewer=None)
+            # Whether this broker serves (a standby's state is empty).
+            return {**self.state.status(time.time(), viewer=None), "active": self.active}
 
     def stop(self) -> None:
         """Stop accepting, close every connection, write out the store."""
@@ -470,6 +526,10 @@ class BrokerServer:
         conn.recv_bytes = RECV_BYTES
         conn.settimeout(None)
         hello = dataclasses.replace(hello, tasks=unpack_body(tasks))
+        # A standby answers at once (below); the leader's clients wait for its restore.
+        if hello.role != ROLE_WORKER and self.active and not self.restored.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("closing %s: still restoring the store; it will retry", conn.peer)
+            return None
         with self._lock:
             if not self._leading():
                 self._refuse(conn, self._standby_refusal())
@@ -651,6 +711,22 @@ def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) ->
             "On a network you do not trust, add --tls-cert and --tls-key."
         )
     return warnings
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Restore a million jobs without the cyclic collector walking them over
+    and over as they are created (it took most of a restart's time), then
+    move them out of its sight: they hold no cycles, and refcounting frees
+    each when its job ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _address(sock: socket.socket) -> str:

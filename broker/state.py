@@ -655,11 +655,12 @@ class BrokerState:
         self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
         self.journal.append(("finish", job.gid, ok, value, now))
         if not ok and not cancelled:
-            args, kwargs, error, size = admission.bounded_failure(job.args, job.kwargs, value, self.failed_row_bytes)
+            job_args, job_kwargs, job_many, job_options = job.values()
+            args, kwargs, error, size = admission.bounded_failure(job_args, job_kwargs, value, self.failed_row_bytes)
             # Kept whole, it can be retried as it was sent; cut down, it cannot.
-            retryable = args is job.args and kwargs is job.kwargs
+            retryable = args is job_args and kwargs is job_kwargs
             record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size,
-                               job.cid, job.options if retryable else None, job.many, retryable)
+                               job.cid, job_options if retryable else None, job_many, retryable)
             self.failed.append(record)
             self.journal.append(("failed", record))
         for admitted in self.limits.release(job, now):
@@ -903,7 +904,8 @@ class BrokerState:
         gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
         # Job ids must not repeat across restarts, even when the store is
         # empty: start past anything stored and past a clock-based floor.
-        self._next_gid = max(max(gids, default=0) + 1, int(now * 1_000_000))
+        # Restored in parts: past what every part held.
+        self._next_gid = max(self._next_gid, max(gids, default=0) + 1, int(now * 1_000_000))
 
     def restore_settings(self, paused: list[str], schedules: list[dict[str, Any]]) -> None:
         """Paused queues and schedules, as the store kept them."""
@@ -1022,3 +1024,5 @@ def broker_full() -> dict[str, Any]:
 def new_session_id() -> str:
     """An unguessable session ID: 128 bits from `secrets`."""
     return secrets.token_hex(16)
+
+

@@ -47,11 +47,23 @@ from sockpool.protocol import (
     CancelReply,
     RetryReply,
     Welcome,
-    encode,
     error_value,
+    pack_body,
     unpack_body,
 )
-from sockpool.protocol.defaults import HEARTBEAT_MISSES, HEARTBEAT_S, MAX_JOBS_PER_FRAME, MAX_PENDING_JOBS, RECONNECT_MAX_S, RECONNECT_MIN_S, STANDBY_RETRY_MAX_S
+from sockpool.protocol.framing import frame_parts, prefix
+from sockpool.protocol.packed import array_header
+from sockpool.protocol.splice import SPLICE_BYTES, large_value, pack_pieces
+from sockpool.protocol.defaults import (
+    HEARTBEAT_MISSES,
+    HEARTBEAT_S,
+    MAX_JOBS_PER_FRAME,
+    MAX_PENDING_JOBS,
+    RECONNECT_MAX_S,
+    RECONNECT_MIN_S,
+    STANDBY_RETRY_MAX_S,
+    SUBMIT_FRAME_BYTES,
+)
 from sockpool.protocol.control import Cancel
 from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
 
@@ -64,7 +76,61 @@ from .futures import WeakCallback
 
 log = logging.getLogger("sockpool.client")
 
+_SUBMIT_HEAD = pack_body("type") + pack_body("submit")
+_SUBMIT_HEAD = b"\x83" + _SUBMIT_HEAD + pack_body("batch")
+_JOBS_KEY = pack_body("jobs")
+
 ResultHandler = Callable[[list[list[Any]]], None]
+
+
+def _ignore(sent_bytes: int) -> None:
+    pass
+
+
+# Room in a submit body for everything but the entries.
+_SUBMIT_OVERHEAD_BYTES = 64
+
+
+def _packed_size(job: list[Any]) -> int:
+    """How many bytes one job takes packed (0 if it cannot be: the batch
+    path then finds out which job is at fault)."""
+    try:
+        return len(pack_body(job))
+    except ProtocolError:
+        return 0
+
+
+def submit_frame(batch_id: int, entries: list[list[bytes]]) -> list[bytes]:
+    """The frame of `Submit(batch_id, jobs)` from its already-packed job
+    entries (each in pieces, see `pack_entry`), in pieces: equal to
+    `encode(...)` joined, without packing any entry again or copying a
+    large value."""
+    head = b"".join([_SUBMIT_HEAD, pack_body(batch_id), _JOBS_KEY, array_header(len(entries))])
+    pieces = [piece for entry in entries for piece in entry]
+    length = len(head) + sum(len(p) for p in pieces)
+    return [prefix(length) + head, *pieces]
+
+
+def pack_entry(job: list[Any]) -> list[bytes]:
+    """A job entry packed, in pieces, once checked as the broker unpacks it.
+
+    Large bytes arguments are not copied (see `splice`); they cannot make
+    the broker refuse anything, so the check unpacks the entry without them.
+
+    Raises:
+        ProtocolError: msgpack cannot encode it, or the broker would refuse it.
+    """
+    if not large_value(job[2]):
+        entry = pack_body(job)
+        unpack_body(entry)
+        return [entry]
+    try:
+        pieces = pack_pieces(job)
+    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
+        raise ProtocolError(f"cannot encode value: {exc}") from exc
+    small_args = [b"" if type(a) is bytes and len(a) >= SPLICE_BYTES else a for a in job[2]]
+    unpack_body(pack_body([job[0], job[1], small_args, *job[3:]]))
+    return pieces
 
 
 class BrokerLink:
@@ -376,34 +442,71 @@ class BrokerLink:
 
     def _send_batch(self, conn: Connection, batch_id: int) -> None:
         """Send one batch in frames under the broker's limit; a job that
-        cannot fit on its own fails instead of blocking the rest."""
-        jobs = self._unaccepted[batch_id]
-        try:
-            data = encode(Submit(batch_id, jobs))
-            # What msgpack encodes, the broker may still refuse (a map with
-            # integer keys); that would cost us the connection, over and over.
-            unpack_body(memoryview(data)[4:])
-        except ProtocolError as exc:
-            if len(jobs) == 1:
-                self._refuse(batch_id, error_value(E_UNENCODABLE_ARGUMENTS, str(exc)))
+        cannot be sent on its own fails instead of blocking the rest.
+
+        A batch of small jobs is packed whole, once. Large jobs are packed
+        one at a time, each exactly once, and go in frames of about
+        SUBMIT_FRAME_BYTES: the broker starts on the first while the next
+        are still on the wire, and nothing is packed again to split a frame.
+        """
+        jobs = self._unaccepted.get(batch_id)
+        if jobs is None:
+            return  # a reconnect took it back meanwhile
+        limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
+        if len(jobs) > 1 and not large_value(jobs[0][2]) and _packed_size(jobs[0]) * len(jobs) <= limit:
+            try:
+                body = pack_body(Submit(batch_id, jobs).to_wire())
+                # What msgpack encodes, the broker may still refuse (a map with
+                # integer keys); that would cost us the connection, over and over.
+                unpack_body(body)
+            except ProtocolError:
+                body = b""  # one job is at fault: find it, one entry at a time
+            if body and len(body) <= limit:
+                conn.send_frames(frame_parts(body), _ignore)
                 return
-            data = b""
-        if data and len(data) - 4 <= self.welcome.max_frame_bytes:
-            conn.send_bytes(data)
-        elif len(jobs) > 1:
-            half = len(jobs) // 2
-            with self._lock:
-                del self._unaccepted[batch_id]
-                first, second = next(self._batches), next(self._batches)
-                self._unaccepted[first], self._unaccepted[second] = jobs[:half], jobs[half:]
-            self._send_batch(conn, first)
-            self._send_batch(conn, second)
-        else:
-            message = (
-                f"job arguments take {len(data) - 4} bytes encoded, over the broker's "
-                f"frame limit of {self.welcome.max_frame_bytes}"
-            )
-            self._refuse(batch_id, error_value("ArgumentsTooLarge", message))
+        self._send_entries(conn, batch_id, jobs)
+
+    def _send_entries(self, conn: Connection, batch_id: int, jobs: list[list[Any]]) -> None:
+        """Pack and check each job alone; refuse those that cannot go; send
+        the rest as new batches of about SUBMIT_FRAME_BYTES each."""
+        limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
+        fit = self.welcome.max_frame_bytes - _SUBMIT_OVERHEAD_BYTES
+        groups: list[tuple[list[list[Any]], list[list[bytes]]]] = []
+        size = limit
+        refused: list[list[Any]] = []
+        for job in jobs:
+            try:
+                entry = pack_entry(job)
+            except ProtocolError as exc:
+                refused.append([job[0], False, error_value(E_UNENCODABLE_ARGUMENTS, str(exc))])
+                continue
+            entry_bytes = sum(len(piece) for piece in entry)
+            if entry_bytes > fit:
+                message = (
+                    f"job arguments take {entry_bytes} bytes encoded, over the broker's "
+                    f"frame limit of {self.welcome.max_frame_bytes}"
+                )
+                refused.append([job[0], False, error_value("ArgumentsTooLarge", message)])
+                continue
+            if size + entry_bytes > limit:
+                groups.append(([], []))
+                size = 0
+            groups[-1][0].append(job)
+            groups[-1][1].append(entry)
+            size += entry_bytes
+        with self._lock:
+            if self._unaccepted.pop(batch_id, None) is None:
+                return  # a reconnect took it back meanwhile: it resends them all
+            ids = [next(self._batches) for _ in groups]
+            for new_id, (group_jobs, _) in zip(ids, groups):
+                self._unaccepted[new_id] = group_jobs
+            self._pending -= len(refused)
+            if refused:
+                self._lock.notify_all()
+        if refused:
+            self._on_results(refused)
+        for new_id, (_, entries) in zip(ids, groups):
+            conn.send_frames(submit_frame(new_id, entries), _ignore)
 
     def _refuse(self, batch_id: int, error: dict[str, Any]) -> None:
         with self._lock:

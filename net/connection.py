@@ -39,6 +39,8 @@ from sockpool.protocol import (
     Welcome,
     encode,
 )
+from sockpool.protocol.splice import SPLICE_BYTES
+from sockpool.protocol.messages import encode_parts
 from sockpool.protocol.auth import PeerAuth, new_nonce
 from sockpool.protocol.defaults import BROKER_ENV, SECRET_ENV, TLS_CA_ENV
 from sockpool.protocol.handshake import looks_like_tls
@@ -48,30 +50,41 @@ from .credentials import Credentials
 from .tls import TLSStream
 
 RECV_BYTES = 256 * 1024
+# Most bytes one recv_into may write into a large frame's buffer.
+RECV_INTO_BYTES = 4 * 1024 * 1024
+# Pieces handed to one sendmsg by send_now (the kernel's IOV_MAX is 1024).
+_IOV_MAX = 512
 # Bytes handed to one sendall by send_frames.
 SEND_PIECE_BYTES = 1024 * 1024
 
 
-def _pieces(frames: list[bytes], size: int) -> Iterator[bytes | memoryview]:
-    """The bytes of `frames`, in order, as pieces of about `size` bytes."""
+def _pieces(frames: list[bytes], size: int) -> Iterator[list[bytes | memoryview]]:
+    """The bytes of `frames`, in order, as groups of about `size` bytes to
+    write at once: small pieces joined, large ones (a body on its own, see
+    `frame_parts`, or a value spliced in, see `splice`) sliced, never copied."""
     pending: list[bytes] = []
     pending_bytes = 0
     for data in frames:
-        if len(data) >= size:
-            if pending:
-                yield b"".join(pending)
-                pending, pending_bytes = [], 0
+        if len(data) >= SPLICE_BYTES:
             view = memoryview(data)
             for start in range(0, len(view), size):
-                yield view[start : start + size]
+                # What is pending (often this body's prefix) goes in the same write.
+                group: list[bytes | memoryview] = [b"".join(pending)] if pending else []
+                group.append(view[start : start + size])
+                pending, pending_bytes = [], 0
+                yield group
             continue
         pending.append(data)
         pending_bytes += len(data)
         if pending_bytes >= size:
-            yield b"".join(pending)
+            yield [b"".join(pending)]
             pending, pending_bytes = [], 0
     if pending:
-        yield b"".join(pending)
+        yield [b"".join(pending)]
+
+
+def _ignore(sent_bytes: int) -> None:
+    pass
 
 
 def parse_address(address: str | None) -> tuple[str, int]:
@@ -128,6 +141,9 @@ class Connection:
             # Frames are written whole; waiting to coalesce them only adds latency.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        # TLS decrypts into its own buffers; only a plain socket reads into ours.
+        self._recv_into = sock.recv_into if isinstance(sock, socket.socket) else None
+        self._sendmsg = sock.sendmsg if isinstance(sock, socket.socket) else None
         self.decoder = Decoder(max_frame_bytes)
         # Bytes asked of one recv: small while a stranger is being admitted,
         # so what sits in our buffer stays as small as the frames it may send.
@@ -147,7 +163,11 @@ class Connection:
             ConnectionLost: the socket failed; the connection is now closed.
             ProtocolError: the message holds a value msgpack cannot encode.
         """
-        self.send_bytes(encode(msg))
+        parts = encode_parts(msg)
+        if len(parts) == 1:
+            self.send_bytes(parts[0])
+        else:
+            self.send_frames(parts, _ignore)
 
     def send_bytes(self, data: bytes) -> None:
         """Send already-framed bytes (one or more whole frames)."""
@@ -174,12 +194,62 @@ class Connection:
             if self._closed:
                 raise ConnectionLost(f"connection to {self.peer} is closed")
             try:
-                for piece in _pieces(frames, SEND_PIECE_BYTES):
-                    self.sock.sendall(piece)
-                    on_progress(len(piece))
+                for group in _pieces(frames, SEND_PIECE_BYTES):
+                    self._write(group)
+                    on_progress(sum(len(piece) for piece in group))
             except OSError as exc:
                 self._close_locked()
                 raise ConnectionLost(f"send to {self.peer} failed: {exc}") from exc
+
+    def send_now(self, frames: list[bytes]) -> list[bytes | memoryview]:
+        """Write as much of `frames` as the socket takes without waiting;
+        what is left, in order, for a writer to send with `send_frames`.
+
+        Never blocks: with TLS, or while another thread holds the send lock,
+        it writes nothing. A socket that failed is closed, and nothing is
+        left (as after a failed `send_frames`).
+        """
+        if self._sendmsg is None or not self._send_lock.acquire(blocking=False):
+            return list(frames)
+        try:
+            if self._closed:
+                return list(frames)
+            views = [memoryview(f) for f in frames[:_IOV_MAX]]
+            try:
+                sent = self._sendmsg(views, (), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return list(frames)
+            except OSError:
+                self._close_locked()
+                return []
+            rest: list[bytes | memoryview] = []
+            for index, view in enumerate(views):
+                if sent >= len(view):
+                    sent -= len(view)
+                    continue
+                rest.append(view[sent:] if sent else frames[index])
+                rest += frames[index + 1 :]
+                break
+            else:
+                rest = list(frames[len(views) :])
+            return rest
+        finally:
+            self._send_lock.release()
+
+    def _write(self, group: list[bytes | memoryview]) -> None:
+        """Write every piece, in order; one gathering write on a plain
+        socket (no joining copy), piece by piece through TLS."""
+        if self._sendmsg is None or len(group) == 1:
+            for piece in group:
+                self.sock.sendall(piece)
+            return
+        views = [memoryview(piece) for piece in group]
+        while views:
+            sent = self._sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if views and sent:
+                views[0] = views[0][sent:]
 
     def recv(self, deadline: float | None = None) -> Message:
         """Block until the next message arrives.
@@ -204,13 +274,23 @@ class Connection:
                 if left <= 0:
                     raise TimeoutError(f"no whole message from {self.peer} in time")
                 self.sock.settimeout(left)
+            # A large frame's body is read straight into the buffer it is
+            # handed out in: no copy through the decoder's shared buffer.
+            into = self.decoder.receive_buffer() if self._recv_into is not None else None
             try:
-                data = self.sock.recv(self.recv_bytes)
+                if into is not None:
+                    with into:
+                        count = self._recv_into(into, min(len(into), RECV_INTO_BYTES))
+                else:
+                    data = self.sock.recv(self.recv_bytes)
             except TimeoutError:
                 raise
             except OSError as exc:
                 raise ConnectionLost(f"receive from {self.peer} failed: {exc}") from exc
-            self.decoder.feed(data)
+            if into is not None:
+                self.decoder.received(count)
+            else:
+                self.decoder.feed(data)
 
     def settimeout(self, seconds: float | None) -> None:
         self.sock.settimeout(seconds)

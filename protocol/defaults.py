@@ -69,6 +69,10 @@ CHUNK_TARGET_S = 0.01
 MAX_MAP_CHUNK = 4096
 MAP_WINDOW_CHUNKS = 16
 
+# A client sends large jobs in submit frames of about this many bytes (a
+# larger job in a frame of its own): the broker starts on one frame while
+# the next is on the wire, and never waits for a whole 16 MiB frame.
+SUBMIT_FRAME_BYTES = 1024 * 1024
 # A single outgoing frame is split before it reaches this many jobs.
 MAX_JOBS_PER_FRAME = 10_000
 # Client flow control: `submit` blocks while this many jobs are queued or

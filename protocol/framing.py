@@ -12,10 +12,19 @@ Rules:
    nothing.
 2. Anything that goes wrong while decoding surfaces as `ProtocolError` and
    nothing else.
+3. A large frame's body gets a buffer of its own once its length is
+   known, which the socket can read straight into (`receive_buffer`/
+   `received`); once whole it is handed out and the decoder keeps no
+   reference to it, so nothing it gave out is ever written again. Small
+   frames share one buffer and are copied out.
+4. Memory follows the bytes that arrived, never the length a peer claims:
+   the large buffer is an anonymous mapping, whose pages cost nothing
+   until bytes are written to them.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import Any
 
@@ -30,6 +39,9 @@ PREFIX_BYTES = _PREFIX.size
 # Compact the receive buffer once this much of it has been consumed; deleting
 # from the front after every frame would copy the rest each time.
 _COMPACT_AFTER_BYTES = 1 << 16
+# A frame body at least this large is received into a buffer of its own
+# instead of through the shared one: no growing, compacting or copying out.
+LARGE_FRAME_BYTES = 1 << 17
 
 
 def pack_body(value: Any) -> bytes:
@@ -44,7 +56,7 @@ def pack_body(value: Any) -> bytes:
         raise ProtocolError(f"cannot encode value: {exc}") from exc
 
 
-def unpack_body(body: bytes | memoryview) -> Any:
+def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     """Decode one msgpack body.
 
     Raises:
@@ -61,6 +73,20 @@ def frame(body: bytes) -> bytes:
     return _PREFIX.pack(len(body)) + body
 
 
+def prefix(length: int) -> bytes:
+    """The length prefix of a body of `length` bytes."""
+    return _PREFIX.pack(length)
+
+
+def frame_parts(body: bytes) -> list[bytes]:
+    """A frame as the pieces to write: one joined piece for a small body,
+    the prefix and the body itself for a large one, so that its bytes are
+    not copied only to put four bytes in front of them."""
+    if len(body) < LARGE_FRAME_BYTES:
+        return [_PREFIX.pack(len(body)) + body]
+    return [_PREFIX.pack(len(body)), body]
+
+
 class FrameDecoder:
     """Splits a byte stream into frame bodies.
 
@@ -73,28 +99,63 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
+        # The body of a large frame being received: its own buffer, and how
+        # much of it is filled. Bytes after it go to `_buf` again.
+        self._large: mmap.mmap | None = None
+        self._large_filled = 0
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._large_filled
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; b"" marks the end of the stream."""
         if not data:
             self._eof = True
             return
+        if self._large is not None:
+            room = len(self._large) - self._large_filled
+            take = min(room, len(data))
+            self._large[self._large_filled : self._large_filled + take] = data[:take]
+            self._large_filled += take
+            if take == len(data):
+                return
+            data = data[take:]
         if self._pos >= _COMPACT_AFTER_BYTES:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 
-    def next_body(self) -> bytes | None:
+    def receive_buffer(self) -> memoryview | None:
+        """Where the socket may write the next bytes directly (`recv_into`),
+        or None to `feed` what `recv` returns; report the count with `received`."""
+        if self._large is None:
+            return None
+        return memoryview(self._large)[self._large_filled :]
+
+    def received(self, count: int) -> None:
+        """`count` bytes were written into the last `receive_buffer()`; 0 is end of stream."""
+        if count == 0:
+            self._eof = True
+            return
+        self._large_filled += count
+
+    def next_body(self) -> bytes | bytearray | memoryview | None:
         """Return the next complete frame body, or None if more bytes are needed.
+
+        The body is the caller's: the decoder never touches it again.
 
         Raises:
             FrameTooLarge: the length prefix exceeds the limit.
             ProtocolError: the stream ended in the middle of a frame.
         """
+        if self._large is not None:
+            if self._large_filled < len(self._large):
+                if self._eof:
+                    raise ProtocolError("truncated frame")
+                return None
+            large, self._large, self._large_filled = memoryview(self._large), None, 0
+            return large
         available = len(self._buf) - self._pos
         if available >= PREFIX_BYTES:
             (length,) = _PREFIX.unpack_from(self._buf, self._pos)
@@ -102,20 +163,33 @@ class FrameDecoder:
                 raise FrameTooLarge(
                     f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
                 )
+            start = self._pos + PREFIX_BYTES
             if available >= PREFIX_BYTES + length:
-                start = self._pos + PREFIX_BYTES
-                body = bytes(self._buf[start : start + length])
+                body = self._buf[start : start + length]
                 self._pos = start + length
                 return body
+            if length >= LARGE_FRAME_BYTES and not self._eof:
+                # Move what came of the body so far into its own buffer; the
+                # rest is received straight into it.
+                self._large = mmap.mmap(-1, length)
+                have = available - PREFIX_BYTES
+                with memoryview(self._buf) as view:
+                    self._large[:have] = view[start : start + have]
+                self._large_filled = have
+                del self._buf[:]
+                self._pos = 0
+                return None
         if self._eof and available:
             raise ProtocolError("truncated frame")
         return None
 
     def peek(self, count: int) -> bytes:
         """The first `count` bytes not yet taken, for telling what a stream is."""
+        if self._large is not None:
+            return (prefix(len(self._large)) + self._large[:count])[:count]
         return bytes(self._buf[self._pos : self._pos + count])
 
     @property
     def at_eof(self) -> bool:
         """True once the stream ended and every whole frame was taken."""
-        return self._eof and len(self._buf) == self._pos
+        return self._eof and len(self._buf) == self._pos and self._large is None

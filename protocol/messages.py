@@ -44,7 +44,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
-from .framing import frame, pack_body, unpack_body
+from .framing import frame, frame_parts, pack_body, prefix, unpack_body
 from .limits import (
     MAX_CREDIT,
     MAX_NAME_CHARS,
@@ -57,7 +57,8 @@ from .limits import (
     bad_error_value,
     int64,
 )
-from .packed import is_array
+from .packed import array_header, is_array
+from .splice import SPLICE_BYTES, large_entry, pack_pieces
 
 PROTOCOL_VERSION = 1
 # Queue names: short and printable, so they are safe as metric labels and
@@ -392,6 +393,53 @@ def encode(msg: Message) -> bytes:
     return frame(pack_body(msg.to_wire()))
 
 
+def encode_parts(msg: Message) -> list[bytes]:
+    """One message as a frame in pieces to write in order (see `frame_parts`):
+    a large body is not copied to join it to its prefix, and the large bytes
+    values of `jobs` and `results` entries are not copied at all (see `splice`).
+
+    Raises:
+        ProtocolError: a field holds a value msgpack cannot encode.
+    """
+    if isinstance(msg, (Jobs, Results)):
+        entries = msg.jobs if isinstance(msg, Jobs) else msg.results
+        for entry in entries:
+            if large_entry(entry):
+                return _spliced(msg, entries)
+    return frame_parts(pack_body(msg.to_wire()))
+
+
+def _spliced(msg: Jobs | Results, entries: list[list[Any]]) -> list[bytes]:
+    """`encode(msg)` in pieces, each entry with large bytes spliced in."""
+    head = [b"\x83" if type(msg) is Results else b"\x82", _TYPE_KEY, pack_body(msg.type), pack_body(msg.type)]
+    head.append(array_header(len(entries)))
+    pieces: list[bytes] = []
+    small = head
+    try:
+        for entry in entries:
+            if large_entry(entry):
+                for piece in pack_pieces(entry):
+                    if len(piece) < SPLICE_BYTES:
+                        small.append(piece)
+                        continue
+                    if small:
+                        pieces.append(b"".join(small))
+                        small = []
+                    pieces.append(piece)
+            else:
+                small.append(pack_body(entry))
+        if isinstance(msg, Results):
+            small += [_CREDIT_KEY, pack_body(msg.credit)]
+    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
+        raise ProtocolError(f"cannot encode value: {exc}") from exc
+    pieces.append(b"".join(small))
+    return [prefix(sum(len(piece) for piece in pieces)), *pieces]
+
+
+_TYPE_KEY = pack_body("type")
+_CREDIT_KEY = pack_body("credit")
+
+
 def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[list[Any]]]:
     """`msg` as frames whose bodies fit the receiver's limit, and the job
     entries that could not be sent at all.
@@ -408,13 +456,14 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[
             or is too large to fit.
     """
     try:
-        data = encode(msg)
+        parts = encode_parts(msg)
     except ProtocolError:
         if not isinstance(msg, (Jobs, Results)):
             raise
-        data = b""  # split it, to find the entry at fault
-    if data and len(data) - 4 <= max_body_bytes:
-        return [data], []
+        parts = []  # split it, to find the entry at fault
+    body_bytes = sum(len(part) for part in parts) - 4
+    if parts and body_bytes <= max_body_bytes:
+        return parts, []
     if isinstance(msg, (Jobs, Results)):
         entries = msg.jobs if isinstance(msg, Jobs) else msg.results
         if len(entries) > 1:
@@ -430,13 +479,13 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[
         if isinstance(msg, Jobs):
             return [], list(entries)
         if entries:
-            why = f"takes {len(data) - 4} bytes, over the frame limit of {max_body_bytes}" if data else "cannot be encoded"
+            why = f"takes {body_bytes} bytes, over the frame limit of {max_body_bytes}" if parts else "cannot be encoded"
             error = error_value("ResultTooLarge", f"the result {why}")
             return [encode(Results([[entries[0][0], False, error]], msg.credit))], []
-    raise ProtocolError(f"{msg.type} message of {len(data) - 4} bytes exceeds the limit of {max_body_bytes}")
+    raise ProtocolError(f"{msg.type} message of {body_bytes} bytes exceeds the limit of {max_body_bytes}")
 
 
-def decode(body: bytes) -> Message:
+def decode(body: bytes | bytearray | memoryview) -> Message:
     """One frame body (no prefix) as a message.
 
     Raises:

@@ -29,8 +29,15 @@ class Decoder:
         """Change the limit, for frames not yet begun (after the handshake)."""
         self._frames.max_frame_bytes = limit
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._frames.feed(data)
+
+    def receive_buffer(self) -> memoryview | None:
+        """See FrameDecoder.receive_buffer: where a large frame's bytes may be received to."""
+        return self._frames.receive_buffer()
+
+    def received(self, count: int) -> None:
+        self._frames.received(count)
 
     def next_message(self) -> Message | None:
         body = self._frames.next_body()

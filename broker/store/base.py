@@ -42,11 +42,12 @@ import errno
 import logging
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import msgpack
 
 from sockpool.protocol.messages import RESULT_DETACHED
+from sockpool.protocol.splice import large_value, packed
 
 from ..records import FailedJob, Job, StoredResult
 from .leadership import Leadership, SoleLeadership
@@ -141,9 +142,9 @@ def rows_for(journal: Journal) -> Rows:
     # A job acknowledged within this flush needs no row at all: whatever
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
-    finished = [(int(ok), pack(value), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())]
+    finished = [(int(ok), packed(value, large_value(value)), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())]
     return Rows(
-        add=[(j.gid, j.session, j.cid, j.task, pack([j.args, j.kwargs, j.many, j.options]), j.attempts,
+        add=[(j.gid, j.session, j.cid, j.task, j.stored_body(), j.attempts,
               int(j.result_mode == RESULT_DETACHED), j.key)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],
@@ -185,8 +186,7 @@ def snapshot_from_rows(job_rows: Any, failed_rows: Any, follower_rows: Any = ())
     results: list[tuple[str, StoredResult]] = []
     for gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key in job_rows:
         if ok is None:
-            args, kwargs, many, options = msgpack.unpackb(bytes(body), raw=False)
-            jobs.append(Job(gid, session, cid, task, args, kwargs, many, options, attempts, len(body)))
+            jobs.append(Job.restored(gid, session, cid, task, bytes(body), attempts, len(body)))
         else:
             entry = [cid, bool(ok), msgpack.unpackb(bytes(result), raw=False)]
             results.append((session, StoredResult(gid, entry, finished_at, bool(detached), key=key)))
@@ -238,6 +238,14 @@ class GroupCommitStore:
     def restore(self) -> Snapshot:
         """Everything stored (at start-up, before the writer runs)."""
         raise NotImplementedError
+
+    def restore_in_parts(self) -> Iterator[Snapshot]:
+        """What `restore()` returns, in parts: results and failed jobs come
+        first (the broker can listen once it has them), unfinished jobs
+        after, in batches in the order they were accepted, so the broker
+        can hand the first ones to workers while it reads the rest. A
+        backend that cannot read in parts returns everything at once."""
+        yield self.restore()
 
     def start(self, on_health: HealthHandler | None = None) -> None:
         """Start the writer; `on_health` hears of trouble and recovery (on

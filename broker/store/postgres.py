@@ -30,7 +30,7 @@ from .postgres_lease import PostgresLease, connect
 
 log = logging.getLogger("sockpool.broker.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Any fixed number: the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 0x736F636B  # "sock"
 
@@ -70,6 +70,21 @@ CREATE INDEX sockpool_failed_by_time ON sockpool_failed (finished_at);
     2: """
 ALTER TABLE sockpool_jobs ADD COLUMN detached SMALLINT NOT NULL DEFAULT 0;
 """,
+    # Unique keys (broker/keys.py): a job's key, and the submissions that
+    # joined a job by its key, kept until they acknowledge its outcome.
+    3: """
+ALTER TABLE sockpool_jobs ADD COLUMN key TEXT;
+CREATE TABLE sockpool_followers (
+    session      TEXT NOT NULL,
+    cid          BIGINT NOT NULL,
+    gid          BIGINT NOT NULL,    -- the job followed
+    ok           SMALLINT,
+    result       BYTEA,
+    finished_at  DOUBLE PRECISION,
+    PRIMARY KEY (session, cid)
+);
+CREATE INDEX sockpool_followers_by_gid ON sockpool_followers (gid);
+""",
 }
 
 # A writer frozen inside a transaction holds the lease row's share lock;
@@ -107,10 +122,14 @@ class PostgresStore(GroupCommitStore):
             # One snapshot of both tables: REPEATABLE READ.
             self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             jobs = self._db.execute(
-                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached FROM sockpool_jobs"
+                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key"
+                " FROM sockpool_jobs"
             ).fetchall()
             failed = self._db.execute("SELECT gid, task, body, attempts, finished_at FROM sockpool_failed").fetchall()
-        return snapshot_from_rows(jobs, failed)
+            followers = self._db.execute(
+                "SELECT session, cid, gid, ok, result, finished_at FROM sockpool_followers"
+            ).fetchall()
+        return snapshot_from_rows(jobs, failed, followers)
 
     def _commit(self, journal: Journal) -> None:
         lead = self.leadership
@@ -126,20 +145,37 @@ class PostgresStore(GroupCommitStore):
                 raise Fenced(f"fenced: the store is at epoch {row[0] if row else '?'}, ours is {epoch}")
             if rows.add:
                 cur.executemany(
-                    "INSERT INTO sockpool_jobs (gid, session, cid, task, body, attempts, detached)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    "INSERT INTO sockpool_jobs (gid, session, cid, task, body, attempts, detached, key)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (gid) DO UPDATE SET session = EXCLUDED.session, cid = EXCLUDED.cid,"
                     " task = EXCLUDED.task, body = EXCLUDED.body, attempts = EXCLUDED.attempts,"
-                    " detached = EXCLUDED.detached, ok = NULL, result = NULL, finished_at = NULL",
+                    " detached = EXCLUDED.detached, key = EXCLUDED.key, ok = NULL, result = NULL, finished_at = NULL",
                     rows.add,
                 )
             if rows.attempts:
                 cur.executemany("UPDATE sockpool_jobs SET attempts = %s WHERE gid = %s", rows.attempts)
+            if rows.follow:
+                cur.executemany(
+                    "INSERT INTO sockpool_followers (session, cid, gid) VALUES (%s, %s, %s) ON CONFLICT"
+                    " (session, cid) DO UPDATE SET gid = EXCLUDED.gid, ok = NULL, result = NULL, finished_at = NULL",
+                    rows.follow,
+                )
+            if rows.follow_result:
+                cur.executemany(
+                    "UPDATE sockpool_followers SET ok = %s, result = %s, finished_at = %s WHERE session = %s AND cid = %s",
+                    rows.follow_result,
+                )
             if rows.finish:
                 cur.executemany(
                     # A finished job's arguments are never read again.
                     "UPDATE sockpool_jobs SET ok = %s, result = %s, finished_at = %s, body = ''::bytea WHERE gid = %s",
                     rows.finish,
+                )
+            if rows.finish_followers:
+                # Indexed by gid: cheap when nobody follows.
+                cur.executemany(
+                    "UPDATE sockpool_followers SET ok = %s, result = %s, finished_at = %s WHERE gid = %s AND ok IS NULL",
+                    rows.finish_followers,
                 )
             if rows.failed:
                 cur.executemany(
@@ -148,11 +184,16 @@ class PostgresStore(GroupCommitStore):
                     " finished_at = EXCLUDED.finished_at",
                     rows.failed,
                 )
+            if rows.unfail:
+                cur.execute("DELETE FROM sockpool_failed WHERE gid = ANY(%s)", ([gid for (gid,) in rows.unfail],))
             if rows.forget:
                 cur.execute("DELETE FROM sockpool_jobs WHERE gid = ANY(%s)", ([gid for (gid,) in rows.forget],))
+            if rows.unfollow:
+                cur.executemany("DELETE FROM sockpool_followers WHERE session = %s AND cid = %s", rows.unfollow)
             for cutoff in rows.expire:
                 cur.execute("DELETE FROM sockpool_jobs WHERE finished_at < %s", (cutoff,))
                 cur.execute("DELETE FROM sockpool_failed WHERE finished_at < %s", (cutoff,))
+                cur.execute("DELETE FROM sockpool_followers WHERE finished_at < %s", (cutoff,))
 
     def _disk_full(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.DiskFull)

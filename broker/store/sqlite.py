@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 import msgpack
 
@@ -70,6 +71,13 @@ CREATE TABLE IF NOT EXISTS followers (
 MIGRATIONS = {"jobs": [("key", "TEXT")]}
 
 
+_JOB_COLUMNS = "gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key"
+_FOLLOWER_COLUMNS = "session, cid, gid, ok, result, finished_at"
+# Unfinished jobs are restored this many at a time; workers get the first
+# batch while the next is read.
+RESTORE_BATCH_ROWS = 20_000
+
+
 class DataDirBusy(Exception):
     """Another broker already uses this data directory."""
 
@@ -110,15 +118,32 @@ class SqliteStore(GroupCommitStore):
 
     def restore(self) -> Snapshot:
         snapshot = snapshot_from_rows(
-            self._db.execute(
-                "SELECT gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key FROM jobs"
-            ),
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
-            self._db.execute("SELECT session, cid, gid, ok, result, finished_at FROM followers"),
+            self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"),
         )
+        return self._with_settings(snapshot)
+
+    def _with_settings(self, snapshot: Snapshot) -> Snapshot:
+        """`snapshot` with the paused queues and the schedules."""
         paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
         schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
         return snapshot._replace(paused=paused, schedules=schedules)
+
+    def restore_in_parts(self, batch_rows: int = RESTORE_BATCH_ROWS) -> Iterator[Snapshot]:
+        # The settings come with the first part: a paused queue must be
+        # paused before the first restored job can be dispatched.
+        yield self._with_settings(snapshot_from_rows(
+            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NOT NULL"),
+            self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
+        ))
+        # Jobs accepted while a part is handed out cannot appear here: the
+        # broker admits no client until the last part is in.
+        cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
+        while rows := cursor.fetchmany(batch_rows):
+            yield snapshot_from_rows(rows, ())
+        # Followers last: each joins a job by its id, which must be back by then.
+        yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
         rows = rows_for(journal)
@@ -197,13 +222,15 @@ def _make_private(data_dir: Path, db_path: Path) -> None:
     by an older broker are made private too.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if data_dir.stat().st_mode & 0o077:
-        log.warning("%s was accessible by other users; making it private (0700)", data_dir)
-        os.chmod(data_dir, 0o700)
     os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
-    for path in data_dir.iterdir():
-        if path.is_file() and path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
+    for path in [data_dir, *data_dir.iterdir()]:
+        mode = 0o700 if path.is_dir() else 0o600
+        if (path == data_dir or path.is_file()) and path.stat().st_mode & 0o077:
+            try:
+                os.chmod(path, mode)
+                log.warning("%s was accessible by other users; made it private (%04o)", path, mode)
+            except OSError as exc:  # not ours (a mounted volume): say so, go on
+                log.warning("%s is accessible by other users and cannot be made private: %s", path, exc)
 
 
 def default_data_dir(port: int) -> Path:

@@ -282,3 +282,34 @@ def test_client_notices_a_silent_broker_and_reconnects(tmp_path, caplog):
         broker.popen.send_signal(signal.SIGCONT)
         worker.stop()
         broker.stop()
+
+
+@pytest.mark.slow
+def test_restore_in_parts_serves_workers_and_loses_or_repeats_nothing(tmp_path):
+    """More queued jobs than one restore batch: the broker listens and feeds
+    the worker while it reads the rest, and the client that was connected
+    when it died (resending what was not yet acknowledged) gets every result
+    once, none repeated by the resend."""
+    from sockpool.broker.store.sqlite import RESTORE_BATCH_ROWS
+
+    count = 2 * RESTORE_BATCH_ROWS + 500
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = None
+    try:
+        with Client(address) as client:
+            futures = [client.submit("square", i) for i in range(count)]
+            assert client.wait_accepted(WAIT_S)
+            broker.kill()
+            broker, address = start_broker(tmp_path, port=port)
+            worker = start_worker(tmp_path, address, 2)
+            assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(count)]
+        wait_until(lambda: "recovered" in broker.log(), what="the restore's log line")
+        assert f"recovered {count} unfinished jobs" in broker.log()
+        db = sqlite3.connect(tmp_path / "data" / "broker.sqlite3")
+        wait_until(lambda: db.execute("SELECT count(*) FROM jobs WHERE ok IS NULL").fetchone()[0] == 0,
+                   what="every job finished on disk")
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()

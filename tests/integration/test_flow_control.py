@@ -64,12 +64,11 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
     assert results["mode"] == "quick"
     assert {"nproc", "cpu", "python"} <= set(results["machine"])
     keys = [w["key"] for w in results["workloads"]]
-    assert keys == [
-        "bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable",
-        "forget_rss", "async_bulk_map", "async_independent",
-        "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store", "postgres", "failover",
-        "fair_share", "priority", "delayed", "delayed",
-    ]
+    assert keys[:8] == ["bulk_map", "independent", "latency", "latency", "parallel", "memory", "cli_submit", "durable"]
+    assert {"large_1", "large_durable_8", "broker_cpu_job", "broker_cpu_item", "scale_2", "scale_fairness_2",
+            "hop", "depth_memory", "forget_rss", "async_bulk_map", "async_independent", "restart_listen", "restart_restored",
+            "plain_jobs", "limited", "keyed_submits", "key_memory", "key_store", "postgres", "failover",
+            "fair_share", "priority", "delayed"} <= set(keys)
     # The PostgreSQL rows run where a PostgreSQL server and psycopg are installed (bench/ha.py).
     from bench.ha import unavailable
 
@@ -78,8 +77,12 @@ def test_bench_quick_run_writes_well_formed_json(tmp_path):
         if workload["key"] in skipped:
             assert workload["sockpool"] is None
             continue
-        assert workload["sockpool"] is not None and workload["sockpool"] > 0, workload
-        if workload["reference"] != "none" and workload["key"] not in ("memory", "failover"):
-            assert workload["local"] is not None and workload["local"] > 0, workload
-            assert workload["ratio"] is not None
+        assert workload["sockpool"] is not None, workload
+        # CPU is counted in clock ticks (a quick run's map may take none);
+        # a lone job may spend no measurable time queued.
+        counted_in_ticks = workload["key"] in ("broker_cpu_item", "legs") or workload["key"].startswith("large_cpu")
+        assert workload["sockpool"] >= 0 if counted_in_ticks else workload["sockpool"] > 0, workload
+        if workload["key"] not in ("memory", "failover") and workload["reference"] != "none":
+            assert workload["local"] is not None and (workload["local"] > 0 or counted_in_ticks), workload
+            assert workload["ratio"] is not None or counted_in_ticks
     assert "| workload |" in done.stdout

@@ -62,8 +62,9 @@ def epochs(proc: Proc) -> list[int]:
 class Pair:
     """Brokers on one store (each in its own folder, on its own port) and the workers."""
 
-    def __init__(self, root: Path, url: str, count: int = 2) -> None:
+    def __init__(self, root: Path, url: str, count: int = 2, metrics: bool = False) -> None:
         self.root, self.url = root, url
+        self.metrics = ("--metrics-port", "0") if metrics else ()
         self.brokers: list[Proc] = []
         self.addresses: list[str] = []
         self.workers: list[Proc] = []
@@ -77,7 +78,7 @@ class Pair:
     def _start(self, i: int, port: int = 0) -> tuple[Proc, str]:
         log_dir = self.root / f"b{i}"
         log_dir.mkdir(exist_ok=True)
-        return start_broker(log_dir, "--store", self.url, "--name", f"b{i}", *HEARTBEAT, port=port)
+        return start_broker(log_dir, "--store", self.url, "--name", f"b{i}", *HEARTBEAT, *self.metrics, port=port)
 
     @property
     def address(self) -> str:
@@ -134,7 +135,15 @@ def store_rows(url: str, sql: str, *params) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
-def test_standby_refuses_and_names_the_active_broker(pair: Pair):
+def test_standby_refuses_and_names_the_active_broker(tmp_path: Path, store_url: str):
+    pair = Pair(tmp_path, store_url, metrics=True)
+    try:
+        standby_refuses_and_names_the_active_broker(pair)
+    finally:
+        pair.stop()
+
+
+def standby_refuses_and_names_the_active_broker(pair: Pair) -> None:
     with pytest.raises(ConnectionLost, match=r"standby; the active broker is at .*:\d+"):
         with Client(pair.addresses[1], connect_timeout_s=5, reconnect_timeout_s=0):
             pass
@@ -142,6 +151,12 @@ def test_standby_refuses_and_names_the_active_broker(pair: Pair):
     for address in (pair.address, ",".join(reversed(pair.addresses))):
         with Client(address, connect_timeout_s=5) as client:
             assert client._link.welcome.broker == "b0"
+    # The metrics say which broker serves.
+    import urllib.request
+
+    for proc, active in zip(pair.brokers, (1, 0)):
+        with urllib.request.urlopen(f"http://{proc.metrics_address}/metrics", timeout=10) as reply:
+            assert f"sockpool_broker_active {active}.0" in reply.read().decode()
 
 
 def test_executor_cli_and_environment_follow_a_clean_handover(pair: Pair, tmp_path: Path):
@@ -350,3 +365,21 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path):
     assert "hunter2" not in done.stderr
     done = run_module("sockpool.broker", "start", "--port", "0", "--store", "mysql://x", timeout_s=30)
     assert done.returncode != 0 and "expected a postgresql:// URL" in done.stderr
+
+
+def test_unique_key_followers_survive_a_failover(pair: Pair, tmp_path: Path):
+    """A submission that joined a job by its unique key is in the PostgreSQL
+    store too: after kill -9 of the leader, both submitters get the outcome."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pair.add_worker(2)
+    wait_for_processes(pair.address, 2)
+    with Client(pair.address, connect_timeout_s=5) as first, Client(pair.address, connect_timeout_s=5) as second:
+        a = first.with_options(key="invoice-1").submit("tests.tasks:slow_square", 6, 1.5, str(marks))
+        assert first._link.wait_accepted(10)
+        b = second.with_options(key="invoice-1").submit("tests.tasks:slow_square", 6, 1.5, str(marks))
+        assert second._link.wait_accepted(10)
+        assert store_rows(pair.url, "SELECT count(*) FROM sockpool_followers") == [(1,)]
+        pair.brokers[0].kill()
+        assert a.result(WAIT_S) == 36 and b.result(WAIT_S) == 36
+    assert epochs(pair.brokers[1]) == [2]

@@ -223,3 +223,25 @@ def test_a_non_finite_float_is_a_protocol_error():
     with pytest.raises(ProtocolError, match="finite"):
         decode(msgpack.packb({"type": "welcome", "version": 1, "broker": "b", "max_frame_bytes": 1024,
                               "heartbeat_s": float("nan")}))
+
+
+def test_a_large_frames_long_keyword_values_are_kept_packed():
+    import msgpack
+
+    from sockpool.protocol.exttypes import PACKED_VALUE
+    from sockpool.protocol.values import from_wire_kwargs
+
+    state = setup()
+    kwargs = {"rows": [{}] * 30_000, "n": 3, "short": [1, 2]}
+    state.on_message(C1, Submit(1, [[1, "echo", [], kwargs, False]]), 1.0, 66_000)
+    [job] = state.jobs.values()
+    assert isinstance(job.kwargs["rows"], msgpack.ExtType) and job.kwargs["rows"].code == PACKED_VALUE
+    assert job.kwargs["n"] == 3 and job.kwargs["short"] == [1, 2]
+    assert from_wire_kwargs(job.kwargs) == kwargs  # what the pool process gets
+
+
+def test_a_short_list_holding_a_long_one_is_packed_too():
+    state = setup()
+    state.on_message(C1, Submit(1, [[1, "echo", [[{}] * 30_000], {"k": [[1] * 20]}, False]]), 1.0, 66_000)
+    [job] = state.jobs.values()
+    assert getattr(job.args, "code", None) == 1 and getattr(job.kwargs["k"], "code", None) == 4

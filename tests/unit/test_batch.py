@@ -117,3 +117,26 @@ def test_pack_results_output_is_always_decodable():
     msg = decode(body)  # what the broker does with the worker's frame
     assert [e[:2] for e in msg.results] == [[1, False], [2, True]]
     assert msg.results[0][2]["type"] == "UnencodableResult"
+
+
+def test_submit_frame_from_packed_entries_equals_encode():
+    from sockpool.client.link import pack_entry, submit_frame
+    from sockpool.protocol import Submit, encode, pack_body
+
+    for jobs in ([], [[1, "t", [b"x" * 300_000], {}, False]], [[i, "t", [i], {}, False] for i in range(20)]):
+        assert b"".join(submit_frame(7, [[pack_body(j)] for j in jobs])) == encode(Submit(7, jobs))
+        assert b"".join(submit_frame(7, [pack_entry(j) for j in jobs])) == encode(Submit(7, jobs))
+
+
+def test_pack_entry_checks_what_the_broker_would_refuse_large_values_or_not():
+    import pytest
+
+    from sockpool.client.link import pack_entry
+    from sockpool.protocol import ProtocolError
+    from sockpool.protocol.splice import SPLICE_BYTES
+
+    big = b"x" * SPLICE_BYTES
+    assert any(p is big for p in pack_entry([1, "t", [big, 2], {}, False]))
+    for bad in ([1, "t", [big, {1: 2}], {}, False], [1, "t", [big], {"k": object()}, False], [1, "t", [{1: 2}], {}, False]):
+        with pytest.raises(ProtocolError):
+            pack_entry(bad)

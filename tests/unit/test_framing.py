@@ -203,3 +203,81 @@ def test_clean_eof_between_frames():
     dec.feed(b"")
     assert dec.next_body() is None
     assert dec.at_eof
+
+
+# -- large frames: a buffer of their own ---------------------------------------
+
+
+from sockpool.protocol.framing import LARGE_FRAME_BYTES, frame_parts  # noqa: E402
+
+
+def large_stream() -> tuple[list[bytes], bytes]:
+    return stream(b"a" * (LARGE_FRAME_BYTES + 5), {"small": 1}, b"b" * (3 * LARGE_FRAME_BYTES))
+
+
+@pytest.mark.parametrize("piece", [1000, 65536, LARGE_FRAME_BYTES + 7])
+def test_large_frames_fed_in_pieces(piece):
+    expected, data = large_stream()
+    dec = FrameDecoder()
+    out = []
+    for i in range(0, len(data), piece):
+        dec.feed(data[i : i + piece])
+        out += bodies(dec)
+    assert out == expected
+    assert dec.buffered_bytes == 0
+
+
+def test_large_frame_received_into_its_own_buffer():
+    """What a socket's recv_into does: write into receive_buffer(), report the count."""
+    expected, data = large_stream()
+    dec = FrameDecoder()
+    out, pos = [], 0
+    while pos < len(data):
+        into = dec.receive_buffer()
+        if into is None:
+            dec.feed(data[pos : pos + 3000])
+            pos += 3000
+        else:
+            count = min(len(into), 50_000, len(data) - pos)
+            into[:count] = data[pos : pos + count]
+            into.release()
+            dec.received(count)
+            pos += count
+        out += bodies(dec)
+    assert out == expected
+
+
+def test_a_body_handed_out_is_never_written_again():
+    _, data = stream(b"a" * LARGE_FRAME_BYTES, b"b" * LARGE_FRAME_BYTES)
+    dec = FrameDecoder()
+    dec.feed(data[: len(data) // 2 + 10])
+    first = dec.next_body()
+    kept = bytes(first)
+    dec.feed(data[len(data) // 2 + 10 :])
+    second = dec.next_body()
+    assert first == kept and first is not second and second[-1:] == b"b"
+
+
+def test_truncated_large_frame_raises_protocol_error():
+    _, data = stream(b"a" * (2 * LARGE_FRAME_BYTES))
+    dec = FrameDecoder()
+    dec.feed(data[: LARGE_FRAME_BYTES])
+    assert dec.next_body() is None
+    dec.feed(b"")
+    with pytest.raises(ProtocolError, match="truncated"):
+        dec.next_body()
+
+
+def test_peek_sees_the_prefix_of_a_large_frame():
+    _, data = stream(b"a" * (2 * LARGE_FRAME_BYTES))
+    dec = FrameDecoder()
+    dec.feed(data[:100])
+    assert dec.next_body() is None
+    assert dec.peek(6) == data[:6]
+
+
+def test_frame_parts_join_to_the_frame():
+    for body in (b"", b"abc", b"x" * LARGE_FRAME_BYTES):
+        parts = frame_parts(body)
+        assert b"".join(parts) == frame(body)
+        assert len(parts) == (2 if len(body) >= LARGE_FRAME_BYTES else 1)

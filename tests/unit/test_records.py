@@ -1,0 +1,43 @@
+"""broker/records.py: a job keeps its arguments packed, as the store keeps them."""
+
+from __future__ import annotations
+
+import msgpack
+
+from sockpool.broker.records import Job
+from sockpool.protocol.packed import pack_array
+from sockpool.protocol.splice import SPLICE_BYTES
+
+
+def test_a_small_job_keeps_one_packed_body_that_is_the_stored_row():
+    job = Job(7, "s", 1, "square", [3], {"k": 1}, False, {"retries": 2})
+    assert type(job.body) is bytes
+    assert job.stored_body() == msgpack.packb([[3], {"k": 1}, False, {"retries": 2}], use_bin_type=True)
+    assert job.entry() == [7, "square", [3], {"k": 1}, False, {"retries": 2}]
+    assert job.retries == 2
+
+
+def test_no_options_means_a_five_element_entry():
+    job = Job(7, "s", 1, "square", [3], {}, False)
+    assert job.entry() == [7, "square", [3], {}, False]
+    assert job.options is None and job.retries == 0
+
+
+def test_a_restored_job_is_the_job_that_was_stored():
+    for args, many, calls in (([3], False, 1), (pack_array([1, 2, 3]), True, 3), ([1, 2], True, 2)):
+        job = Job(9, "s", 2, "t", args, {}, many)
+        back = Job.restored(9, "s", 2, "t", job.stored_body(), 1)
+        assert back.entry() == job.entry() and back.calls == calls == job.calls and back.attempts == 1
+
+
+def test_large_arguments_stay_unpacked_and_uncopied():
+    big = b"x" * SPLICE_BYTES
+    job = Job(1, "s", 1, "t", [big], {}, False)
+    assert job.entry()[2][0] is big
+    assert msgpack.unpackb(job.stored_body(), raw=False) == [[big], {}, False, None]
+
+
+def test_names_are_shared_between_jobs():
+    a = Job(1, "s" * 32, 1, "".join(["squ", "are"]), [1], {}, False)
+    b = Job(2, "s" * 32, 2, "".join(["squ", "are"]), [1], {}, False)
+    assert a.task is b.task and a.session is b.session
