@@ -125,7 +125,7 @@ def scale_rows(s: Sizes) -> list[Row]:
                         "jobs/s", True, reference="first", target=f"≥ 1.0× {first} × {first}",
                         met=lambda v, r: r is not None and v >= 0.95 * r))
     for step in s.scale_steps:
-        rows.append(Row(f"scale_fairness_{step}", f"23. Fairness {step} × {step}",
+        rows.append(Row(f"scale_fairness_{step}", f"18. Fairness {step} × {step}",
                         f"18. … slowest client's jobs/s ÷ fastest's, {step} × {step}",
                         "ratio", True, reference="none", target="no client starves: ≥ 0.5", met=lambda v, r: v >= 0.5))
     return rows

@@ -257,6 +257,18 @@ def run_fire_and_forget(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None
         broker.stop()
 
 
+def run_depth(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
+    """Memory per queued job at depth and the restart after kill -9 (one run:
+    a million jobs take a while to queue)."""
+    depth_dir = fresh_dir(log_dir, "depth")
+    start = lambda port=0: start_broker(depth_dir, "--log-level", "info", port=port)  # noqa: E731
+    click.echo(f"depth: queueing {sizes.depth_jobs:,} jobs ...", err=True)
+    found = bs.depth_and_restart(start, depth_dir / "data", sizes.depth_jobs)
+    samples["depth_memory"]["sockpool"].append(found["bytes_per_job"])
+    samples["restart_listen"]["sockpool"].append(found["listening_s"])
+    samples["restart_restored"]["sockpool"].append(found["restored_s"])
+
+
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
     """Items 23-25, each run on a cluster of its own (see bench/dispatch_side.py)."""
     for run in range(sizes.runs):
@@ -268,18 +280,6 @@ def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
         ):
             value = dispatch_side.on_fresh_cluster(fresh_dir(log_dir, key), lambda a: measure(a, sizes))
             samples[key]["sockpool"].append(value)
-
-
-def run_depth(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
-    """Memory per queued job at depth and the restart after kill -9 (one run:
-    a million jobs take a while to queue)."""
-    depth_dir = fresh_dir(log_dir, "depth")
-    start = lambda port=0: start_broker(depth_dir, "--log-level", "info", port=port)  # noqa: E731
-    click.echo(f"depth: queueing {sizes.depth_jobs:,} jobs ...", err=True)
-    found = bs.depth_and_restart(start, depth_dir / "data", sizes.depth_jobs)
-    samples["depth_memory"]["sockpool"].append(found["bytes_per_job"])
-    samples["restart_listen"]["sockpool"].append(found["listening_s"])
-    samples["restart_restored"]["sockpool"].append(found["restored_s"])
 
 
 def run_dask(sizes: w.Sizes, samples: Samples) -> None:

@@ -22,11 +22,6 @@ def spin(seconds: float) -> float:
     return seconds
 
 
-def clock(_: object = None) -> float:
-    """When the job started, as Unix time: the delayed-job lateness probe."""
-    return time.time()
-
-
 def size(data: bytes) -> int:
     """The length of a large argument: the job's cost is moving the bytes."""
     return len(data)
@@ -35,6 +30,11 @@ def size(data: bytes) -> int:
 def blob(n: int) -> bytes:
     """A large result of `n` bytes."""
     return bytes(n)
+
+
+def clock(_: object = None) -> float:
+    """When the job started, as Unix time: the delayed-job lateness probe."""
+    return time.time()
 
 
 def unlimited_spin(seconds: float) -> float:

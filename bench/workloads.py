@@ -64,9 +64,9 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
-    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300, fair_backlog=200,
+    queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300,
+    large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000, fair_backlog=200,
     priority_backlog=2_000, delayed_jobs=50,
-    large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000,
 )
 
 

@@ -9,11 +9,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from sockpool.net.credentials import peer_options, read_secret_file
+from sockpool.cliargs import parse_arg
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from sockpool.logs import configure_logging, log_level_option
 from sockpool.net.tls import server_context
@@ -400,23 +401,17 @@ def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | Non
 _OPERATOR_SECRET_HELP = "The broker's operator secret (its --operator-secret-file, by default its worker secret)."
 
 
-def _control_client(address: str | None, secret_file: str | None, tls_ca: str | None) -> Any:
-    """An operator connection: pausing a queue or changing a schedule acts
-    for everyone, so it needs the operator's secret."""
-    from sockpool.client import Client
+def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, op: str,
+                 args: dict[str, Any]) -> Any:
+    """One control operation in the operator role (pausing a queue or
+    changing a schedule acts for everyone); its value, or its refusal as the
+    command's error."""
+    from sockpool.protocol import Control, ControlReply
 
-    return Client(address, secret_file=secret_file, tls_ca=tls_ca, name="broker-control", operator=True)
-
-
-def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, call: Callable[[Any], Any]) -> Any:
-    """Connect as a client, make one control call, turn errors into messages."""
-    from sockpool.client import SockpoolError
-
-    try:
-        with _control_client(address, secret_file, tls_ca) as client:
-            return call(client)
-    except (SockpoolError, ValueError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    reply = _as_operator(address, secret_file, tls_ca, Control(op, args), ControlReply, "broker-control")
+    if not reply.ok:
+        raise click.ClickException(reply.error)
+    return reply.value
 
 
 @main.command()
@@ -425,7 +420,7 @@ def _run_control(address: str | None, secret_file: str | None, tls_ca: str | Non
 @click.argument("queue")
 def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
     """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
-    _run_control(address, secret_file, tls_ca, lambda c: c.pause_queue(queue))
+    _run_control(address, secret_file, tls_ca, "pause_queue", {"queue": queue})
     click.echo(f"queue {queue} paused")
 
 
@@ -435,7 +430,7 @@ def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queu
 @click.argument("queue")
 def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
     """Dispatch QUEUE's jobs again."""
-    _run_control(address, secret_file, tls_ca, lambda c: c.resume_queue(queue))
+    _run_control(address, secret_file, tls_ca, "resume_queue", {"queue": queue})
     click.echo(f"queue {queue} resumed")
 
 
@@ -465,12 +460,10 @@ def schedule_add(
 
     Each ARG is read as a JSON literal where it parses as one; put `--`
     before ARGs that start with a dash."""
-    from sockpool.client.cli import parse_arg
-
-    row = _run_control(address, secret_file, tls_ca, lambda c: c.add_schedule(
-        name, cron, task, *[parse_arg(a) for a in args], timezone=timezone, queue=queue, priority=priority,
-        missed=missed, replace=replace,
-    ))
+    row = _run_control(address, secret_file, tls_ca, "schedule_add", {
+        "name": name, "cron": cron, "timezone": timezone, "task": task, "args": [parse_arg(a) for a in args],
+        "kwargs": {}, "queue": queue, "priority": priority, "missed": missed, "replace": replace,
+    })
     click.echo(f"schedule {name} added; next firing {row['next_fire_utc']}")
 
 
@@ -482,7 +475,7 @@ def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | No
     """Every schedule with its next fire time and the outcome of its last run."""
     from .report import schedule_table
 
-    rows = _run_control(address, secret_file, tls_ca, lambda c: c.schedules())
+    rows = _run_control(address, secret_file, tls_ca, "schedule_list", {})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
@@ -491,19 +484,19 @@ def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | No
         click.echo("no schedules")
 
 
-def _schedule_command(verb: str, method: str, doc: str) -> None:
+def _schedule_command(verb: str, op: str, doc: str) -> None:
     @schedule.command(verb, help=doc)
     @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
     @peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
     @click.argument("name")
     def command(address: str | None, secret_file: str | None, tls_ca: str | None, name: str) -> None:
-        _run_control(address, secret_file, tls_ca, lambda c: getattr(c, method)(name))
+        _run_control(address, secret_file, tls_ca, op, {"name": name})
         click.echo(f"schedule {name}: {verb} done")
 
 
-_schedule_command("pause", "pause_schedule", "No firings of NAME until it is resumed.")
-_schedule_command("resume", "resume_schedule", "Fire NAME again, from now on (firings while paused are not owed).")
-_schedule_command("remove", "remove_schedule", "Delete NAME; a firing already queued still runs.")
+_schedule_command("pause", "schedule_pause", "No firings of NAME until it is resumed.")
+_schedule_command("resume", "schedule_resume", "Fire NAME again, from now on (firings while paused are not owed).")
+_schedule_command("remove", "schedule_remove", "Delete NAME; a firing already queued still runs.")
 
 
 show_envvars(main)

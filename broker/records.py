@@ -28,8 +28,8 @@ class Job:
 
     __slots__ = (
         "gid", "session", "cid", "task", "body", "options",
-        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
-        "limits", "followers",
+        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
+        "limits", "followers", "queue", "priority",
     )
 
     def __init__(
@@ -73,9 +73,13 @@ class Job:
         # Unpacked too: asked of every job (limits, keys, result mode), and
         # None for almost all of them.
         self.options = options
+        # Where and in what order it runs (broker/dispatch.py).
+        self.queue: str = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
+        self.priority: int = options.get("priority", 0) if options else 0
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
+        self.due = 0.0  # when a retry or a delayed job may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = calls
@@ -125,18 +129,6 @@ class Job:
     @property
     def many(self) -> bool:
         return self.values()[2]
-
-    # Where and in what order it runs (broker/dispatch.py): read from the
-    # options, which almost every job lacks, so they cost no slot.
-    @property
-    def queue(self) -> str:
-        options = self.options
-        return options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
-
-    @property
-    def priority(self) -> int:
-        options = self.options
-        return options.get("priority", 0) if options else 0
 
     @property
     def at(self) -> float | None:

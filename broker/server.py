@@ -220,8 +220,8 @@ class BrokerServer:
         with _no_cyclic_gc():
             first = next(parts, None)
             if first is not None:
-                state.restore_settings(first.paused, first.schedules)
                 state.restore(first.jobs, first.results, first.failed, time.time(), first.followers)
+                state.restore_settings(first.paused, first.schedules)
         with self._lock:
             self.restored.clear()
             self.state = state

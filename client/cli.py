@@ -20,6 +20,7 @@ from sockpool.protocol.messages import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, 
 from .api import Client, JobOptions, job_options
 from .errors import E_BROKER_FULL, JobFailed
 from sockpool.net.credentials import Credentials, peer_options
+from sockpool.cliargs import parse_arg
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from .progress import REDRAW_S, ProgressBar
 
@@ -27,14 +28,6 @@ from .progress import REDRAW_S, ProgressBar
 _ERRORS_SHOWN = 5
 # How long --detach waits for the broker to confirm that every job is on disk.
 ACCEPT_TIMEOUT_S = 120.0
-
-
-def parse_arg(text: str) -> Any:
-    """A JSON literal where the text parses as one (`3`, `2.5`, `[1, 2]`), else the string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 _DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import msgpack
 
@@ -122,21 +122,19 @@ class SqliteStore(GroupCommitStore):
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
             self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"),
         )
-        return self._with_settings(snapshot)
+        return snapshot._replace(**self._settings())
 
-    def _with_settings(self, snapshot: Snapshot) -> Snapshot:
-        """`snapshot` with the paused queues and the schedules."""
+    def _settings(self) -> dict[str, Any]:
+        """Paused queues and schedules, as Snapshot fields."""
         paused = [queue for (queue,) in self._db.execute("SELECT queue FROM paused_queues")]
         schedules = [msgpack.unpackb(body, raw=False) for (body,) in self._db.execute("SELECT body FROM schedules")]
-        return snapshot._replace(paused=paused, schedules=schedules)
+        return {"paused": paused, "schedules": schedules}
 
     def restore_in_parts(self, batch_rows: int = RESTORE_BATCH_ROWS) -> Iterator[Snapshot]:
-        # The settings come with the first part: a paused queue must be
-        # paused before the first restored job can be dispatched.
-        yield self._with_settings(snapshot_from_rows(
+        yield snapshot_from_rows(
             self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NOT NULL"),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
-        ))
+        )._replace(**self._settings())
         # Jobs accepted while a part is handed out cannot appear here: the
         # broker admits no client until the last part is in.
         cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")

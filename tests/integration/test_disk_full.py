@@ -118,7 +118,8 @@ def test_enospc_in_a_group_commit_of_finishes_and_acks_loses_none_of_them(small_
     store.close()
 
     again = Store(data)
-    jobs, results = again.restore()[:2]
+    snapshot = again.restore()
+    jobs, results = snapshot.jobs, snapshot.results
     again.close()
     assert sorted((j.gid, j.attempts) for j in jobs) == [(3, 1), (4, 0)]
     assert [(session, r.gid, r.entry[2][:1]) for session, r in results] == [("s1", 1, "r")]
