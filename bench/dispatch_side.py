@@ -1,16 +1,16 @@
-"""Items 18-20: where and when a job runs (issue #13), on fresh clusters.
+"""Items 23-25: where and when a job runs (issue #13), on fresh clusters.
 
-18. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
+23. Fair share: one client queues `fair_backlog` jobs of 10 ms; another
    client's single job waits how long (its time to result, less its run)?
-19. Priority: a high-priority job submitted behind `priority_backlog`
+24. Priority: a high-priority job submitted behind `priority_backlog`
    queued jobs of 10 ms, with the workers busy: time from its submit to
    its result (the broker holds the backlog; the worker has prefetched
    some of it).
-20. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
+25. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
    idle cluster; lateness = when the job started - its due time.
 
 Each run gets its own broker and worker, because the backlogs are left
-behind when the measure is taken (19 does not wait for 100,000 jobs).
+behind when the measure is taken (24 does not wait for 100,000 jobs).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgpack
 import psycopg
 
 from sockpool.protocol.defaults import LEASE_TTL_S
@@ -30,7 +31,7 @@ from .postgres_lease import PostgresLease, connect
 
 log = logging.getLogger("sockpool.broker.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Any fixed number: the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 0x736F636B  # "sock"
 
@@ -85,6 +86,16 @@ CREATE TABLE sockpool_followers (
 );
 CREATE INDEX sockpool_followers_by_gid ON sockpool_followers (gid);
 """,
+    # Paused queues and cron schedules (broker/dispatch.py, broker/schedules.py).
+    4: """
+CREATE TABLE sockpool_paused_queues (
+    queue        TEXT PRIMARY KEY
+);
+CREATE TABLE sockpool_schedules (
+    name         TEXT PRIMARY KEY,
+    body         BYTEA NOT NULL      -- msgpack Schedule.record(): definition, since, last outcome
+);
+""",
 }
 
 # A writer frozen inside a transaction holds the lease row's share lock;
@@ -129,7 +140,12 @@ class PostgresStore(GroupCommitStore):
             followers = self._db.execute(
                 "SELECT session, cid, gid, ok, result, finished_at FROM sockpool_followers"
             ).fetchall()
-        return snapshot_from_rows(jobs, failed, followers)
+            paused = [queue for (queue,) in self._db.execute("SELECT queue FROM sockpool_paused_queues")]
+            schedules = [
+                msgpack.unpackb(bytes(body), raw=False)
+                for (body,) in self._db.execute("SELECT body FROM sockpool_schedules")
+            ]
+        return snapshot_from_rows(jobs, failed, followers)._replace(paused=paused, schedules=schedules)
 
     def _commit(self, journal: Journal) -> None:
         lead = self.leadership
@@ -190,6 +206,19 @@ class PostgresStore(GroupCommitStore):
                 cur.execute("DELETE FROM sockpool_jobs WHERE gid = ANY(%s)", ([gid for (gid,) in rows.forget],))
             if rows.unfollow:
                 cur.executemany("DELETE FROM sockpool_followers WHERE session = %s AND cid = %s", rows.unfollow)
+            for setting in rows.settings:  # in journal order: an add then a remove stays removed
+                if setting[0] == "pause":
+                    cur.execute("INSERT INTO sockpool_paused_queues VALUES (%s) ON CONFLICT DO NOTHING", setting[1:])
+                elif setting[0] == "unpause":
+                    cur.execute("DELETE FROM sockpool_paused_queues WHERE queue = %s", setting[1:])
+                elif setting[0] == "schedule":
+                    cur.execute(
+                        "INSERT INTO sockpool_schedules VALUES (%s, %s)"
+                        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body",
+                        setting[1:],
+                    )
+                else:
+                    cur.execute("DELETE FROM sockpool_schedules WHERE name = %s", setting[1:])
             for cutoff in rows.expire:
                 cur.execute("DELETE FROM sockpool_jobs WHERE finished_at < %s", (cutoff,))
                 cur.execute("DELETE FROM sockpool_failed WHERE finished_at < %s", (cutoff,))

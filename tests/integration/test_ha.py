@@ -383,3 +383,29 @@ def test_unique_key_followers_survive_a_failover(pair: Pair, tmp_path: Path):
         pair.brokers[0].kill()
         assert a.result(WAIT_S) == 36 and b.result(WAIT_S) == 36
     assert epochs(pair.brokers[1]) == [2]
+
+
+def test_a_pause_and_a_schedule_survive_a_kill_9_on_postgresql(store_url: str, tmp_path: Path):
+    broker, address = start_broker(tmp_path, "--store", store_url)
+    try:
+        with Client(address, operator=True) as ops:
+            ops.pause_queue("gpu")
+            ops.add_schedule("nightly", "0 3 * * *", "tests.tasks:add", 1, 2, timezone="Europe/Paris")
+        broker.kill()
+        broker, address = start_broker(tmp_path, "--store", store_url)
+        # It leads once the killed broker's lease expires (a standby refuses till then).
+        def leads() -> bool:
+            try:
+                Client(address, operator=True, connect_timeout_s=1).close()
+            except ConnectionLost:
+                return False
+            return True
+
+        wait_until(leads, what="the new broker leading")
+        with Client(address, operator=True) as ops:
+            status = ops.status()
+            [row] = ops.schedules()
+        assert status["queues"]["gpu"]["paused"]
+        assert (row["name"], row["args"], row["timezone"]) == ("nightly", [1, 2], "Europe/Paris")
+    finally:
+        broker.stop()
