@@ -390,14 +390,18 @@ class DueJobs:
         heap = self._heap
         while heap and heap[0][0] <= now:
             job = heapq.heappop(heap)[1]
-            self.calls -= job.calls
-            left = self.calls_by_queue[job.queue] - job.calls
-            if left:
-                self.calls_by_queue[job.queue] = left
-            else:
-                del self.calls_by_queue[job.queue]
+            self._uncount(job)
             due.append(job)
         return due
+
+    def _uncount(self, job: Job) -> None:
+        """`job` no longer waits here: take its calls off the counts."""
+        self.calls -= job.calls
+        left = self.calls_by_queue[job.queue] - job.calls
+        if left:
+            self.calls_by_queue[job.queue] = left
+        else:
+            del self.calls_by_queue[job.queue]
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -409,12 +413,7 @@ class DueJobs:
             self._heap = [(due, job) for due, job in self._heap if job.gid not in gids]
             heapq.heapify(self._heap)
             for job in gone:
-                self.calls -= job.calls
-                left = self.calls_by_queue[job.queue] - job.calls
-                if left:
-                    self.calls_by_queue[job.queue] = left
-                else:
-                    del self.calls_by_queue[job.queue]
+                self._uncount(job)
         return len(gone)
 
     def remove(self, job: Job) -> bool:
@@ -425,12 +424,7 @@ class DueJobs:
                 if index < len(self._heap):
                     self._heap[index] = last
                     heapq.heapify(self._heap)
-                self.calls -= job.calls
-                left = self.calls_by_queue[job.queue] - job.calls
-                if left:
-                    self.calls_by_queue[job.queue] = left
-                else:
-                    del self.calls_by_queue[job.queue]
+                self._uncount(job)
                 return True
         return False
 
