@@ -106,7 +106,7 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control, operations
+from . import admission, control, operations, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
@@ -115,6 +115,7 @@ from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedule, Schedules
 from .stats import EVERYONE, BrokerStats
+from .status_view import _REPLY_OVERHEAD_BYTES
 from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
 # Sessions with nothing left to deliver are forgotten this long after their
@@ -122,10 +123,6 @@ from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
-# Tasks listed in status as waiting for a worker, at most.
-MAX_UNSERVED_SHOWN = 20
-# Room in a reply frame for everything but its rows.
-_REPLY_OVERHEAD_BYTES = 256
 
 Outbox = list[tuple[int, Message]]
 
@@ -348,22 +345,8 @@ class BrokerState:
         raise ProtocolError(f"unexpected {msg.type!r} from a {self.role(conn_id) or 'peer'}")
 
     def failed_jobs(self, conn_id: int, session: Session, msg: ListFailed) -> FailedJobs:
-        """One page of the failed jobs this connection may see: its own
-        session's, or every session's for the operator. A page always fits
-        a frame, because every record is bounded well under one."""
-        visible = (
-            list(self.failed) if self.is_operator(conn_id)
-            else [f for f in self.failed if f.session == session.session_id]
-        )
-        budget = self.max_frame_bytes - _REPLY_OVERHEAD_BYTES
-        rows: list[list[Any]] = []
-        offset = max(0, msg.offset)
-        for record in visible[offset:]:
-            if rows and budget < record.size:
-                break
-            budget -= record.size
-            rows.append(record.row())
-        return FailedJobs(rows, offset, offset + len(rows) < len(visible))
+        """See `status_view.failed_jobs`."""
+        return status_view.failed_jobs(self, conn_id, session, msg)
 
     def on_store_health(self, refusal: dict[str, Any] | None) -> Outbox:
         """The store cannot write (`refusal`: the error new jobs get) or
@@ -915,27 +898,10 @@ class BrokerState:
             self.schedules.restore(Schedule.from_record(record))
 
     def snapshot(self) -> dict[str, Any]:
-        """Counts for logs and status."""
-        return {
-            "ready": self.ready_count,
-            "in_flight": sum(len(w.leased) for w in self.workers.values()),
-            "delayed": len(self.due),
-            "waiting_on_limit": self.limits.waiting,
-            "failed": len(self.failed),
-            "workers": len(self.workers),
-            "clients": len(self.clients),
-            **self.totals,
-        }
+        """See `status_view.snapshot`."""
+        return status_view.snapshot(self)
 
     # -- observation -----------------------------------------------------
-
-    def _unserved_status(self, now: float) -> list[dict[str, Any]]:
-        connected = bool(self.workers)
-        return [
-            {"task": task, "jobs": self.dispatcher.by_task.get(task, 0), "waiting_s": now - since,
-             "fails_in_s": max(0.0, self.unserved.deadline(task, connected) - now)}
-            for task, since in self.unserved.oldest(MAX_UNSERVED_SHOWN)
-        ]
 
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
         """Time a run whose result came back and count it for its worker;
@@ -948,64 +914,8 @@ class BrokerState:
         return failed
 
     def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
-        """Everything `broker status`, /metrics and the dashboard show, as a
-        plain dict of msgpack- and JSON-ready values. Counts are in calls (a
-        map chunk of N items is N calls), except `queue.failed`: the failed
-        jobs kept for `broker failed`. Times are seconds ago, not clock
-        readings. A worker's `done` and `failed` count every run it
-        reported, retried ones included.
-        """
-        workers = [
-            {
-                "name": w.name,
-                "address": w.address,
-                "processes": w.processes,
-                "tasks": len(w.tasks),
-                "in_flight": sum(job.calls for job in w.leased.values()),
-                "done": w.done,
-                "failed": w.failed,
-                "draining": w.draining,
-                "last_seen_s": now - w.last_seen,
-                "joined_s": now - w.joined_at,
-            }
-            for w in self.workers.values()
-        ]
-        stats = self.stats.to_dict(now, viewer)
-        return {
-            "broker": self.name,
-            "uptime_s": now - self.started_at,
-            "workers": workers,
-            "processes": self.total_processes,
-            "clients": len(self.clients),
-            # Results kept for sessions to collect (fire-and-forget jobs keep none).
-            "results_kept": sum(len(s.results) for s in self.sessions.values()),
-            # Queued jobs that no connected worker can run, per task, and
-            # when they fail with UnknownTask unless one joins.
-            "unserved": self._unserved_status(now),
-            # Why new jobs are refused right now ("" while the store writes).
-            "store_refusal": self.store_refusal["message"] if self.store_refusal else "",
-            "queue": {
-                "ready": self.ready_calls,
-                "in_flight": sum(w["in_flight"] for w in workers),
-                "delayed": self.due.calls,
-                "waiting_on_limit": sum(job.calls for job in self.limits.waiting_jobs()),
-                "failed": len(self.failed),
-            },
-            "limits": self.limits.status(now),
-            "unique_keys": len(self.keys),
-            "queues": queue_status(self, now),
-            # A schedule's arguments and its last failure's message are the
-            # operator's to see, like failure messages.
-            "schedules": [
-                operations.schedule_row(s, full=viewer == EVERYONE)
-                for s in sorted(self.schedules.by_name.values(), key=lambda s: s.name)
-            ],
-            **stats,
-            "totals": {
-                **stats["totals"], "requeued": self.totals["requeued"], "retried": self.totals["retried"],
-                "cancelled": self.totals["cancelled"], "deduplicated": self.totals["deduplicated"],
-            },
-        }
+        """See `status_view.status`."""
+        return status_view.status(self, now, viewer)
 
 
 def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
