@@ -106,7 +106,7 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control, operations, status_view
+from . import admission, control, operations, restore, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
@@ -852,50 +852,12 @@ class BrokerState:
         self, jobs: list[Job], results: list[tuple[str, StoredResult]], failed: list[FailedJob], now: float,
         followers: list[tuple[str, int, int]] | None = None,
     ) -> None:
-        """Rebuild from the store after a restart: unfinished jobs are queued
-        again (those that were running included), results wait for their
-        sessions, failed jobs stay listable; unique keys are held again by
-        the jobs that held them, and their followers follow again."""
-        self.now = now
-        for job in sorted(jobs, key=lambda j: j.gid):
-            self.jobs[job.gid] = job
-            job.cost += JOB_OVERHEAD_BYTES
-            self.quota.add(job.session, job.cost)
-            self._session(job.session).live[job.cid] = job.gid
-            if job.key is not None:
-                self.keys.hold(job.key, job.gid, job.session, job.cid)
-            self._queue_or_wait(job)
-        for session_id, cid, gid in followers or ():
-            followed = self.jobs.get(gid)
-            if followed is not None:
-                followed.followers = (followed.followers or []) + [(session_id, cid)]
-                self._session(session_id).live[cid] = gid
-        for session_id, result in results:
-            session = self._session(session_id)
-            session.results[result.entry[0]] = result
-            if result.key is not None and not result.follower:
-                self.keys.hold(result.key, result.gid, session_id, result.entry[0])
-        for session in self.sessions.values():
-            session.gone_since = now
-        for record in sorted(failed, key=lambda f: f.finished_at):
-            # Rows an older broker stored may be of any size: bound them as
-            # new ones are, so `broker failed` can always answer.
-            record.args, record.kwargs, record.error, record.size = admission.bounded_failure(
-                record.args, record.kwargs, record.error, self.failed_row_bytes
-            )
-            self.failed.append(record)
-        gids = [j.gid for j in jobs] + [r.gid for _, r in results] + [f.gid for f in failed]
-        # Job ids must not repeat across restarts, even when the store is
-        # empty: start past anything stored and past a clock-based floor.
-        # Restored in parts: past what every part held.
-        self._next_gid = max(self._next_gid, max(gids, default=0) + 1, int(now * 1_000_000))
+        """See `restore.restore`."""
+        restore.restore(self, jobs, results, failed, now, followers)
 
     def restore_settings(self, paused: list[str], schedules: list[dict[str, Any]]) -> None:
-        """Paused queues and schedules, as the store kept them."""
-        for queue in paused:
-            self.dispatcher.pause(queue)
-        for record in schedules:
-            self.schedules.restore(Schedule.from_record(record))
+        """See `restore.restore_settings`."""
+        restore.restore_settings(self, paused, schedules)
 
     def snapshot(self) -> dict[str, Any]:
         """See `status_view.snapshot`."""
