@@ -106,7 +106,7 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control, operations, restore, status_view
+from . import admission, control, operations, outcomes, restore, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
@@ -574,38 +574,15 @@ class BrokerState:
     # -- failure handling ------------------------------------------------
 
     def _should_retry(self, job: Job, error: Any) -> bool:
-        kind = error.get("type") if isinstance(error, dict) else None
-        return kind not in NOT_RETRYABLE and job.attempts <= job.retries
+        return outcomes.should_retry(self, job, error)
 
     def _retry_later(self, job: Job, now: float) -> None:
-        """Exponential backoff with jitter, so that retries do not stampede."""
-        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * self.rng.uniform(0.5, 1.5)
-        self.due.push(job, now + delay)
-        # Waiting for a retry is not running: its limit slots go to others.
-        for admitted in self.limits.release(job, now):
-            self._ready(admitted)
-        self.totals["retried"] += 1
-        self.journal.append(("attempts", job.gid, job.attempts))
+        """See `outcomes.retry_later`."""
+        outcomes.retry_later(self, job, now)
 
     def _lost(self, job: Job, was_running: bool, now: float) -> Outbox:
-        """Its worker went away while holding the job."""
-        job.worker = None
-        job.requeues += 1
-        self.totals["requeued"] += 1
-        if was_running:
-            job.attempts += 1
-            self.journal.append(("attempts", job.gid, job.attempts))
-        lost_runs = job.attempts if was_running else 0
-        if lost_runs >= MAX_LOST_ATTEMPTS or job.requeues >= MAX_REQUEUES:
-            error = error_value(
-                E_POISON, f"the workers running this job died {job.requeues} times; giving up on it"
-            )
-            by_session: dict[str, list[list[Any]]] = {}
-            self.stats.remember_failure(job.task, "", error, now, session=job.session)
-            self._finish(job, False, error, now, by_session)
-            return self._deliver(by_session)
-        self._queue(job, front=True)
-        return []
+        """See `outcomes.lost`."""
+        return outcomes.lost(self, job, was_running, now)
 
     def _tell_waiting(self, task: str) -> Outbox:
         """Tell the connected sessions with jobs of `task` queued that they
@@ -617,67 +594,14 @@ class BrokerState:
         return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
 
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
-        """No worker came for `task` in time: its queued jobs fail (retries
-        could not help; they fail whole)."""
-        queue = self.dispatcher.take_task(task)
-        if not queue:
-            return []
-        error = error_value(E_UNKNOWN_TASK, unknown_task_message(task, self.served, waited_s))
-        self.stats.remember_failure(task, "", error, now)
-        by_session: dict[str, list[list[Any]]] = {}
-        for job in queue:
-            self._finish(job, False, error, now, by_session)
-        return self._deliver(by_session)
+        """See `outcomes.fail_unserved`."""
+        return outcomes.fail_unserved(self, task, waited_s, now)
 
     def _finish(self, job: Job, ok: bool, value: Any, now: float, by_session: dict[str, list[list[Any]]]) -> None:
-        del self.jobs[job.gid]
-        self.quota.remove(job.session, job.cost)
-        cancelled = not ok and isinstance(value, dict) and value.get("type") == E_CANCELLED
-        if not cancelled:  # a cancel is nobody's failure: counted apart
-            self.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
-        self.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
-        self.journal.append(("finish", job.gid, ok, value, now))
-        if not ok and not cancelled:
-            job_args, job_kwargs, job_many, job_options = job.values()
-            args, kwargs, error, size = admission.bounded_failure(job_args, job_kwargs, value, self.failed_row_bytes)
-            # Kept whole, it can be retried as it was sent; cut down, it cannot.
-            retryable = args is job_args and kwargs is job_kwargs
-            record = FailedJob(job.gid, job.task, args, kwargs, error, job.attempts, now, job.session, size,
-                               job.cid, job_options if retryable else None, job_many, retryable)
-            self.failed.append(record)
-            self.journal.append(("failed", record))
-        for admitted in self.limits.release(job, now):
-            self._ready(admitted)
-        for session_id, cid in job.followers or ():
-            follower = self.sessions.get(session_id)
-            if follower is not None and follower.live.pop(cid, None) is not None:
-                entry = [cid, ok, value]
-                follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
-                by_session.setdefault(session_id, []).append(entry)
-        if job.session.startswith(SESSION_PREFIX):
-            schedule_outcome(self, job, ok, value, now)
-            return
-        session = self.sessions.get(job.session)
-        if session is not None:
-            session.live.pop(job.cid, None)
-        mode = job.result_mode
-        if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
-            # Nobody will collect it: keep nothing (a failure stays listed
-            # above, for `broker failed`).
-            self.journal.append(("forget", [job.gid]))
-            self.keys.release(job.gid)
-            return
-        entry = [job.cid, ok, value]
-        session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED, key=job.key)
-        by_session.setdefault(job.session, []).append(entry)
+        outcomes.finish(self, job, ok, value, now, by_session)
 
     def _deliver(self, by_session: dict[str, list[list[Any]]]) -> Outbox:
-        out: Outbox = []
-        for session_id, results in by_session.items():
-            conn_id = self.sessions[session_id].conn_id
-            if conn_id is not None:
-                out.append((conn_id, Results(results)))
-        return out
+        return outcomes.deliver(self, by_session)
 
     def _sweep(self, now: float) -> None:
         cutoff = now - self.result_ttl_s
@@ -866,14 +790,8 @@ class BrokerState:
     # -- observation -----------------------------------------------------
 
     def _count_run(self, worker: WorkerInfo, job: Job, ok: bool, value: Any) -> int:
-        """Time a run whose result came back and count it for its worker;
-        returns how many of its calls failed."""
-        failed = self.stats.on_ran(
-            job.calls, ok, value, wait_s=job.dispatched_at - job.queued_at, run_s=self.now - job.dispatched_at
-        )
-        worker.done += job.calls - failed
-        worker.failed += failed
-        return failed
+        """See `outcomes.count_run`."""
+        return outcomes.count_run(self, worker, job, ok, value)
 
     def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """See `status_view.status`."""

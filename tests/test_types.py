@@ -17,7 +17,7 @@ STRICT = [
     "sockpool/broker/control.py", "sockpool/broker/keys.py", "sockpool/broker/limits.py",
     "sockpool/broker/store", "sockpool/broker/dispatch.py", "sockpool/broker/schedules.py",
     "sockpool/broker/operations.py", "sockpool/broker/firing.py",
-    "sockpool/broker/status_view.py", "sockpool/broker/restore.py",
+    "sockpool/broker/status_view.py", "sockpool/broker/restore.py", "sockpool/broker/outcomes.py",
 ]
 
 
