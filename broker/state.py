@@ -106,7 +106,7 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control, operations, outcomes, restore, status_view
+from . import admission, control, expiry, operations, outcomes, restore, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
@@ -118,9 +118,6 @@ from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
 from .unserved import UnservedTasks, unknown_task_message, waiting_notice
 
-# Sessions with nothing left to deliver are forgotten this long after their
-# client went away.
-IDLE_SESSION_TTL_S = 600.0
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
 
@@ -604,39 +601,11 @@ class BrokerState:
         return outcomes.deliver(self, by_session)
 
     def _sweep(self, now: float) -> None:
-        cutoff = now - self.result_ttl_s
-        while self.failed and self.failed[0].finished_at < cutoff:
-            self.failed.popleft()
-        for session_id, session in list(self.sessions.items()):
-            expired = [cid for cid, r in session.results.items() if r.finished_at < cutoff]
-            for cid in expired:
-                self.keys.release(session.results.pop(cid).gid)
-            idle = session.conn_id is None and not session.live and not session.results
-            if idle and session.gone_since is not None and now - session.gone_since > IDLE_SESSION_TTL_S:
-                del self.sessions[session_id]
-        self.journal.append(("expire", cutoff))
+        expiry.sweep(self, now)
 
     def _abandon_gone_sessions(self, now: float) -> None:
-        """Sessions whose client has been gone past the grace cannot come
-        back for their results: drop those not detached, and keep no more."""
-        limit = now - self.session_grace_s
-        for session in self.sessions.values():
-            if session.abandoned or session.conn_id is not None or session.gone_since is None:
-                continue
-            if session.gone_since > limit:
-                continue
-            session.abandoned = True
-            dropped = [cid for cid, r in session.results.items() if not r.detached]
-            forget = []
-            for cid in dropped:
-                result = session.results.pop(cid)
-                if result.follower:  # a copy of another session's job: that job's row stays
-                    self.journal.append(("unfollow", session.session_id, cid))
-                else:
-                    forget.append(result.gid)
-                    self.keys.release(result.gid)
-            if forget:
-                self.journal.append(("forget", forget))
+        """See `expiry.abandon_gone_sessions`."""
+        expiry.abandon_gone_sessions(self, now)
 
     # -- queue -----------------------------------------------------------
 
