@@ -106,7 +106,7 @@ from sockpool.protocol.messages import (
 
 from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
 
-from . import admission, control, expiry, operations, outcomes, restore, status_view
+from . import admission, control, expiry, handout, operations, outcomes, restore, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules, queue_status, schedule_outcome
 from .keys import KeyIndex
@@ -671,69 +671,8 @@ class BrokerState:
         self.dispatcher.add(job, self.now, front)
 
     def _dispatch(self) -> Outbox:
-        """Hand ready jobs to workers with credit, each its fair share.
-
-        The share is proportional to a worker's processes, so a worker that
-        granted a large credit cannot take every queued job while another
-        worker with free processes gets none (the prefetch hoarding users
-        of other queues complain about). Which jobs: broker/dispatch.py.
-        """
-        dispatcher = self.dispatcher
-        if not dispatcher.count:
-            return []
-        eligible = [w for w in self.workers.values() if w.credit > 0]
-        if not eligible:
-            return []
-        eligible.sort(key=lambda w: len(w.leased) / w.processes)
-        out: Outbox = []
-        started: list[Job] = []
-        for index, worker in enumerate(eligible):
-            waiting = dispatcher.waiting_for(worker.queues, worker.tasks)
-            if not waiting:
-                continue
-            # Share what this worker can run with the workers still to be
-            # served that could run some of it too.
-            processes = worker.processes
-            if index + 1 < len(eligible):
-                runnable = dispatcher.runnable_tasks(worker.queues, worker.tasks)
-                processes += sum(
-                    w.processes for w in eligible[index + 1:]
-                    if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
-                )
-            share = math.ceil(waiting * worker.processes / processes)
-            batch = self._take(worker, min(worker.credit, share), started)
-            if batch:
-                out.append((worker.conn_id, Jobs(batch)))
-            if not dispatcher.count:
-                break
-        return out + self._started(started) if started else out
-
-    def _started(self, jobs: list[Job]) -> Outbox:
-        """One `started` per session for the jobs that just went to workers."""
-        by_session: dict[str, list[int]] = {}
-        for job in jobs:
-            by_session.setdefault(job.session, []).append(job.cid)
-        out: Outbox = []
-        for session_id, cids in by_session.items():
-            session = self.sessions.get(session_id)
-            if session is not None and session.conn_id is not None:
-                out.append((session.conn_id, Started(cids)))
-        return out
-
-    def _take(self, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
-        jobs = self.dispatcher.take(worker.queues, worker.tasks, limit, self.now)
-        batch: list[list[Any]] = []
-        leased = worker.leased
-        now = self.now
-        for job in jobs:
-            job.worker = worker.conn_id
-            job.dispatched_at = now
-            leased[job.gid] = job
-            batch.append(job.entry())
-            if job.notify:
-                started.append(job)
-        worker.credit -= len(batch)
-        return batch
+        """See `handout.dispatch`."""
+        return handout.dispatch(self)
 
     # -- persistence -----------------------------------------------------
 
