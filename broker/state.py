@@ -37,12 +37,17 @@ Rules:
    admitted (broker/limits.py); until then it waits in the limit's line.
 
 Control over jobs already sent (cancel, retry from failed) lives in
-broker/control.py, the unique-key index in broker/keys.py.
+broker/control.py, the unique-key index in broker/keys.py. This module
+keeps the entry points and the queue; the rest of the core is split by
+idea, as functions taking the state that `BrokerState` delegates to:
+how a run ends in broker/outcomes.py, handing jobs out to workers in
+broker/handout.py, forgetting with time in broker/expiry.py, rebuilding
+after a restart in broker/restore.py, and reporting (status, snapshot,
+failed pages) in broker/status_view.py.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 from collections import Counter, deque
@@ -60,7 +65,6 @@ from sockpool.protocol import (
     Error,
     FailedJobs,
     Hello,
-    Jobs,
     ListFailed,
     Message,
     Notice,
@@ -82,12 +86,8 @@ from sockpool.protocol.defaults import (
     FAILED_ROW_MAX_BYTES,
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
-    MAX_LOST_ATTEMPTS,
-    MAX_REQUEUES,
     RESULT_TTL_S,
-    RETRY_BASE_S,
     SESSION_GRACE_S,
-    RETRY_MAX_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
 )
@@ -95,28 +95,23 @@ from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORK
 from sockpool.protocol.messages import (
     DEFAULT_QUEUE,
     E_HANDSHAKE,
-    E_POISON,
-    E_UNKNOWN_TASK,
     N_UNSERVED,
-    NOT_RETRYABLE,
     PROTOCOL_VERSION,
-    RESULT_DETACHED,
-    RESULT_NONE,
 )
 
-from sockpool.protocol.control import E_CANCELLED, Cancel, Retry
+from sockpool.protocol.control import Cancel, Retry
 
 from . import admission, control, expiry, handout, operations, outcomes, restore, status_view
 from .dispatch import Dispatcher, DueJobs
-from .firing import fire_schedules, queue_status, schedule_outcome
+from .firing import fire_schedules
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
-from .schedules import SESSION_PREFIX, Schedule, Schedules
+from .schedules import SESSION_PREFIX, Schedules
 from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
-from .unserved import UnservedTasks, unknown_task_message, waiting_notice
+from .unserved import UnservedTasks, waiting_notice
 
 # Results and failed jobs past their TTL are swept this often.
 SWEEP_EVERY_S = 60.0
