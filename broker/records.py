@@ -17,11 +17,12 @@ class Job:
     """One accepted job, kept small: a million queued jobs must fit in a few
     hundred MB (bench: "memory per queued job").
 
-    A job's arguments are kept packed, as msgpack `[args, kwargs, many,
-    options]`, exactly the bytes the store writes and restores: one bytes
-    object (not tracked by the garbage collector) instead of a list, a dict
-    and their items. They are unpacked only when the job is handed to a
-    worker; its options (None for almost every job) are kept unpacked too. Jobs with large
+    Once the store has written a job, its arguments are kept packed, as
+    msgpack `[args, kwargs, many, options]`, exactly the bytes the store
+    writes and restores: one bytes object (not tracked by the garbage
+    collector) instead of a list, a dict and their items. They are unpacked
+    only when the job is handed to a worker; its options (None for almost
+    every job) are kept unpacked too. Jobs with large
     bytes arguments keep them unpacked instead: packing would copy the
     bytes, and decoding them again at dispatch would copy them once more.
     """
@@ -47,9 +48,13 @@ class Job:
     ) -> None:
         """A job from its unpacked parts (a submit entry)."""
         options = options or None
-        values = (args, kwargs, many, options)
-        body = values if large_value(args) else packed(list(values), False)
-        self._set(gid, session, cid, task, body, options, array_length(args) if many else 1, attempts, cost)
+        # Unpacked at first: most jobs go to a worker at once, and packing
+        # them here only to unpack them at dispatch costs the broker more
+        # CPU per job than anything else it does. The store packs a job when
+        # it writes it (stored_body), and a job still waiting then keeps
+        # the packed form.
+        self._set(gid, session, cid, task, (args, kwargs, many, options), options,
+                  array_length(args) if many else 1, attempts, cost)
 
     @classmethod
     def restored(cls, gid: int, session: str, cid: int, task: str, body: bytes, attempts: int, cost: int = 0) -> Job:
@@ -104,10 +109,22 @@ class Job:
         return args, kwargs, many, self.options
 
     def stored_body(self) -> bytes:
-        """The packed [args, kwargs, many, options] the store keeps."""
+        """The packed [args, kwargs, many, options] the store keeps.
+
+        Called by the store's writer thread: from then on the job keeps the
+        packed bytes instead of its unpacked values (one bytes object, not
+        tracked by the garbage collector), so a deep queue costs a few
+        hundred bytes a job. Swapping `body` is one attribute store, and
+        `values()` reads either form, so the state's thread may read it at
+        any moment. Large bytes arguments stay unpacked (see the class
+        docstring)."""
         body = self.body
         if isinstance(body, tuple):
-            return packed(list(body), large_value(body[0]))
+            large = large_value(body[0])
+            stored = packed(list(body), large)
+            if not large:
+                self.body = stored
+            return stored
         return body
 
     def entry(self) -> list[Any]:

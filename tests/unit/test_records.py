@@ -9,10 +9,13 @@ from sockpool.protocol.packed import pack_array
 from sockpool.protocol.splice import SPLICE_BYTES
 
 
-def test_a_small_job_keeps_one_packed_body_that_is_the_stored_row():
+def test_a_small_job_keeps_one_packed_body_that_is_the_stored_row_once_stored():
     job = Job(7, "s", 1, "square", [3], {"k": 1}, False, {"retries": 2})
-    assert type(job.body) is bytes
-    assert job.stored_body() == msgpack.packb([[3], {"k": 1}, False, {"retries": 2}], use_bin_type=True)
+    assert type(job.body) is tuple  # most jobs go to a worker before the store writes them
+    assert job.entry() == [7, "square", [3], {"k": 1}, False, {"retries": 2}]
+    stored = job.stored_body()
+    assert stored == msgpack.packb([[3], {"k": 1}, False, {"retries": 2}], use_bin_type=True)
+    assert job.body is stored  # from then on it waits packed, as the row
     assert job.entry() == [7, "square", [3], {"k": 1}, False, {"retries": 2}]
     assert job.retries == 2
 
