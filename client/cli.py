@@ -178,7 +178,8 @@ def main(
     string. Options go before TASK. Results are printed as they arrive, in
     input order. Exits 0 only if every job succeeded.
     """
-    misplaced = sorted({a for a in args if a in _option_names()})
+    option_names = _option_names()  # once: a set comprehension would rebuild it for every ARG
+    misplaced = sorted({a for a in args if a in option_names})
     if misplaced:
         raise click.UsageError(
             f"options go before TASK: {', '.join(misplaced)} (to send one as a string ARG, quote it as JSON: '\"--json\"')"
