@@ -204,10 +204,13 @@ def test_jobs_caught_in_a_failed_write_are_acknowledged_only_once_written(small_
     data = ["--data-dir", str(small_disk / "data")]
     broker, address = start_broker(tmp_path, *data, port=port)
     worker = None
-    filler = fill(small_disk, leave_bytes=1 << 20)
+    filler = fill(small_disk, leave_bytes=256 << 10)
     try:
         with Client(address) as client:
-            futures = [client.submit("tests.tasks:pid", "x" * (256 << 10)) for _ in range(8)]  # 2 MiB
+            # 800 KiB: one submit frame (SUBMIT_FRAME_BYTES), so one batch the
+            # broker takes in whole before its write fails; jobs in a second
+            # frame would arrive after the refusal and be refused themselves.
+            futures = [client.submit("tests.tasks:pid", "x" * (200 << 10)) for _ in range(4)]
             with pytest.raises(BrokerRefused) as refused:
                 client.wait_accepted(WAIT_S)
             assert refused.value.code == "DiskFull"
