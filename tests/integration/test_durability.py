@@ -246,7 +246,12 @@ def test_a_job_that_keeps_killing_its_worker_ends_as_poison(tmp_path):
             with pytest.raises(JobFailed) as failed:
                 future.result(0)
         assert failed.value.remote_type == "PoisonJob"
-        assert len(workers) == 3  # MAX_LOST_ATTEMPTS workers died running it
+        # MAX_LOST_ATTEMPTS workers died running it. The loop may have started
+        # one more after the third died, before the PoisonJob reached us; that
+        # one must be alive, never handed the job.
+        dead = [worker for worker in workers if worker.popen.poll() is not None]
+        assert len(dead) == 3
+        assert len(workers) - len(dead) <= 1
         # A healthy worker still gets work from this broker.
         workers.append(start_worker(tmp_path, address, 1, name="healthy"))
         with Client(address) as client:
