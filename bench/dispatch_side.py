@@ -6,7 +6,7 @@
    queued jobs of 10 ms, with the workers busy: time from its submit to
    its result (the broker holds the backlog; the worker has prefetched
    some of it).
-25. Delayed jobs: `delayed_jobs` jobs due at spread times over 2 s on an
+25. Delayed jobs: `delayed_jobs` jobs due at spread times over `delay_spread_s` on an
    idle cluster; lateness = when the job started - its due time.
 
 Each run gets its own broker and worker, because the backlogs are left
@@ -77,8 +77,9 @@ def delayed_lateness(address: str, sizes: Sizes) -> dict[str, float]:
     rng = random.Random(13)
     with Client(address, name="delayed") as client:
         client.submit(CLOCK_TASK).result(WAIT_S)
-        base = time.time() + 1.0
-        due = [base + rng.uniform(0, 2.0) for _ in range(sizes.delayed_jobs)]
+        # The first due time leaves half the spread for the submits to land.
+        base = time.time() + sizes.delay_spread_s / 2
+        due = [base + rng.uniform(0, sizes.delay_spread_s) for _ in range(sizes.delayed_jobs)]
         futures = [client.with_options(at=at).submit(CLOCK_TASK) for at in due]
         started = [f.result(WAIT_S) for f in futures]
     late = [s - d for s, d in zip(started, due)]

@@ -99,7 +99,7 @@ def failover(sizes: w.Sizes, log_dir: Path, server: PostgresServer, samples: Sam
         wait_for_processes(address, 2)
         with Client(address) as client:
             client.submit("bench.tasks:square", 1).result(w.WAIT_S)
-            for _ in range(max(3, sizes.runs)):
+            for _ in range(max(sizes.failovers, sizes.runs)):
                 active = max(range(2), key=lambda i: max(_epochs(brokers[i]), default=0))
                 killed_at = time.monotonic()
                 brokers[active].kill()

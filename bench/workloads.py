@@ -51,6 +51,8 @@ class Sizes:
     fair_backlog: int = 1_000
     priority_backlog: int = 100_000
     delayed_jobs: int = 500
+    delay_spread_s: float = 2.0  # item 25: the due times spread over this long
+    failovers: int = 3  # item 22: kill -9s of the active broker, at least
 
     @property
     def ideal_spin_wall_s(self) -> float:
@@ -66,7 +68,7 @@ QUICK = Sizes(
     bulk_items=3_000, independent_jobs=500, latency_rounds=50, spin_jobs=20, spin_s=0.01,
     queued_jobs=2_000, cli_args=300, runs=1, forget_jobs=5_000, control_jobs=300,
     large=((0.1, 20), (1, 6), (8, 2)), scale_steps=(1, 2), scale_jobs=200, depth_jobs=20_000, fair_backlog=200,
-    priority_backlog=2_000, delayed_jobs=50,
+    priority_backlog=2_000, delayed_jobs=50, delay_spread_s=0.5, failovers=1,
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -286,8 +287,10 @@ def test_os_system_and_friends_run_nothing(cluster, tmp_path):
         ("tests.tasks:os.system", command),
         ("posix:system", command),
     ]
-    for task, arg in attempts:
-        done = run_submit("--broker", cluster.address, task, arg)
+    # All at once: each waits out the broker's grace for a task nobody serves.
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        runs = list(pool.map(lambda attempt: run_submit("--broker", cluster.address, *attempt), attempts))
+    for (task, _), done in zip(attempts, runs):
         assert done.returncode != 0, task
         assert "UnknownTask" in done.stderr, task
     assert not marker.exists()
