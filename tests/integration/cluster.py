@@ -124,6 +124,25 @@ def start_worker(
     return Proc(args, log_dir / f"worker-{name}.log", new_session=new_session)
 
 
+def wait_until_stopped(pid: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until every thread of `pid` is stopped (state T), as it is soon
+    after a SIGSTOP: kill() returns before a thread running on another
+    core has stopped, and that thread may still read and answer a frame."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                # The state follows the name in parentheses, which may hold spaces.
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.005)
+    raise TimeoutError(f"process {pid} did not stop within {timeout_s} s")
+
+
 def wait_for_processes(address: str, processes: int, timeout_s: float = START_TIMEOUT_S, **client_options: Any) -> None:
     """Wait until the broker reports at least `processes` worker processes joined.
 

@@ -15,7 +15,7 @@ import pytest
 from sockpool.client import link as client_link
 from sockpool.client import Client
 
-from .cluster import ROOT, environment
+from .cluster import ROOT, environment, wait_until_stopped
 
 WAIT_S = 60
 
@@ -29,6 +29,7 @@ def test_submit_waits_while_the_broker_accepts_nothing(cluster):
     with Client(cluster.address) as c:
         os.kill(cluster.broker.popen.pid, signal.SIGSTOP)
         try:
+            wait_until_stopped(cluster.broker.popen.pid)
             def submit_all() -> None:
                 for i in range(bound + extra):
                     submitted.append(c.submit("square", i))
