@@ -40,9 +40,9 @@ def test_a_stop_signal_drains_the_worker_under_load(tmp_path, how):
     try:
         wait_for_processes(address, 2)
         with Client(address) as client:
-            # 300 jobs of 10 ms, and a map whose chunks hold 20 items each.
-            jobs = [client.submit("tests.tasks:busy", 0.01) for _ in range(300)]
-            mapped = client.map("tests.tasks:busy", [0.01] * 200, chunksize=20)
+            # 150 jobs of 10 ms, and a map whose chunks hold 10 items each.
+            jobs = [client.submit("tests.tasks:busy", 0.01) for _ in range(150)]
+            mapped = client.map("tests.tasks:busy", [0.01] * 100, chunksize=10)
             wait_until(lambda: sum(f.done() for f in jobs) >= 20, WAIT_S, "the first results")
             stop(first, how)
             started = time.monotonic()
@@ -55,8 +55,8 @@ def test_a_stop_signal_drains_the_worker_under_load(tmp_path, how):
             # job failed because its worker was asked to stop.
             second = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks", name="second")
             pids = [f.result(WAIT_S) for f in jobs]
-            assert len(pids) == 300 and all(isinstance(p, int) for p in pids)
-            assert len(list(mapped)) == 200
+            assert len(pids) == 150 and all(isinstance(p, int) for p in pids)
+            assert len(list(mapped)) == 100
             assert client.status()["totals"]["failed"] == 0
     finally:
         for proc in (first, second, broker):
