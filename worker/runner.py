@@ -39,6 +39,7 @@ from sockpool.protocol.control import E_CANCELLED
 
 from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
+from .forkserver import forkserver_context
 from .monitor import Monitor
 from .registry import load_tasks
 from .slots import NO_JOB, Slots, pid_alive, slot_count
@@ -103,12 +104,7 @@ class Runner:
         self.processes = processes
         self.chunk_target_s = chunk_target_s
         self.seconds_per_job: float | None = None
-        # forkserver: pool processes replaced while our threads run are forked
-        # from a clean single-threaded server, never from this process.
-        context = multiprocessing.get_context("forkserver")
-        # pool_signals first: the forkserver ignores stop signals before it
-        # imports anything else, and so does every process it forks.
-        context.set_forkserver_preload(["sockpool.worker.pool_signals", __name__])
+        context = forkserver_context()
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
         self.monitor = Monitor(

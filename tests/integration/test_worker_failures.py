@@ -191,16 +191,18 @@ def test_sigterm_finishes_running_jobs_hands_back_the_rest_and_exits_0(cluster, 
         # 20 ms of work a worker keeps on hand, even on a loaded machine.)
         for f in [client.submit("tests.tasks:busy", 0.001) for _ in range(30)]:
             f.result(WAIT_S)
-        futures = [client.submit("tests.tasks:slow_square", i, 0.6, str(marks)) for i in range(1, 9)]
+        # 5 s of work for its 2 processes: most of it still waits when the
+        # other worker has joined, however long that takes on a busy machine.
+        futures = [client.submit("tests.tasks:slow_square", i, 1.0, str(marks)) for i in range(1, 11)]
         wait_until(lambda: len(list(marks.iterdir())) >= 2, what="two long jobs running")
         cluster.add_worker(2, "--tasks", "tests.tasks", name="staying")
         leaving.popen.send_signal(signal.SIGTERM)
         assert leaving.popen.wait(WAIT_S) == 0, leaving.log()
-        assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(1, 9)]
+        assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(1, 11)]
     runs = {p.name: len(p.read_text()) for p in marks.iterdir()}
     # Each job ran exactly once: those running finished on the leaving
     # worker, those handed back ran on the other one.
-    assert runs == {f"sq{i}": 1 for i in range(1, 9)}, runs
+    assert runs == {f"sq{i}": 1 for i in range(1, 11)}, runs
     log = leaving.log()
     assert "handing back" in log and "drain done" in log, log
 
