@@ -379,7 +379,6 @@ class DueJobs:
         return len(self._heap)
 
     def push(self, job: Job, due: float) -> None:
-        job.due = due
         heapq.heappush(self._heap, (due, job))
         self.calls += job.calls
         self.calls_by_queue[job.queue] = self.calls_by_queue.get(job.queue, 0) + job.calls
