@@ -78,7 +78,9 @@ def _restore_jobs(state: BrokerState, jobs: list[Job], now: float) -> None:
     live: dict[int, int] = {}
     counted: dict[str, list[int]] = {}  # session -> [jobs, bytes]
     count = [0, 0]
-    ready: list[Job] = []
+    ready: list[Job] = []  # plain jobs of one line, in order
+    line_task: str | None = None
+    line_session: str | None = None
     for job in jobs:
         gid = job.gid
         by_gid[gid] = job
@@ -93,17 +95,22 @@ def _restore_jobs(state: BrokerState, jobs: list[Job], now: float) -> None:
         count[1] += cost
         if job.options is None and not limited:
             job.queued_at = now
-            if job.task not in served and job.task not in unserved:
-                unserved.add(job.task)
-                state.unserved.mark(job.task, now)
+            if job.task is not line_task or job.session is not line_session:
+                # A new line (session and task; plain jobs share queue and priority).
+                state.dispatcher.add_run(ready, now)
+                ready = []
+                line_task, line_session = job.task, job.session
+                if job.task not in served and job.task not in unserved:
+                    unserved.add(job.task)
+                    state.unserved.mark(job.task, now)
             ready.append(job)
             continue
         if job.key is not None:
             state.keys.hold(job.key, gid, job.session, job.cid)
-        state.dispatcher.add_many(ready, now)
-        ready = []
+        state.dispatcher.add_run(ready, now)
+        ready, line_task = [], None
         state._queue_or_wait(job)
-    state.dispatcher.add_many(ready, now)
+    state.dispatcher.add_run(ready, now)
     for session, (n, total) in counted.items():
         state.quota.add_total(session, n, total)
 

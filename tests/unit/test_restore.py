@@ -43,3 +43,16 @@ def test_restored_jobs_of_one_size_share_one_cost():
     state = BrokerState("b1", 1 << 20)
     state.restore([stored(gid, "a") for gid in range(300, 310)], [], [], 10.0)
     assert len({id(job.cost) for job in state.jobs.values()}) == 1
+
+
+def test_each_line_of_session_and_task_keeps_its_order_across_interleaved_jobs():
+    state = BrokerState("b1", 1 << 20)
+    jobs = [stored(gid, "ab"[gid % 2], task=("t1", "t2", "t3")[gid % 3]) for gid in range(1, 61)]
+    state.restore(jobs, [], [], 10.0)
+    lines = state.dispatcher.queues["default"].levels[0].lines
+    for session in "ab":
+        for task in ("t1", "t2", "t3"):
+            expected = [j.gid for j in jobs if j.session == session and j.task == task]
+            assert [j.gid for j in lines[session][task]] == expected
+    assert state.dispatcher.count == 60 and state.dispatcher.by_task == {"t1": 20, "t2": 20, "t3": 20}
+    assert set(state.unserved.since) == {"t1", "t2", "t3"}
