@@ -161,7 +161,8 @@ def depth_and_restart(
 ) -> dict[str, float]:
     """Queue `n` jobs on a durable broker with no worker; its RSS per job;
     then kill -9 and restart it on the same store: seconds until it listens
-    (and hands restored jobs to any worker), and until every job is back.
+    (and hands restored jobs to any worker), and until every job is back,
+    and the CPU seconds the restarted broker used until then.
 
     `start(port=...)` starts a broker on `data_dir` and returns (proc, address).
     """
@@ -185,12 +186,15 @@ def depth_and_restart(
                 raise AssertionError("the restarted broker did not report its restore")
             time.sleep(0.01)
         restored_s = time.perf_counter() - started
+        # Its own CPU until then: steadier than wall time on a busy host.
+        restore_cpu_s = cpu_s(broker.popen.pid)
         if int(found.group(1)) != n:
             raise AssertionError(f"restored {found.group(1)} of {n} jobs")
         return {
             "bytes_per_job": per_job,
             "listening_s": listening_s,
             "restored_s": restored_s,
+            "restore_cpu_s": restore_cpu_s,
             "rss_after_restore_per_job": rss_bytes(broker.popen.pid) / n,
         }
     finally:

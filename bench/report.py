@@ -83,6 +83,8 @@ def row_specs(s: Sizes) -> list[Row]:
             "s", False, reference="none", target="≤ 2", met=lambda v, r: v <= 2),
         Row("restart_restored", "20. Restart: all restored", f"20. … until every job is back in the queue (clients admitted)",
             "s", False, reference="none"),
+        Row("restart_cpu", "20. Restart: broker CPU", f"20. … the restarted broker's CPU time until every job is back (from /proc)",
+            "s", False, reference="none"),
         Row("postgres", "21. PostgreSQL store vs SQLite", f"21. Durable broker on PostgreSQL (fsync on), {s.independent_jobs:,} submits (vs SQLite)",
             "jobs/s", True, reference="sqlite", target="a large fraction of SQLite"),
         Row("failover", "22. Failover, kill -9 to first result", "22. Failover: kill -9 of the active broker to the first result from the new one",

@@ -267,6 +267,7 @@ def run_depth(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:
     samples["depth_memory"]["sockpool"].append(found["bytes_per_job"])
     samples["restart_listen"]["sockpool"].append(found["listening_s"])
     samples["restart_restored"]["sockpool"].append(found["restored_s"])
+    samples["restart_cpu"]["sockpool"].append(found["restore_cpu_s"])
 
 
 def run_dispatch(sizes: w.Sizes, log_dir: Path, samples: Samples) -> None:

@@ -139,6 +139,14 @@ class Dispatcher:
                 self._add_run(jobs[start:end], now)
             start = end
 
+    def add_run(self, run: list[Job], now: float) -> None:
+        """`add` each job of a run of one line (one queue, priority,
+        session and task), in order, at once (a restore's many jobs)."""
+        if len(run) == 1:
+            self.add(run[0], now)
+        elif run:
+            self._add_run(run, now)
+
     def _add_run(self, run: list[Job], now: float) -> None:
         first = run[0]
         self.add(first, now)  # makes the queue, level and line as needed
@@ -379,7 +387,6 @@ class DueJobs:
         return len(self._heap)
 
     def push(self, job: Job, due: float) -> None:
-        job.due = due
         heapq.heappush(self._heap, (due, job))
         self.calls += job.calls
         self.calls_by_queue[job.queue] = self.calls_by_queue.get(job.queue, 0) + job.calls

@@ -82,6 +82,14 @@ class Quota:
         mine[0] += count
         mine[1] += cost * count
 
+    def add_total(self, session: str, jobs: int, total: int) -> None:
+        """`jobs` jobs of `total` bytes in all (a restore: sizes differ)."""
+        self.jobs += jobs
+        self.bytes += total
+        mine = self._by_session.setdefault(session, [0, 0])
+        mine[0] += jobs
+        mine[1] += total
+
     def remove(self, session: str, cost: int) -> None:
         self.jobs -= 1
         self.bytes -= cost

@@ -25,13 +25,29 @@ class Job:
     every job) are kept unpacked too. Jobs with large
     bytes arguments keep them unpacked instead: packing would copy the
     bytes, and decoding them again at dispatch would copy them once more.
+
+    A job without options (almost every job) is a plain `Job`: its options,
+    queue and priority are the class's (None, the default queue, 0), not
+    three slots of its own, 24 bytes a job. A job with options is an
+    `OptionedJob`, which has those slots; `Job(...)` makes the right one.
+    The three are set once, when the job is made, and never changed.
     """
 
     __slots__ = (
-        "gid", "session", "cid", "task", "body", "options",
-        "attempts", "requeues", "worker", "due", "calls", "queued_at", "dispatched_at", "notify", "cost",
-        "limits", "followers", "queue", "priority",
+        "gid", "session", "cid", "task", "body",
+        "attempts", "requeues", "worker", "calls", "queued_at", "dispatched_at", "notify", "cost",
+        "limits", "followers",
     )
+    # Those of a job without options; an OptionedJob's own slots hide them.
+    options: dict[str, Any] | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+
+    def __new__(
+        cls, gid: int, session: str, cid: int, task: str, args: Any, kwargs: dict[str, Any], many: bool,
+        options: dict[str, Any] | None = None, attempts: int = 0, cost: int = 0,
+    ) -> Job:
+        return object.__new__(OptionedJob if options else Job)
 
     def __init__(
         self,
@@ -61,7 +77,7 @@ class Job:
         """A job from its stored row, its arguments left packed as they
         were stored (read once, for the options and the count of calls)."""
         args, _, many, options = msgpack.unpackb(body, raw=False)
-        job = cls.__new__(cls)
+        job = object.__new__(OptionedJob if options else Job)
         job._set(gid, session, cid, task, body, options or None, array_length(args) if many else 1, attempts, cost)
         return job
 
@@ -75,16 +91,9 @@ class Job:
         self.cid = cid
         self.task = sys.intern(task)
         self.body = body  # packed [args, kwargs, many, options], or those four unpacked
-        # Unpacked too: asked of every job (limits, keys, result mode), and
-        # None for almost all of them.
-        self.options = options
-        # Where and in what order it runs (broker/dispatch.py).
-        self.queue: str = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
-        self.priority: int = options.get("priority", 0) if options else 0
         self.attempts = attempts  # runs that ended (result, crash, timeout)
         self.requeues = 0  # times its worker was lost while holding it
         self.worker: int | None = None
-        self.due = 0.0  # when a retry or a delayed job may run
         # For status and metrics: calls in this job (a map chunk holds many),
         # when it last entered the ready queue and when it was last handed out.
         self.calls = calls
@@ -168,6 +177,24 @@ class Job:
 
     def __lt__(self, other: Job) -> bool:  # for the retry heap
         return self.gid < other.gid
+
+
+class OptionedJob(Job):
+    """A job submitted with options: they, its queue and its priority are its own."""
+
+    __slots__ = ("options", "queue", "priority")
+
+    def _set(
+        self, gid: int, session: str, cid: int, task: str,
+        body: bytes | tuple[Any, Any, bool, dict[str, Any] | None], options: dict[str, Any] | None,
+        calls: int, attempts: int, cost: int,
+    ) -> None:
+        super()._set(gid, session, cid, task, body, options, calls, attempts, cost)
+        # Unpacked too: asked of every job (limits, keys, result mode).
+        self.options = options
+        # Where and in what order it runs (broker/dispatch.py).
+        self.queue = options.get("queue", DEFAULT_QUEUE) if options else DEFAULT_QUEUE
+        self.priority = options.get("priority", 0) if options else 0
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import msgpack
 
-from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
+from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows, unfinished_from_rows
 
 log = logging.getLogger("sockpool.broker.store")
 
@@ -72,6 +72,7 @@ MIGRATIONS = {"jobs": [("key", "TEXT")]}
 
 
 _JOB_COLUMNS = "gid, session, cid, task, body, attempts, ok, result, finished_at, detached, key"
+_UNFINISHED_COLUMNS = "gid, session, cid, task, body, attempts"
 _FOLLOWER_COLUMNS = "session, cid, gid, ok, result, finished_at"
 # Unfinished jobs are restored this many at a time; workers get the first
 # batch while the next is read.
@@ -137,9 +138,12 @@ class SqliteStore(GroupCommitStore):
         )._replace(**self._settings())
         # Jobs accepted while a part is handed out cannot appear here: the
         # broker admits no client until the last part is in.
-        cursor = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
+        # Only what an unfinished job needs: its key, result mode and the
+        # rest of its options are in its body. (The primary key's order:
+        # no sort.)
+        cursor = self._db.execute(f"SELECT {_UNFINISHED_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
         while rows := cursor.fetchmany(batch_rows):
-            yield snapshot_from_rows(rows, ())
+            yield Snapshot(unfinished_from_rows(rows), [], [])
         # Followers last: each joins a job by its id, which must be back by then.
         yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 
-from sockpool.broker.records import Job
+from sockpool.broker.records import Job, OptionedJob
 from sockpool.protocol.packed import pack_array
 from sockpool.protocol.splice import SPLICE_BYTES
 
@@ -44,3 +44,13 @@ def test_names_are_shared_between_jobs():
     a = Job(1, "s" * 32, 1, "".join(["squ", "are"]), [1], {}, False)
     b = Job(2, "s" * 32, 2, "".join(["squ", "are"]), [1], {}, False)
     assert a.task is b.task and a.session is b.session
+
+
+def test_jobs_without_options_share_their_class_s_options_queue_and_priority():
+    plain = Job.restored(1, "a", 1, "square", msgpack.packb([[1], {}, False, None]), 0)
+    optioned = Job.restored(2, "a", 2, "square", msgpack.packb([[1], {}, False, {"queue": "q", "priority": 3}]), 0)
+    assert type(plain) is Job and (plain.options, plain.queue, plain.priority) == (None, "default", 0)
+    assert type(optioned) is OptionedJob and (optioned.queue, optioned.priority) == ("q", 3)
+    assert type(Job(3, "a", 3, "square", [1], {}, False, {"retries": 2})) is OptionedJob
+    assert type(Job(4, "a", 4, "square", [1], {}, False, {})) is Job
+    assert not hasattr(plain, "__dict__")
