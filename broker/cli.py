@@ -414,24 +414,19 @@ def _run_control(address: str | None, secret_file: str | None, tls_ca: str | Non
     return reply.value
 
 
-@main.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.argument("queue")
-def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
-    """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
-    _run_control(address, secret_file, tls_ca, "pause_queue", {"queue": queue})
-    click.echo(f"queue {queue} paused")
+def _queue_command(verb: str, op: str, done: str, doc: str) -> None:
+    @main.command(verb, help=doc)
+    @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
+    @peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
+    @click.argument("queue")
+    def command(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
+        _run_control(address, secret_file, tls_ca, op, {"queue": queue})
+        click.echo(f"queue {queue} {done}")
 
 
-@main.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.argument("queue")
-def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
-    """Dispatch QUEUE's jobs again."""
-    _run_control(address, secret_file, tls_ca, "resume_queue", {"queue": queue})
-    click.echo(f"queue {queue} resumed")
+_queue_command("pause", "pause_queue", "paused",
+               "Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart.")
+_queue_command("resume", "resume_queue", "resumed", "Dispatch QUEUE's jobs again.")
 
 
 @main.group()
