@@ -21,10 +21,12 @@ from sockpool.protocol.errors import ProtocolError
 from sockpool.protocol.exttypes import PACKED_VALUE
 from sockpool.protocol.framing import pack_body
 from sockpool.protocol.limits import (
+    CONTAINERS,
     INT64_MAX,
     MAX_ERROR_MESSAGE_CHARS,
     MAX_NESTING,
     MAX_TRACEBACK_CHARS,
+    container_items,
     cut,
     too_deep,
 )
@@ -105,9 +107,6 @@ def unfit_jobs(jobs: list[list[Any]], frame_bytes: int, max_frame_bytes: int) ->
     return refused
 
 
-_CONTAINERS = (list, dict)
-
-
 def _packed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments with each long list or map value packed, as a
     client packs a value holding tuples (the pool process decodes both)."""
@@ -121,21 +120,17 @@ def _packed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _worth_packing(value: Any) -> bool:
     """A list or map long enough, or holding containers, that it costs the
     broker far more decoded than packed."""
-    kind = type(value)
-    if kind is list:
-        items: Any = value
-    elif kind is dict:
-        items = value.values()
-    else:
+    items = container_items(value)
+    if items is None:
         return False
-    return len(value) >= PACK_ARGS_MIN_ITEMS or any(type(item) in _CONTAINERS for item in items)
+    return len(value) >= PACK_ARGS_MIN_ITEMS or any(type(item) in CONTAINERS for item in items)
 
 
 def any_nested(entries: list[list[Any]]) -> bool:
     """Whether any job's arguments, keyword arguments or options hold a list
     or map at all: the only jobs whose nesting needs a walk. One tight loop,
     no call per job, for the usual batch of flat arguments."""
-    containers = _CONTAINERS
+    containers = CONTAINERS
     for entry in entries:
         args = entry[2]
         if type(args) is list:
@@ -157,7 +152,7 @@ def any_nested(entries: list[list[Any]]) -> bool:
 def any_nested_value(results: list[list[Any]]) -> bool:
     """Whether any result's value is a list or map, the only ones whose
     nesting needs a walk (a map chunk's values come packed)."""
-    containers = _CONTAINERS
+    containers = CONTAINERS
     for entry in results:
         if type(entry[2]) in containers:
             return True

@@ -1,6 +1,7 @@
-"""`broker start`: run a broker. `broker status`, `broker failed`: ask one
-how it is doing, or what failed. `broker cancel`, `broker retry`: act on
-its jobs as an operator."""
+"""`broker start`: run a broker. `broker status`: ask one how it is doing.
+
+The operator's commands (`failed`, `retry`, `cancel`, `pause`, `resume`,
+`schedule ...`) live in operator_cli.py and join the `broker` group here."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from sockpool.net.credentials import peer_options, read_secret_file
-from sockpool.cliargs import parse_arg
 from sockpool.envvars import CONTEXT_SETTINGS, show_envvars
 from sockpool.logs import configure_logging, log_level_option
 from sockpool.net.tls import server_context
@@ -40,15 +39,11 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 
-from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
-
-from .schedules import DEFAULT_MISSED, MISSED_POLICIES
 from .limits import LimitSpec, parse_limit
+from .operator_cli import OPERATOR_COMMANDS
 from .quota import Quota
 from .server import BrokerServer
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
-
-R = TypeVar("R")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -284,219 +279,8 @@ def status(
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
 
 
-@main.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@peer_options(
-    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
-    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
-)
-def failed(address: str | None, as_json: bool, secret_file: str | None, tls_ca: str | None) -> None:
-    """List every session's jobs that failed for good (kept until their TTL).
-
-    Connects in the operator role, which needs the operator's secret: the
-    list shows other people's job arguments. A client sees only its own
-    session's failures (`Client.failed_jobs`).
-    """
-    from sockpool.net.credentials import Credentials
-    from sockpool.net.request import ask, failed_job_rows
-    from sockpool.protocol import ROLE_OPERATOR, FailedJobs, ListFailed, SockpoolError
-
-    try:
-        credentials = Credentials.from_files(secret_file, tls_ca)
-        jobs: list[dict] = []
-        while True:
-            reply = ask(address, ListFailed(offset=len(jobs)), FailedJobs, credentials, CONNECT_TIMEOUT_S * 2,
-                        role=ROLE_OPERATOR, name="broker-failed")
-            jobs += failed_job_rows(reply.jobs)
-            if not reply.more or not reply.jobs:
-                break
-    except (SockpoolError, ValueError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(jobs))
-        return
-    for job in jobs:
-        error = job["error"] if isinstance(job["error"], dict) else {"message": job["error"]}
-        click.echo(f"{job.get('id', '-')}  {job['task']}{tuple(job['args'])}: {error.get('type', 'Error')}: "
-                   f"{error.get('message', '')} (after {job['attempts']} attempts)"
-                   + ("" if job.get("retryable", True) else " [arguments not kept: cannot be retried]"))
-    click.echo(f"{len(jobs)} failed jobs (the first column is the ID `broker retry` takes)", err=True)
-
-
-@main.command()
-@click.argument("ids", nargs=-1, type=int)
-@click.option("--all", "all_", is_flag=True, help="Every failed job (of --task, if given).")
-@click.option("--task", default="", help="With --all: only the failed jobs of this task.")
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(
-    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
-    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
-)
-def retry(ids: tuple[int, ...], all_: bool, task: str, address: str | None, secret_file: str | None,
-          tls_ca: str | None) -> None:
-    """Send failed jobs again: the IDs `broker failed` shows, or --all [--task T].
-
-    Each runs as a new job with fresh attempts, for the session that
-    submitted it: a client still waiting, or `submit --attach`, gets the
-    new result. Connects in the operator role, as `broker failed` does. A
-    failed job whose arguments were too large to keep cannot be retried.
-    """
-    if bool(ids) == all_:
-        raise click.UsageError("give IDs or --all, not both")
-    if task and not all_:
-        raise click.UsageError("--task goes with --all")
-    from sockpool.protocol.control import Retry, RetryReply
-
-    reply = _as_operator(address, secret_file, tls_ca, Retry(gids=list(ids), all=all_, task=task), RetryReply,
-                         "broker-retry")
-    retried, missing = reply.retried, reply.missing
-    click.echo(f"queued {len(retried)} failed job(s) again")
-    if missing:
-        raise click.ClickException(
-            f"not among the failed jobs (or too large to retry): {' '.join(map(str, missing))}"
-        )
-
-
-@main.command()
-@click.argument("ids", nargs=-1, type=int)
-@click.option("--session", default="", metavar="ID", help="Every unfinished job of this submission (session).")
-@click.option("--task", default="", help="Every unfinished job of this task.")
-@click.option("--queued-only", is_flag=True, help="Leave running jobs alone; cancel only those waiting.")
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(
-    "The broker's operator secret (its --operator-secret-file, by default its worker secret).",
-    secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV],
-)
-def cancel(ids: tuple[int, ...], session: str, task: str, queued_only: bool, address: str | None,
-           secret_file: str | None, tls_ca: str | None) -> None:
-    """Cancel jobs by broker ID, by --session, or by --task. Waiting jobs are
-    removed (they never run); running ones are stopped (their pool process
-    is killed and replaced) unless --queued-only. Each ends as Cancelled.
-    Connects in the operator role, as `broker failed` does."""
-    if sum(map(bool, (ids, session, task))) != 1:
-        raise click.UsageError("give IDs, --session or --task (one of them)")
-    from sockpool.protocol.control import Cancel, CancelReply, count_outcomes
-
-    request = Cancel(session=session, gids=list(ids), task=task, stop=not queued_only)
-    counts = count_outcomes(_as_operator(address, secret_file, tls_ca, request, CancelReply, "broker-cancel").outcomes)
-    click.echo(f"cancelled {counts['cancelled']} waiting, stopped {counts['stopped']} running; "
-               f"{counts['running']} left running, {counts['finished']} already finished")
-
-
-def _as_operator(address: str | None, secret_file: str | None, tls_ca: str | None, request: Any,
-                 reply_type: type[R], name: str) -> R:
-    """Ask the broker one thing in the operator role; a failure is the command's error."""
-    from sockpool.net.credentials import Credentials
-    from sockpool.net.request import ask
-    from sockpool.protocol import ROLE_OPERATOR, SockpoolError
-
-    try:
-        credentials = Credentials.from_files(secret_file, tls_ca)
-        return ask(address, request, reply_type, credentials, CONNECT_TIMEOUT_S * 2, role=ROLE_OPERATOR, name=name)
-    except (SockpoolError, ValueError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-_OPERATOR_SECRET_HELP = "The broker's operator secret (its --operator-secret-file, by default its worker secret)."
-
-
-def _run_control(address: str | None, secret_file: str | None, tls_ca: str | None, op: str,
-                 args: dict[str, Any]) -> Any:
-    """One control operation in the operator role (pausing a queue or
-    changing a schedule acts for everyone); its value, or its refusal as the
-    command's error."""
-    from sockpool.protocol import Control, ControlReply
-
-    reply = _as_operator(address, secret_file, tls_ca, Control(op, args), ControlReply, "broker-control")
-    if not reply.ok:
-        raise click.ClickException(reply.error)
-    return reply.value
-
-
-@main.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.argument("queue")
-def pause(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
-    """Stop dispatching QUEUE's jobs; it keeps accepting them. Survives a restart."""
-    _run_control(address, secret_file, tls_ca, "pause_queue", {"queue": queue})
-    click.echo(f"queue {queue} paused")
-
-
-@main.command()
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.argument("queue")
-def resume(address: str | None, secret_file: str | None, tls_ca: str | None, queue: str) -> None:
-    """Dispatch QUEUE's jobs again."""
-    _run_control(address, secret_file, tls_ca, "resume_queue", {"queue": queue})
-    click.echo(f"queue {queue} resumed")
-
-
-@main.group()
-def schedule() -> None:
-    """Periodic jobs, kept by the broker: add, list, pause, resume, remove."""
-
-
-@schedule.command("add")
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.option("--cron", required=True, metavar="EXPR", help='Cron expression, e.g. "*/5 * * * *" (6 fields: seconds first).')
-@click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA zone the expression is read in.")
-@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue of each firing's job.")
-@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=0, show_default=True)
-@click.option("--missed", type=click.Choice(MISSED_POLICIES), default=DEFAULT_MISSED, show_default=True,
-              help="Firings missed while the broker was down: run the latest once, or skip them.")
-@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
-@click.argument("name")
-@click.argument("task")
-@click.argument("args", nargs=-1)
-def schedule_add(
-    address: str | None, secret_file: str | None, tls_ca: str | None, cron: str, timezone: str, queue: str,
-    priority: int, missed: str, replace: bool, name: str, task: str, args: tuple[str, ...],
-) -> None:
-    """Run TASK(ARG...) at every fire time of --cron, as schedule NAME.
-
-    Each ARG is read as a JSON literal where it parses as one; put `--`
-    before ARGs that start with a dash."""
-    row = _run_control(address, secret_file, tls_ca, "schedule_add", {
-        "name": name, "cron": cron, "timezone": timezone, "task": task, "args": [parse_arg(a) for a in args],
-        "kwargs": {}, "queue": queue, "priority": priority, "missed": missed, "replace": replace,
-    })
-    click.echo(f"schedule {name} added; next firing {row['next_fire_utc']}")
-
-
-@schedule.command("list")
-@click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-@peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def schedule_list(address: str | None, secret_file: str | None, tls_ca: str | None, as_json: bool) -> None:
-    """Every schedule with its next fire time and the outcome of its last run."""
-    from .report import schedule_table
-
-    rows = _run_control(address, secret_file, tls_ca, "schedule_list", {})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        click.echo("\n".join(schedule_table(rows)))
-    else:
-        click.echo("no schedules")
-
-
-def _schedule_command(verb: str, op: str, doc: str) -> None:
-    @schedule.command(verb, help=doc)
-    @click.option("--broker", "address", envvar=BROKER_ENV, metavar="HOST:PORT", help="Broker address.")
-    @peer_options(_OPERATOR_SECRET_HELP, secret_envvar=[OPERATOR_SECRET_ENV, SECRET_ENV])
-    @click.argument("name")
-    def command(address: str | None, secret_file: str | None, tls_ca: str | None, name: str) -> None:
-        _run_control(address, secret_file, tls_ca, op, {"name": name})
-        click.echo(f"schedule {name}: {verb} done")
-
-
-_schedule_command("pause", "schedule_pause", "No firings of NAME until it is resumed.")
-_schedule_command("resume", "schedule_resume", "Fire NAME again, from now on (firings while paused are not owed).")
-_schedule_command("remove", "schedule_remove", "Delete NAME; a firing already queued still runs.")
+for _command in OPERATOR_COMMANDS:
+    main.add_command(_command)
 
 
 show_envvars(main)

@@ -20,18 +20,8 @@ from concurrent.futures import Future, InvalidStateError
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
-from sockpool.protocol import (
-    ROLE_CLIENT,
-    ROLE_OPERATOR,
-    ConnectionLost,
-    Control,
-    ControlReply,
-    FailedJobs,
-    ListFailed,
-    StatusReply,
-    StatusRequest,
-)
-from sockpool.protocol.control import count_outcomes, E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply, Retry, RetryReply
+from sockpool.protocol import ROLE_CLIENT, ROLE_OPERATOR, ConnectionLost
+from sockpool.protocol.control import E_CANCELLED, OUTCOME_CANCELLED, OUTCOME_STOPPED, Cancel, CancelReply
 from sockpool.protocol.defaults import (
     CONNECT_TIMEOUT_S,
     MAP_WINDOW_CHUNKS,
@@ -40,19 +30,19 @@ from sockpool.protocol.defaults import (
     SECRET_ENV,
     TLS_CA_ENV,
 )
-from sockpool.protocol.messages import DEFAULT_QUEUE, RESULT_DETACHED, RESULT_NONE
+from sockpool.protocol.messages import RESULT_DETACHED, RESULT_NONE
 
 from sockpool.net.credentials import Credentials
-from sockpool.net.request import failed_job_rows
 from .entries import chunk_values, job_entry, job_options, result_entry
 from .errors import JobFailed
 from .futures import BUSY, JobFuture, MapResults, WeakCallback, mark_cancelled
 from .link import BrokerLink
+from .requests import BrokerRequests
 
 log = logging.getLogger("sockpool.client")
 
 
-class Client:
+class Client(BrokerRequests):
     """A connection to a sockpool broker. Thread-safe; use as a context manager.
 
     Jobs carry options: `retries` (further attempts after a failure, with
@@ -286,25 +276,6 @@ class Client:
         """Let the broker forget every result of this session it has sent."""
         self._link.ack(None)
 
-    def failed_jobs(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Jobs of this session that failed for good (of every session, for
-        an `operator` client), as the broker keeps them until their TTL.
-
-        The broker keeps a bounded record of each (see SECURITY.md): large
-        arguments are replaced by a note. It answers in pages that fit a
-        frame; this asks for every page.
-
-        Raises:
-            ConnectionLost: no answer from the broker.
-        """
-        jobs: list[dict[str, Any]] = []
-        while True:
-            reply = self._link.request(ListFailed(offset=len(jobs)), timeout)
-            assert isinstance(reply, FailedJobs)
-            jobs += failed_job_rows(reply.jobs)
-            if not reply.more or not reply.jobs:
-                return jobs
-
     def cancel(self, target: Future[Any] | MapResults | Iterable[Future[Any]], timeout: float = 10.0) -> bool:
         """Cancel jobs, stopping those that are running: the worker kills
         the pool process running one and replaces it. `target` is a future
@@ -337,120 +308,6 @@ class Client:
                 mark_cancelled(mine[job_id])
                 hit = True
         return hit
-
-    def cancel_session(self, session: str, *, stop: bool = True, timeout: float = 10.0) -> dict[str, int]:
-        """Cancel every unfinished job of another session (a detached
-        submission's ID, as `submit --detach` prints it); the counts of
-        each outcome (`cancelled`, `stopped`, `running`, `finished`).
-
-        Raises:
-            ConnectionLost: no answer from the broker.
-        """
-        reply = self._link.request(Cancel(session=session, stop=stop), timeout)
-        assert isinstance(reply, CancelReply)
-        return count_outcomes(reply.outcomes)
-
-    def cancel_jobs(
-        self, gids: list[int] | None = None, *, task: str = "", stop: bool = True, timeout: float = 10.0
-    ) -> list[list[Any]]:
-        """Cancel jobs by broker id, or every unfinished job of `task`;
-        `[broker id, outcome]` per job. Any job for an `operator` client,
-        else only this session's.
-
-        Raises:
-            ConnectionLost: no answer from the broker.
-        """
-        reply = self._link.request(Cancel(gids=gids or [], task=task, stop=stop), timeout)
-        assert isinstance(reply, CancelReply)
-        return reply.outcomes
-
-    def retry_failed(
-        self, gids: list[int] | None = None, *, all: bool = False, task: str = "", timeout: float = 10.0
-    ) -> tuple[list[int], list[int]]:
-        """Run failed jobs again (see `failed_jobs` for their `id`s), as new
-        attempts for the sessions that sent them. Any session's for an
-        `operator` client, else only this session's. Returns (ids queued
-        again, ids that are not among the failed jobs or cannot be retried).
-
-        Raises:
-            ConnectionLost: no answer from the broker.
-        """
-        reply = self._link.request(Retry(gids=gids or [], all=all, task=task), timeout)
-        assert isinstance(reply, RetryReply)
-        return reply.retried, reply.missing
-
-    def status(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The broker's view of the cluster: workers, queue depth, totals,
-        throughput, counts per task and recent failures (the dict
-        `broker status --json` prints; see `BrokerState.status`).
-
-        Raises:
-            ConnectionLost: no answer from the broker.
-        """
-        reply = self._link.request(StatusRequest(), timeout)
-        assert isinstance(reply, StatusReply)
-        return reply.status
-
-    # -- queues and schedules (the broker keeps them on disk) ---------------
-
-    def pause_queue(self, queue: str, timeout: float = 10.0) -> None:
-        """Stop dispatching `queue`'s jobs (it still accepts them), until
-        `resume_queue`; the pause survives a broker restart.
-
-        Raises:
-            ValueError: a bad queue name.
-            ConnectionLost: no answer from the broker.
-        """
-        self._control("pause_queue", {"queue": queue}, timeout)
-
-    def resume_queue(self, queue: str, timeout: float = 10.0) -> None:
-        """Dispatch `queue`'s jobs again. Raises as `pause_queue`."""
-        self._control("resume_queue", {"queue": queue}, timeout)
-
-    def add_schedule(
-        self, name: str, cron: str, task: str, *args: Any, timezone: str = "UTC", queue: str | None = None,
-        priority: int = 0, missed: str = "once", replace: bool = False, timeout: float = 10.0, **kwargs: Any,
-    ) -> dict[str, Any]:
-        """Run `task(*args, **kwargs)` at every fire time of the cron
-        expression `cron` (5 fields, or 6 with seconds first) in `timezone`.
-
-        The broker keeps the schedule and enqueues each firing exactly once.
-        `missed` says what to do with firings missed while the broker was
-        down: "once" (run the latest of them once) or "skip". Returns the
-        schedule as `schedules()` lists it.
-
-        Raises:
-            ValueError: a bad expression, zone, name or option, or a schedule
-                of that name exists (unless `replace`).
-            ConnectionLost: no answer from the broker.
-        """
-        spec: dict[str, Any] = {
-            "name": name, "cron": cron, "timezone": timezone, "task": task, "args": list(args), "kwargs": kwargs,
-            "queue": queue or DEFAULT_QUEUE, "priority": priority, "missed": missed, "replace": replace,
-        }
-        return self._control("schedule_add", spec, timeout)  # type: ignore[no-any-return]
-
-    def schedules(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Every schedule, with `next_fire` (Unix time) and `last_outcome`."""
-        return self._control("schedule_list", {}, timeout)  # type: ignore[no-any-return]
-
-    def remove_schedule(self, name: str, timeout: float = 10.0) -> None:
-        """Raises ValueError if there is no such schedule."""
-        self._control("schedule_remove", {"name": name}, timeout)
-
-    def pause_schedule(self, name: str, timeout: float = 10.0) -> None:
-        """No firings until `resume_schedule`; those in between are not owed."""
-        self._control("schedule_pause", {"name": name}, timeout)
-
-    def resume_schedule(self, name: str, timeout: float = 10.0) -> None:
-        self._control("schedule_resume", {"name": name}, timeout)
-
-    def _control(self, op: str, args: dict[str, Any], timeout: float) -> Any:
-        reply = self._link.request(Control(op, args), timeout)
-        assert isinstance(reply, ControlReply)
-        if not reply.ok:
-            raise ValueError(reply.error)
-        return reply.value
 
     def close(self) -> None:
         """Close the connection; futures still pending fail with ConnectionLost."""

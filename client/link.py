@@ -9,7 +9,8 @@ not the connection, so nothing is lost in between.
 Two threads: the sender sends everything queued by the time it wakes, in
 one frame (no timer: a lone job goes at once, a burst goes in batches);
 the reader resolves results and, when the connection dies or falls
-silent, reconnects with backoff.
+silent, reconnects with backoff. How a batch is packed into a submit
+frame is packing.py's.
 """
 
 from __future__ import annotations
@@ -51,9 +52,8 @@ from sockpool.protocol import (
     pack_body,
     unpack_body,
 )
-from sockpool.protocol.framing import frame_parts, prefix
-from sockpool.protocol.packed import array_header
-from sockpool.protocol.splice import SPLICE_BYTES, large_value, pack_pieces
+from sockpool.protocol.framing import frame_parts
+from sockpool.protocol.splice import large_value
 from sockpool.protocol.defaults import (
     HEARTBEAT_MISSES,
     HEARTBEAT_S,
@@ -73,64 +73,15 @@ from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
 
 from .futures import WeakCallback
+from .packing import SUBMIT_OVERHEAD_BYTES, pack_entry, packed_size, submit_frame
 
 log = logging.getLogger("sockpool.client")
-
-_SUBMIT_HEAD = pack_body("type") + pack_body("submit")
-_SUBMIT_HEAD = b"\x83" + _SUBMIT_HEAD + pack_body("batch")
-_JOBS_KEY = pack_body("jobs")
 
 ResultHandler = Callable[[list[list[Any]]], None]
 
 
 def _ignore(sent_bytes: int) -> None:
     pass
-
-
-# Room in a submit body for everything but the entries.
-_SUBMIT_OVERHEAD_BYTES = 64
-
-
-def _packed_size(job: list[Any]) -> int:
-    """How many bytes one job takes packed (0 if it cannot be: the batch
-    path then finds out which job is at fault)."""
-    try:
-        return len(pack_body(job))
-    except ProtocolError:
-        return 0
-
-
-def submit_frame(batch_id: int, entries: list[list[bytes]]) -> list[bytes]:
-    """The frame of `Submit(batch_id, jobs)` from its already-packed job
-    entries (each in pieces, see `pack_entry`), in pieces: equal to
-    `encode(...)` joined, without packing any entry again or copying a
-    large value."""
-    head = b"".join([_SUBMIT_HEAD, pack_body(batch_id), _JOBS_KEY, array_header(len(entries))])
-    pieces = [piece for entry in entries for piece in entry]
-    length = len(head) + sum(len(p) for p in pieces)
-    return [prefix(length) + head, *pieces]
-
-
-def pack_entry(job: list[Any]) -> list[bytes]:
-    """A job entry packed, in pieces, once checked as the broker unpacks it.
-
-    Large bytes arguments are not copied (see `splice`); they cannot make
-    the broker refuse anything, so the check unpacks the entry without them.
-
-    Raises:
-        ProtocolError: msgpack cannot encode it, or the broker would refuse it.
-    """
-    if not large_value(job[2]):
-        entry = pack_body(job)
-        unpack_body(entry)
-        return [entry]
-    try:
-        pieces = pack_pieces(job)
-    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
-        raise ProtocolError(f"cannot encode value: {exc}") from exc
-    small_args = [b"" if type(a) is bytes and len(a) >= SPLICE_BYTES else a for a in job[2]]
-    unpack_body(pack_body([job[0], job[1], small_args, *job[3:]]))
-    return pieces
 
 
 class BrokerLink:
@@ -453,7 +404,7 @@ class BrokerLink:
         if jobs is None:
             return  # a reconnect took it back meanwhile
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
-        if len(jobs) > 1 and not large_value(jobs[0][2]) and _packed_size(jobs[0]) * len(jobs) <= limit:
+        if len(jobs) > 1 and not large_value(jobs[0][2]) and packed_size(jobs[0]) * len(jobs) <= limit:
             try:
                 body = pack_body(Submit(batch_id, jobs).to_wire())
                 # What msgpack encodes, the broker may still refuse (a map with
@@ -470,7 +421,7 @@ class BrokerLink:
         """Pack and check each job alone; refuse those that cannot go; send
         the rest as new batches of about SUBMIT_FRAME_BYTES each."""
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
-        fit = self.welcome.max_frame_bytes - _SUBMIT_OVERHEAD_BYTES
+        fit = self.welcome.max_frame_bytes - SUBMIT_OVERHEAD_BYTES
         groups: list[tuple[list[list[Any]], list[list[bytes]]]] = []
         size = limit
         refused: list[list[Any]] = []

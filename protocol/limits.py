@@ -23,7 +23,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -51,11 +51,25 @@ MAX_TRACEBACK_CHARS = 16_000
 
 MAX_NESTING = 100
 
-_CONTAINERS = (list, dict)
+# The types a decoded value nests in (msgpack arrays and maps).
+CONTAINERS = (list, dict)
 
 
 def int64(value: int) -> bool:
     return INT64_MIN <= value <= INT64_MAX
+
+
+def container_items(value: Any) -> Iterable[Any] | None:
+    """The items a list or map holds (a map's values), or None if `value`
+    is neither: not a subclass, the exact types msgpack decodes to."""
+    kind = type(value)
+    if kind is list:
+        as_list: list[Any] = value
+        return as_list
+    if kind is dict:
+        as_map: dict[Any, Any] = value
+        return as_map.values()
+    return None
 
 
 def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
@@ -64,17 +78,13 @@ def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
     Only containers are descended into; a flat list costs one loop over its
     items, and scalars and packed arrays (msgpack ExtType) cost nothing.
     """
-    kind = type(value)
-    if kind is list:
-        items: Any = value
-    elif kind is dict:
-        items = value.values()
-    else:
+    items = container_items(value)
+    if items is None:
         return False
     if limit <= 0:
         return True
     for item in items:
-        if type(item) in _CONTAINERS and too_deep(item, limit - 1):
+        if type(item) in CONTAINERS and too_deep(item, limit - 1):
             return True
     return False
 

@@ -3,7 +3,8 @@
 Every frame body is a msgpack map with a string `type` tag; each tag maps
 to one frozen dataclass below. Optional fields have defaults, so a message
 from an older peer that lacks them still decodes, and unknown keys are
-ignored, so a newer peer may add fields without breaking us.
+ignored, so a newer peer may add fields without breaking us. What a
+well-formed job or result entry, job option or name list is, validate.py says.
 
 Jobs and results travel in batches: one `submit`, `jobs` or `results`
 message carries many entries, each a short msgpack array, so the per-job
@@ -42,42 +43,34 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
-from .defaults import MAX_JOBS_PER_FRAME
 from .errors import ProtocolError
 from .framing import frame, frame_parts, pack_body, prefix, unpack_body
-from .limits import (
-    MAX_CREDIT,
-    MAX_NAME_CHARS,
-    MAX_PROCESSES,
-    MAX_RETRIES,
-    MAX_SESSION_CHARS,
-    MAX_TASK_NAME_CHARS,
-    MAX_TASKS_PER_WORKER,
-    MAX_TIMEOUT_S,
-    bad_error_value,
-    int64,
-)
-from .packed import array_header, is_array
+from .limits import MAX_CREDIT, MAX_NAME_CHARS, MAX_PROCESSES, MAX_SESSION_CHARS
+from .limits import MAX_RETRIES as MAX_RETRIES
+from .packed import array_header
 from .splice import SPLICE_BYTES, large_entry, pack_pieces
+from .validate import CHECKS_BY_TAG
+
+# Field validation lives in validate.py; what it defines that callers have
+# always imported from here stays importable from here.
+from .validate import (
+    DEFAULT_QUEUE as DEFAULT_QUEUE,
+    MAX_KEY_CHARS as MAX_KEY_CHARS,
+    MAX_LIMIT as MAX_LIMIT,
+    MAX_PRIORITY as MAX_PRIORITY,
+    MAX_QUEUE_NAME_CHARS as MAX_QUEUE_NAME_CHARS,
+    MAX_WORKER_QUEUES as MAX_WORKER_QUEUES,
+    MIN_PRIORITY as MIN_PRIORITY,
+    QUEUE_NAME_CHARS as QUEUE_NAME_CHARS,
+    RESULT_DETACHED as RESULT_DETACHED,
+    RESULT_MODES as RESULT_MODES,
+    RESULT_NONE as RESULT_NONE,
+    check_job as check_job,
+    check_result as check_result,
+    valid_queue_name as valid_queue_name,
+)
 
 PROTOCOL_VERSION = 1
-# Queue names: short and printable, so they are safe as metric labels and
-# in logs; a client cannot grow the broker's tables with megabyte names.
-MAX_QUEUE_NAME_CHARS = 64
-QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
-DEFAULT_QUEUE = "default"
-# A worker listens on at most this many queues.
-MAX_WORKER_QUEUES = 64
-# Priorities: higher runs first; the range keeps them plain small integers.
-MIN_PRIORITY = -1000
-MAX_PRIORITY = 1000
-# The `result` job option: who wants the result.
-RESULT_DETACHED = "detached"  # kept until acknowledged or its TTL, whatever the session does
-RESULT_NONE = "none"  # fire and forget: the broker keeps no result, only a failure record
-RESULT_MODES = (RESULT_DETACHED, RESULT_NONE)
-# Unique keys and limit keys are names, not payloads.
-MAX_KEY_CHARS = 256
-MAX_LIMIT = 1_000_000
 
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
@@ -532,6 +525,10 @@ def from_wire(wire: Any) -> Message:
     return msg
 
 
+# The field tables from_wire reads stay here, defined, not imported from
+# validate.py: CPython 3.11 compiles `NAME.get(...)` on an imported NAME as
+# an attribute load and a bound-method call (it takes NAME for a module),
+# which made a small message's decode a tenth slower.
 # Integer fields: every one fits a signed 64-bit field; these fit less.
 _INT64 = (-(2**63), 2**63 - 1)
 _INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
@@ -549,146 +546,7 @@ def _no_check(msg: Message) -> None:
     pass
 
 
-def check_job(entry: Any) -> None:
-    """Raises ProtocolError unless `entry` is a well-formed job entry."""
-    if not (
-        isinstance(entry, list)
-        and 5 <= len(entry) <= 6
-        and type(entry[0]) is int
-        and -(2**63) <= entry[0] < 2**63
-        and type(entry[1]) is str
-        and len(entry[1]) <= MAX_TASK_NAME_CHARS
-        and is_array(entry[2])
-        and type(entry[3]) is dict
-        and type(entry[4]) is bool
-        and (len(entry) == 5 or _valid_options(entry[5]))
-    ):
-        raise ProtocolError(f"malformed job entry ({_shape(entry)})")
-
-
-def _shape(entry: Any) -> str:
-    """A short description of a bad entry; never repr(), which recurses
-    without bound on deeply nested input."""
-    if isinstance(entry, list):
-        return f"list of {len(entry)}: " + ", ".join(type(e).__name__ for e in entry[:6])
-    return type(entry).__name__
-
-
-def _valid_options(options: Any) -> bool:
-    if type(options) is not dict:
-        return False
-    timeout = options.get("timeout")
-    retries = options.get("retries", 0)
-    limit = options.get("limit")
-    queue = options.get("queue", DEFAULT_QUEUE)
-    priority = options.get("priority", 0)
-    delay = options.get("delay", 0)
-    at = options.get("at", 0)
-    # `not timeout <= MAX`, not `timeout > MAX`: NaN compares false both ways.
-    return (
-        (timeout is None or (type(timeout) in (int, float) and 0 < timeout <= MAX_TIMEOUT_S))
-        and (type(retries) is int and 0 <= retries <= MAX_RETRIES)
-        and options.get("result") in _RESULT_VALUES
-        and _valid_name(options.get("key"))
-        and _valid_name(options.get("limit_key"))
-        and (limit is None or (type(limit) is int and 1 <= limit <= MAX_LIMIT))
-        and valid_queue_name(queue)
-        and type(priority) is int and MIN_PRIORITY <= priority <= MAX_PRIORITY
-        and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0
-        and type(at) in (int, float) and math.isfinite(at)
-    )
-
-
-_RESULT_VALUES = frozenset({None, *RESULT_MODES})
-
-
-def _valid_name(value: Any) -> bool:
-    return value is None or (type(value) is str and 0 < len(value) <= MAX_KEY_CHARS)
-
-
-def valid_queue_name(name: Any) -> bool:
-    """1 to MAX_QUEUE_NAME_CHARS of letters, digits and `_.:-`."""
-    return type(name) is str and 0 < len(name) <= MAX_QUEUE_NAME_CHARS and QUEUE_NAME_CHARS.issuperset(name)
-
-
-def check_result(entry: Any) -> None:
-    """Raises ProtocolError unless `entry` is a well-formed result entry."""
-    if not (
-        isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is bool
-        and -(2**63) <= entry[0] < 2**63
-    ):
-        raise ProtocolError(f"malformed result entry ({_shape(entry)})")
-    if not entry[1]:
-        problem = bad_error_value(entry[2])
-        if problem is not None:
-            raise ProtocolError(f"malformed result entry: {problem}")
-
-
-def _check_jobs(msg: Any) -> None:
-    for entry in msg.jobs:
-        check_job(entry)
-
-
-def _check_submit(msg: Any) -> None:
-    # Each job costs the broker a few hundred bytes however few it took on
-    # the wire; clients split their batches at this many (client/link.py).
-    if len(msg.jobs) > MAX_JOBS_PER_FRAME:
-        raise ProtocolError(f"submit: more than {MAX_JOBS_PER_FRAME} jobs in one frame")
-    _check_jobs(msg)
-
-
-def _check_results(msg: Any) -> None:
-    for entry in msg.results:
-        check_result(entry)
-
-
-def _all_int64(values: list[Any]) -> bool:
-    return all(type(i) is int and int64(i) for i in values)
-
-
-def _check_ids(msg: Any) -> None:
-    if not _all_int64(msg.ids):
-        raise ProtocolError(f"{msg.type}: ids must be integers (64-bit)")
-
-
-def _check_ping(msg: Any) -> None:
-    if not _all_int64(msg.running):
-        raise ProtocolError("ping: running must be integers (64-bit)")
-
-
-def _check_hello(msg: Any) -> None:
-    _check_task_names(msg)
-    if len(msg.queues) > MAX_WORKER_QUEUES or not all(valid_queue_name(q) for q in msg.queues):
-        raise ProtocolError(
-            f"hello: queues must be at most {MAX_WORKER_QUEUES} names of 1 to {MAX_QUEUE_NAME_CHARS} "
-            "letters, digits and _.:-"
-        )
-
-
-def _check_task_names(msg: Any) -> None:
-    if len(msg.tasks) > MAX_TASKS_PER_WORKER:
-        raise ProtocolError(f"{msg.type}: more than {MAX_TASKS_PER_WORKER} task names")
-    if not all(type(t) is str and len(t) <= MAX_TASK_NAME_CHARS for t in msg.tasks):
-        raise ProtocolError(f"{msg.type}: tasks must be strings of at most {MAX_TASK_NAME_CHARS} characters")
-
-
-def _check_control(msg: Any) -> None:
-    if len(msg.op) > 64:
-        raise ProtocolError("control: op too long")
-
-
-_checks: dict[type[Message], Callable[[Any], None]] = {
-    Submit: _check_submit,
-    Jobs: _check_jobs,
-    Results: _check_results,
-    Hello: _check_hello,
-    Tasks: _check_task_names,
-    Release: _check_ids,
-    Ack: _check_ids,
-    Started: _check_ids,
-    Ping: _check_ping,
-    Control: _check_control,
-}
+_checks: dict[type[Message], Callable[[Any], None]] = {_registry[tag]: check for tag, check in CHECKS_BY_TAG.items()}
 
 
 def error_value(type_name: str, message: str, traceback: str = "") -> dict[str, Any]:

@@ -186,20 +186,12 @@ class Monitor:
         self.on_lost(lost, self.died_type, died_message(exitcode))
 
     def _kill_stopped(self, slot: SlotView) -> None:
-        # As for a timeout: out of the book first, so that results winning
-        # the race are kept and the process lives on.
-        lost = self.book.lose(slot.chunk, slot.job)
-        if lost is None:
-            return
-        self._killed.add(slot.pid)
-        try:
-            os.kill(slot.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        with self._stop_lock:
-            self._to_stop.discard(slot.job)
-        log.warning("job %d stopped (on request, or its connection is gone); killed pool process %d", slot.job, slot.pid)
-        self.on_lost(lost, self.cancelled_type, "cancelled: its pool process was stopped on request")
+        if self._kill_for(
+            slot, self.cancelled_type, "cancelled: its pool process was stopped on request",
+            why="stopped (on request, or its connection is gone)",
+        ):
+            with self._stop_lock:
+                self._to_stop.discard(slot.job)
 
     def _check_timeout(self, slot: SlotView, now: float, first_seen: dict[tuple[int, int, int], float]) -> None:
         chunk = self.book.get(slot.chunk)
@@ -212,15 +204,22 @@ class Monitor:
         started = first_seen[key] = self._first_seen.get(key, now)
         if now - started <= limit or self.slots.read(slot.index) != slot:
             return
+        self._kill_for(slot, self.timeout_type, timeout_message(limit), why=f"passed its {limit:g} s timeout")
+
+    def _kill_for(self, slot: SlotView, error_type: str, message: str, *, why: str) -> bool:
+        """Fail the job running in `slot` as `error_type` and SIGKILL its
+        process; False if its chunk finished first (the process lives on)."""
         # Out of the book before the kill: if the chunk's results win the
-        # race, lose() says so and the process lives on.
+        # race, lose() says so and the process lives on. From here on the
+        # process's death is ours (_killed), not the job's next chunk's.
         lost = self.book.lose(slot.chunk, slot.job)
         if lost is None:
-            return
+            return False
         self._killed.add(slot.pid)
         try:
             os.kill(slot.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        log.warning("job %d passed its %g s timeout; killed pool process %d", slot.job, limit, slot.pid)
-        self.on_lost(lost, self.timeout_type, timeout_message(limit))
+        log.warning("job %d %s; killed pool process %d", slot.job, why, slot.pid)
+        self.on_lost(lost, error_type, message)
+        return True

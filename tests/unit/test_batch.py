@@ -120,7 +120,7 @@ def test_pack_results_output_is_always_decodable():
 
 
 def test_submit_frame_from_packed_entries_equals_encode():
-    from sockpool.client.link import pack_entry, submit_frame
+    from sockpool.client.packing import pack_entry, submit_frame
     from sockpool.protocol import Submit, encode, pack_body
 
     for jobs in ([], [[1, "t", [b"x" * 300_000], {}, False]], [[i, "t", [i], {}, False] for i in range(20)]):
@@ -131,7 +131,7 @@ def test_submit_frame_from_packed_entries_equals_encode():
 def test_pack_entry_checks_what_the_broker_would_refuse_large_values_or_not():
     import pytest
 
-    from sockpool.client.link import pack_entry
+    from sockpool.client.packing import pack_entry
     from sockpool.protocol import ProtocolError
     from sockpool.protocol.splice import SPLICE_BYTES
 

@@ -14,6 +14,7 @@ from sockpool.protocol.limits import (
     MAX_SESSION_CHARS,
     MAX_TASK_NAME_CHARS,
     bad_error_value,
+    container_items,
     cut,
     too_deep,
 )
@@ -114,6 +115,17 @@ def test_nesting_is_bounded_by_us():
     assert not too_deep([1.5] * 100_000)
     # A packed array is opaque: only the pool process ever unpacks it.
     assert not too_deep([msgpack.ExtType(PACKED_ARRAY, b"\x91" * 600 + b"\xc0")])
+
+
+def test_container_items_are_a_list_itself_and_a_map_s_values():
+    values = [1, [2]]
+    assert container_items(values) is values
+    assert list(container_items({"a": 1, "b": [2]}) or ()) == [1, [2]]
+    assert list(container_items([]) or "x") == ["x"]  # empty, but a container
+    assert container_items({}) is not None
+    # Scalars, bytes, tuples (never decoded by msgpack) and packed values are not walked.
+    for leaf in (1, "s", b"b", (1, 2), None, msgpack.ExtType(PACKED_ARRAY, b"\x90")):
+        assert container_items(leaf) is None
 
 
 def test_a_packed_array_header_cannot_claim_more_items_than_bytes():
