@@ -142,7 +142,10 @@ class Outbox:
             self._writing = False
             if unsent:
                 self._due.unsent = unsent
-            self.cond.notify_all()
+            # Wake the sending thread only for something to send: waking
+            # it for nothing would cost the switch the direct write saved.
+            if _anything(self._due):
+                self.cond.notify_all()
 
     def _take_locked(self) -> Due:
         due = self._due
