@@ -10,7 +10,9 @@ One writer at a time: whoever takes a `Due` (the sending thread with
 `take`, or the thread that finished a chunk with `take_now`) writes it,
 and nobody takes the next until `written()` says it is out. `take_now`
 never waits: it gives results to the thread that has them only while no
-write is under way and nothing but results is due, so a lone result skips
+write is under way, nothing but results is due and no other job here is
+still running (a lone job's case; a busy node's results wait for the
+sending thread, which writes many at once), so a lone result skips
 the hand-off to the sending thread. Bytes such a write left unsent go
 first in the next `Due`, so frames stay whole and in order.
 
@@ -132,6 +134,11 @@ class Outbox:
     def _may_take_now_locked(self) -> bool:
         due = self._due
         if self.closed or self.draining or self._writing or not due.packed:
+            return False
+        if self._finished < self._outstanding:
+            # Other jobs here are still running: their results will follow
+            # soon, and the sending thread writes them all at once, fewer
+            # frames for the broker to read than one write per chunk.
             return False
         return not (due.drain or due.ping or due.pong)
 

@@ -73,9 +73,10 @@ def test_results_go_to_the_thread_that_has_them_when_nothing_else_is_under_way()
 def test_no_second_writer_while_a_write_is_under_way():
     outbox = Outbox(lambda: 2)
     outbox.first_grant()
-    assert outbox.received([1, 2])
+    assert outbox.received([1])
     first = outbox.finished(b"\x91\x01", 1, [], write_now=True)
     assert first is not None
+    assert outbox.received([2])
     # Under way: the next result waits for the writer, and so does take().
     assert outbox.finished(b"\x91\x02", 1, [], write_now=True) is None
     assert outbox.take_now() is None
@@ -84,16 +85,26 @@ def test_no_second_writer_while_a_write_is_under_way():
     assert due is not None and due.packed == [b"\x91\x02"]
 
 
+def test_results_wait_for_the_sending_thread_while_other_jobs_here_still_run():
+    outbox = Outbox(lambda: 4)
+    outbox.first_grant()
+    assert outbox.received([1, 2, 3])
+    assert outbox.finished(b"\x91\x01", 1, [], write_now=True) is None
+    assert outbox.finished(b"\x92\x02\x03", 2, [], write_now=True) is not None  # the last: all at once
+    outbox.written()
+
+
 def test_what_a_write_left_unsent_goes_first_in_the_next():
     outbox = Outbox(lambda: 2)
     outbox.first_grant()
-    assert outbox.received([1, 2])
+    assert outbox.received([1])
     assert outbox.finished(b"\x91\x01", 1, [], write_now=True) is not None
     outbox.written([b"rest of frame"])
     # Nothing else due: the sending thread takes the rest alone.
     due = outbox.take()
     assert due is not None and due.unsent == [b"rest of frame"] and not due.packed
     outbox.written()
+    assert outbox.received([2])
     outbox.finished(b"\x91\x02", 1, [])
     assert outbox.take().unsent == []
 
