@@ -121,7 +121,13 @@ class BrokerLink:
         self._notices_logged: set[str] = set()
         self._on_accepted = None if on_accepted is None else WeakCallback(on_accepted)
         self._on_started = None if on_started is None else WeakCallback(on_started)
-        self._lock = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._lock = threading.Condition(lock)
+        # The sender thread waits on a condition of its own over the same
+        # lock: notifying `_lock` (an accept, a refusal: callers waiting
+        # for room) would wake it for nothing, once per lone job, and the
+        # GIL switch that costs lands on the round trip.
+        self._sender_wanted = threading.Condition(lock)
         self._batches = itertools.count(1)
         self._unsent: list[list[Any]] = []
         self._unaccepted: dict[int, list[list[Any]]] = {}
@@ -191,6 +197,7 @@ class BrokerLink:
             self._unaccepted.clear()
             self._unsent = resend + self._unsent
             self._lock.notify_all()
+            self._sender_wanted.notify()
         return welcome
 
     # -- used by the client -------------------------------------------------
@@ -224,7 +231,7 @@ class BrokerLink:
             direct = lone and not self._sending and self._conn is not None and len(self._unsent) == 1
             if not direct:
                 if len(self._unsent) == 1:
-                    self._lock.notify_all()
+                    self._sender_wanted.notify()
                 return
             conn, batches = self._take_batches_locked()
         self._send_batches(conn, batches)
@@ -245,7 +252,7 @@ class BrokerLink:
             self._unsent += jobs
             self._pending += len(jobs)
             if wake:
-                self._lock.notify_all()
+                self._sender_wanted.notify()
 
     def request(self, msg: Message, timeout_s: float) -> Message:
         """Send a request and wait for its reply (one reply type per request).
@@ -290,6 +297,7 @@ class BrokerLink:
                 self._pending -= len(dropped)
             if ask_broker:
                 self._cancels += [i for i in ids if i not in set(dropped)]
+                self._sender_wanted.notify()
             self._lock.notify_all()
         return dropped
 
@@ -341,6 +349,7 @@ class BrokerLink:
             self._closed = True
             conn = self._conn
             self._lock.notify_all()
+            self._sender_wanted.notify()
         self._closing.set()
         if conn is not None:
             conn.close()
@@ -356,7 +365,7 @@ class BrokerLink:
                 while not self._closed and (
                     (not self._unsent and not self._cancels) or self._conn is None or self._sending
                 ):
-                    self._lock.wait()
+                    self._sender_wanted.wait()
                 if self._closed:
                     return
                 conn, batches = self._take_batches_locked() if self._unsent else (self._conn, [])
@@ -388,8 +397,8 @@ class BrokerLink:
         finally:
             with self._lock:
                 self._sending = False
-                if self._unsent:
-                    self._lock.notify_all()  # what came meanwhile is the sender thread's
+                if self._unsent or self._cancels:
+                    self._sender_wanted.notify()  # what came meanwhile is the sender thread's
 
     def _send_batch(self, conn: Connection, batch_id: int) -> None:
         """Send one batch in frames under the broker's limit; a job that

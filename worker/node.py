@@ -8,12 +8,18 @@ Long jobs therefore get no prefetch at all, and tiny jobs travel in
 batches big enough to hide the round trip.
 
 Per connection three threads: the caller's reads, `results` writes
-everything (results, release, drain, ping, pong: one writer, so frames
-never interleave and a blocked socket holds up no reader), and `keeper`
+everything (results, release, drain, ping, pong: one writer at a time, so
+frames never interleave and a blocked socket holds up no reader), and `keeper`
 ticks: it asks for a ping every heartbeat with the jobs running right now,
 and if nothing at all came from the broker for HEARTBEAT_MISSES heartbeats
 it cuts the connection, which unblocks everything else. The node then
 reconnects with backoff, forever, and says so in its log each time.
+A chunk's results are written by the thread that has them (the pool's
+result thread) when no write is under way and nothing else is due, with
+a write that never waits (`Connection.send_now`); what the socket does
+not take at once, and everything else, is the `results` thread's. That
+cuts a thread hand-off (a wake-up and a GIL switch) from every lone
+job's round trip, as the broker's PATH does on its side.
 A refusal (wrong secret, TLS on one side only, version) is not retried:
 `run` raises it, and `worker join` exits.
 Jobs of a connection that has closed are abandoned (runner.abandon):
@@ -34,7 +40,6 @@ import random
 import socket
 import threading
 import time
-from typing import Any
 
 from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
@@ -70,7 +75,7 @@ from sockpool.protocol.defaults import (
     STANDBY_RETRY_MAX_S,
 )
 
-from .outbox import Outbox
+from .outbox import Due, Outbox
 from .runner import Runner
 
 # Room in a hello for the nonce that authentication adds to it.
@@ -180,6 +185,12 @@ class WorkerNode:
             self._conn = conn
         self._last_received = time.monotonic()
         heartbeat_s = welcome.heartbeat_s if welcome.heartbeat_s > 0 else HEARTBEAT_S
+        max_frame_bytes = welcome.max_frame_bytes
+
+        def on_done(tag: Outbox, packed: bytes, count: int, released: list[int]) -> None:
+            # On the pool's result thread or the monitor: never waits.
+            self._write_now(conn, tag, max_frame_bytes, packed, count, released)
+
         threads = [
             threading.Thread(target=self._send_loop, args=(conn, outbox, welcome.max_frame_bytes), name="results", daemon=True),
             threading.Thread(target=self._keep_loop, args=(conn, outbox, heartbeat_s), name="keeper", daemon=True),
@@ -193,7 +204,7 @@ class WorkerNode:
                 self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
-                        self.runner.run(msg.jobs, outbox, _chunk_done)
+                        self.runner.run(msg.jobs, outbox, on_done)
                 elif isinstance(msg, Stop):
                     self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
@@ -222,23 +233,12 @@ class WorkerNode:
         """Send whatever is due, all of it in one write; results in as few
         frames under the broker's limit as they fit in."""
         while (due := outbox.take()) is not None:
-            parts = [encode(Drain())] if due.drain else []
-            if due.packed:
-                groups = fit_results(due.packed, max_frame_bytes)
-                for i, group in enumerate(groups):
-                    # The credit rides on the last frame, after the results it makes room for.
-                    parts.append(frame(results_body(group, due.grant if i == len(groups) - 1 else 0)))
-            if due.released:
-                log.info("handing back %d job(s) that had not started", len(due.released))
-                parts.append(encode(Release(due.released)))
-            if due.pong:
-                parts.append(encode(Pong()))
-            if due.ping:
-                parts.append(encode(Ping(running=self.runner.running_ids(outbox))))
             try:
-                conn.send_bytes(b"".join(parts))
+                conn.send_bytes(b"".join(self._frames(due, outbox, max_frame_bytes)))
             except ConnectionLost:
                 return
+            finally:
+                outbox.written()
             if due.drained:
                 # Half-close: the broker reads everything, then closes its
                 # end, which ends our reader.
@@ -249,6 +249,43 @@ class WorkerNode:
                 except OSError:
                     pass
                 return
+
+    def _write_now(
+        self, conn: Connection, outbox: Outbox, max_frame_bytes: int, packed: bytes, count: int, released: list[int]
+    ) -> None:
+        """Hand a chunk's results over, and write them from this thread if
+        the outbox says we may; what the socket does not take at once
+        goes to the `results` thread, first in its next write."""
+        due = outbox.finished(packed, count, released, write_now=True)
+        if due is None:
+            return
+        unsent: list[bytes] = []
+        try:
+            # A failed socket is closed by send_now and leaves nothing: the
+            # reader sees it and the broker requeues what it gave us.
+            unsent = [bytes(piece) for piece in conn.send_now(self._frames(due, outbox, max_frame_bytes))]
+        finally:
+            outbox.written(unsent)
+
+    def _frames(self, due: Due, outbox: Outbox, max_frame_bytes: int) -> list[bytes]:
+        """Everything `due` says to send, as whole frames in order; results
+        in as few frames under the broker's limit as they fit in."""
+        parts = list(due.unsent)
+        if due.drain:
+            parts.append(encode(Drain()))
+        if due.packed:
+            groups = fit_results(due.packed, max_frame_bytes)
+            for i, group in enumerate(groups):
+                # The credit rides on the last frame, after the results it makes room for.
+                parts.append(frame(results_body(group, due.grant if i == len(groups) - 1 else 0)))
+        if due.released:
+            log.info("handing back %d job(s) that had not started", len(due.released))
+            parts.append(encode(Release(due.released)))
+        if due.pong:
+            parts.append(encode(Pong()))
+        if due.ping:
+            parts.append(encode(Ping(running=self.runner.running_ids(outbox))))
+        return parts
 
     def _keep_loop(self, conn: Connection, outbox: Outbox, heartbeat_s: float) -> None:
         """Heartbeats, the broker's silence, and the drain's clock."""
@@ -288,11 +325,6 @@ class WorkerNode:
             return processes
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
         return processes * (1 + extra)
-
-
-def _chunk_done(outbox: Any, packed: bytes, count: int, released: list[int]) -> None:
-    # On the pool's result thread or the monitor: hand over and return at once.
-    outbox.finished(packed, count, released)
 
 
 def _abort(conn: Connection) -> None:

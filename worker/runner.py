@@ -20,7 +20,6 @@ import functools
 import logging
 import math
 import multiprocessing
-import multiprocessing.pool
 import os
 import signal
 import threading
@@ -41,6 +40,7 @@ from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .forkserver import forkserver_context
 from .monitor import Monitor
+from .pool import ChunkPool
 from .registry import load_tasks
 from .slots import NO_JOB, Slots, pid_alive, slot_count
 
@@ -55,45 +55,6 @@ def default_processes() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-class _Pool(multiprocessing.pool.Pool):
-    """A Pool that hands each process it creates to `on_process`: one that
-    dies right after it started is reaped and gone from the pool's list
-    before the monitor looks, and its exit code with it.
-
-    Its maintenance thread wakes only when it has work. CPython's pool
-    wakes its worker-handler thread whenever a result is waiting in the
-    result pipe, and again each time its task cache runs empty; each wake
-    rebuilds selectors and polls every process, and the thread spins until
-    the result thread has read the pipe. Profiling showed it taking most of
-    the worker's CPU when jobs are small (several wakes per job, holding
-    the GIL the result and sender threads need). Here it wakes when a pool
-    process exits (to replace it) or the pool's state changes (close,
-    terminate), which is all its work is about.
-    """
-
-    def __init__(self, *args: Any, on_process: Callable[[Any], None], **kwargs: Any) -> None:
-        self._on_process = on_process
-        super().__init__(*args, **kwargs)
-        # The pool notifies its worker handler each time its task cache runs
-        # empty, which with one job at a time is after every job. A result
-        # that never completes keeps the cache from emptying; it is never
-        # waited on, and `terminate()` (all Runner.close uses) ignores it.
-        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
-
-    def _get_sentinels(self) -> list[Any]:
-        # The base class adds the result pipe's reader; the state-change
-        # notifier is all the worker handler needs besides process sentinels.
-        return [self._change_notifier._reader]  # type: ignore[attr-defined]
-
-    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
-        proc = super().Process(ctx, *args, **kwds)
-        # Pool processes ignore SIGTERM (see pool_signals.py), which is what
-        # the pool's terminate() sends them: it must kill them instead.
-        proc.terminate = proc.kill
-        self._on_process(proc)
-        return proc
 
 
 class Runner:
@@ -111,7 +72,7 @@ class Runner:
             self.slots, self.book, self._pool_processes, self._chunk_lost,
             died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT, cancelled_type=E_CANCELLED,
         )
-        self.pool = _Pool(
+        self.pool = ChunkPool(
             processes, _init_process, (modules, self.slots), context=context, on_process=self.monitor.adopt
         )
         self.monitor.start()
@@ -177,8 +138,13 @@ class Runner:
         return len(self.book) > 0
 
     def _submit(self, chunk: Chunk) -> None:
+        # With a process free for it (no more chunks here than processes),
+        # the chunk goes to the pool from this thread (see pool.py): a lone
+        # job skips the task-handler thread. Beyond that, chunks queue for
+        # the task handler as before, in the order they came.
+        apply = self.pool.apply_now if len(self.book) <= self.processes else self.pool.apply_async
         try:
-            chunk.handle = self.pool.apply_async(
+            chunk.handle = apply(
                 run_chunk,
                 (chunk.id, chunk.jobs),
                 callback=lambda done, cid=chunk.id: self._chunk_done(cid, done),

@@ -1,0 +1,138 @@
+"""The stdlib process pool, adjusted for the worker: `ChunkPool`.
+
+What it changes, and why (each measured, see bench/README.md):
+
+- Each process it creates goes to `on_process` (the monitor) at once.
+- Its maintenance thread wakes only when it has work (below).
+- `apply_now` hands a small task to the pool processes from the calling
+  thread when their pipe is empty (so the write cannot block), instead of
+  waking the pool's task-handler thread to do it: a lone job skips one
+  thread hand-off.
+  It never waits: with no room (or another write under way) the task goes
+  through the task handler as `apply_async` sends it. The two write the
+  same pipe, so they share one lock; CPython's task handler writes with
+  no lock at all, being the only writer there.
+
+It owns no job bookkeeping: that is the Runner's and the ChunkBook's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing.pool
+import struct
+import termios
+import threading
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable
+
+# Where a pipe tells how many bytes are unread in it (Linux, the BSDs,
+# macOS); elsewhere `apply_now` writes nothing itself.
+_FIONREAD: int | None = getattr(termios, "FIONREAD", None)
+# Tasks larger than this go through the task handler: multiprocessing
+# writes up to 16 KiB (with its 4-byte prefix) in one write, which an
+# empty pipe (64 KiB, or at least one page less than that) always takes.
+_DIRECT_MAX_BYTES = 16 * 1024 - 4
+
+
+class ChunkPool(multiprocessing.pool.Pool):
+    """A Pool that hands each process it creates to `on_process`: one that
+    dies right after it started is reaped and gone from the pool's list
+    before the monitor looks, and its exit code with it.
+
+    Its maintenance thread wakes only when it has work. CPython's pool
+    wakes its worker-handler thread whenever a result is waiting in the
+    result pipe, and again each time its task cache runs empty; each wake
+    rebuilds selectors and polls every process, and the thread spins until
+    the result thread has read the pipe. Profiling showed it taking most of
+    the worker's CPU when jobs are small (several wakes per job, holding
+    the GIL the result and sender threads need). Here it wakes when a pool
+    process exits (to replace it) or the pool's state changes (close,
+    terminate), which is all its work is about.
+    """
+
+    def __init__(self, *args: Any, on_process: Callable[[Any], None], **kwargs: Any) -> None:
+        self._on_process = on_process
+        self._put_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+        # The pool notifies its worker handler each time its task cache runs
+        # empty, which with one job at a time is after every job. A result
+        # that never completes keeps the cache from emptying; it is never
+        # waited on, and `terminate()` (all Runner.close uses) ignores it.
+        self._never_done = multiprocessing.pool.ApplyResult(self, None, None)  # type: ignore[call-arg]
+
+    def _setup_queues(self) -> None:
+        super()._setup_queues()  # type: ignore[misc]
+        send = self._quick_put  # type: ignore[has-type]
+        lock = self._put_lock
+
+        def put(task: Any) -> None:
+            with lock:  # the task handler's writes, whole, between ours
+                send(task)
+
+        self._quick_put = put
+
+    def apply_now(
+        self, func: Callable[..., Any], args: tuple[Any, ...], callback: Callable[[Any], None],
+        error_callback: Callable[[BaseException], None],
+    ) -> multiprocessing.pool.ApplyResult[Any]:
+        """`apply_async`, but written to the pool processes' pipe from this
+        thread when it has room right now; never waits.
+
+        Raises:
+            ValueError: the pool is closed.
+        """
+        self._check_running()  # type: ignore[attr-defined]
+        result: multiprocessing.pool.ApplyResult[Any] = multiprocessing.pool.ApplyResult(
+            self, callback, error_callback  # type: ignore[arg-type]
+        )
+        task = (result._job, 0, func, args, {})  # type: ignore[attr-defined]
+        if not self._send_now(task):
+            self._taskqueue.put(([task], None))  # type: ignore[attr-defined]
+        return result
+
+    def _send_now(self, task: tuple[Any, ...]) -> bool:
+        """Write `task` to the pipe if that cannot block; False if not sent
+        (tasks in the pipe or queued, another writer, too big, or it cannot
+        be pickled: the task handler then sends it, or fails it, as for any
+        task)."""
+        if _FIONREAD is None or not self._taskqueue.empty():  # type: ignore[attr-defined]
+            return False  # tasks already waiting go first
+        if not self._put_lock.acquire(blocking=False):
+            return False
+        try:
+            writer = self._inqueue._writer  # type: ignore[attr-defined]
+            # Only into an empty pipe: its free room is then certain (16
+            # pages; small writes share pages, so bytes unread would not
+            # tell how much more fits). Nothing else writes while we hold
+            # the lock, and the processes only take out: the write cannot
+            # block. An empty pipe is also the lone job's case: every
+            # process has taken its task, and an idle one reads ours at once.
+            (unread,) = struct.unpack("i", fcntl.ioctl(writer.fileno(), _FIONREAD, b"\0\0\0\0"))
+            if unread:
+                return False
+            try:
+                payload = ForkingPickler.dumps(task)
+            except Exception:
+                return False
+            if len(payload) > _DIRECT_MAX_BYTES:
+                return False
+            writer.send_bytes(payload)  # one write: at most 16 KiB
+            return True
+        except OSError:
+            return False  # closing: the task handler's path says how it ends
+        finally:
+            self._put_lock.release()
+
+    def _get_sentinels(self) -> list[Any]:
+        # The base class adds the result pipe's reader; the state-change
+        # notifier is all the worker handler needs besides process sentinels.
+        return [self._change_notifier._reader]  # type: ignore[attr-defined]
+
+    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
+        proc = super().Process(ctx, *args, **kwds)
+        # Pool processes ignore SIGTERM (see pool_signals.py), which is what
+        # the pool's terminate() sends them: it must kill them instead.
+        proc.terminate = proc.kill
+        self._on_process(proc)
+        return proc
