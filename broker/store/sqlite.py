@@ -263,13 +263,14 @@ def _make_private(data_dir: Path, db_path: Path) -> None:
 
     SQLite gives its -wal and -shm files the database file's mode, so
     creating that one private is enough for the files to come; files left
-    by an older broker are made private too.
+    by an older broker are made private too. Body files (blobs.py) are
+    created 0600 in a directory of their own, made 0700 here too.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
     for path in [data_dir, *data_dir.iterdir()]:
         mode = 0o700 if path.is_dir() else 0o600
-        if (path == data_dir or path.is_file()) and path.stat().st_mode & 0o077:
+        if (path == data_dir or path.is_file() or path.name == "blobs") and path.stat().st_mode & 0o077:
             try:
                 os.chmod(path, mode)
                 log.warning("%s was accessible by other users; made it private (%04o)", path, mode)
