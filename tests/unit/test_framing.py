@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from sockpool.protocol import MAX_FRAME_BYTES, FrameDecoder, ProtocolError, frame, pack_body, unpack_body
-from sockpool.protocol.framing import PREFIX_BYTES
+from sockpool.protocol.framing import PREFIX_BYTES, prefix
 
 
 def bodies(dec: FrameDecoder) -> list[bytes]:
@@ -208,7 +208,7 @@ def test_clean_eof_between_frames():
 # -- large frames: a buffer of their own ---------------------------------------
 
 
-from sockpool.protocol.framing import LARGE_FRAME_BYTES, frame_parts  # noqa: E402
+from sockpool.protocol.framing import FIRST_LARGE_BUFFER_BYTES, LARGE_FRAME_BYTES, frame_parts  # noqa: E402
 
 
 def large_stream() -> tuple[list[bytes], bytes]:
@@ -281,3 +281,23 @@ def test_frame_parts_join_to_the_frame():
         parts = frame_parts(body)
         assert b"".join(parts) == frame(body)
         assert len(parts) == (2 if len(body) >= LARGE_FRAME_BYTES else 1)
+
+
+def test_a_large_buffer_follows_the_bytes_that_arrived_not_the_length_claimed():
+    """A peer that announces 16 MiB and sends 1000 bytes costs a buffer of
+    1 MiB at most; once it has sent that much, the buffer takes the length."""
+    length = 16 << 20
+    dec = FrameDecoder(max_frame_bytes=length)
+    dec.feed(prefix(length) + b"x" * 1000)
+    assert dec.next_body() is None
+    rooms = []
+    filled = 1000
+    while (into := dec.receive_buffer()) is not None:
+        rooms.append(len(into))
+        into[:] = b"y" * len(into)
+        into.release()
+        dec.received(rooms[-1])
+        filled += rooms[-1]
+    body = dec.next_body()
+    assert len(body) == length and bytes(body[:1001]) == b"x" * 1000 + b"y"
+    assert rooms == [FIRST_LARGE_BUFFER_BYTES - 1000, length - FIRST_LARGE_BUFFER_BYTES]
