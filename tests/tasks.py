@@ -246,3 +246,10 @@ def note(path: str, key: str, seconds: float = 0.0) -> str:
         f.write(f"{key} {time.time():.6f}\n")
     time.sleep(seconds)
     return key
+
+
+def digest(data: bytes) -> str:
+    """The SHA-256 of a bytes argument: a large argument must arrive intact."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

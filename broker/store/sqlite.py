@@ -6,6 +6,10 @@ an fsync per commit. A lock file keeps a second broker off the directory:
 with SQLite there is exactly one broker per store, so it is always the
 leader and nothing needs fencing.
 
+A job body of 64 KiB or more lives in a file of its own beside the
+database (blobs.py says why, and the crash-ordering rules); its row holds
+an empty body.
+
 The store must never decide anything: it writes what it is given and
 reads back what it wrote.
 """
@@ -22,6 +26,7 @@ from typing import Any, Iterator
 import msgpack
 
 from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows, unfinished_from_rows
+from .blobs import BLOB_FILE_BYTES, BlobFiles
 
 log = logging.getLogger("sockpool.broker.store")
 
@@ -31,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     session      TEXT NOT NULL,
     cid          INTEGER NOT NULL,
     task         TEXT NOT NULL,
-    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished
+    body         BLOB NOT NULL,      -- msgpack [args, kwargs, many, options]; empty once finished,
+                                     -- or while unfinished if it is in blobs/<gid> (blobs.py)
     attempts     INTEGER NOT NULL DEFAULT 0,
     ok           INTEGER,            -- NULL until the job finished
     result       BLOB,               -- msgpack value or error
@@ -116,10 +122,31 @@ class SqliteStore(GroupCommitStore):
         # Until a job is followed, finishes skip the followers table: the
         # plain job path pays nothing for unique keys.
         self._followers_seen = self._db.execute("SELECT 1 FROM followers LIMIT 1").fetchone() is not None
+        self._blobs = BlobFiles(data_dir / "blobs", fsync=fsync)
+        self._blobs.sweep(self._wants_blob)
+
+    def _wants_blob(self, gid: int) -> bool:
+        """Whether job `gid`'s row says its body is its file."""
+        query = "SELECT 1 FROM jobs WHERE gid = ? AND ok IS NULL AND length(body) = 0"
+        return self._db.execute(query, (gid,)).fetchone() is not None
+
+    def _with_bodies(self, job_rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Job rows with each body kept in a file read back into its place."""
+        for row in job_rows:
+            if row[6] is None and not row[4]:
+                row = (*row[:4], self._blobs.read(row[0]), *row[5:])
+            yield row
+
+    def _unfinished_with_bodies(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Rows of _UNFINISHED_COLUMNS, each body kept in a file read back
+        into its place (an unfinished row's body is empty only then)."""
+        read = self._blobs.read
+        for row in rows:
+            yield row if row[4] else (*row[:4], read(row[0]), row[5])
 
     def restore(self) -> Snapshot:
         snapshot = snapshot_from_rows(
-            self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"),
+            self._with_bodies(self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs")),
             self._db.execute("SELECT gid, task, body, attempts, finished_at FROM failed"),
             self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"),
         )
@@ -143,19 +170,37 @@ class SqliteStore(GroupCommitStore):
         # no sort.)
         cursor = self._db.execute(f"SELECT {_UNFINISHED_COLUMNS} FROM jobs WHERE ok IS NULL ORDER BY gid")
         while rows := cursor.fetchmany(batch_rows):
-            yield Snapshot(unfinished_from_rows(rows), [], [])
+            yield Snapshot(unfinished_from_rows(self._unfinished_with_bodies(rows)), [], [])
         # Followers last: each joins a job by its id, which must be back by then.
         yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
         rows = rows_for(journal)
         db = self._db
+        blobs = self._blobs
+        finishing = {row[3] for row in rows.finish}
+        added: list[tuple[Any, ...]] = []
+        replaced: list[int] = []  # small bodies now in the row of a job that had a file
+        new_files: list[int] = []
         try:
+            for row in rows.add:
+                gid, body = row[0], row[4]
+                if len(body) >= BLOB_FILE_BYTES:
+                    # A job finishing in this same transaction needs no file:
+                    # its body is emptied anyway.
+                    if gid not in finishing and blobs.write(gid, body):
+                        new_files.append(gid)
+                    row = (*row[:4], b"", *row[5:])
+                elif gid in blobs.held:
+                    replaced.append(gid)
+                added.append(row)
+            if new_files:
+                blobs.sync()
             db.execute("BEGIN")
             db.executemany(
                 "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows.add,
+                added,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
             if rows.follow:
@@ -196,7 +241,15 @@ class SqliteStore(GroupCommitStore):
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # SQLite may have rolled back itself (a full disk does)
+            # No row refers to a file this transaction created (a retry
+            # writes it again); files that were there before still have theirs.
+            blobs.remove(new_files)
             raise
+        # Only now that no committed row needs them.
+        if blobs.held:
+            blobs.remove(replaced)
+            blobs.remove(finishing)
+            blobs.remove(gid for (gid,) in rows.forget)
 
     def _disk_full(self, exc: BaseException) -> bool:
         return (
@@ -221,13 +274,14 @@ def _make_private(data_dir: Path, db_path: Path) -> None:
 
     SQLite gives its -wal and -shm files the database file's mode, so
     creating that one private is enough for the files to come; files left
-    by an older broker are made private too.
+    by an older broker are made private too. Body files (blobs.py) are
+    created 0600 in a directory of their own, made 0700 here too.
     """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
     for path in [data_dir, *data_dir.iterdir()]:
         mode = 0o700 if path.is_dir() else 0o600
-        if (path == data_dir or path.is_file()) and path.stat().st_mode & 0o077:
+        if (path == data_dir or path.is_file() or path.name == "blobs") and path.stat().st_mode & 0o077:
             try:
                 os.chmod(path, mode)
                 log.warning("%s was accessible by other users; made it private (%04o)", path, mode)

@@ -517,11 +517,13 @@ def test_the_data_directory_and_its_files_are_private_whatever_the_umask(tmp_pat
     try:
         with Client(address) as client:
             client.submit("square", 3)  # no worker: it stays queued, on disk
+            client.submit("square", b"x" * 100_000)  # large: its body is a file of its own
             assert client.wait_accepted(WAIT_S)
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
-        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
-        assert {"broker.sqlite3", "broker.sqlite3-wal", "broker.lock"} <= set(files), files
-        assert all(mode == 0o600 for mode in files.values()), files
+        files = {str(p.relative_to(data)): stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*")}
+        assert {"broker.sqlite3", "broker.sqlite3-wal", "broker.lock", "blobs"} <= set(files), files
+        assert len([name for name in files if name.startswith("blobs/")]) == 1, files
+        assert all(mode == (0o700 if (data / name).is_dir() else 0o600) for name, mode in files.items()), files
     finally:
         broker.stop()
 
@@ -536,10 +538,12 @@ def test_an_existing_data_directory_left_readable_is_made_private(tmp_path):
     data.chmod(0o755)
     (data / "broker.sqlite3").touch()
     (data / "broker.sqlite3").chmod(0o644)
+    (data / "blobs").mkdir()
+    (data / "blobs").chmod(0o755)
     store = SqliteStore(data)
     try:
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
-        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in data.iterdir())
+        assert all(stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600) for p in data.iterdir())
     finally:
         store.close()
 

@@ -235,3 +235,42 @@ def test_jobs_caught_in_a_failed_write_are_acknowledged_only_once_written(small_
         if worker is not None:
             worker.stop()
         broker.stop()
+
+
+def test_a_full_disk_refuses_large_jobs_and_leaves_no_half_written_body_file(small_disk, tmp_path):
+    """Bodies of 64 KiB or more are files of their own (broker/store/blobs.py):
+    a file the disk cannot hold fails the write like the database would, no
+    part of it stays behind, and every job taken in (the one caught in the
+    failed write too) runs with its bytes intact once there is room again,
+    leaving no file."""
+    import hashlib
+
+    data_dir = small_disk / "data"
+    broker, address = start_broker(tmp_path, "--data-dir", str(data_dir))
+    worker = None
+    filler = fill(small_disk, leave_bytes=1 << 20)
+    try:
+        with Client(address) as client:
+            taken, refused = [], False
+            for i in range(40):  # 1 MiB free: full after a few 200 KB jobs
+                payload = os.urandom(200_000 + i)
+                taken.append((client.submit("tests.tasks:digest", payload), hashlib.sha256(payload).hexdigest()))
+                try:
+                    client.wait_accepted(WAIT_S)
+                except BrokerRefused as exc:
+                    assert exc.code == "DiskFull"
+                    refused = True
+                    break
+            assert refused, "the disk never filled"
+            assert len(taken) > 1, "the disk was full before any job"
+            assert not [p.name for p in (data_dir / "blobs").iterdir() if p.name.endswith(".part")]
+            with pytest.raises(JobFailed, match="disk full"):
+                client.submit("tests.tasks:digest", b"y" * 100_000).result(WAIT_S)
+            filler.unlink()  # the broker resumes by itself
+            worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+            assert [f.result(WAIT_S) for f, _ in taken] == [digest for _, digest in taken]
+        wait_until(lambda: list((data_dir / "blobs").iterdir()) == [], what="every body file removed")
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -314,6 +315,35 @@ def test_restore_in_parts_serves_workers_and_loses_or_repeats_nothing(tmp_path):
         db = sqlite3.connect(tmp_path / "data" / "broker.sqlite3")
         wait_until(lambda: db.execute("SELECT count(*) FROM jobs WHERE ok IS NULL").fetchone()[0] == 0,
                    what="every job finished on disk")
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
+def test_large_arguments_kept_in_files_survive_kill_9_and_leave_no_file_behind(tmp_path):
+    """Bodies of 64 KiB or more live in files beside the database
+    (broker/store/blobs.py). Killed while a client streams them in, the
+    broker comes back with every accepted job's bytes intact, the client
+    resends the rest, and once all have run no file is left."""
+    import hashlib
+
+    blobs = [os.urandom(200_000 + i) for i in range(24)]
+    port = free_port()
+    broker, address = start_broker(tmp_path, port=port)
+    worker = None
+    try:
+        with Client(address) as client:
+            futures = [client.submit("tests.tasks:digest", data) for data in blobs[:12]]
+            assert client.wait_accepted(WAIT_S)
+            assert len(os.listdir(tmp_path / "data" / "blobs")) == 12
+            # A second batch still streaming in when the kill comes.
+            futures += [client.submit("tests.tasks:digest", data) for data in blobs[12:]]
+            broker.kill()
+            broker, address = start_broker(tmp_path, port=port)
+            worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+            assert [f.result(WAIT_S) for f in futures] == [hashlib.sha256(d).hexdigest() for d in blobs]
+        wait_until(lambda: os.listdir(tmp_path / "data" / "blobs") == [], what="every body file removed")
     finally:
         if worker is not None:
             worker.stop()

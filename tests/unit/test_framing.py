@@ -208,7 +208,7 @@ def test_clean_eof_between_frames():
 # -- large frames: a buffer of their own ---------------------------------------
 
 
-from sockpool.protocol.framing import LARGE_FRAME_BYTES, frame_parts  # noqa: E402
+from sockpool.protocol.framing import LARGE_FRAME_BYTES, REUSED_BUFFER_BYTES, frame_parts  # noqa: E402
 
 
 def large_stream() -> tuple[list[bytes], bytes]:
@@ -281,3 +281,66 @@ def test_frame_parts_join_to_the_frame():
         parts = frame_parts(body)
         assert b"".join(parts) == frame(body)
         assert len(parts) == (2 if len(body) >= LARGE_FRAME_BYTES else 1)
+
+
+def receive_all(dec: FrameDecoder, data: bytes, piece: int = 50_000) -> list:
+    """What Connection.recv does: recv_into receive_buffer() when there is
+    one, feed() otherwise; each body decoded, then dropped."""
+    out, pos = [], 0
+    while pos < len(data):
+        into = dec.receive_buffer()
+        if into is None:
+            dec.feed(data[pos : pos + 3000])
+            pos += 3000
+        else:
+            count = min(len(into), piece, len(data) - pos)
+            into[:count] = data[pos : pos + count]
+            into.release()
+            dec.received(count)
+            pos += count
+        while (body := dec.next_body()) is not None:
+            out.append(unpack_body(body))
+    return out
+
+
+def test_frames_around_the_reused_buffers_size_arrive_whole():
+    sizes = [LARGE_FRAME_BYTES, REUSED_BUFFER_BYTES - 10, REUSED_BUFFER_BYTES + 10, LARGE_FRAME_BYTES, 3 << 20]
+    values = [bytes([i]) * n for i, n in enumerate(sizes)]
+    _, data = stream(*values)
+    assert receive_all(FrameDecoder(), data) == values
+
+
+def test_a_body_no_longer_held_leaves_its_buffer_to_the_next_frame():
+    _, data = stream(b"a" * LARGE_FRAME_BYTES, b"b" * LARGE_FRAME_BYTES)
+    half = len(data) // 2
+    dec = FrameDecoder()
+
+    def receive(part: bytes):
+        dec.feed(part[:3000])
+        assert dec.next_body() is None
+        with dec.receive_buffer() as into:
+            into[: len(part) - 3000] = part[3000:]
+        dec.received(len(part) - 3000)
+        return dec.next_body()
+
+    first = receive(data[:half])
+    assert bytes(first) == pack_body(b"a" * LARGE_FRAME_BYTES)
+    buffer_id = id(first.obj)
+    del first  # decoded and dropped, as a connection does
+    second = receive(data[half:])
+    assert id(second.obj) == buffer_id and bytes(second) == pack_body(b"b" * LARGE_FRAME_BYTES)
+
+
+def test_a_body_still_held_keeps_its_buffer():
+    _, data = stream(b"a" * LARGE_FRAME_BYTES, b"b" * LARGE_FRAME_BYTES)
+    dec = FrameDecoder()
+    held = []
+    for part in (data[: len(data) // 2], data[len(data) // 2 :]):
+        dec.feed(part[:3000])
+        assert dec.next_body() is None
+        with dec.receive_buffer() as into:
+            into[: len(part) - 3000] = part[3000:]
+        dec.received(len(part) - 3000)
+        held.append(dec.next_body())
+    assert held[0].obj is not held[1].obj
+    assert [bytes(b) for b in held] == [pack_body(b"a" * LARGE_FRAME_BYTES), pack_body(b"b" * LARGE_FRAME_BYTES)]
