@@ -142,9 +142,17 @@ def rows_for(journal: Journal) -> Rows:
     # A job acknowledged within this flush needs no row at all: whatever
     # its add, attempts and finish would write, the delete removes.
     forgotten = {gid for op in by_kind.get("forget", ()) for gid in op[1]}
-    finished = [(int(ok), packed(value, large_value(value)), at, gid) for _, gid, ok, value, at in by_kind.get("finish", ())]
+    # One packer for the flush: `msgpack.packb` builds a new Packer per
+    # call, which cost more than the packing of a small value (2.0 -> 0.8 us).
+    pack_small = msgpack.Packer(use_bin_type=True).pack
+    finished = [(int(ok), packed(value, True) if large_value(value) else pack_small(value), at, gid)
+                for _, gid, ok, value, at in by_kind.get("finish", ())]
+    # A job that finished within this flush is written finished (its finish
+    # row follows in the same transaction): its arguments, never read again,
+    # are not packed at all.
+    done = {row[3] for row in finished}
     return Rows(
-        add=[(j.gid, j.session, j.cid, j.task, j.stored_body(), j.attempts,
+        add=[(j.gid, j.session, j.cid, j.task, b"" if j.gid in done else j.stored_body(pack_small), j.attempts,
               int(j.result_mode == RESULT_DETACHED), j.key)
              for _, j in by_kind.get("add", ()) if j.gid not in forgotten],
         attempts=[(n, gid) for _, gid, n in by_kind.get("attempts", ()) if gid not in forgotten],

@@ -171,7 +171,7 @@ class SqliteStore(GroupCommitStore):
                 )
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
             db.executemany("DELETE FROM failed WHERE gid = ?", rows.unfail)
-            db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
+            db.executemany("DELETE FROM jobs WHERE gid BETWEEN ? AND ?", gid_runs(rows.forget))
             for setting in rows.settings:
                 if setting[0] == "pause":
                     db.execute("INSERT OR IGNORE INTO paused_queues VALUES (?)", setting[1:])
@@ -209,6 +209,19 @@ class SqliteStore(GroupCommitStore):
     def _close_backend(self) -> None:
         self._db.close()
         self._lock_file.close()
+
+
+def gid_runs(rows: list[tuple[Any, ...]]) -> list[list[int]]:
+    """The ids of `(gid,)` rows as runs of consecutive ids, [first, last]
+    each: a client acknowledges its results in order, so a flush's deletes
+    are a few ranges, one statement each, not one per job."""
+    runs: list[list[int]] = []
+    for gid in sorted({row[0] for row in rows}):
+        if runs and gid == runs[-1][1] + 1:
+            runs[-1][1] = gid
+        else:
+            runs.append([gid, gid])
+    return runs
 
 
 def _make_private(data_dir: Path, db_path: Path) -> None:
