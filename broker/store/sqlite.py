@@ -144,7 +144,7 @@ class SqliteStore(GroupCommitStore):
         yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
-        rows = rows_for(journal)
+        rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen)
         db = self._db
         try:
             db.execute("BEGIN")
@@ -152,6 +152,12 @@ class SqliteStore(GroupCommitStore):
                 "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.add,
+            )
+            # Finished already: one insert instead of an insert and an update.
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key, ok, result,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.add_finished,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
             if rows.follow:

@@ -94,3 +94,21 @@ def test_deletes_go_as_runs_of_consecutive_ids(gids, runs):
     from sockpool.broker.store.sqlite import gid_runs
 
     assert gid_runs([(gid,) for gid in gids]) == runs
+
+
+def test_a_backend_that_asks_gets_jobs_finished_within_the_flush_as_finished_rows():
+    rows = rows_for([("add", job(1)), ("add", job(2, 2)), ("finish", 1, True, 3, 10.0), ("finish", 3, False, "E", 11.0)],
+                    finished_adds=True)
+    assert [r[0] for r in rows.add] == [2]
+    assert rows.add_finished == [(1, "s1", 1, "tests.tasks:add", b"", 0, 0, None, 1, b"\x03", 10.0)]
+    assert rows.finish == [(0, b"\xa1E", 11.0, 3)]  # added in an earlier flush: updated
+    assert [r[3] for r in rows.finish_followers] == [1, 3]
+
+
+def test_finishes_make_no_follower_rows_when_no_follower_is_stored():
+    journal = [("add", job(1)), ("finish", 1, True, 3, 10.0), ("forget", [1])]
+    assert rows_for(journal, followers_stored=False).finish_followers == []
+    assert [r[3] for r in rows_for(journal).finish_followers] == [1]
+    # A follower joining within the flush counts as stored.
+    followed = rows_for([("follow", "s2", 7, 1), *journal], followers_stored=False)
+    assert [r[3] for r in followed.finish_followers] == [1]
