@@ -45,7 +45,7 @@ from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY
 from .schedules import DEFAULT_MISSED, MISSED_POLICIES
 from .limits import LimitSpec, parse_limit
 from .quota import Quota
-from .server import BrokerServer
+from .server import BrokerServer, tune_collector
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
 
 R = TypeVar("R")
@@ -238,6 +238,7 @@ def start(
         http.start()
         click.echo(f"metrics on {http.address}")
     sys.stdout.flush()
+    tune_collector()
     try:
         server.serve_forever()
     finally:
