@@ -46,3 +46,20 @@ def test_a_job_finished_within_its_flush_restores_as_finished(tmp_path):
     jobs, results = restored(tmp_path)
     assert jobs == [2]
     assert results == {1: [1, True, 11]}
+
+
+def test_jobs_with_and_without_attempts_detached_results_and_keys_read_back_as_written(tmp_path):
+    plain = job(1)
+    detached = Job(2, "s1", 2, "tests.tasks:add", [2, 1], {}, False, {"result": "detached", "key": "k2"})
+    retried = Job(3, "s1", 3, "tests.tasks:add", [3, 1], {}, False, attempts=2)
+    store = SqliteStore(tmp_path)
+    try:
+        store._commit([("add", plain), ("add", detached), ("add", retried)])
+        store._commit([("finish", 2, True, 20, 5.0)])
+        rows = store._db.execute("SELECT gid, attempts, detached, key, ok FROM jobs ORDER BY gid").fetchall()
+    finally:
+        store.close()
+    assert rows == [(1, 0, 0, None, None), (2, 0, 1, "k2", 1), (3, 2, 0, None, None)]
+    jobs, results = restored(tmp_path)
+    assert jobs == [1, 3]
+    assert results == {2: [2, True, 20]}
