@@ -78,12 +78,13 @@ class Throughput:
 
     def add(self, now: float, calls: int) -> None:
         second = math.floor(now)
-        if self._seconds and self._seconds[-1][0] == second:
-            self._seconds[-1][1] += calls
-        else:
-            self._seconds.append([second, calls])
-        while self._seconds[0][0] <= second - self.history_s:
-            self._seconds.popleft()
+        seconds = self._seconds
+        if seconds and seconds[-1][0] == second:
+            seconds[-1][1] += calls  # the running second: what fell out went when it began
+            return
+        seconds.append([second, calls])
+        while seconds[0][0] <= second - self.history_s:
+            seconds.popleft()
 
     def history(self, now: float) -> list[int]:
         """Calls completed in each of the last `history_s` seconds, oldest first;

@@ -193,7 +193,11 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
 
 
 def _add_row(j: Job, body: bytes) -> tuple[Any, ...]:
-    return (j.gid, j.session, j.cid, j.task, body, j.attempts, int(j.result_mode == RESULT_DETACHED), j.key)
+    options = j.options  # j.result_mode and j.key, read once (None for almost every job)
+    if options is None:
+        return (j.gid, j.session, j.cid, j.task, body, j.attempts, 0, None)
+    return (j.gid, j.session, j.cid, j.task, body, j.attempts, int(options.get("result") == RESULT_DETACHED),
+            options.get("key"))
 
 
 _SETTINGS = frozenset({"queue_paused", "schedule", "unschedule"})
