@@ -152,17 +152,16 @@ class SqliteStore(GroupCommitStore):
             # the columns' defaults; binding fewer values costs less (about
             # 3.3 -> 2.8 us a row).
             plain = [row[:5] for row in rows.add if row[5] == 0 and row[6] == 0 and row[7] is None]
-            db.executemany("INSERT OR REPLACE INTO jobs (gid, session, cid, task, body) VALUES (?, ?, ?, ?, ?)", plain)
+            insert_many(db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body) VALUES ", plain)
             if len(plain) < len(rows.add):
-                db.executemany(
-                    "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                insert_many(
+                    db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key) VALUES ",
                     [row for row in rows.add if not (row[5] == 0 and row[6] == 0 and row[7] is None)],
                 )
             # Finished already: one insert instead of an insert and an update.
-            db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key, ok, result,"
-                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            insert_many(
+                db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key, ok, result,"
+                " finished_at) VALUES ",
                 rows.add_finished,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
@@ -221,6 +220,28 @@ class SqliteStore(GroupCommitStore):
     def _close_backend(self) -> None:
         self._db.close()
         self._lock_file.close()
+
+
+# Values bound per statement at most: the limit of SQLite builds before 3.32.
+MAX_BOUND_VALUES = 999
+
+
+def insert_many(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
+    """`head` (an INSERT ending in VALUES) for every row, as many rows per
+    statement as MAX_BOUND_VALUES allows instead of `executemany`'s one:
+    a statement step costs the same whatever its rows, and the sqlite3
+    module lets go of the GIL and takes it back around each step, which
+    costs most when other threads wait for it (a busy broker's readers).
+    Rows go in their order, so a later row replaces an earlier one as it
+    would one by one."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = MAX_BOUND_VALUES // width
+    one = "(" + ", ".join(["?"] * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        db.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
 
 
 def gid_runs(rows: list[tuple[Any, ...]]) -> list[list[int]]:

@@ -63,3 +63,18 @@ def test_jobs_with_and_without_attempts_detached_results_and_keys_read_back_as_w
     jobs, results = restored(tmp_path)
     assert jobs == [1, 3]
     assert results == {2: [2, True, 20]}
+
+
+def test_more_jobs_in_a_flush_than_one_statement_binds_are_all_written(tmp_path):
+    from sockpool.broker.store.sqlite import MAX_BOUND_VALUES
+
+    count = MAX_BOUND_VALUES  # several statements of 5 values a row, the last one short
+    store = SqliteStore(tmp_path)
+    try:
+        store._commit([("add", job(gid)) for gid in range(1, count + 1)])
+        store._commit([("add", job(count + 1)), ("finish", count + 1, True, 0, 5.0), ("finish", 7, True, 70, 5.0)])
+    finally:
+        store.close()
+    jobs, results = restored(tmp_path)
+    assert jobs == [gid for gid in range(1, count + 1) if gid != 7]
+    assert results == {7: [7, True, 70], count + 1: [count + 1, True, 0]}
