@@ -39,7 +39,8 @@ def count_run(state: BrokerState, worker: WorkerInfo, job: Job, ok: bool, value:
 def count_ok_runs(state: BrokerState, worker: WorkerInfo, jobs: list[Job]) -> None:
     """`count_run` for the jobs of one results frame that succeeded, in one go."""
     now = state.now
-    state.stats.on_ran_ok([job.dispatched_at - job.queued_at for job in jobs], [now - job.dispatched_at for job in jobs])
+    waits = [job.dispatched_at - job.queued_at for job in jobs]
+    state.stats.on_ran_ok(waits, [now - job.dispatched_at for job in jobs])
     worker.done += sum(job.calls for job in jobs)
 
 

@@ -174,7 +174,7 @@ class SqliteStore(GroupCommitStore):
             )
             # A finished job's arguments are never read again: dropping them
             # keeps the write (and the disk) small for jobs with large ones.
-            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
+            update_finished(db, rows.finish)
             if self._followers_seen:
                 db.executemany(
                     "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE gid = ? AND ok IS NULL",
@@ -242,6 +242,32 @@ def insert_many(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) 
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         db.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
+
+
+# UPDATE ... FROM: SQLite 3.33 or later.
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def update_finished(db: sqlite3.Connection, rows: list[tuple[Any, ...]], many: bool | None = None) -> None:
+    """Write the outcome of each (ok, result, finished_at, gid) row into its
+    job's row, dropping the arguments (never read again). Many rows per
+    statement (`UPDATE ... FROM (VALUES ...)`, found by primary key) where
+    SQLite has it (`many`, by default UPDATE_FROM), as `insert_many` does:
+    4.1 -> 1.4 us a row in a probe; one step per row on an older SQLite."""
+    if not (UPDATE_FROM if many is None else many):
+        db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows)
+        return
+    # One row per job: where several match, UPDATE ... FROM takes any one;
+    # a job finishes once, but the last would win one by one.
+    unique = list({row[3]: row for row in rows}.values())
+    per = MAX_BOUND_VALUES // 4
+    for start in range(0, len(unique), per):
+        chunk = unique[start : start + per]
+        db.execute(
+            "UPDATE jobs SET ok = v.column1, result = v.column2, finished_at = v.column3, body = X''"
+            " FROM (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v WHERE jobs.gid = v.column4",
+            [value for row in chunk for value in row],
+        )
 
 
 def gid_runs(rows: list[tuple[Any, ...]]) -> list[list[int]]:

@@ -6,6 +6,8 @@ them, and a second store on the same directory restores them.
 
 from __future__ import annotations
 
+import pytest
+
 from sockpool.broker.records import Job
 from sockpool.broker.store.sqlite import SqliteStore
 
@@ -78,3 +80,35 @@ def test_more_jobs_in_a_flush_than_one_statement_binds_are_all_written(tmp_path)
     jobs, results = restored(tmp_path)
     assert jobs == [gid for gid in range(1, count + 1) if gid != 7]
     assert results == {7: [7, True, 70], count + 1: [count + 1, True, 0]}
+
+
+@pytest.mark.parametrize("many", [True, False])
+def test_finishes_of_jobs_from_earlier_flushes_are_all_written(tmp_path, many):
+    """Many finishes per statement (UPDATE ... FROM, SQLite 3.33+) or one per
+    row (older SQLite): the same rows."""
+    import sqlite3
+
+    from sockpool.broker.store.sqlite import UPDATE_FROM, update_finished
+
+    if many and not UPDATE_FROM:
+        pytest.skip(f"SQLite {sqlite3.sqlite_version} has no UPDATE ... FROM")
+    store = SqliteStore(tmp_path)
+    try:
+        store._commit([("add", job(gid)) for gid in range(1, 601)])
+        db = store._db
+        db.execute("BEGIN")
+        # Several statements' worth, the last one short; 5 twice, the last one wins.
+        finishes = [(1, store_pack(gid * 10), 5.0, gid) for gid in range(1, 600)]
+        update_finished(db, finishes + [(0, store_pack("E"), 6.0, 5)], many)
+        db.execute("COMMIT")
+    finally:
+        store.close()
+    jobs, results = restored(tmp_path)
+    assert jobs == [600]
+    assert len(results) == 599 and results[599] == [599, True, 5990] and results[5] == [5, False, "E"]
+
+
+def store_pack(value):
+    import msgpack
+
+    return msgpack.packb(value, use_bin_type=True)

@@ -88,7 +88,12 @@ def test_a_stored_body_packed_with_the_writers_packer_is_the_same_bytes():
 
 @pytest.mark.parametrize(
     "gids,runs",
-    [([], []), ([4], [[4, 4]]), ([5, 1, 2, 3, 7, 8, 3], [[1, 3], [5, 5], [7, 8]]), ([10, 12, 14], [[10, 10], [12, 12], [14, 14]])],
+    [
+        ([], []),
+        ([4], [[4, 4]]),
+        ([5, 1, 2, 3, 7, 8, 3], [[1, 3], [5, 5], [7, 8]]),
+        ([10, 12, 14], [[10, 10], [12, 12], [14, 14]]),
+    ],
 )
 def test_deletes_go_as_runs_of_consecutive_ids(gids, runs):
     from sockpool.broker.store.sqlite import gid_runs
@@ -97,8 +102,8 @@ def test_deletes_go_as_runs_of_consecutive_ids(gids, runs):
 
 
 def test_a_backend_that_asks_gets_jobs_finished_within_the_flush_as_finished_rows():
-    rows = rows_for([("add", job(1)), ("add", job(2, 2)), ("finish", 1, True, 3, 10.0), ("finish", 3, False, "E", 11.0)],
-                    finished_adds=True)
+    journal = [("add", job(1)), ("add", job(2, 2)), ("finish", 1, True, 3, 10.0), ("finish", 3, False, "E", 11.0)]
+    rows = rows_for(journal, finished_adds=True)
     assert [r[0] for r in rows.add] == [2]
     assert rows.add_finished == [(1, "s1", 1, "tests.tasks:add", b"", 0, 0, None, 1, b"\x03", 10.0)]
     assert rows.finish == [(0, b"\xa1E", 11.0, 3)]  # added in an earlier flush: updated
