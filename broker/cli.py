@@ -42,7 +42,7 @@ from sockpool.protocol.defaults import (
 from .limits import LimitSpec, parse_limit
 from .operator_cli import OPERATOR_COMMANDS
 from .quota import Quota
-from .server import BrokerServer
+from .server import BrokerServer, tune_collector
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
 
 
@@ -233,6 +233,7 @@ def start(
         http.start()
         click.echo(f"metrics on {http.address}")
     sys.stdout.flush()
+    tune_collector()
     try:
         server.serve_forever()
     finally:

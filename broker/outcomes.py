@@ -36,6 +36,14 @@ def count_run(state: BrokerState, worker: WorkerInfo, job: Job, ok: bool, value:
     return failed
 
 
+def count_ok_runs(state: BrokerState, worker: WorkerInfo, jobs: list[Job]) -> None:
+    """`count_run` for the jobs of one results frame that succeeded, in one go."""
+    now = state.now
+    waits = [job.dispatched_at - job.queued_at for job in jobs]
+    state.stats.on_ran_ok(waits, [now - job.dispatched_at for job in jobs])
+    worker.done += sum(job.calls for job in jobs)
+
+
 def should_retry(state: BrokerState, job: Job, error: Any) -> bool:
     kind = error.get("type") if isinstance(error, dict) else None
     return kind not in NOT_RETRYABLE and job.attempts <= job.retries
@@ -106,21 +114,26 @@ def finish(
                            job.cid, job_options if retryable else None, job_many, retryable)
         state.failed.append(record)
         state.journal.append(("failed", record))
-    for admitted in state.limits.release(job, now):
-        state._ready(admitted)
-    for session_id, cid in job.followers or ():
-        follower = state.sessions.get(session_id)
-        if follower is not None and follower.live.pop(cid, None) is not None:
-            entry = [cid, ok, value]
-            follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
-            by_session.setdefault(session_id, []).append(entry)
+    # What a job does not use costs it nothing: no limit slots to give
+    # back, no followers, no options to read.
+    if job.limits:
+        for admitted in state.limits.release(job, now):
+            state._ready(admitted)
+    if job.followers:
+        for session_id, cid in job.followers:
+            follower = state.sessions.get(session_id)
+            if follower is not None and follower.live.pop(cid, None) is not None:
+                entry = [cid, ok, value]
+                follower.results[cid] = StoredResult(job.gid, entry, now, follower=True)
+                by_session.setdefault(session_id, []).append(entry)
     if job.session.startswith(SESSION_PREFIX):
         schedule_outcome(state, job, ok, value, now)
         return
     session = state.sessions.get(job.session)
     if session is not None:
         session.live.pop(job.cid, None)
-    mode = job.result_mode
+    options = job.options
+    mode = options.get("result") if options else None  # job.result_mode
     if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
         # Nobody will collect it: keep nothing (a failure stays listed
         # above, for `broker failed`).
@@ -128,7 +141,8 @@ def finish(
         state.keys.release(job.gid)
         return
     entry = [job.cid, ok, value]
-    session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED, key=job.key)
+    key = options.get("key") if options else None  # job.key
+    session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED, key=key)
     by_session.setdefault(job.session, []).append(entry)
 
 

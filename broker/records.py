@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -117,7 +117,7 @@ class Job:
         args, kwargs, many, _ = msgpack.unpackb(body, raw=False)
         return args, kwargs, many, self.options
 
-    def stored_body(self) -> bytes:
+    def stored_body(self, pack_small: Callable[[Any], bytes] | None = None) -> bytes:
         """The packed [args, kwargs, many, options] the store keeps.
 
         Called by the store's writer thread: from then on the job keeps the
@@ -126,11 +126,12 @@ class Job:
         hundred bytes a job. Swapping `body` is one attribute store, and
         `values()` reads either form, so the state's thread may read it at
         any moment. Large bytes arguments stay unpacked (see the class
-        docstring)."""
+        docstring). `pack_small` packs a value without large bytes (the
+        writer's reused Packer); `msgpack.packb` if not given."""
         body = self.body
         if isinstance(body, tuple):
             large = large_value(body[0])
-            stored = packed(list(body), large)
+            stored = pack_small(list(body)) if pack_small is not None and not large else packed(list(body), large)
             if not large:
                 self.body = stored
             return stored

@@ -365,6 +365,7 @@ class BrokerState:
         # refused here, each alone, before anything else sees them.
         unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
         ready: list[Job] = []
+        submitted: dict[str, int] = {}  # calls per task
         now = self.now
         # Each job's share of the frame it came in, plus what any job costs.
         cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
@@ -395,7 +396,7 @@ class BrokerState:
             job.notify = session.wants_started
             self._next_gid += 1
             job.cost = cost
-            self.stats.on_submitted(task, job.calls)
+            submitted[task] = submitted.get(task, 0) + job.calls
             self.jobs[job.gid] = job
             session.live[cid] = job.gid
             self.journal.append(("add", job))
@@ -417,6 +418,8 @@ class BrokerState:
                 ready.append(job)
             added += 1
         self.dispatcher.add_many(ready, now)
+        for task, calls in submitted.items():  # counted once per task, not per job
+            self.stats.on_submitted(task, calls)
         self.quota.add(session.session_id, cost, added)
         self.totals["submitted"] += added
         self.totals["refused"] += len(refused)
@@ -488,6 +491,7 @@ class BrokerState:
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
         deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
+        succeeded: list[Job] = []  # counted together, after the walk
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -497,8 +501,10 @@ class BrokerState:
             ok, value = entry[1], entry[2]
             if deep or not ok:
                 ok, value = admission.checked_result(ok, value)
-            self._count_run(worker, job, ok, value)
-            if not ok:
+            if ok:
+                succeeded.append(job)
+            else:
+                self._count_run(worker, job, ok, value)
                 retrying = self._should_retry(job, value)
                 self.stats.remember_failure(
                     job.task, worker.name or worker.address, value, now, retrying, session=job.session
@@ -507,6 +513,8 @@ class BrokerState:
                     self._retry_later(job, now)
                     continue
             self._finish(job, ok, value, now, by_session)
+        if succeeded:
+            outcomes.count_ok_runs(self, worker, succeeded)
         out = self._deliver(by_session)
         if msg.credit:
             out += self.on_credit(worker, msg.credit)

@@ -175,7 +175,7 @@ class SqliteStore(GroupCommitStore):
         yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
-        rows = rows_for(journal)
+        rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen)
         db = self._db
         blobs = self._blobs
         finishing = {row[3] for row in rows.finish}
@@ -194,13 +194,26 @@ class SqliteStore(GroupCommitStore):
                 elif gid in blobs.held:
                     replaced.append(gid)
                 added.append(row)
+            # A job inserted finished replaces whatever row it had, file and all.
+            replaced += [row[0] for row in rows.add_finished if row[0] in blobs.held]
             if new_files:
                 blobs.sync()
             db.execute("BEGIN")
-            db.executemany(
-                "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                added,
+            # Most jobs have no attempts yet, no detached result and no key:
+            # the columns' defaults; binding fewer values costs less (about
+            # 3.3 -> 2.8 us a row).
+            plain = [row[:5] for row in added if row[5] == 0 and row[6] == 0 and row[7] is None]
+            insert_many(db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body) VALUES ", plain)
+            if len(plain) < len(added):
+                insert_many(
+                    db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key) VALUES ",
+                    [row for row in added if not (row[5] == 0 and row[6] == 0 and row[7] is None)],
+                )
+            # Finished already: one insert instead of an insert and an update.
+            insert_many(
+                db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key, ok, result,"
+                " finished_at) VALUES ",
+                rows.add_finished,
             )
             db.executemany("UPDATE jobs SET attempts = ? WHERE gid = ?", rows.attempts)
             if rows.follow:
@@ -212,7 +225,7 @@ class SqliteStore(GroupCommitStore):
             )
             # A finished job's arguments are never read again: dropping them
             # keeps the write (and the disk) small for jobs with large ones.
-            db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows.finish)
+            update_finished(db, rows.finish)
             if self._followers_seen:
                 db.executemany(
                     "UPDATE followers SET ok = ?, result = ?, finished_at = ? WHERE gid = ? AND ok IS NULL",
@@ -220,7 +233,7 @@ class SqliteStore(GroupCommitStore):
                 )
             db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?, ?)", rows.failed)
             db.executemany("DELETE FROM failed WHERE gid = ?", rows.unfail)
-            db.executemany("DELETE FROM jobs WHERE gid = ?", rows.forget)
+            db.executemany("DELETE FROM jobs WHERE gid BETWEEN ? AND ?", gid_runs(rows.forget))
             for setting in rows.settings:
                 if setting[0] == "pause":
                     db.execute("INSERT OR IGNORE INTO paused_queues VALUES (?)", setting[1:])
@@ -266,6 +279,67 @@ class SqliteStore(GroupCommitStore):
     def _close_backend(self) -> None:
         self._db.close()
         self._lock_file.close()
+
+
+# Values bound per statement at most: the limit of SQLite builds before 3.32.
+MAX_BOUND_VALUES = 999
+
+
+def insert_many(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
+    """`head` (an INSERT ending in VALUES) for every row, as many rows per
+    statement as MAX_BOUND_VALUES allows instead of `executemany`'s one:
+    a statement step costs the same whatever its rows, and the sqlite3
+    module lets go of the GIL and takes it back around each step, which
+    costs most when other threads wait for it (a busy broker's readers).
+    Rows go in their order, so a later row replaces an earlier one as it
+    would one by one."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = MAX_BOUND_VALUES // width
+    one = "(" + ", ".join(["?"] * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        db.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
+
+
+# UPDATE ... FROM: SQLite 3.33 or later.
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def update_finished(db: sqlite3.Connection, rows: list[tuple[Any, ...]], many: bool | None = None) -> None:
+    """Write the outcome of each (ok, result, finished_at, gid) row into its
+    job's row, dropping the arguments (never read again). Many rows per
+    statement (`UPDATE ... FROM (VALUES ...)`, found by primary key) where
+    SQLite has it (`many`, by default UPDATE_FROM), as `insert_many` does:
+    4.1 -> 1.4 us a row in a probe; one step per row on an older SQLite."""
+    if not (UPDATE_FROM if many is None else many):
+        db.executemany("UPDATE jobs SET ok = ?, result = ?, finished_at = ?, body = X'' WHERE gid = ?", rows)
+        return
+    # One row per job: where several match, UPDATE ... FROM takes any one;
+    # a job finishes once, but the last would win one by one.
+    unique = list({row[3]: row for row in rows}.values())
+    per = MAX_BOUND_VALUES // 4
+    for start in range(0, len(unique), per):
+        chunk = unique[start : start + per]
+        db.execute(
+            "UPDATE jobs SET ok = v.column1, result = v.column2, finished_at = v.column3, body = X''"
+            " FROM (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v WHERE jobs.gid = v.column4",
+            [value for row in chunk for value in row],
+        )
+
+
+def gid_runs(rows: list[tuple[Any, ...]]) -> list[list[int]]:
+    """The ids of `(gid,)` rows as runs of consecutive ids, [first, last]
+    each: a client acknowledges its results in order, so a flush's deletes
+    are a few ranges, one statement each, not one per job."""
+    runs: list[list[int]] = []
+    for gid in sorted({row[0] for row in rows}):
+        if runs and gid == runs[-1][1] + 1:
+            runs[-1][1] = gid
+        else:
+            runs.append([gid, gid])
+    return runs
 
 
 def _make_private(data_dir: Path, db_path: Path) -> None:

@@ -98,6 +98,13 @@ def test_latency_histogram_buckets_are_cumulative_with_le_bounds():
     assert h.to_dict() == {"buckets": [[0.1, 3], [1.0, 4], ["+Inf", 5]], "sum": 3.65, "count": 5}
 
 
+def test_latency_histogram_observes_a_frame_of_values_as_one_by_one():
+    many = LatencyHistogram((0.1, 1.0))
+    many.observe_many([0.05, 0.1, 0.5, 3.0, -1.0])
+    many.observe_many([])
+    assert many.to_dict() == {"buckets": [[0.1, 3], [1.0, 4], ["+Inf", 5]], "sum": 3.65, "count": 5}
+
+
 def test_throughput_keeps_a_window_of_seconds():
     t = Throughput(history_s=5)
     t.add(10.2, 3)
