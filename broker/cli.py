@@ -42,7 +42,8 @@ from sockpool.protocol.defaults import (
 from .limits import LimitSpec, parse_limit
 from .operator_cli import OPERATOR_COMMANDS
 from .quota import Quota
-from .server import BrokerServer, tune_collector
+from .collector import tune_collector
+from .server import BrokerServer
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
 
 

@@ -20,22 +20,13 @@ Strangers and garbage cost little and never crash anything:
    `max_outbox_bytes` wait for it and its writer has made no progress for
    as long as a missed heartbeat takes: it is not buffered for without bound.
 
-Active or standby: the broker serves only while its store's leadership
-(broker/store/leadership.py) says so. A standby refuses every hello with a
-`standby` error naming the active broker, and waits to lead. When it leads,
-it restores the state from the store exactly as at a restart. When it loses
-the lead (fenced, or its store failing), it drops every connection and
-its state, says why, and stands by again. Each term of leadership is a
-generation; a connection admitted in an earlier one is closed, never heard.
+Leadership terms and the restore at the start of each: terms.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import gc
-import ipaddress
 import itertools
 import logging
 import socket
@@ -86,16 +77,17 @@ from sockpool.protocol.messages import (
     E_BAD_MESSAGE,
     E_DISK_FULL,
     E_FRAME_TOO_LARGE,
-    E_STANDBY,
     E_STORE_FAILED,
     E_TLS,
     error_value,
 )
 
+from .exposure import exposure_warnings
 from .limits import LimitSpec
 from .peer import Peer
 from .quota import Quota
 from .state import BrokerState
+from .terms import LeadershipTerms
 from .store import GroupCommitStore, Snapshot, StoreTrouble
 
 log = logging.getLogger("sockpool.broker")
@@ -108,7 +100,7 @@ TICK_S = 0.1
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-class BrokerServer:
+class BrokerServer(LeadershipTerms):
     def __init__(
         self,
         host: str,
@@ -170,7 +162,7 @@ class BrokerServer:
         self.store = store
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        # Bumped whenever leadership is won or lost (see the module docstring).
+        # Bumped whenever leadership is won or lost (see terms.py).
         self._generation = 0
         self.active = store is None
         # Set once every stored job is back in the queue; until then clients
@@ -203,75 +195,6 @@ class BrokerServer:
         q = self._quota
         quota = None if q is None else Quota(q.max_jobs, q.max_bytes, q.max_session_jobs, q.max_session_bytes)
         return BrokerState(self.name, self.max_frame_bytes, now=time.time(), quota=quota, **self._state_options)
-
-    # -- leadership ------------------------------------------------------
-
-    def _activate(self) -> None:
-        """Lead: restore the state from the store, as a restart does, and serve.
-
-        Raises:
-            Exception: whatever the store raises reading back.
-        """
-        assert self.store is not None
-        parts = iter(self.store.restore_in_parts())
-        state = self._new_state()
-        # Results and failed jobs first: the unfinished jobs stream in while
-        # we serve (_restore_rest), so workers get the first ones at once.
-        with _no_cyclic_gc():
-            first = next(parts, None)
-            if first is not None:
-                state.restore(first.jobs, first.results, first.failed, time.time(), first.followers)
-                state.restore_settings(first.paused, first.schedules)
-        with self._lock:
-            self.restored.clear()
-            self.state = state
-            self._generation += 1
-            self.active = True
-        self._restore_parts = parts
-
-    def _deactivate(self, reason: str) -> None:
-        """Stop serving: drop every connection, the state and the unwritten journal."""
-        assert self.store is not None
-        log.error("stopped serving: %s", reason)
-        with self._lock:
-            self.active = False
-            self._generation += 1
-            self.state = self._new_state()
-            peers = list(self._peers.values())
-        for peer in peers:
-            peer.close()
-        self.store.abandon()
-        log.warning("standing by: waiting to lead again")
-
-    def _lead_loop(self) -> None:
-        """Win leadership, serve, lose it, stand by; until `stop()`."""
-        assert self.store is not None
-        lead = self.store.leadership
-        while not self._stopping.is_set():
-            if not self.active:
-                if not lead.acquire(self._stopping):
-                    return
-                try:
-                    self._activate()
-                    self._restore_rest()
-                except Exception as exc:  # the store failed reading back: try again later
-                    log.error("could not restore from the store: %s", exc)
-                    lead.lose(f"restore failed: {exc}")
-            reason = lead.wait_lost(self._stopping)
-            if reason is None or self._stopping.is_set():
-                return
-            self._deactivate(reason)
-
-    def _leading(self) -> bool:
-        """May anything leave this broker now? Asked before every message."""
-        return self.store is None or (self.active and self.store.leadership.valid())
-
-    def _standby_refusal(self) -> Error:
-        leader = self.store.leadership.leader() if self.store is not None else None
-        where = f"the active broker is at {leader}" if leader else "no broker is active yet"
-        return Error(E_STANDBY, f"broker {self.name} is a standby; {where}")
-        # The store's writer starts once the restore has read everything (see
-        # _restore_rest): the reading cursor and the writer share a connection.
 
     @property
     def address(self) -> str:
@@ -314,46 +237,6 @@ class BrokerServer:
                 self._slots.release()
                 sock.close()
                 log.warning("cannot serve a new connection: %s", exc)
-
-    def _restore_at_start(self) -> None:
-        try:
-            self._restore_rest()
-        except Exception:  # top of a thread: without the rest of the store we must not serve clients
-            log.exception("restoring the store failed; stopping")
-            self.stop()
-
-    def _restore_rest(self) -> None:
-        """Queue the stored unfinished jobs, a batch at a time, while we
-        serve: workers get the first ones at once. Exactly-once needs every
-        stored job known before any client submits (a resent job must be
-        recognised), so clients are admitted only when this is done. The
-        store's writer starts after the last read; what is journalled
-        meanwhile (results of restored jobs) waits in its queue.
-
-        Raises:
-            Exception: whatever the store raises reading back.
-        """
-        assert self._restore_parts is not None and self.store is not None
-        parts, self._restore_parts = self._restore_parts, None
-        started = time.monotonic()
-        jobs = 0
-        with _no_cyclic_gc():
-            for part in parts:
-                with self._lock:
-                    self.state.restore(part.jobs, part.results, part.failed, time.time(), part.followers)
-                    self._emit(self.state.tick(time.time()))  # hand the new jobs to waiting workers
-                jobs += len(part.jobs)
-        with self._lock:
-            jobs = len(self.state.jobs)
-            results = sum(len(session.results) for session in self.state.sessions.values())
-        self.store.start(on_health=self._on_store_health)
-        self.restored.set()
-        epoch = self.store.leadership.epoch
-        if epoch or jobs or results:
-            log.info(
-                "active%s: recovered %d unfinished jobs and %d undelivered results in %.2f s",
-                f" (epoch {epoch})" if epoch else "", jobs, results, time.monotonic() - started,
-            )
 
     def _turn_away(self, sock: socket.socket) -> None:
         """Close a connection over the limit, logging at most once a second."""
@@ -678,74 +561,6 @@ class BrokerServer:
             monotonic = time.monotonic()
             for peer in peers:
                 peer.drop_if_stalled(monotonic)
-
-
-def exposure_warnings(host: str, port: int, open_roles: list[str], tls: bool) -> list[str]:
-    """Warnings for a broker bound to `host`, with no secret for `open_roles`.
-
-    Loopback is the machine's own business; any other address is reachable
-    by strangers, who must then not be able to submit jobs or, worse, join
-    as a worker and receive other people's jobs.
-    """
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return []
-    except ValueError:
-        pass  # a name, not an address: assume it is reachable
-    where = join_address(host, port)
-    warnings = []
-    if open_roles:
-        dangers = []
-        if ROLE_CLIENT in open_roles:
-            dangers.append("submit jobs that run on the workers")
-        if ROLE_WORKER in open_roles:
-            dangers.append("join as a worker and receive other people's jobs")
-        warnings.append(
-            f"listening on {where}, reachable from other machines, with no secret: anyone who can "
-            f"reach this port can {' and '.join(dangers)}. Start the broker with --secret-file "
-            "(see SECURITY.md)."
-        )
-    if not tls:
-        warnings.append(
-            f"listening on {where} without TLS: jobs and results cross the network in the clear. "
-            "On a network you do not trust, add --tls-cert and --tls-key."
-        )
-    return warnings
-
-
-# The cyclic collector's first threshold for a broker process (CPython's
-# default is 700 allocations). Jobs in flight survive the young
-# generation, so with the default it ran hundreds of times a second under
-# load, walking them: 57 -> 14 ms of 20,000 jobs' broker CPU (about 2 us a
-# job). The broker makes few cycles (jobs, messages and results are freed
-# by reference counting), so collecting less often costs no memory to speak of.
-COLLECT_AFTER_ALLOCATIONS = 20_000
-
-
-def tune_collector() -> None:
-    """For a process that runs a broker (`broker start`), not for a program
-    embedding one: what it imported and built so far is moved out of the
-    cyclic collector's sight, and the young generation is collected after
-    COLLECT_AFTER_ALLOCATIONS instead of 700."""
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(COLLECT_AFTER_ALLOCATIONS, middle, old)
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Restore a million jobs without the cyclic collector walking them over
-    and over as they are created (it took most of a restart's time), then
-    move them out of its sight: they hold no cycles, and refcounting frees
-    each when its job ends."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def _address(sock: socket.socket) -> str:

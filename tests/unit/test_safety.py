@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sockpool.broker.server import exposure_warnings
+from sockpool.broker.exposure import exposure_warnings
 from sockpool.net.credentials import read_secret_file
 from sockpool.worker.registry import check_task_module, load_tasks
 
