@@ -97,8 +97,9 @@ def test_finishes_of_jobs_from_earlier_flushes_are_all_written(tmp_path, many):
         store._commit([("add", job(gid)) for gid in range(1, 601)])
         db = store._db
         db.execute("BEGIN")
-        # Several statements' worth, the last one short; 5 twice, the last one wins.
-        finishes = [(1, store_pack(gid * 10), 5.0, gid) for gid in range(1, 600)]
+        # Several statements' worth, the last one short; 5 twice, the last one wins;
+        # every 50th result too large for UPDATE ... FROM (written one by one).
+        finishes = [(1, store_pack("x" * 2000 if gid % 50 == 0 else gid * 10), 5.0, gid) for gid in range(1, 600)]
         update_finished(db, finishes + [(0, store_pack("E"), 6.0, 5)], many)
         db.execute("COMMIT")
     finally:
@@ -106,6 +107,7 @@ def test_finishes_of_jobs_from_earlier_flushes_are_all_written(tmp_path, many):
     jobs, results = restored(tmp_path)
     assert jobs == [600]
     assert len(results) == 599 and results[599] == [599, True, 5990] and results[5] == [5, False, "E"]
+    assert results[550] == [550, True, "x" * 2000]
 
 
 def store_pack(value):
