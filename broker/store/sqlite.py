@@ -178,17 +178,16 @@ class SqliteStore(GroupCommitStore):
         rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen)
         db = self._db
         blobs = self._blobs
-        finishing = {row[3] for row in rows.finish}
         added: list[tuple[Any, ...]] = []
         replaced: list[int] = []  # small bodies now in the row of a job that had a file
         new_files: list[int] = []
         try:
+            # A job finishing in this same transaction is in rows.add_finished,
+            # not here, with no body: it never gets a file.
             for row in rows.add:
                 gid, body = row[0], row[4]
                 if len(body) >= BLOB_FILE_BYTES:
-                    # A job finishing in this same transaction needs no file:
-                    # its body is emptied anyway.
-                    if gid not in finishing and blobs.write(gid, body):
+                    if blobs.write(gid, body):
                         new_files.append(gid)
                     row = (*row[:4], b"", *row[5:])
                 elif gid in blobs.held:
@@ -261,7 +260,7 @@ class SqliteStore(GroupCommitStore):
         # Only now that no committed row needs them.
         if blobs.held:
             blobs.remove(replaced)
-            blobs.remove(finishing)
+            blobs.remove(row[3] for row in rows.finish)
             blobs.remove(gid for (gid,) in rows.forget)
 
     def _disk_full(self, exc: BaseException) -> bool:
@@ -338,11 +337,11 @@ def update_finished(db: sqlite3.Connection, rows: list[tuple[Any, ...]], many: b
         return
     # One row per job: where several match, UPDATE ... FROM takes any one;
     # a job finishes once, but the last would win one by one.
-    unique = list({row[3]: row for row in rows}.values())
-    large = [row for row in unique if len(row[1] or b"") > UPDATE_FROM_MAX_RESULT_BYTES]
-    if large:
-        db.executemany(one_by_one, large)
-        unique = [row for row in unique if len(row[1] or b"") <= UPDATE_FROM_MAX_RESULT_BYTES]
+    unique: list[tuple[Any, ...]] = []
+    large: list[tuple[Any, ...]] = []  # written one by one
+    for row in {row[3]: row for row in rows}.values():
+        (large if len(row[1] or b"") > UPDATE_FROM_MAX_RESULT_BYTES else unique).append(row)
+    db.executemany(one_by_one, large)
     for start, count in statement_runs(len(unique), MAX_BOUND_VALUES // 4):
         chunk = unique[start : start + count]
         db.execute(
