@@ -38,7 +38,7 @@ from sockpool.protocol.defaults import MAP_WINDOW_CHUNKS, MAX_MAP_CHUNK
 
 from .api import Client
 from .bridge import LoopBridge, LoopSlot
-from .entries import item_values
+from .entries import failed_chunk_values
 from .errors import JobFailed
 
 
@@ -360,8 +360,4 @@ async def _chunk_values(
     except asyncio.TimeoutError:
         raise TimeoutError(f"no result within {timeout} s") from None
     except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return item_values(failed.items, return_exceptions)
+        return failed_chunk_values(failed, size, return_exceptions)

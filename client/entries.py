@@ -129,11 +129,17 @@ def chunk_values(future: Future[Any], size: int, timeout: float | None, return_e
     except FutureTimeout:
         raise TimeoutError(f"no result within {timeout} s") from None
     except JobFailed as failed:
-        if failed.items is None:  # the chunk failed as a whole: every item did
-            if not return_exceptions:
-                raise
-            return [failed] * size
-        return item_values(failed.items, return_exceptions)
+        return failed_chunk_values(failed, size, return_exceptions)
+
+
+def failed_chunk_values(failed: JobFailed, size: int, return_exceptions: bool) -> Iterable[Any]:
+    """What a failed map chunk yields: the failure for each of its `size`
+    items if it failed as a whole, else its items up to the first failure."""
+    if failed.items is None:  # the chunk failed as a whole: every item did
+        if not return_exceptions:
+            raise failed
+        return [failed] * size
+    return item_values(failed.items, return_exceptions)
 
 
 def item_values(items: list[list[Any]], return_exceptions: bool) -> Iterator[Any]:
