@@ -117,7 +117,9 @@ class Job:
         args, kwargs, many, _ = msgpack.unpackb(body, raw=False)
         return args, kwargs, many, self.options
 
-    def stored_body(self, pack_small: Callable[[Any], bytes] | None = None, pieces: bool = False) -> bytes | list[bytes]:
+    def stored_body(
+        self, pack_small: Callable[[Any], bytes] | None = None, pieces: bool = False,
+    ) -> bytes | list[bytes]:
         """The packed [args, kwargs, many, options] the store keeps.
 
         Called by the store's writer thread: from then on the job keeps the
