@@ -10,7 +10,7 @@ import msgpack
 
 from sockpool.protocol.messages import DEFAULT_QUEUE
 from sockpool.protocol.packed import array_length
-from sockpool.protocol.splice import large_value, packed
+from sockpool.protocol.splice import large_value, pack_pieces, packed
 
 
 class Job:
@@ -117,7 +117,9 @@ class Job:
         args, kwargs, many, _ = msgpack.unpackb(body, raw=False)
         return args, kwargs, many, self.options
 
-    def stored_body(self, pack_small: Callable[[Any], bytes] | None = None) -> bytes:
+    def stored_body(
+        self, pack_small: Callable[[Any], bytes] | None = None, pieces: bool = False,
+    ) -> bytes | list[bytes]:
         """The packed [args, kwargs, many, options] the store keeps.
 
         Called by the store's writer thread: from then on the job keeps the
@@ -127,10 +129,15 @@ class Job:
         `values()` reads either form, so the state's thread may read it at
         any moment. Large bytes arguments stay unpacked (see the class
         docstring). `pack_small` packs a value without large bytes (the
-        writer's reused Packer); `msgpack.packb` if not given."""
+        writer's reused Packer); `msgpack.packb` if not given. `pieces`:
+        a body with large bytes comes as `splice.pack_pieces` gives it,
+        the large values uncopied, for a store that writes the pieces
+        where they lie (the SQLite store's body files)."""
         body = self.body
         if isinstance(body, tuple):
             large = large_value(body[0])
+            if large and pieces:
+                return pack_pieces(list(body))
             stored = pack_small(list(body)) if pack_small is not None and not large else packed(list(body), large)
             if not large:
                 self.body = stored

@@ -14,20 +14,30 @@ Rules:
    nothing else.
 3. A large frame's body gets a buffer of its own once its length is
    known, which the socket can read straight into (`receive_buffer`/
-   `received`); once whole it is handed out and the decoder keeps no
-   reference to it, so nothing it gave out is ever written again. Small
+   `received`); once whole it is handed out, and nothing it gave out is
+   written again while anything but the decoder holds it (rule 5). Small
    frames share one buffer and are copied out.
 4. Memory follows the bytes that arrived, never the length a peer claims.
    A frame of up to `REUSED_BUFFER_BYTES` is received into the decoder's
    one reusable buffer of that size, allocated once; a larger one into an
-   anonymous mapping of its length, whose pages cost nothing until bytes
-   are written to them. (Faulting in, zeroing and unmapping fresh pages
-   cost 0.5-0.9 ms of CPU per MiB received, as much as the receive itself:
-   a 1 MiB frame into a fresh mapping 1.17 ms per MiB, into a reused
-   buffer 0.27.)
-5. The reusable buffer is written again only when nothing but the decoder
-   refers to it: a body handed out from it and still held (a memoryview,
-   a slice of one) keeps it, and the decoder takes a new one.
+   anonymous mapping, whose pages cost nothing until bytes are written to
+   them. (Faulting in, zeroing and unmapping fresh pages cost 0.5-0.9 ms
+   of CPU per MiB received, as much as the receive itself: a 1 MiB frame
+   into a fresh mapping 1.17 ms per MiB, into a reused buffer 0.27.)
+   A decoder told to `keep_mapping` keeps the last such mapping and
+   receives the next larger frame into it again when it fits, so a stream
+   of 8 MiB arguments faults in its pages once, not once a frame; a frame
+   that does not fit gets a mapping of its own length, kept in its place.
+   It then holds at most the reusable buffer and one mapping no larger
+   than the largest frame it received (both bounded by `max_frame_bytes`)
+   for as long as it lives: worth it on a worker's one link to its
+   broker, not on each of a broker's many connections, where a mapping
+   kept per client would add up (and where a broker that reads faster
+   only holds more queued jobs at its peak).
+5. A reused buffer (the reusable one, the kept mapping) is written again
+   only when nothing but the decoder refers to it: a body handed out from
+   it and still held (a memoryview, a slice of one) keeps it, and the
+   decoder takes a new one.
 """
 
 from __future__ import annotations
@@ -106,8 +116,10 @@ class FrameDecoder:
     bodies out with `next_body()` until it returns None.
     """
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES, keep_mapping: bool = False) -> None:
         self.max_frame_bytes = max_frame_bytes
+        # Keep the mapping of a body over REUSED_BUFFER_BYTES for the next (rule 4).
+        self.keep_mapping = keep_mapping
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -116,8 +128,10 @@ class FrameDecoder:
         self._large: bytearray | mmap.mmap | None = None
         self._large_filled = 0
         self._large_length = 0
-        # The reusable buffer for bodies up to REUSED_BUFFER_BYTES (rule 5).
+        # The reusable buffer for bodies up to REUSED_BUFFER_BYTES, and the
+        # mapping last used for a larger one (rules 4 and 5).
         self._reusable: bytearray | None = None
+        self._kept_mapping: mmap.mmap | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -187,7 +201,10 @@ class FrameDecoder:
                 # Move what came of the body so far into its own buffer; the
                 # rest is received straight into it.
                 have = available - PREFIX_BYTES
-                self._large = self._reusable_buffer() if length <= REUSED_BUFFER_BYTES else mmap.mmap(-1, length)
+                if length <= REUSED_BUFFER_BYTES:
+                    self._large = self._reusable_buffer()
+                else:
+                    self._large = self._mapping(length) if self.keep_mapping else mmap.mmap(-1, length)
                 with memoryview(self._buf) as view:
                     self._large[:have] = view[start : start + have]
                 self._large_filled = have
@@ -206,6 +223,15 @@ class FrameDecoder:
         if self._reusable is None or sys.getrefcount(self._reusable) > 2:
             self._reusable = bytearray(REUSED_BUFFER_BYTES)
         return self._reusable
+
+    def _mapping(self, length: int) -> mmap.mmap:
+        """The kept mapping if `length` fits it and nothing but the decoder
+        refers to it (rule 5); else a new mapping of `length`, kept instead."""
+        kept = self._kept_mapping
+        # getrefcount counts its argument and `kept`: 3 means only `_kept_mapping`.
+        if kept is None or len(kept) < length or sys.getrefcount(kept) > 3:
+            kept = self._kept_mapping = mmap.mmap(-1, length)
+        return kept
 
     def peek(self, count: int) -> bytes:
         """The first `count` bytes not yet taken, for telling what a stream is."""

@@ -29,6 +29,12 @@ class Decoder:
         """Change the limit, for frames not yet begun (after the handshake)."""
         self._frames.max_frame_bytes = limit
 
+    def keep_mapping(self) -> None:
+        """Receive each frame over the reusable buffer's size into the last
+        one's mapping when it fits (FrameDecoder, rule 4): for a link that
+        is one of few, as a worker's to its broker."""
+        self._frames.keep_mapping = True
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._frames.feed(data)
 

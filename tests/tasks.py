@@ -253,3 +253,18 @@ def digest(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def page_faults_reusing(size: int, held: int) -> int:
+    """Page faults of making `held` buffers of `size` bytes again after
+    the same were made and freed: about none where freed memory is kept
+    for reuse (worker/heap.py), every page of them where it went back."""
+    import resource
+
+    faults = 0
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        buffers = [b"y" * size for _ in range(held)]
+        del buffers
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return faults

@@ -24,6 +24,7 @@ from sockpool.protocol import HandshakeRefused
 from sockpool.protocol.defaults import BROKER_ENV, CHUNK_TARGET_S, DRAIN_TIMEOUT_S
 from sockpool.protocol.messages import DEFAULT_QUEUE, MAX_QUEUE_NAME_CHARS, MAX_WORKER_QUEUES, valid_queue_name
 
+from .heap import keep_freed_buffers
 from .node import WorkerNode
 from .runner import Runner, default_processes
 
@@ -73,6 +74,7 @@ def join(
     # Like `python -m`, find task modules in the current directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    keep_freed_buffers()  # large arguments reuse pages instead of faulting in new ones (heap.py)
     try:
         runner = Runner(processes or default_processes(), list(modules), CHUNK_TARGET_S)
     except (ImportError, ValueError) as exc:

@@ -14,8 +14,9 @@ import multiprocessing
 from multiprocessing.context import BaseContext
 
 # pool_signals first: the forkserver ignores stop signals before it
-# imports anything else, and so does every process it forks.
-PRELOAD = ["sockpool.worker.pool_signals", "sockpool.worker.runner"]
+# imports anything else, and so does every process it forks. pool_heap
+# tunes its malloc for large arguments, inherited the same way (heap.py).
+PRELOAD = ["sockpool.worker.pool_signals", "sockpool.worker.pool_heap", "sockpool.worker.runner"]
 
 
 def forkserver_context() -> BaseContext:

@@ -140,6 +140,8 @@ class WorkerNode:
                 hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues)
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
+                # One link: an 8 MiB jobs frame reuses the last one's pages.
+                conn.decoder.keep_mapping()
                 if later:
                     for start in range(0, len(names), _TASKS_PER_MESSAGE):
                         conn.send(Tasks(names[start : start + _TASKS_PER_MESSAGE]))

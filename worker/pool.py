@@ -11,7 +11,9 @@ What it changes, and why (each measured, see bench/README.md):
   It never waits: with no room (or another write under way) the task goes
   through the task handler as `apply_async` sends it. The two write the
   same pipe, so they share one lock; CPython's task handler writes with
-  no lock at all, being the only writer there.
+  no lock at all, being the only writer there. A task it pickled and
+  found too large goes to the task handler with its pickle
+  (`PickledTask`), which writes those bytes rather than pickle it again.
 
 It owns no job bookkeeping: that is the Runner's and the ChunkBook's.
 """
@@ -33,6 +35,16 @@ _FIONREAD: int | None = getattr(termios, "FIONREAD", None)
 # writes up to 16 KiB (with its 4-byte prefix) in one write, which an
 # empty pipe (64 KiB, or at least one page less than that) always takes.
 _DIRECT_MAX_BYTES = 16 * 1024 - 4
+
+
+class PickledTask(tuple):  # type: ignore[type-arg]
+    """A pool task (a tuple, as the task handler expects) with its pickle
+    already made: `apply_now` pickled it to learn its size, and a task
+    over _DIRECT_MAX_BYTES goes to the task handler, which writes these
+    bytes instead of pickling the task a second time (for a job with a
+    1 MiB argument, a second 1 MiB pickle)."""
+
+    payload: memoryview
 
 
 class ChunkPool(multiprocessing.pool.Pool):
@@ -64,11 +76,15 @@ class ChunkPool(multiprocessing.pool.Pool):
     def _setup_queues(self) -> None:
         super()._setup_queues()  # type: ignore[misc]
         send = self._quick_put  # type: ignore[has-type]
+        send_bytes = self._inqueue._writer.send_bytes  # type: ignore[attr-defined]
         lock = self._put_lock
 
         def put(task: Any) -> None:
             with lock:  # the task handler's writes, whole, between ours
-                send(task)
+                if type(task) is PickledTask:
+                    send_bytes(task.payload)
+                else:
+                    send(task)
 
         self._quick_put = put
 
@@ -87,19 +103,21 @@ class ChunkPool(multiprocessing.pool.Pool):
             self, callback, error_callback  # type: ignore[arg-type]
         )
         task = (result._job, 0, func, args, {})  # type: ignore[attr-defined]
-        if not self._send_now(task):
-            self._taskqueue.put(([task], None))  # type: ignore[attr-defined]
+        unsent = self._send_now(task)
+        if unsent is not None:
+            self._taskqueue.put(([unsent], None))  # type: ignore[attr-defined]
         return result
 
-    def _send_now(self, task: tuple[Any, ...]) -> bool:
-        """Write `task` to the pipe if that cannot block; False if not sent
-        (tasks in the pipe or queued, another writer, too big, or it cannot
-        be pickled: the task handler then sends it, or fails it, as for any
-        task)."""
+    def _send_now(self, task: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Write `task` to the pipe if that cannot block; None if sent, else
+        what the task handler is to send (tasks in the pipe or queued,
+        another writer, or it cannot be pickled: the task itself, which the
+        task handler sends, or fails, as any task; too big: the task with
+        its pickle, a `PickledTask`)."""
         if _FIONREAD is None or not self._taskqueue.empty():  # type: ignore[attr-defined]
-            return False  # tasks already waiting go first
+            return task  # tasks already waiting go first
         if not self._put_lock.acquire(blocking=False):
-            return False
+            return task
         try:
             writer = self._inqueue._writer  # type: ignore[attr-defined]
             # Only into an empty pipe: its free room is then certain (16
@@ -110,17 +128,21 @@ class ChunkPool(multiprocessing.pool.Pool):
             # process has taken its task, and an idle one reads ours at once.
             (unread,) = struct.unpack("i", fcntl.ioctl(writer.fileno(), _FIONREAD, b"\0\0\0\0"))
             if unread:
-                return False
+                return task
             try:
                 payload = ForkingPickler.dumps(task)
             except Exception:
-                return False
+                return task
             if len(payload) > _DIRECT_MAX_BYTES:
-                return False
+                # The pickle is a view of its own buffer, which nothing
+                # else holds or writes: safe to keep until it is sent.
+                pickled = PickledTask(task)
+                pickled.payload = payload
+                return pickled
             writer.send_bytes(payload)  # one write: at most 16 KiB
-            return True
+            return None
         except OSError:
-            return False  # closing: the task handler's path says how it ends
+            return task  # closing: the task handler's path says how it ends
         finally:
             self._put_lock.release()
 

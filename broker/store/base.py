@@ -132,7 +132,9 @@ class Rows:
     settings: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
 
-def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bool = True) -> Rows:
+def rows_for(
+    journal: Journal, finished_adds: bool = False, followers_stored: bool = True, large_pieces: bool = False,
+) -> Rows:
     """A flush's journal as rows, one statement per kind of entry.
 
     Grouping by kind is safe because a job's entries only ever come in
@@ -143,6 +145,8 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
     flush as one finished row (`Rows.add_finished`) instead of an insert
     and an update. `followers_stored=False`: the backend holds no
     follower, so unless this flush adds one, finishes need no follower rows.
+    `large_pieces`: an added job's body with large bytes is the list of
+    its packed pieces (`Job.stored_body(pieces=True)`), not joined.
     """
     by_kind: dict[str, Journal] = {}
     for op in journal:
@@ -165,12 +169,12 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
         add_finished = [(*_add_row(j, b""), *done[j.gid][:3]) for j in adds if j.gid in done]
         inserted = {row[0] for row in add_finished}
         finish = [row for row in finished if row[3] not in forgotten and row[3] not in inserted]
-        add = [_add_row(j, j.stored_body(pack_small)) for j in adds if j.gid not in done]
+        add = [_add_row(j, j.stored_body(pack_small, large_pieces)) for j in adds if j.gid not in done]
     else:
         # Inserted with an empty body: its finish row follows in the same
         # transaction, so the row is never read unfinished.
         finish = [row for row in finished if row[3] not in forgotten]
-        add = [_add_row(j, b"" if j.gid in done else j.stored_body(pack_small)) for j in adds]
+        add = [_add_row(j, b"" if j.gid in done else j.stored_body(pack_small, large_pieces)) for j in adds]
     return Rows(
         add=add,
         add_finished=add_finished,
@@ -192,7 +196,7 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
     )
 
 
-def _add_row(j: Job, body: bytes) -> tuple[Any, ...]:
+def _add_row(j: Job, body: bytes | list[bytes]) -> tuple[Any, ...]:
     options = j.options  # j.result_mode and j.key, read once (None for almost every job)
     if options is None:
         return (j.gid, j.session, j.cid, j.task, body, j.attempts, 0, None)

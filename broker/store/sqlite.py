@@ -175,7 +175,7 @@ class SqliteStore(GroupCommitStore):
         yield snapshot_from_rows((), (), self._db.execute(f"SELECT {_FOLLOWER_COLUMNS} FROM followers"))
 
     def _commit(self, journal: Journal) -> None:
-        rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen)
+        rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen, large_pieces=True)
         db = self._db
         blobs = self._blobs
         added: list[tuple[Any, ...]] = []
@@ -186,7 +186,9 @@ class SqliteStore(GroupCommitStore):
             # not here, with no body: it never gets a file.
             for row in rows.add:
                 gid, body = row[0], row[4]
-                if len(body) >= BLOB_FILE_BYTES:
+                # A list: the pieces of a body holding large bytes, written
+                # where they lie (rows_for's large_pieces), never joined.
+                if type(body) is list or len(body) >= BLOB_FILE_BYTES:
                     if blobs.write(gid, body):
                         new_files.append(gid)
                     row = (*row[:4], b"", *row[5:])

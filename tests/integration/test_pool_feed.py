@@ -6,6 +6,7 @@ pipe had no room). Real pool processes; no broker."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -55,13 +56,42 @@ def test_apply_now_never_waits_for_a_busy_process_and_runs_every_task_once(tmp_p
         # Every call returned while the only process was still busy: none
         # waited for it to read the pipe.
         assert not busy.ready()
-        # The first went straight into the empty pipe; with a task unread
-        # there, the rest queued for the task handler, in order.
-        assert sent[0] is True and False in sent
+        # The first went straight into the empty pipe (nothing left to
+        # send); with a task unread there, the rest queued for the task
+        # handler, in order.
+        assert sent[0] is None and any(unsent is not None for unsent in sent)
         assert all_back.wait(WAIT_S), f"{len(results)} of {count} came back"
         assert finished.wait(WAIT_S)
         assert not errors
         assert results == {i: i**3 for i in range(count)}
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+class CountedPickles:
+    """Bytes that count how often they are pickled (in this process)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pickled = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.pickled += 1
+        return (bytes, (self.data,))
+
+
+def test_a_task_too_large_to_write_at_once_is_pickled_once_and_runs():
+    pool = _pool(1)
+    errors: list[BaseException] = []
+    try:
+        assert pool.apply_now(tasks.cube, (2,), lambda _: None, errors.append).get(WAIT_S) == 8  # pipe empty now
+        data = os.urandom(1 << 20)
+        large = CountedPickles(data)
+        # apply_now pickles it to learn its size; the task handler writes that pickle.
+        assert pool.apply_now(tasks.digest, (large,), lambda _: None, errors.append).get(WAIT_S) == tasks.digest(data)
+        assert large.pickled == 1
+        assert not errors
     finally:
         pool.terminate()
         pool.join()

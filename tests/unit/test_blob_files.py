@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 
+import msgpack
 import pytest
 
 from sockpool.broker.records import Job
-from sockpool.broker.store.blobs import BLOB_FILE_BYTES, BlobFiles, BlobMissing
+from sockpool.broker.store.blobs import BLOB_FILE_BYTES, BlobFiles, BlobMissing, write_all
 from sockpool.broker.store.sqlite import SqliteStore
 
 LARGE = os.urandom(BLOB_FILE_BYTES + 1000)
@@ -104,3 +105,38 @@ def test_a_missing_file_is_said_clearly(tmp_path):
             store.restore()
     finally:
         store.close()
+
+
+def test_a_large_body_is_written_from_its_pieces_as_packb_would_write_it(tmp_path):
+    other = os.urandom(BLOB_FILE_BYTES * 2)
+    big = Job(1, "s1", 1, "tests.tasks:digest", [LARGE, "small", other], {"k": other}, False, {"retries": 1}, 0)
+    commit(tmp_path, ("add", big))
+    expected = msgpack.packb([[LARGE, "small", other], {"k": other}, False, {"retries": 1}], use_bin_type=True)
+    assert (tmp_path / "blobs" / "1").read_bytes() == expected
+    assert reopen(tmp_path) == (["1"], {1: [LARGE, "small", other]})
+
+
+@pytest.mark.parametrize("most", [13, 1000, 1 << 30])
+def test_every_piece_is_written_in_order_however_little_each_writev_takes(tmp_path, most):
+    # More pieces than one writev takes, some empty, and writes cut short
+    # anywhere (as a signal can cut them): the file is the pieces joined.
+    pieces = [os.urandom(n % 97) for n in range(1500)] + [os.urandom(5000)]
+    calls = []
+
+    def short_writev(fd: int, views: list[memoryview]) -> int:
+        calls.append(len(views))
+        taken, room = [], most
+        for view in views:
+            taken.append(view[:room])
+            room -= len(taken[-1])
+            if not room:
+                break
+        return os.writev(fd, taken)
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        write_all(fd, pieces, short_writev)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"".join(pieces)
+    assert max(calls) <= 512

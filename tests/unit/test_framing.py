@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import weakref
 
 import msgpack
 import pytest
@@ -330,3 +331,76 @@ def test_a_body_still_held_keeps_its_buffer():
         held.append(dec.next_body())
     assert held[0].obj is not held[1].obj
     assert [bytes(b) for b in held] == [pack_body(b"a" * LARGE_FRAME_BYTES), pack_body(b"b" * LARGE_FRAME_BYTES)]
+
+
+# -- frames over the reused buffer's size: the kept mapping ---------------------
+
+OVER = REUSED_BUFFER_BYTES + 1000
+
+
+def receive_whole(dec: FrameDecoder, data: bytes):
+    """One frame, as a connection receives it: the start fed, the rest
+    received straight into the decoder's buffer; its body handed out."""
+    dec.feed(data[:3000])
+    assert dec.next_body() is None
+    with dec.receive_buffer() as into:
+        into[: len(data) - 3000] = data[3000:]
+    dec.received(len(data) - 3000)
+    return dec.next_body()
+
+
+def test_a_larger_frame_no_longer_held_leaves_its_mapping_to_the_next():
+    dec = FrameDecoder(keep_mapping=True)
+    first = receive_whole(dec, frame(pack_body(b"a" * OVER)))
+    assert unpack_body(first) == b"a" * OVER
+    mapping = weakref.ref(first.obj)
+    del first  # decoded and dropped, as a connection does
+    # A smaller one (still over the reused buffer's size) fits the same mapping.
+    second = receive_whole(dec, frame(pack_body(b"b" * (OVER - 500))))
+    assert second.obj is mapping() and unpack_body(second) == b"b" * (OVER - 500)
+
+
+def test_a_larger_frame_still_held_keeps_its_mapping_unwritten():
+    dec = FrameDecoder(keep_mapping=True)
+    first = receive_whole(dec, frame(pack_body(b"a" * OVER)))
+    kept = bytes(first)
+    second = receive_whole(dec, frame(pack_body(b"b" * OVER)))
+    assert first.obj is not second.obj
+    assert bytes(first) == kept and unpack_body(second) == b"b" * OVER
+    # A slice of a body holds its mapping as well as the body does.
+    part = second[100:200]
+    del first, second
+    third = receive_whole(dec, frame(pack_body(b"c" * OVER)))
+    assert part.obj is not third.obj and bytes(part) == pack_body(b"b" * OVER)[100:200]
+
+
+def test_a_frame_larger_than_the_kept_mapping_gets_one_of_its_own():
+    dec = FrameDecoder(keep_mapping=True)
+    first = receive_whole(dec, frame(pack_body(b"a" * OVER)))
+    first_mapping = weakref.ref(first.obj)
+    del first
+    bigger = receive_whole(dec, frame(pack_body(b"b" * (2 * OVER))))
+    assert first_mapping() is None and unpack_body(bigger) == b"b" * (2 * OVER)
+    bigger_mapping = weakref.ref(bigger.obj)
+    del bigger
+    # That one is kept now: a smaller frame after it goes into it.
+    again = receive_whole(dec, frame(pack_body(b"c" * OVER)))
+    assert again.obj is bigger_mapping() and unpack_body(again) == b"c" * OVER
+
+
+def test_frames_of_every_size_over_the_reused_buffer_arrive_whole_through_the_kept_mapping():
+    # Larger, smaller, larger again: no frame sees another's bytes.
+    sizes = [3 << 20, OVER, 2 << 20, REUSED_BUFFER_BYTES - 10, 3 << 20, 1 << 22]
+    values = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    _, data = stream(*values)
+    assert receive_all(FrameDecoder(keep_mapping=True), data) == values
+
+
+def test_a_decoder_not_told_to_keep_its_mapping_takes_a_new_one_each_frame():
+    dec = FrameDecoder()
+    first = receive_whole(dec, frame(pack_body(b"a" * OVER)))
+    mapping = weakref.ref(first.obj)
+    del first
+    assert mapping() is None  # gone with its body: nothing kept it
+    second = receive_whole(dec, frame(pack_body(b"b" * OVER)))
+    assert unpack_body(second) == b"b" * OVER
