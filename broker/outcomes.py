@@ -104,7 +104,14 @@ def finish(
     if not cancelled:  # a cancel is nobody's failure: counted apart
         state.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
     state.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
-    state.journal.append(("finish", job.gid, ok, value, now))
+    options = job.options
+    # Whether the store may hold this finish back for its ack (store/base.py
+    # `FinishHolds`): only for a success that its submitter alone reads. A
+    # detached result, a keyed job (its followers, later joiners) and a
+    # failure (listed by `broker failed`) are read by others: written now.
+    may_wait = ok and not job.followers and (
+        options is None or (options.get("result") != RESULT_DETACHED and options.get("key") is None))
+    state.journal.append(("finish", job.gid, ok, value, now, may_wait))
     if not ok and not cancelled:
         job_args, job_kwargs, job_many, job_options = job.values()
         args, kwargs, error, size = admission.bounded_failure(job_args, job_kwargs, value, state.failed_row_bytes)
@@ -132,7 +139,6 @@ def finish(
     session = state.sessions.get(job.session)
     if session is not None:
         session.live.pop(job.cid, None)
-    options = job.options
     mode = options.get("result") if options else None  # job.result_mode
     if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
         # Nobody will collect it: keep nothing (a failure stays listed

@@ -25,6 +25,11 @@ itself. If the broker is killed before that, the store is consistent as
 of the last commit: unwritten submissions were never acknowledged, and
 unwritten finishes only mean a job runs again.
 
+The writer holds a plain job's finish back, for at most holds.HOLD_S,
+waiting for the ack that deletes its row (holds.py says which finishes,
+the bound, and what a kill -9 leaves then): a job acknowledged in time
+costs its row an insert and a delete, not an insert, an update and a delete.
+
 The writer thread never dies of an exception: anything a commit raises
 (an OverflowError as much as a full disk) is a failed write like any
 other, and a failing callback is logged.
@@ -50,6 +55,7 @@ from sockpool.protocol.messages import RESULT_DETACHED
 from sockpool.protocol.splice import large_value, packed
 
 from ..records import FailedJob, Job, StoredResult
+from .holds import FinishHolds
 from .leadership import Leadership, SoleLeadership
 
 log = logging.getLogger("sockpool.broker.store")
@@ -155,7 +161,7 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
     pack_small = msgpack.Packer(use_bin_type=True).pack
     followed = followers_stored or "follow" in by_kind
     finished = [(int(ok), packed(value, True) if large_value(value) else pack_small(value), at, gid)
-                for _, gid, ok, value, at in by_kind.get("finish", ()) if followed or gid not in forgotten]
+                for _, gid, ok, value, at, *_ in by_kind.get("finish", ()) if followed or gid not in forgotten]
     # A job that finished within this flush is written finished: its
     # arguments, never read again, are not packed at all.
     done = {row[3]: row for row in finished}
@@ -273,6 +279,8 @@ class GroupCommitStore:
         self._abandoning = False
         self._cond = threading.Condition()
         self._queue: Queued = []
+        # Finishes waiting for their acks (holds.py); the writer's alone.
+        self._holds = FinishHolds()
         self._closing = False
         self._thread = threading.Thread(target=self._write_loop, name="store", daemon=True)
         self._on_health: HealthHandler | None = None
@@ -305,6 +313,11 @@ class GroupCommitStore:
         self._on_health = on_health
         self._thread.start()
 
+    def hold_finishes(self, seconds: float) -> None:
+        """How long a finish may wait for its ack (holds.py; 0: not at all).
+        Before `start`."""
+        self._holds = FinishHolds(hold_s=seconds)
+
     def write(self, journal: Journal, after_commit: Deferred | None = None) -> None:
         """Queue journal entries; `after_commit` runs once they are durable."""
         with self._cond:
@@ -322,7 +335,7 @@ class GroupCommitStore:
             self._thread.join(timeout=30)
         else:
             queued = self._take()
-            if not self._flush(queued):
+            if not self._flush(queued, everything=True):
                 self._queue[:0] = queued
         with self._cond:
             unwritten = sum(len(journal) for journal, _ in self._queue)
@@ -345,6 +358,7 @@ class GroupCommitStore:
             self._thread.join(timeout=ABANDON_TIMEOUT_S)
         with self._cond:
             self._queue = []  # what a failed flush put back meanwhile
+            self._holds.clear()
         if self._thread.is_alive():
             log.error("the store writer is still busy after %.0f s; leaving its connection open", ABANDON_TIMEOUT_S)
         else:
@@ -386,10 +400,17 @@ class GroupCommitStore:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
-                    self._cond.wait()
+                    due = self._holds.next_due()
+                    if due is None:
+                        self._cond.wait()
+                        continue
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break  # a held finish waited long enough: write it
+                    self._cond.wait(left)
                 queued = self._take()
                 closing = self._closing
-            if self._flush(queued):
+            if self._flush(queued, everything=closing):
                 retry_s = RETRY_MIN_S
                 if closing:
                     with self._cond:
@@ -408,12 +429,18 @@ class GroupCommitStore:
                 self._cond.wait(retry_s)  # a close wakes us early
             retry_s = min(retry_s * 2, RETRY_MAX_S)
 
-    def _flush(self, queued: Queued) -> bool:
-        """Commit `queued` and run its callbacks; whether it committed. Never raises."""
+    def _flush(self, queued: Queued, everything: bool = False) -> bool:
+        """Commit `queued` (with the held finishes that are due, or all of
+        them if `everything`) and run its callbacks; whether it committed.
+        Never raises."""
+        now = time.monotonic()
         if not queued:
-            return True
+            due = self._holds.next_due()
+            if due is None or (due > now and not everything):
+                return True
+        journal, plan = self._holds.plan([op for journal, _ in queued for op in journal], now, everything)
         try:
-            self._commit([op for journal, _ in queued for op in journal])
+            self._commit(journal)
         except Exception as exc:  # any failure: nothing committed, nothing acknowledged
             trouble = StoreTrouble(self._disk_full(exc), f"{type(exc).__name__}: {exc}")
             if trouble.disk_full:
@@ -424,6 +451,7 @@ class GroupCommitStore:
             self._report(trouble, exc, sum(len(journal) for journal, _ in queued))
             self._write_failed(exc)
             return False
+        self._holds.adopt(plan)
         if self.trouble is not None:
             log.warning("store writes again after %s; %d entries written", self.trouble.reason,
                         sum(len(journal) for journal, _ in queued))
