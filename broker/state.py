@@ -491,7 +491,8 @@ class BrokerState:
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
         deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
-        succeeded: list[Job] = []  # counted together, after the walk
+        succeeded: list[Job] = []  # counted and finished together, after the walk
+        values: list[Any] = []
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -503,18 +504,20 @@ class BrokerState:
                 ok, value = admission.checked_result(ok, value)
             if ok:
                 succeeded.append(job)
-            else:
-                self._count_run(worker, job, ok, value)
-                retrying = self._should_retry(job, value)
-                self.stats.remember_failure(
-                    job.task, worker.name or worker.address, value, now, retrying, session=job.session
-                )
-                if retrying:
-                    self._retry_later(job, now)
-                    continue
+                values.append(value)
+                continue
+            self._count_run(worker, job, ok, value)
+            retrying = self._should_retry(job, value)
+            self.stats.remember_failure(
+                job.task, worker.name or worker.address, value, now, retrying, session=job.session
+            )
+            if retrying:
+                self._retry_later(job, now)
+                continue
             self._finish(job, ok, value, now, by_session)
         if succeeded:
             outcomes.count_ok_runs(self, worker, succeeded)
+            outcomes.finish_succeeded(self, succeeded, values, now, by_session)
         out = self._deliver(by_session)
         if msg.credit:
             out += self.on_credit(worker, msg.credit)

@@ -125,7 +125,14 @@ def finishes_after_running(entries: list) -> dict[int, bool]:
     cid_of = {job.gid: job.cid for job in state.jobs.values()}
     state.take_journal()
     results = [[gid, i != 0, 4 if i else {"type": "ValueError", "message": "x"}] for i, gid in enumerate(gids)]
-    state.on_message(21, Results(results, credit=0), 2.0)
+    out = state.on_message(21, Results(results, credit=0), 2.0)
+    # Plain successes finish together (outcomes.finish_succeeded), the rest
+    # one by one: each way, every outcome is kept, sent and counted once.
+    sent = sorted(e[0] for _, m in out if isinstance(m, Results) for e in m.results)
+    assert sent == sorted(state.sessions["s1"].results) == sorted(cid_of.values())
+    assert not state.jobs and not state.sessions["s1"].live and state.quota.jobs == 0
+    assert (state.stats.completed, state.stats.failed, state.totals["completed"]) == (len(entries) - 1, 1, len(entries) - 1)
+    assert state.stats.tasks["square"] == [len(entries), len(entries) - 1, 1]
     return {cid_of[e[1]]: e[5] for e in state.take_journal() if e[0] == "finish"}
 
 
@@ -133,10 +140,11 @@ def test_only_successes_their_submitter_alone_reads_may_wait():
     plain = lambda cid, options=None: [cid, "square", [2], {}, False, *([options] if options else [])]  # noqa: E731
     may_wait = finishes_after_running([
         plain(1), plain(2), plain(3, {"result": "detached"}), plain(4, {"key": "k"}), plain(5, {"timeout": 9}),
+        plain(6),
     ])
     # 1 failed (listed by `broker failed`), 3 is collected by another
     # process, 4's key is read by who joins it; 2 and 5 are the submitter's.
-    assert may_wait == {1: False, 2: True, 3: False, 4: False, 5: True}
+    assert may_wait == {1: False, 2: True, 3: False, 4: False, 5: True, 6: True}
 
 
 def test_a_hold_of_zero_holds_nothing():
