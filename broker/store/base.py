@@ -194,7 +194,8 @@ def rows_for(journal: Journal, finished_adds: bool = False, followers_stored: bo
         forget=[(gid,) for op in by_kind.get("forget", ()) for gid in op[1]],
         unfollow=[op[1:] for op in by_kind.get("unfollow", ())],
         expire=[cutoff for _, cutoff in by_kind.get("expire", ())],
-        settings=[setting_row(op) for op in journal if op[0] in _SETTINGS],
+        # Rare: a second walk over the journal only when there are some.
+        settings=[setting_row(op) for op in journal if op[0] in _SETTINGS] if not _SETTINGS.isdisjoint(by_kind) else [],
     )
 
 
