@@ -12,15 +12,19 @@ Which finishes may wait is the broker's state's call (the sixth field of a
 result, a job with a unique key (its followers and later joiners read its
 row), and failures (listed by `broker failed`) are written at once.
 
-The bound: a finish is held until its ack comes, or for at most HOLD_S,
-or while fewer than MAX_HELD are held; the writer writes it then, waking
-for it if nothing else comes. Closing writes every held finish. What a
-kill -9 leaves is a held finish unwritten: the job is unfinished on disk
-and runs again after the restart, and its result goes to its session
-again; a client that already has it ignores the second copy (client/api.py
-`_resolve`), so the caller sees each result once. That window already
-existed between a result and the next commit; holding widens it from one
-commit to at most HOLD_S, for results not yet acknowledged.
+The bound: a finish is held until its ack comes or for at most HOLD_S
+(`broker start --finish-hold-s`), and only while fewer than MAX_HELD are
+held; then the writer writes it, waking for it if nothing else comes (a
+store that cannot write writes it with its next commit that succeeds).
+Closing writes every held finish. What a kill -9 leaves is a held finish
+unwritten: the job is unfinished on disk and runs again after the
+restart, and its result goes to its session again; a client that already
+has it ignores the second copy (client/api.py `_resolve`), so the caller
+sees each result once. A broker that stops leading (PostgreSQL,
+`abandon`) drops what it holds the same way: the next leader runs those
+jobs again. That window already existed between a result and the next
+commit; holding widens it from one commit to at most HOLD_S, and only for
+results not yet acknowledged.
 
 Pure: driven by `now`, no thread, no I/O. The writer plans a flush with
 `plan` and adopts the plan only once the flush committed, so a failed
