@@ -339,7 +339,7 @@ class GroupCommitStore:
             if not self._flush(queued, everything=True):
                 self._queue[:0] = queued
         with self._cond:
-            unwritten = sum(len(journal) for journal, _ in self._queue)
+            unwritten = sum(len(journal) for journal, _ in self._queue) + len(self._holds)
         if unwritten:
             log.critical("closing with %d journal entries unwritten (%s); the store holds what was "
                          "committed before", unwritten, self.trouble.reason if self.trouble else "not written")
