@@ -441,7 +441,12 @@ class GroupCommitStore:
                 return True
         journal, plan = self._holds.plan([op for journal, _ in queued for op in journal], now, everything)
         try:
-            self._commit(journal)
+            # Nothing to write (a lone finish held back, an empty write
+            # behind a resent job): everything before it in the queue was
+            # committed by an earlier flush, so there is nothing to wait for.
+            # An empty transaction cost about 22 us of the writer's CPU.
+            if journal:
+                self._commit(journal)
         except Exception as exc:  # any failure: nothing committed, nothing acknowledged
             trouble = StoreTrouble(self._disk_full(exc), f"{type(exc).__name__}: {exc}")
             if trouble.disk_full:
