@@ -45,6 +45,7 @@ from .quota import Quota
 from .collector import tune_collector
 from .server import BrokerServer
 from .store import DataDirBusy, GroupCommitStore, Store, default_data_dir, open_postgres
+from .store.holds import HOLD_S
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -89,6 +90,12 @@ def _redacted(url: str) -> str:
 )
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk: a restart loses queued jobs.")
 @click.option("--fsync", is_flag=True, help="fsync every commit, to survive a power cut, not only a crash.")
+@click.option(
+    "--finish-hold-s", default=HOLD_S, show_default=True, type=click.FloatRange(0, 60),
+    help="How long a finished job's outcome may wait unwritten for its client's acknowledgement, which "
+         "deletes its row (0: write every finish at once). A kill -9 in that window makes such a job run "
+         "again; its client still gets its result once.",
+)
 @click.option(
     "--max-frame-bytes", default=MAX_FRAME_BYTES, show_default=True, type=click.IntRange(1024),
     help="Largest frame accepted from a peer.",
@@ -158,7 +165,7 @@ def _redacted(url: str) -> str:
 @log_level_option
 def start(
     host: str, port: int, data_dir: Path | None, store_url: str | None, advertise: str | None,
-    in_memory: bool, fsync: bool, max_frame_bytes: int,
+    in_memory: bool, fsync: bool, finish_hold_s: float, max_frame_bytes: int,
     heartbeat_s: float, result_ttl_s: float, session_grace_s: float, unserved_grace_s: float, unserved_timeout_s: float,
     name: str | None,
     secret_file: str | None, worker_secret_file: str | None, operator_secret_file: str | None, tls_cert: str | None, tls_key: str | None,
@@ -202,6 +209,8 @@ def start(
             store = Store(data_dir or default_data_dir(port), fsync=fsync)
         except DataDirBusy as exc:
             raise click.ClickException(str(exc)) from exc
+    if store is not None:
+        store.hold_finishes(finish_hold_s)
     server = BrokerServer(
         host, port, max_frame_bytes=max_frame_bytes, name=name, store=store, advertise=advertise,
         heartbeat_s=heartbeat_s, result_ttl_s=result_ttl_s,

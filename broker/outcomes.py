@@ -14,7 +14,7 @@ from typing import Any, TYPE_CHECKING
 from sockpool.protocol import Results, error_value
 from sockpool.protocol.control import E_CANCELLED
 from sockpool.protocol.defaults import MAX_LOST_ATTEMPTS, MAX_REQUEUES, RETRY_BASE_S, RETRY_MAX_S
-from sockpool.protocol.messages import E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, RESULT_DETACHED, RESULT_NONE
+from sockpool.protocol.messages import DEFAULT_QUEUE, E_POISON, E_UNKNOWN_TASK, NOT_RETRYABLE, RESULT_DETACHED, RESULT_NONE
 from . import admission
 from .firing import schedule_outcome
 from .records import FailedJob, Job, StoredResult, WorkerInfo
@@ -104,7 +104,14 @@ def finish(
     if not cancelled:  # a cancel is nobody's failure: counted apart
         state.stats.on_finished(job.task, job.calls, ok, value, now, job.queue)
     state.totals["completed" if ok else "cancelled" if cancelled else "failed"] += 1
-    state.journal.append(("finish", job.gid, ok, value, now))
+    options = job.options
+    # Whether the store may hold this finish back for its ack (store/base.py
+    # `FinishHolds`): only for a success that its submitter alone reads. A
+    # detached result, a keyed job (its followers, later joiners) and a
+    # failure (listed by `broker failed`) are read by others: written now.
+    may_wait = ok and not job.followers and (
+        options is None or (options.get("result") != RESULT_DETACHED and options.get("key") is None))
+    state.journal.append(("finish", job.gid, ok, value, now, may_wait))
     if not ok and not cancelled:
         job_args, job_kwargs, job_many, job_options = job.values()
         args, kwargs, error, size = admission.bounded_failure(job_args, job_kwargs, value, state.failed_row_bytes)
@@ -132,7 +139,6 @@ def finish(
     session = state.sessions.get(job.session)
     if session is not None:
         session.live.pop(job.cid, None)
-    options = job.options
     mode = options.get("result") if options else None  # job.result_mode
     if mode == RESULT_NONE or session is None or (session.abandoned and mode != RESULT_DETACHED):
         # Nobody will collect it: keep nothing (a failure stays listed
@@ -144,6 +150,47 @@ def finish(
     key = options.get("key") if options else None  # job.key
     session.results[job.cid] = StoredResult(job.gid, entry, now, mode == RESULT_DETACHED, key=key)
     by_session.setdefault(job.session, []).append(entry)
+
+
+def finish_succeeded(
+    state: BrokerState, jobs: list[Job], values: list[Any], now: float, by_session: dict[str, list[list[Any]]]
+) -> None:
+    """`finish` for the successes of one results frame, in one go. A plain
+    job (no options, limits or followers) of a client's live session needs
+    only its own entries (its result kept and sent, its journal entry);
+    the counts, the quota and the throughput are added once per frame.
+    Any other job takes `finish`."""
+    counted: dict[str, int] = {}  # calls per task
+    done = 0
+    session = None
+    for job, value in zip(jobs, values):
+        if job.options is not None or job.limits or job.followers:
+            finish(state, job, True, value, now, by_session)
+            continue
+        if session is None or session.session_id != job.session:
+            session = state.sessions.get(job.session)
+            if session is None or session.abandoned or job.session.startswith(SESSION_PREFIX):
+                session = None
+            else:
+                live, results = session.live, session.results
+                sent = by_session.setdefault(job.session, [])
+        if session is None:  # kept for nobody, or a schedule's
+            finish(state, job, True, value, now, by_session)
+            continue
+        gid, cid = job.gid, job.cid
+        del state.jobs[gid]
+        live.pop(cid, None)
+        entry = [cid, True, value]
+        results[cid] = StoredResult(gid, entry, now)
+        sent.append(entry)
+        # Only its submitter reads it: the store may hold it for the ack (store/holds.py).
+        state.journal.append(("finish", gid, True, value, now, True))
+        state.quota.remove(job.session, job.cost)
+        counted[job.task] = counted.get(job.task, 0) + job.calls
+        done += 1
+    if done:
+        state.stats.on_succeeded(counted, now, DEFAULT_QUEUE)  # a plain job's queue
+        state.totals["completed"] += done
 
 
 def deliver(state: BrokerState, by_session: dict[str, list[list[Any]]]) -> Outbox:

@@ -370,9 +370,12 @@ class BrokerState:
         # Each job's share of the frame it came in, plus what any job costs.
         cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
         room = self.quota.room(session.session_id, cost)
+        # Read once per frame, not once per job.
+        live, kept, jobs, journal, served = session.live, session.results, self.jobs, self.journal, self.served
+        session_id, notify, plain = session.session_id, session.wants_started, not self.limits.by_task
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
-            if session.holds(cid):
+            if cid in live or cid in kept:  # session.holds(cid)
                 continue  # sent again after a reconnect: we have it already
             why = unfit.get(cid) if unfit else None
             if why is None and refusal is not None:
@@ -387,25 +390,29 @@ class BrokerState:
             if key is not None and self.keys.holder(key) is not None:
                 follow_out += control.follow(self, session, cid, key)
                 continue
-            if task not in self.served:
+            if task not in served:
                 unserved.add(task)
             options = entry[5] if len(entry) > 5 else None
             if options and "delay" in options:
                 options = due_options(options, self.now)
-            job = Job(self._next_gid, session.session_id, cid, task, entry[2], entry[3], entry[4], options)
-            job.notify = session.wants_started
-            self._next_gid += 1
+            gid = self._next_gid
+            if options:
+                job = Job(gid, session_id, cid, task, entry[2], entry[3], entry[4], options)
+            else:
+                job = Job.plain(gid, session_id, cid, task, entry[2], entry[3], entry[4])
+            job.notify = notify
+            self._next_gid = gid + 1
             job.cost = cost
             submitted[task] = submitted.get(task, 0) + job.calls
-            self.jobs[job.gid] = job
-            session.live[cid] = job.gid
-            self.journal.append(("add", job))
+            jobs[gid] = job
+            live[cid] = gid
+            journal.append(("add", job))
             if key is not None:
                 self.keys.hold(key, job.gid, session.session_id, cid)
             at = job.at if options else None
             if at is not None and at > now:
                 self.due.push(job, at)
-            elif options or self.limits.by_task:
+            elif options or not plain:
                 # Limits may hold it back: they decide, after the plain jobs
                 # before it, so one session's jobs keep their order.
                 self.dispatcher.add_many(ready, now)
@@ -413,7 +420,7 @@ class BrokerState:
                 self._queue(job)
             else:
                 job.queued_at = now
-                if task not in self.served:
+                if task not in served:
                     self.unserved.mark(task, now)
                 ready.append(job)
             added += 1
@@ -491,7 +498,8 @@ class BrokerState:
         leased = worker.leased
         # One walk over the batch; per entry only if something is too deep.
         deep = admission.any_nested_value(msg.results) and admission.too_deep(msg.results, MAX_NESTING + 2)
-        succeeded: list[Job] = []  # counted together, after the walk
+        succeeded: list[Job] = []  # counted and finished together, after the walk
+        values: list[Any] = []
         for entry in msg.results:
             job = leased.pop(entry[0], None)
             if job is None:
@@ -503,18 +511,20 @@ class BrokerState:
                 ok, value = admission.checked_result(ok, value)
             if ok:
                 succeeded.append(job)
-            else:
-                self._count_run(worker, job, ok, value)
-                retrying = self._should_retry(job, value)
-                self.stats.remember_failure(
-                    job.task, worker.name or worker.address, value, now, retrying, session=job.session
-                )
-                if retrying:
-                    self._retry_later(job, now)
-                    continue
+                values.append(value)
+                continue
+            self._count_run(worker, job, ok, value)
+            retrying = self._should_retry(job, value)
+            self.stats.remember_failure(
+                job.task, worker.name or worker.address, value, now, retrying, session=job.session
+            )
+            if retrying:
+                self._retry_later(job, now)
+                continue
             self._finish(job, ok, value, now, by_session)
         if succeeded:
             outcomes.count_ok_runs(self, worker, succeeded)
+            outcomes.finish_succeeded(self, succeeded, values, now, by_session)
         out = self._deliver(by_session)
         if msg.credit:
             out += self.on_credit(worker, msg.credit)

@@ -157,6 +157,18 @@ class BrokerStats:
         self.failed += failed
         self.throughput.add(now, calls)
 
+    def on_succeeded(self, calls_by_task: dict[str, int], now: float, queue: str) -> None:
+        """`on_finished` for jobs of one queue that succeeded, in one go."""
+        calls = sum(calls_by_task.values())
+        done = self.queue_done
+        if queue not in done and len(done) >= MAX_TRACKED_TASKS:
+            queue = OTHER_TASKS
+        done[queue] = done.get(queue, 0) + calls
+        for task, n in calls_by_task.items():
+            self._task(task)[1] += n
+        self.completed += calls
+        self.throughput.add(now, calls)
+
     def sample_queues(self, now: float) -> None:
         """Note the per-queue counts, at most once a second (from the ticker)."""
         if not self._queue_samples or now - self._queue_samples[-1][0] >= 1.0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -206,6 +207,47 @@ def test_delivered_results_leave_the_store(cluster):
     cluster.broker.popen.send_signal(signal.SIGTERM)
     assert cluster.broker.popen.wait(15) == 0
     with sqlite3.connect(cluster.log_dir / "data" / "broker.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+def test_held_finishes_lost_in_a_kill_9_run_again_and_reach_the_caller_once(tmp_path):
+    """A finished job's outcome waits unwritten for its client's ack
+    (broker/store/holds.py). Killed meanwhile, the broker restarts with
+    the job unfinished on disk: it runs again, its result comes to the
+    session again, and the caller still sees each result once."""
+    port = free_port()
+    broker, address = start_broker(tmp_path, "--finish-hold-s", "60", port=port)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    db_path = tmp_path / "data" / "broker.sqlite3"
+    worker = None
+    try:
+        # No acks: each finish stays held for as long as the client keeps its results.
+        with Client(address, auto_ack=False, reconnect_timeout_s=WAIT_S) as client:
+            futures = [client.submit("tests.tasks:slow_square", i, 0.0, str(marks)) for i in range(20)]
+            assert client.wait_accepted(WAIT_S)  # every add on disk before any job runs
+            delivered: list[int] = []
+            for future in futures:
+                future.add_done_callback(lambda f: delivered.append(f.result()))
+            worker = start_worker(tmp_path, address, 2, "--tasks", "tests.tasks")
+            assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(20)]
+            with contextlib.closing(sqlite3.connect(db_path)) as db:
+                assert db.execute("SELECT COUNT(*) FROM jobs WHERE ok IS NULL").fetchone() == (20,)
+            broker.kill()
+            broker, address = start_broker(tmp_path, "--finish-hold-s", "60", port=port)
+            # Each job runs again; its second result reaches the session
+            # before the status reply that counts it (one connection, in order).
+            wait_until(lambda: runs_on_disk(marks) == {f"sq{i}": 2 for i in range(20)}, what="second runs")
+            wait_until(lambda: client.status(WAIT_S)["totals"]["completed"] >= 20, what="second results")
+            client.ack_all()
+            client.status(WAIT_S)  # answered after the ack was taken
+        assert sorted(delivered) == [i * i for i in range(20)]  # once each
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+    # Acknowledged: nothing is left on disk (the stop wrote every held finish).
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
 
 
