@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sockpool.client import Client, JobFailed
+from sockpool.protocol import ConnectionLost
 
 from .cluster import run_submit, start_broker, start_worker, wait_for_processes
 
@@ -34,6 +35,15 @@ def wait_until(condition, timeout_s: float = WAIT_S, what: str = "condition") ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout_s} s")
         time.sleep(0.02)
+
+
+def completed(client: Client) -> int:
+    """The broker's count of completed jobs; 0 while the client is still
+    reconnecting to a restarted broker."""
+    try:
+        return client.status(WAIT_S)["totals"]["completed"]
+    except ConnectionLost:
+        return 0
 
 
 def runs_on_disk(marker_dir: Path) -> dict[str, int]:
@@ -96,7 +106,10 @@ def test_submit_command_survives_a_broker_restart(tmp_path):
             "run", run_submit("--broker", address, "--json", "--chunksize", "1", "tests.tasks:slow_square", *args,
                               timeout_s=WAIT_S)))
         thread.start()
-        time.sleep(1.0)
+        # Killed once the command's jobs are in and some ran (a fixed sleep
+        # could kill the broker before a slow start-up of `submit` connected).
+        with Client(address) as observer:
+            wait_until(lambda: observer.status(WAIT_S)["totals"]["completed"] >= 2, what="jobs under way")
         broker.kill()
         broker, address = start_broker(tmp_path, port=port)
         thread.join(WAIT_S + 5)
@@ -238,7 +251,7 @@ def test_held_finishes_lost_in_a_kill_9_run_again_and_reach_the_caller_once(tmp_
             # Each job runs again; its second result reaches the session
             # before the status reply that counts it (one connection, in order).
             wait_until(lambda: runs_on_disk(marks) == {f"sq{i}": 2 for i in range(20)}, what="second runs")
-            wait_until(lambda: client.status(WAIT_S)["totals"]["completed"] >= 20, what="second results")
+            wait_until(lambda: completed(client) >= 20, what="second results")
             client.ack_all()
             client.status(WAIT_S)  # answered after the ack was taken
         assert sorted(delivered) == [i * i for i in range(20)]  # once each
