@@ -97,6 +97,10 @@ log = logging.getLogger("sockpool.broker")
 # Heartbeats and expiry are checked at this resolution; the ticker also
 # wakes when a delayed job or a retry falls due.
 TICK_S = 0.1
+# A reader handles the messages of one read in batches of about this many
+# bytes of frames (see _receive_batch): dozens of small ones (results, acks,
+# credit), or one or two submits of a few hundred jobs, per hold of the lock.
+BATCH_BYTES = 16 * 1024
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -584,12 +588,19 @@ def _receive_batch(conn: Connection) -> tuple[list[tuple[Message, int]], Excepti
     one store write and one round of posts: with many peers, taking the
     lock, waking the store writer and sending once per frame cost more
     than the frames' own work, and frames come several to a read then.
+    A batch stops once it holds BATCH_BYTES of frames (the rest waits in
+    the decoder for the next batch, which needs no read): a read's worth
+    of submits (256 KiB, thousands of jobs) from a client that got ahead
+    would otherwise hold the lock, and every other peer, for all of them
+    at once, and put them all before every other client's in the queues.
     """
     msg = conn.recv()
-    batch = [(msg, conn.decoder.last_frame_bytes)]
+    size = conn.decoder.last_frame_bytes
+    batch = [(msg, size)]
     try:
-        while (msg := conn.decoder.next_message()) is not None:
+        while size < BATCH_BYTES and (msg := conn.decoder.next_message()) is not None:
             batch.append((msg, conn.decoder.last_frame_bytes))
+            size += conn.decoder.last_frame_bytes
     except Exception as exc:  # the caller raises it, after the messages before it
         return batch, exc
     return batch, None
