@@ -128,9 +128,21 @@ def round_trip_legs(client: Client, rounds: int) -> dict[str, float]:
 # -- scale: N clients and N one-process workers ------------------------------------
 
 
-def scale_run(address: str, clients: int, jobs_per_client: int, cwd: Path, env: dict[str, str]) -> dict[str, float]:
+def scale_run(
+    address: str, clients: int, jobs_per_client: int, cwd: Path, env: dict[str, str],
+    watched: dict[str, list[int]] | None = None,
+) -> dict[str, float]:
     """`clients` client processes submit `jobs_per_client` jobs each at once;
-    total jobs/s, and the slowest client's rate over the fastest's."""
+    total jobs/s, and the slowest client's rate over the fastest's.
+
+    `watched` names kinds of process ("broker": [pid], ...): then also each
+    kind's CPU microseconds per job (`cpu_us_KIND`, from /proc, from the
+    clients' start to their last result) and its threads' wake-ups per job
+    (`wakeups_KIND`), and the same of the clients themselves (`client`),
+    which measure their own.
+    """
+    from bench.scale_client import wakeups
+
     start_at = time.time() + 1.0 + 0.2 * clients  # every client connected and ready by then
     procs = [
         subprocess.Popen(
@@ -139,18 +151,30 @@ def scale_run(address: str, clients: int, jobs_per_client: int, cwd: Path, env: 
         )
         for _ in range(clients)
     ]
+    before: dict[str, tuple[float, int]] = {}
+    if watched:
+        time.sleep(max(0.0, start_at - time.time()))
+        before = {kind: (sum(map(cpu_s, pids)), sum(map(wakeups, pids))) for kind, pids in watched.items()}
     reports = []
     for proc in procs:
         out, err = proc.communicate(timeout=WAIT_S)
         if proc.returncode != 0:
             raise AssertionError(f"scale client failed: {err[-2000:]}")
         reports.append(json.loads(out))
+    jobs = clients * jobs_per_client
     finished = max(r["finished_at"] for r in reports)
     rates = [r["jobs"] / (r["finished_at"] - start_at) for r in reports]
-    return {
-        "jobs_per_s": clients * jobs_per_client / (finished - start_at),
+    run = {
+        "jobs_per_s": jobs / (finished - start_at),
         "fairness": min(rates) / max(rates),
     }
+    if watched:
+        for kind, pids in watched.items():
+            run[f"cpu_us_{kind}"] = (sum(map(cpu_s, pids)) - before[kind][0]) / jobs * 1e6
+            run[f"wakeups_{kind}"] = (sum(map(wakeups, pids)) - before[kind][1]) / jobs
+        run["cpu_us_client"] = sum(r["cpu_s"] for r in reports) / jobs * 1e6
+        run["wakeups_client"] = sum(r["wakeups"] for r in reports) / jobs
+    return run
 
 
 # -- depth and restart -------------------------------------------------------------

@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 def dispatch(state: BrokerState) -> Outbox:
     """Hand ready jobs to workers with credit, each its fair share.
 
-    The share is proportional to a worker's processes, so a worker that
-    granted a large credit cannot take every queued job while another
-    worker with free processes gets none (the prefetch hoarding users
-    of other queues complain about). Which jobs: broker/dispatch.py.
+    The share is of the load, not of each arrival: a worker is given what
+    brings the jobs it holds, per process, up to the level that the jobs
+    held and waiting would reach spread over every worker that could run
+    them, in proportion to their processes. So a worker that granted a
+    large credit cannot take every queued job while another worker with
+    free processes gets none (the prefetch hoarding users of other queues
+    complain about), and a new batch goes whole to the workers holding
+    least rather than in a sliver to every worker: with many workers,
+    splitting each submit N ways cost N frames, each a wake-up and a
+    syscall on the broker, the worker and the pool, for jobs whose results
+    then came back in as many frames. Which jobs: broker/dispatch.py.
     """
     dispatcher = state.dispatcher
     if not dispatcher.count:
@@ -38,16 +45,17 @@ def dispatch(state: BrokerState) -> Outbox:
         if not waiting:
             continue
         # Share what this worker can run with the workers still to be
-        # served that could run some of it too.
-        processes = worker.processes
+        # served that could run some of it too; they hold no less than it
+        # does (the list is sorted by load), so its share is never negative.
+        processes, held = worker.processes, len(worker.leased)
         if index + 1 < len(eligible):
             runnable = dispatcher.runnable_tasks(worker.queues, worker.tasks)
-            processes += sum(
-                w.processes for w in eligible[index + 1:]
-                if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
-            )
-        share = math.ceil(waiting * worker.processes / processes)
-        batch = take(state, worker, min(worker.credit, share), started)
+            for w in eligible[index + 1:]:
+                if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues):
+                    processes += w.processes
+                    held += len(w.leased)
+        share = math.ceil((waiting + held) * worker.processes / processes) - len(worker.leased)
+        batch = take(state, worker, min(worker.credit, share), started) if share > 0 else []
         if batch:
             out.append((worker.conn_id, Jobs(batch)))
         if not dispatcher.count:

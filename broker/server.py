@@ -5,7 +5,9 @@ ticker thread. All of them call into the state under a single lock and
 queue the replies it returns on the peers' outboxes while still holding it,
 so the messages to one peer keep the order the state produced them in. The
 writer threads do the actual sending outside the lock: a slow peer never
-stalls the broker or the other peers.
+stalls the broker or the other peers. A reader handles every whole message
+one read brought under one hold of the lock, with one store write for them
+all (see _receive_batch).
 
 Strangers and garbage cost little and never crash anything:
 1. At most `max_connections` connections are served at once; the accept
@@ -95,6 +97,10 @@ log = logging.getLogger("sockpool.broker")
 # Heartbeats and expiry are checked at this resolution; the ticker also
 # wakes when a delayed job or a retry falls due.
 TICK_S = 0.1
+# A reader handles the messages of one read in batches of about this many
+# bytes of frames (see _receive_batch): dozens of small ones (results, acks,
+# credit), or one or two submits of a few hundred jobs, per hold of the lock.
+BATCH_BYTES = 16 * 1024
 # accept() failing with these means the machine is out of something, not
 # that the listener is broken: wait a little and go on.
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -294,12 +300,21 @@ class BrokerServer(LeadershipTerms):
             if peer is None:
                 return
             while True:
-                msg = conn.recv()
-                size = conn.decoder.last_frame_bytes
+                batch, bad = _receive_batch(conn)
                 with self._lock:
                     if peer.generation != self._generation:
                         break  # admitted by an earlier term of leadership
-                    self._emit(self.state.on_message(conn_id, msg, time.time(), size))
+                    now = time.time()
+                    out: list[tuple[int, Message]] = []
+                    try:
+                        for msg, size in batch:
+                            out += self.state.on_message(conn_id, msg, now, size)
+                    finally:
+                        # What the messages before a bad one produced goes out,
+                        # as it did when each message was handled on its own.
+                        self._emit(out)
+                if bad is not None:
+                    raise bad
         except FrameTooLarge as exc:
             assert conn is not None
             log.warning("closing %s: %s", conn.peer, loggable(str(exc)))
@@ -561,6 +576,34 @@ class BrokerServer(LeadershipTerms):
             monotonic = time.monotonic()
             for peer in peers:
                 peer.drop_if_stalled(monotonic)
+
+
+def _receive_batch(conn: Connection) -> tuple[list[tuple[Message, int]], Exception | None]:
+    """The next message (waiting for it), and every whole message already
+    received behind it, each with its frame's size; and the error (a
+    malformed frame) that stopped the batch early, if any, for the caller
+    to raise once it has handled the messages before it.
+
+    The reader handles the batch under one hold of the broker lock, with
+    one store write and one round of posts: with many peers, taking the
+    lock, waking the store writer and sending once per frame cost more
+    than the frames' own work, and frames come several to a read then.
+    A batch stops once it holds BATCH_BYTES of frames (the rest waits in
+    the decoder for the next batch, which needs no read): a read's worth
+    of submits (256 KiB, thousands of jobs) from a client that got ahead
+    would otherwise hold the lock, and every other peer, for all of them
+    at once, and put them all before every other client's in the queues.
+    """
+    msg = conn.recv()
+    size = conn.decoder.last_frame_bytes
+    batch = [(msg, size)]
+    try:
+        while size < BATCH_BYTES and (msg := conn.decoder.next_message()) is not None:
+            batch.append((msg, conn.decoder.last_frame_bytes))
+            size += conn.decoder.last_frame_bytes
+    except Exception as exc:  # the caller raises it, after the messages before it
+        return batch, exc
+    return batch, None
 
 
 def _address(sock: socket.socket) -> str:

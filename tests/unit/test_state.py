@@ -369,6 +369,47 @@ def test_share_is_proportional_to_processes(state):
     assert (len(job_ids(out, W1)), len(job_ids(out, W2))) == (6, 2)
 
 
+def test_a_new_batch_goes_whole_to_the_worker_holding_least(state):
+    """The share is of the load: W1 still holds 10 jobs, so the next 6 go
+    to W2 in one frame, not 3 and 3 (which would leave W1 with 13 to W2's 3)."""
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(C1, Submit(1, [job(i) for i in range(1, 11)]), 1.0)
+    state.on_message(W2, Credit(100), 1.0)
+    out = state.on_message(C1, Submit(2, [job(i) for i in range(11, 17)]), 2.0)
+    assert job_ids(out, W1) == []
+    assert job_ids(out, W2) == list(range(11, 17))
+    assert [c for c, m in out if isinstance(m, Jobs)] == [W2]
+
+
+def test_a_batch_fills_the_least_loaded_worker_up_to_the_others_level(state):
+    """W1 holds 4: of 10 new jobs W2 gets 7 and W1 3, so both hold 7."""
+    client(state, C1, "s")
+    worker(state, W1)
+    worker(state, W2)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(C1, Submit(1, [job(i) for i in range(1, 5)]), 1.0)
+    state.on_message(W2, Credit(100), 1.0)
+    out = state.on_message(C1, Submit(2, [job(i) for i in range(5, 15)]), 2.0)
+    assert (len(job_ids(out, W1)), len(job_ids(out, W2))) == (3, 7)
+    assert sorted(job_ids(out, W1) + job_ids(out, W2)) == list(range(5, 15))
+
+
+def test_the_level_counts_processes(state):
+    """W1 (1 process) holds 2, W2 (3 processes) holds none: of 6 new jobs
+    W2 gets 6, as (6 + 2) / 4 processes is 2 jobs a process, W1's load already."""
+    client(state, C1, "s")
+    worker(state, W1, processes=1)
+    worker(state, W2, processes=3)
+    state.on_message(W1, Credit(100), 0.0)
+    state.on_message(C1, Submit(1, [job(1), job(2)]), 1.0)
+    state.on_message(W2, Credit(100), 1.0)
+    out = state.on_message(C1, Submit(2, [job(i) for i in range(3, 9)]), 2.0)
+    assert (len(job_ids(out, W1)), len(job_ids(out, W2))) == (0, 6)
+
+
 def test_single_jobs_alternate_between_idle_workers(state):
     client(state, C1, "s")
     worker(state, W1)
