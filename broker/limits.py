@@ -90,8 +90,10 @@ class Limits:
             name: Limit(name, spec, configured=True) for name, spec in (configured or {}).items()
         }
         self._waiting = 0
-        # Whether any task has a limit (else only jobs with options can be under one).
-        self.by_task = bool(self._limits)
+        # The names a task's own limit can have: a job without options is
+        # under a limit only if its task is one of them, so every other job
+        # (on a broker with limits on other tasks) skips the limits at once.
+        self.tasks: frozenset[str] = frozenset(self._limits)
 
     def names_for(self, job: Limited) -> tuple[str, ...]:
         """The limits `job` is under (creating a key's limit on first use)."""

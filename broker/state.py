@@ -405,7 +405,7 @@ class BrokerState:
             at = job.at if options else None
             if at is not None and at > now:
                 self.due.push(job, at)
-            elif options or self.limits.by_task:
+            elif options or task in self.limits.tasks:
                 # Limits may hold it back: they decide, after the plain jobs
                 # before it, so one session's jobs keep their order.
                 self.dispatcher.add_many(ready, now)
@@ -659,9 +659,10 @@ class BrokerState:
     def _queue(self, job: Job, front: bool = False) -> None:
         """Into the ready queue, once its limits admit it (a job that holds
         its slots already, back from a lost worker, goes straight in)."""
-        # A job with no options on a broker with no task limits is under no
-        # limit: the plain path skips the limits altogether.
-        if job.limits is None and (job.options or self.limits.by_task) and not self.limits.admit(job, self.now):
+        # A job with no options, of a task with no limit of its own, is under
+        # no limit: the plain path skips the limits altogether.
+        limits = self.limits
+        if job.limits is None and (job.options or job.task in limits.tasks) and not limits.admit(job, self.now):
             job.queued_at = self.now
             return
         self._ready(job, front)
