@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 
 
 def dispatch(state: BrokerState) -> Outbox:
+    """Hand ready jobs to workers with credit, each its fair share; then
+    successors to jobs holding a limit's slot (broker/succession.py)."""
+    out = dispatch_ready(state)
+    if state.succession.holders and state.limits.waiting:
+        out += state.succession.hand_out(state)
+    return out
+
+
+def dispatch_ready(state: BrokerState) -> Outbox:
     """Hand ready jobs to workers with credit, each its fair share.
 
     The share is proportional to a worker's processes, so a worker that
@@ -47,9 +56,10 @@ def dispatch(state: BrokerState) -> Outbox:
                 if not w.tasks.isdisjoint(runnable) and any(q in w.queues for q in worker.queues)
             )
         share = math.ceil(waiting * worker.processes / processes)
-        batch = take(state, worker, min(worker.credit, share), started)
+        holders: list[int] = []
+        batch = take(state, worker, min(worker.credit, share), started, holders)
         if batch:
-            out.append((worker.conn_id, Jobs(batch)))
+            out.append((worker.conn_id, Jobs(batch, holders) if holders else Jobs(batch)))
         if not dispatcher.count:
             break
     return out + started_messages(state, started) if started else out
@@ -68,7 +78,11 @@ def started_messages(state: BrokerState, jobs: list[Job]) -> Outbox:
     return out
 
 
-def take(state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
+def take(
+    state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job], holders: list[int]
+) -> list[list[Any]]:
+    """Lease up to `limit` ready jobs to `worker`; `holders` gets those
+    holding a limit's slot that may name a successor there."""
     jobs = state.dispatcher.take(worker.queues, worker.tasks, limit, state.now)
     batch: list[list[Any]] = []
     leased = worker.leased
@@ -80,5 +94,8 @@ def take(state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job])
         batch.append(job.entry())
         if job.notify:
             started.append(job)
+        if job.limits and worker.successors:
+            state.succession.note(job)
+            holders.append(job.gid)
     worker.credit -= len(batch)
     return batch

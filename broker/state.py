@@ -106,6 +106,7 @@ from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
+from .succession import Succession
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedules
@@ -165,6 +166,7 @@ class BrokerState:
         # While the store cannot write: the error new submissions get.
         self.store_refusal: dict[str, Any] | None = None
         self.limits = Limits(limits)
+        self.succession = Succession()
         self.keys = KeyIndex()
         self._next_gid = 1
         self._next_ping = 0.0
@@ -192,6 +194,7 @@ class BrokerState:
             self.workers[conn_id] = WorkerInfo(
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
                 queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
+                successors=hello.successors,
             )
             self.served.update(set(hello.tasks))
             self.unserved.joined(hello.tasks, now)
@@ -662,9 +665,12 @@ class BrokerState:
         # A job with no options, of a task with no limit of its own, is under
         # no limit: the plain path skips the limits altogether.
         limits = self.limits
-        if job.limits is None and (job.options or job.task in limits.tasks) and not limits.admit(job, self.now):
-            job.queued_at = self.now
-            return
+        if job.limits is None and (job.options or job.task in limits.tasks):
+            if self.succession.after:
+                self.succession.forget(job)  # a successor back before its holder ended
+            if not limits.admit(job, self.now, front):
+                job.queued_at = self.now
+                return
         self._ready(job, front)
 
     def _ready(self, job: Job, front: bool = False) -> None:
