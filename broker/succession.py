@@ -56,6 +56,7 @@ class Succession:
         self.holders: dict[str, dict[int, Job]] = {}
         self.next: dict[int, tuple[Job, int]] = {}  # holder gid -> (successor, worker conn)
         self.after: dict[int, Job] = {}  # successor gid -> its holder
+        self.passed = 0  # slots passed on, for status (totals.passed_on)
 
     def note(self, job: Job) -> None:
         """`job`, holding slots, was just leased to a worker that takes successors."""
@@ -73,6 +74,7 @@ class Succession:
         if successor.worker != conn or job.limits is None:
             return False
         successor.limits, job.limits = job.limits, None
+        self.passed += 1
         self.holders.setdefault(successor.limits[0], {})[successor.gid] = successor
         return True
 

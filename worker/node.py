@@ -130,14 +130,19 @@ class WorkerNode:
         delay = RECONNECT_MIN_S
         while not self._stopping.is_set() and not self._drain_requested:
             names = list(self.runner.task_names)
+            # `successors`: the runner keeps a limit's next job until the one
+            # before it ended here (worker/gates.py).
             hello = new_hello(
-                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues
+                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues,
+                successors=True,
             )
             # The broker reads only a few KiB from a peer it has not yet
             # authenticated: task names that do not fit follow the welcome.
             later = len(encode(hello)) + _NONCE_ROOM_BYTES > HANDSHAKE_MAX_FRAME_BYTES
             if later:
-                hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues)
+                hello = new_hello(
+                    ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues, successors=True
+                )
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
                 if later:
@@ -204,7 +209,7 @@ class WorkerNode:
                 self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
-                        self.runner.run(msg.jobs, outbox, on_done)
+                        self.runner.run(msg.jobs, outbox, on_done, msg.holders, msg.after)
                 elif isinstance(msg, Stop):
                     self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
