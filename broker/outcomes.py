@@ -55,7 +55,8 @@ def retry_later(state: BrokerState, job: Job, now: float) -> None:
     state.due.push(job, now + delay)
     # Waiting for a retry is not running: its limit slots go to others
     # (to its successor first, already at its worker: broker/succession.py).
-    if job.limits and not (state.succession.next and state.succession.pass_on(job)):
+    succession = state.succession
+    if job.limits and not ((succession.holders or succession.next) and succession.pass_on(job)):
         for admitted in state.limits.release(job, now):
             state._ready(admitted)
     state.totals["retried"] += 1
@@ -119,7 +120,8 @@ def finish(
     # What a job does not use costs it nothing: no limit slots to give
     # back, no followers, no options to read.
     if job.limits:
-        if not (state.succession.next and state.succession.pass_on(job)):
+        succession = state.succession
+        if not ((succession.holders or succession.next) and succession.pass_on(job)):
             for admitted in state.limits.release(job, now):
                 state._ready(admitted)
     elif state.succession.after:

@@ -66,6 +66,11 @@ class Succession:
     def pass_on(self, job: Job) -> bool:
         """`job`'s run ended: True if its slot went to its successor (rule 3),
         False if there is none (the caller releases the slot)."""
+        names = job.limits
+        if names is not None and len(names) == 1:
+            holders = self.holders.get(names[0])
+            if holders is not None and holders.pop(job.gid, None) is not None and not holders:
+                del self.holders[names[0]]
         found = self.next.pop(job.gid, None)
         if found is None:
             return False

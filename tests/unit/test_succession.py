@@ -202,3 +202,17 @@ def test_the_limit_holds_under_random_results_losses_stops_and_hand_backs():
             receive(state.tick(now))
             assert sum(len(r) for r in running.values()) <= capacity, step
             assert slots_held(state) <= capacity, step
+
+
+def test_holders_are_forgotten_as_they_finish_when_nothing_waits():
+    # A limit never full: no successor is ever named, and the index of
+    # holders does not grow with the jobs that passed through.
+    state = limited(4)
+    capable_worker(state, W1, processes=4)
+    state.on_message(W1, Credit(4), 0.1)
+    now = 1.0
+    for cid in range(1, 41):
+        [gid] = job_ids(submit(state, [cid], now), W1)
+        state.on_message(W1, Results([[gid, True, 0]], credit=1), now + 0.5)
+        now += 1.0
+    assert state.succession.holders == {} and slots_held(state) == 0
