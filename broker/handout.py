@@ -87,6 +87,7 @@ def take(
     batch: list[list[Any]] = []
     leased = worker.leased
     now = state.now
+    successors = worker.successors and state.limits.any  # else no job here holds a slot
     for job in jobs:
         job.worker = worker.conn_id
         job.dispatched_at = now
@@ -94,7 +95,7 @@ def take(
         batch.append(job.entry())
         if job.notify:
             started.append(job)
-        if job.limits and worker.successors:
+        if successors and job.limits:
             state.succession.note(job)
             holders.append(job.gid)
     worker.credit -= len(batch)

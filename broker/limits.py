@@ -95,6 +95,11 @@ class Limits:
         # (on a broker with limits on other tasks) skips the limits at once.
         self.tasks: frozenset[str] = frozenset(self._limits)
 
+    @property
+    def any(self) -> bool:
+        """Whether any limit exists (configured, or named by a waiting or running job)."""
+        return bool(self._limits)
+
     def names_for(self, job: Limited) -> tuple[str, ...]:
         """The limits `job` is under (creating a key's limit on first use)."""
         names: tuple[str, ...] = (job.task,) if job.task in self._limits and self._limits[job.task].configured else ()
