@@ -157,7 +157,14 @@ class Limits:
         if limit is None or not limit.waiting:
             return None
         job = limit.waiting[0]
-        return job if self.names_for(job) == (name,) else None
+        # Which limits it is under, without `names_for`'s updates: asking
+        # must not set a key's capacity back to what this job once said.
+        task_limit = self._limits.get(job.task)
+        under_task = task_limit is not None and task_limit.configured
+        key = job.options.get("limit_key") if job.options else None
+        under_key = key is not None and key != job.task and key in self._limits
+        names = ((job.task,) if under_task else ()) + ((key,) if under_key else ())
+        return job if names == (name,) else None
 
     def take_first(self, name: str) -> Any:
         """Take the job first in `name`'s line out of it (it becomes the

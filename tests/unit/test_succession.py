@@ -216,3 +216,17 @@ def test_holders_are_forgotten_as_they_finish_when_nothing_waits():
         state.on_message(W1, Results([[gid, True, 0]], credit=1), now + 0.5)
         now += 1.0
     assert state.succession.holders == {} and slots_held(state) == 0
+
+
+def test_a_key_limit_passes_on_too_and_looking_does_not_change_its_capacity():
+    state = BrokerState("b1", MAX)
+    client(state, C1, "s1")
+    capable_worker(state, W1, processes=4)
+    state.on_message(W1, Credit(6), 0.1)
+    entries = [[i, "fetch", [i], {}, False, {"limit_key": "cust-7", "limit": 1}] for i in (1, 2, 3)]
+    entries.append([4, "fetch", [4], {}, False, {"limit_key": "cust-7", "limit": 2}])  # the latest capacity wins
+    out = state.on_message(C1, Submit(1, entries), 1.0)
+    first, second = job_ids(out, W1)[:2]
+    assert after_pairs(out, W1) == [[second, first]]
+    # Looking at the second job for a successor did not set the capacity back to its 1.
+    assert state.limits.status(1.0)["cust-7"]["limit"] == 2
