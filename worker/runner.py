@@ -199,10 +199,10 @@ class Runner:
                 self._ended([job[0] for job in chunk.jobs], [])
 
     def _ended(self, ended: list[int], released: list[int]) -> None:
-        """Jobs whose results (or hand-backs) were just handed on: start
-        their successors, or hand those back with them (gates.py). On the
-        pool's result thread or the monitor: as `_hand_on`, a failure here
-        exits rather than leave a successor waiting for ever."""
+        """Jobs that ended here (or came back unrun): start their
+        successors, or hand those back with them (gates.py). On the pool's
+        result thread or the monitor: as `_hand_on`, a failure here exits
+        rather than leave a successor waiting for ever."""
         try:
             start = self.gates.ended(ended)
             back = self.gates.handed_back(released) if released else []
