@@ -93,7 +93,7 @@ def _restore_jobs(state: BrokerState, jobs: list[Job], now: float) -> None:
         live[job.cid] = gid
         count[0] += 1
         count[1] += cost
-        if job.options is None and job.task not in limited:
+        if job.options is None and (not limited or job.task not in limited):
             job.queued_at = now
             if job.task is not line_task or job.session is not line_session:
                 # A new line (session and task; plain jobs share queue and priority).

@@ -373,6 +373,7 @@ class BrokerState:
         # Each job's share of the frame it came in, plus what any job costs.
         cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
         room = self.quota.room(session.session_id, cost)
+        limited_tasks = self.limits.tasks  # empty: no job without options is limited
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if session.holds(cid):
@@ -408,7 +409,7 @@ class BrokerState:
             at = job.at if options else None
             if at is not None and at > now:
                 self.due.push(job, at)
-            elif options or task in self.limits.tasks:
+            elif options or (limited_tasks and task in limited_tasks):
                 # Limits may hold it back: they decide, after the plain jobs
                 # before it, so one session's jobs keep their order.
                 self.dispatcher.add_many(ready, now)
