@@ -17,6 +17,10 @@ limit's slot, and in `jobs.after`, a successor for such a holder. Rules:
 4. When the connection its jobs came on is gone, its successors are
    dropped, never started (the broker requeues them; a restarted broker
    admits its jobs afresh).
+5. Each holder here without a successor wants one: the node grants a
+   credit more for each (`wanted`), or a worker whose jobs outlast its
+   prefetch target (one job per process) would have no credit to be
+   sent one with.
 
 Pure bookkeeping: no processes, no sockets. Thread-safe: the node's
 reader adds, the pool's result thread and the monitor take out.
@@ -40,6 +44,15 @@ class Gates:
         self._lock = threading.Lock()
         self._holding: dict[int, Any] = {}  # job id -> tag: holds a slot, has not ended here
         self._waiting: dict[int, Waiting] = {}  # holder id -> its successor
+
+    @property
+    def wanted(self) -> int:
+        """Jobs here holding a slot (or about to) with no successor waiting:
+        each could take one (the node grants credit for them)."""
+        # Each waiting successor is one holder that has one, and itself a
+        # holder-to-be that cannot have one yet. No lock: it is read under
+        # the outbox's, and a count a moment old only shifts a grant.
+        return max(0, len(self._holding) - 2 * len(self._waiting))
 
     @property
     def active(self) -> bool:

@@ -323,13 +323,17 @@ class WorkerNode:
 
     def credit_window(self) -> int:
         """Jobs this node wants on hand: one per process, plus enough queued
-        to keep each process busy for `prefetch_target_s`."""
+        to keep each process busy for `prefetch_target_s`, plus room for a
+        successor per job here holding a limit's slot without one (else a
+        worker whose jobs outlast the prefetch target, with one job per
+        process, could never be sent one: worker/gates.py)."""
         processes = self.runner.processes
         per_job = self.runner.seconds_per_job
+        successors = self.runner.gates.wanted
         if per_job is None:
-            return processes
+            return processes + successors
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
-        return processes * (1 + extra)
+        return processes * (1 + extra) + successors
 
 
 def _abort(conn: Connection) -> None:

@@ -57,3 +57,15 @@ def test_a_second_successor_for_one_holder_is_refused():
     gates.sort(tag, [entry(1), entry(2)], [1], [[2, 1]], done)
     with pytest.raises(ProtocolError, match="second successor"):
         gates.sort(tag, [entry(3)], [], [[3, 1]], done)
+
+
+def test_each_holder_without_a_successor_wants_room_for_one():
+    gates, tag = Gates(), object()
+    gates.sort(tag, [entry(1), entry(2)], [1, 2], [], done)
+    assert gates.wanted == 2
+    gates.sort(tag, [entry(3)], [], [[3, 1]], done)
+    assert gates.wanted == 1  # 1 has its successor; 3 cannot have one before it starts
+    gates.ended([1])  # 3 starts and holds the slot: it may have one now
+    assert gates.wanted == 2
+    gates.ended([2, 3])
+    assert gates.wanted == 0
