@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 
 
 def dispatch(state: BrokerState) -> Outbox:
+    """Hand ready jobs to workers with credit, each its fair share; then
+    successors to jobs holding a limit's slot (broker/succession.py)."""
+    out = dispatch_ready(state)
+    if state.succession.holders and state.limits.waiting:
+        out += state.succession.hand_out(state)
+    return out
+
+
+def dispatch_ready(state: BrokerState) -> Outbox:
     """Hand ready jobs to workers with credit, each its fair share.
 
     The share is of the load, not of each arrival: a worker is given what
@@ -55,9 +64,10 @@ def dispatch(state: BrokerState) -> Outbox:
                     processes += w.processes
                     held += len(w.leased)
         share = math.ceil((waiting + held) * worker.processes / processes) - len(worker.leased)
-        batch = take(state, worker, min(worker.credit, share), started) if share > 0 else []
+        holders: list[int] = []
+        batch = take(state, worker, min(worker.credit, share), started, holders) if share > 0 else []
         if batch:
-            out.append((worker.conn_id, Jobs(batch)))
+            out.append((worker.conn_id, Jobs(batch, holders) if holders else Jobs(batch)))
         if not dispatcher.count:
             break
     return out + started_messages(state, started) if started else out
@@ -76,11 +86,16 @@ def started_messages(state: BrokerState, jobs: list[Job]) -> Outbox:
     return out
 
 
-def take(state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job]) -> list[list[Any]]:
+def take(
+    state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job], holders: list[int]
+) -> list[list[Any]]:
+    """Lease up to `limit` ready jobs to `worker`; `holders` gets those
+    holding a limit's slot that may name a successor there."""
     jobs = state.dispatcher.take(worker.queues, worker.tasks, limit, state.now)
     batch: list[list[Any]] = []
     leased = worker.leased
     now = state.now
+    successors = worker.successors and state.limits.any  # else no job here holds a slot
     for job in jobs:
         job.worker = worker.conn_id
         job.dispatched_at = now
@@ -88,5 +103,8 @@ def take(state: BrokerState, worker: WorkerInfo, limit: int, started: list[Job])
         batch.append(job.entry())
         if job.notify:
             started.append(job)
+        if successors and job.limits:
+            state.succession.note(job)
+            holders.append(job.gid)
     worker.credit -= len(batch)
     return batch

@@ -90,8 +90,15 @@ class Limits:
             name: Limit(name, spec, configured=True) for name, spec in (configured or {}).items()
         }
         self._waiting = 0
-        # Whether any task has a limit (else only jobs with options can be under one).
-        self.by_task = bool(self._limits)
+        # The names a task's own limit can have: a job without options is
+        # under a limit only if its task is one of them, so every other job
+        # (on a broker with limits on other tasks) skips the limits at once.
+        self.tasks: frozenset[str] = frozenset(self._limits)
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit exists (configured, or named by a waiting or running job)."""
+        return bool(self._limits)
 
     def names_for(self, job: Limited) -> tuple[str, ...]:
         """The limits `job` is under (creating a key's limit on first use)."""
@@ -112,9 +119,10 @@ class Limits:
                 names += (key,)
         return names
 
-    def admit(self, job: Limited, now: float) -> bool:
+    def admit(self, job: Limited, now: float, front: bool = False) -> bool:
         """True if `job` may go to the ready queue now (it then holds its
-        slots in `job.limits`); False: it waits here."""
+        slots in `job.limits`); False: it waits here, at the back of the
+        line (or its front: a job handed back, which was first already)."""
         names = self.names_for(job)
         if not names:
             return True
@@ -123,11 +131,46 @@ class Limits:
             self._expire(limit, now)
             if not limit.free or limit.waiting:
                 # Wait behind the jobs already waiting, in order.
-                limit.waiting.append(job)
+                if front:
+                    limit.waiting.appendleft(job)
+                else:
+                    limit.waiting.append(job)
                 self._waiting += 1
                 return False
         self._take(job, names, now)
         return True
+
+    # -- passing a slot on (broker/succession.py) ------------------------------
+
+    def passable(self, names: tuple[str, ...]) -> bool:
+        """Whether a job holding exactly these slots may name a successor:
+        one limit, of jobs at once (a rate limit's slot is the period's, not
+        the job's), not over its capacity (lowered since it was taken)."""
+        if len(names) != 1:
+            return False
+        limit = self._limits.get(names[0])
+        return limit is not None and limit.spec.per_s is None and limit.held <= limit.spec.capacity
+
+    def first_waiting(self, name: str) -> Any | None:
+        """The job first in `name`'s line, if it waits for that limit alone."""
+        limit = self._limits.get(name)
+        if limit is None or not limit.waiting:
+            return None
+        job = limit.waiting[0]
+        # Which limits it is under, without `names_for`'s updates: asking
+        # must not set a key's capacity back to what this job once said.
+        task_limit = self._limits.get(job.task)
+        under_task = task_limit is not None and task_limit.configured
+        key = job.options.get("limit_key") if job.options else None
+        under_key = key is not None and key != job.task and key in self._limits
+        names = ((job.task,) if under_task else ()) + ((key,) if under_key else ())
+        return job if names == (name,) else None
+
+    def take_first(self, name: str) -> Any:
+        """Take the job first in `name`'s line out of it (it becomes the
+        successor of a job holding a slot: it holds none itself yet)."""
+        self._waiting -= 1
+        return self._limits[name].waiting.popleft()
 
     def release(self, job: Limited, now: float) -> list[Any]:
         """`job` gives its slots back (it finished, was cancelled, or waits

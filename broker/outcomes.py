@@ -53,9 +53,12 @@ def retry_later(state: BrokerState, job: Job, now: float) -> None:
     """Exponential backoff with jitter, so that retries do not stampede."""
     delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (job.attempts - 1)) * state.rng.uniform(0.5, 1.5)
     state.due.push(job, now + delay)
-    # Waiting for a retry is not running: its limit slots go to others.
-    for admitted in state.limits.release(job, now):
-        state._ready(admitted)
+    # Waiting for a retry is not running: its limit slots go to others
+    # (to its successor first, already at its worker: broker/succession.py).
+    succession = state.succession
+    if job.limits and not ((succession.holders or succession.next) and succession.pass_on(job)):
+        for admitted in state.limits.release(job, now):
+            state._ready(admitted)
     state.totals["retried"] += 1
     state.journal.append(("attempts", job.gid, job.attempts))
 
@@ -124,8 +127,12 @@ def finish(
     # What a job does not use costs it nothing: no limit slots to give
     # back, no followers, no options to read.
     if job.limits:
-        for admitted in state.limits.release(job, now):
-            state._ready(admitted)
+        succession = state.succession
+        if not ((succession.holders or succession.next) and succession.pass_on(job)):
+            for admitted in state.limits.release(job, now):
+                state._ready(admitted)
+    elif state.succession.after:
+        state.succession.forget(job)  # a successor that ended before its holder
     if job.followers:
         for session_id, cid in job.followers:
             follower = state.sessions.get(session_id)

@@ -226,6 +226,8 @@ class WorkerInfo:
     leased: dict[int, Job] = field(default_factory=dict)
     running: set[int] = field(default_factory=set)  # from its last ping
     draining: bool = False
+    # It honours `jobs.after`: a limit's slot may pass on at it (broker/succession.py).
+    successors: bool = False
     done: int = 0
     failed: int = 0
     last_seen: float = 0.0

@@ -62,14 +62,14 @@ def _restore_jobs(state: BrokerState, jobs: list[Job], now: float) -> None:
 
     A million of them must be back within a restart's time (bench item
     20), so this is `on_submit`'s plain path, not a job at a time through
-    `_queue_or_wait`: jobs without options on a broker without task
-    limits go to the dispatcher in runs, and the quota is counted once
+    `_queue_or_wait`: jobs without options, of tasks without a limit,
+    go to the dispatcher in runs, and the quota is counted once
     per session and part. Anything else (options, delays, limits, keys)
     takes the general path, after the plain jobs before it, so each
     session's jobs keep their order.
     """
     by_gid = state.jobs
-    limited = bool(state.limits.by_task)
+    limited = state.limits.tasks
     served = state.served
     unserved: set[str] = set()  # marked already (in this part)
     # One int per size, not one per job: 32 bytes a job at a depth of millions.
@@ -93,7 +93,7 @@ def _restore_jobs(state: BrokerState, jobs: list[Job], now: float) -> None:
         live[job.cid] = gid
         count[0] += 1
         count[1] += cost
-        if job.options is None and not limited:
+        if job.options is None and (not limited or job.task not in limited):
             job.queued_at = now
             if job.task is not line_task or job.session is not line_session:
                 # A new line (session and task; plain jobs share queue and priority).

@@ -106,6 +106,7 @@ from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
+from .succession import Succession
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import SESSION_PREFIX, Schedules
@@ -165,6 +166,7 @@ class BrokerState:
         # While the store cannot write: the error new submissions get.
         self.store_refusal: dict[str, Any] | None = None
         self.limits = Limits(limits)
+        self.succession = Succession()
         self.keys = KeyIndex()
         self._next_gid = 1
         self._next_ping = 0.0
@@ -192,6 +194,7 @@ class BrokerState:
             self.workers[conn_id] = WorkerInfo(
                 conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
                 queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
+                successors=hello.successors,
             )
             self.served.update(set(hello.tasks))
             self.unserved.joined(hello.tasks, now)
@@ -372,7 +375,8 @@ class BrokerState:
         room = self.quota.room(session.session_id, cost)
         # Read once per frame, not once per job.
         live, kept, jobs, journal, served = session.live, session.results, self.jobs, self.journal, self.served
-        session_id, notify, plain = session.session_id, session.wants_started, not self.limits.by_task
+        session_id, notify = session.session_id, session.wants_started
+        limited_tasks = self.limits.tasks  # empty: no job without options is limited
         for entry in msg.jobs:
             cid, task = entry[0], entry[1]
             if cid in live or cid in kept:  # session.holds(cid)
@@ -412,7 +416,7 @@ class BrokerState:
             at = job.at if options else None
             if at is not None and at > now:
                 self.due.push(job, at)
-            elif options or not plain:
+            elif options or (limited_tasks and task in limited_tasks):
                 # Limits may hold it back: they decide, after the plain jobs
                 # before it, so one session's jobs keep their order.
                 self.dispatcher.add_many(ready, now)
@@ -669,11 +673,15 @@ class BrokerState:
     def _queue(self, job: Job, front: bool = False) -> None:
         """Into the ready queue, once its limits admit it (a job that holds
         its slots already, back from a lost worker, goes straight in)."""
-        # A job with no options on a broker with no task limits is under no
-        # limit: the plain path skips the limits altogether.
-        if job.limits is None and (job.options or self.limits.by_task) and not self.limits.admit(job, self.now):
-            job.queued_at = self.now
-            return
+        # A job with no options, of a task with no limit of its own, is under
+        # no limit: the plain path skips the limits altogether.
+        limits = self.limits
+        if job.limits is None and (job.options or job.task in limits.tasks):
+            if self.succession.after:
+                self.succession.forget(job)  # a successor back before its holder ended
+            if not limits.admit(job, self.now, front):
+                job.queued_at = self.now
+                return
         self._ready(job, front)
 
     def _ready(self, job: Job, front: bool = False) -> None:

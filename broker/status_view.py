@@ -122,5 +122,6 @@ def status(state: BrokerState, now: float, viewer: str | None = EVERYONE) -> dic
         "totals": {
             **stats["totals"], "requeued": state.totals["requeued"], "retried": state.totals["retried"],
             "cancelled": state.totals["cancelled"], "deduplicated": state.totals["deduplicated"],
+            "passed_on": state.succession.passed,
         },
     }

@@ -166,6 +166,10 @@ class Hello(Message):
     # Workers: the queues they take jobs from, most preferred first; empty
     # means ["default"] (so a worker from before queues still works).
     queues: list[str] = field(default_factory=list)
+    # Workers: they honour `jobs.after` (start a job only once another has
+    # ended), so the broker may pass a limit's slot on at them. A worker
+    # from before never gets `after`: it would start such a job at once.
+    successors: bool = False
 
 
 @_message("challenge")
@@ -246,9 +250,27 @@ class Started(Message):
 
 @_message("jobs")
 class Jobs(Message):
-    """Broker to worker: jobs to run, never more than the worker's credit."""
+    """Broker to worker: jobs to run, never more than the worker's credit.
+
+    `holders`: ids of jobs here that hold a concurrency limit's slot (a job
+    may be named to start after them). `after`: [id, predecessor id] pairs:
+    the job starts only once its predecessor (held or run by this worker)
+    has ended, and then holds its slot; if the predecessor goes back unrun,
+    so does the job. Only to workers whose hello said `successors`.
+    """
 
     jobs: list[list[Any]]
+    holders: list[int] = field(default_factory=list)
+    after: list[list[int]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        # Empty fields stay off the wire: the usual `jobs` is as before.
+        wire: dict[str, Any] = {"type": self.type, "jobs": self.jobs}
+        if self.holders:
+            wire["holders"] = self.holders
+        if self.after:
+            wire["after"] = self.after
+        return wire
 
 
 @_message("results")
@@ -404,7 +426,11 @@ def encode_parts(msg: Message) -> list[bytes]:
 
 def _spliced(msg: Jobs | Results, entries: list[list[Any]]) -> list[bytes]:
     """`encode(msg)` in pieces, each entry with large bytes spliced in."""
-    head = [b"\x83" if type(msg) is Results else b"\x82", _TYPE_KEY, pack_body(msg.type), pack_body(msg.type)]
+    succession: list[tuple[str, Any]] = []
+    if isinstance(msg, Jobs):
+        succession = [(name, value) for name, value in (("holders", msg.holders), ("after", msg.after)) if value]
+    keys = 3 if type(msg) is Results else 2 + len(succession)
+    head = [bytes([0x80 | keys]), _TYPE_KEY, pack_body(msg.type), pack_body(msg.type)]
     head.append(array_header(len(entries)))
     pieces: list[bytes] = []
     small = head
@@ -423,6 +449,8 @@ def _spliced(msg: Jobs | Results, entries: list[list[Any]]) -> list[bytes]:
                 small.append(pack_body(entry))
         if isinstance(msg, Results):
             small += [_CREDIT_KEY, pack_body(msg.credit)]
+        for name, value in succession:
+            small += [pack_body(name), pack_body(value)]
     except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
         raise ProtocolError(f"cannot encode value: {exc}") from exc
     pieces.append(b"".join(small))
@@ -462,7 +490,8 @@ def encode_to_fit(msg: Message, max_body_bytes: int) -> tuple[list[bytes], list[
         if len(entries) > 1:
             half = len(entries) // 2
             first, second = (
-                (Jobs(entries[:half]), Jobs(entries[half:]))
+                # Both halves keep the whole succession: the worker reads it for its own jobs.
+                (Jobs(entries[:half], msg.holders, msg.after), Jobs(entries[half:], msg.holders, msg.after))
                 if isinstance(msg, Jobs)
                 else (Results(entries[:half], msg.credit), Results(entries[half:]))
             )

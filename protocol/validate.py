@@ -127,6 +127,15 @@ def _check_jobs(msg: Any) -> None:
         check_job(entry)
 
 
+def _check_jobs_to_run(msg: Any) -> None:
+    _check_jobs(msg)
+    if msg.holders and not _all_int64(msg.holders):
+        raise ProtocolError("jobs: holders must be integers (64-bit)")
+    for pair in msg.after:
+        if type(pair) is not list or len(pair) != 2 or not _all_int64(pair):
+            raise ProtocolError("jobs: after must be [id, predecessor id] pairs of integers")
+
+
 def _check_submit(msg: Any) -> None:
     # Each job costs the broker a few hundred bytes however few it took on
     # the wire; clients split their batches at this many (client/link.py).
@@ -179,7 +188,7 @@ def _check_control(msg: Any) -> None:
 # (messages.py maps them to its classes; control.py adds its own).
 CHECKS_BY_TAG: dict[str, Callable[[Any], None]] = {
     "submit": _check_submit,
-    "jobs": _check_jobs,
+    "jobs": _check_jobs_to_run,
     "results": _check_results,
     "hello": _check_hello,
     "tasks": _check_task_names,

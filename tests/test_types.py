@@ -18,7 +18,7 @@ STRICT = [
     "sockpool/broker/store", "sockpool/broker/dispatch.py", "sockpool/broker/schedules.py",
     "sockpool/broker/operations.py", "sockpool/broker/firing.py",
     "sockpool/broker/status_view.py", "sockpool/broker/restore.py", "sockpool/broker/outcomes.py",
-    "sockpool/broker/expiry.py", "sockpool/broker/handout.py",
+    "sockpool/broker/expiry.py", "sockpool/broker/handout.py", "sockpool/broker/succession.py",
 ]
 
 

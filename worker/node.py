@@ -130,14 +130,19 @@ class WorkerNode:
         delay = RECONNECT_MIN_S
         while not self._stopping.is_set() and not self._drain_requested:
             names = list(self.runner.task_names)
+            # `successors`: the runner keeps a limit's next job until the one
+            # before it ended here (worker/gates.py).
             hello = new_hello(
-                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues
+                ROLE_WORKER, name=self.name, tasks=names, processes=self.runner.processes, queues=self.queues,
+                successors=True,
             )
             # The broker reads only a few KiB from a peer it has not yet
             # authenticated: task names that do not fit follow the welcome.
             later = len(encode(hello)) + _NONCE_ROOM_BYTES > HANDSHAKE_MAX_FRAME_BYTES
             if later:
-                hello = new_hello(ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues)
+                hello = new_hello(
+                    ROLE_WORKER, name=self.name, processes=self.runner.processes, queues=self.queues, successors=True
+                )
             try:
                 conn, welcome = connect(self.address, hello, CONNECT_TIMEOUT_S, self.credentials)
                 # One link: an 8 MiB jobs frame reuses the last one's pages.
@@ -206,7 +211,7 @@ class WorkerNode:
                 self._last_received = time.monotonic()
                 if isinstance(msg, Jobs):
                     if outbox.received([job[0] for job in msg.jobs]):
-                        self.runner.run(msg.jobs, outbox, on_done)
+                        self.runner.run(msg.jobs, outbox, on_done, msg.holders, msg.after)
                 elif isinstance(msg, Stop):
                     self.runner.stop(msg.ids)
                 elif isinstance(msg, Ping):
@@ -320,13 +325,17 @@ class WorkerNode:
 
     def credit_window(self) -> int:
         """Jobs this node wants on hand: one per process, plus enough queued
-        to keep each process busy for `prefetch_target_s`."""
+        to keep each process busy for `prefetch_target_s`, plus room for a
+        successor per job here holding a limit's slot without one (else a
+        worker whose jobs outlast the prefetch target, with one job per
+        process, could never be sent one: worker/gates.py)."""
         processes = self.runner.processes
         per_job = self.runner.seconds_per_job
+        successors = self.runner.gates.wanted
         if per_job is None:
-            return processes
+            return processes + successors
         extra = min(MAX_CREDIT_PER_PROCESS, math.floor(self.prefetch_target_s / max(per_job, 1e-7)))
-        return processes * (1 + extra)
+        return processes * (1 + extra) + successors
 
 
 def _abort(conn: Connection) -> None:

@@ -39,6 +39,7 @@ from sockpool.protocol.control import E_CANCELLED
 from .calls import callable_for, initialize
 from .chunks import Chunk, ChunkBook, ChunkDone, LostChunk
 from .forkserver import forkserver_context
+from .gates import Gates, Waiting
 from .monitor import Monitor
 from .pool import ChunkPool
 from .registry import load_tasks
@@ -68,6 +69,7 @@ class Runner:
         context = forkserver_context()
         self.slots = Slots(context, slot_count(processes))
         self.book = ChunkBook(MAX_LOST_ATTEMPTS)
+        self.gates = Gates()  # successors waiting for a limit's slot (gates.py)
         self.monitor = Monitor(
             self.slots, self.book, self._pool_processes, self._chunk_lost,
             died_type=E_PROCESS_DIED, timeout_type=E_TIMEOUT, cancelled_type=E_CANCELLED,
@@ -77,9 +79,24 @@ class Runner:
         )
         self.monitor.start()
 
-    def run(self, jobs: list[list[Any]], tag: Any, on_done: ChunkDone) -> None:
+    def run(
+        self, jobs: list[list[Any]], tag: Any, on_done: ChunkDone,
+        holders: list[int] | None = None, after: list[list[int]] | None = None,
+    ) -> None:
         """Run job entries; `on_done(tag, packed_results, count, released_ids)`
-        per chunk, where `count` is how many results are packed."""
+        per chunk, where `count` is how many results are packed. `holders`
+        and `after` (jobs.holders, jobs.after): successors start only once
+        their holder ended here (gates.py).
+
+        Raises:
+            ProtocolError: `after` names a second successor for one holder.
+        """
+        if holders or after:
+            jobs = self.gates.sort(tag, jobs, holders or [], after or [], on_done)
+            if self.slots.draining:
+                self._hand_back(self.gates.take_all())
+            if not jobs:
+                return
         size = self.chunk_size(len(jobs))
         for start in range(0, len(jobs), size):
             self._submit(self.book.open(tag, jobs[start : start + size], on_done))
@@ -104,7 +121,10 @@ class Runner:
 
     def stop(self, ids: list[int]) -> None:
         """Stop these jobs: the pool process running one is killed and
-        replaced (as for a timeout), and the job reported as cancelled."""
+        replaced (as for a timeout), and the job reported as cancelled; a
+        successor still waiting for its holder goes back unrun."""
+        if self.gates.active:
+            self._hand_back(self.gates.stop(ids))
         self.monitor.stop_jobs(ids)
 
     def abandon(self, tag: Any, timeout_s: float = 2.0) -> None:
@@ -117,6 +137,7 @@ class Runner:
         matters to global limits: a broker restarted after a kill -9 admits
         those jobs again).
         """
+        self.gates.drop(tag)  # first: nothing ending below may start one
         if not any(t is tag for t in self.book.tags().values()):
             return
         draining = self.slots.draining
@@ -131,6 +152,7 @@ class Runner:
     def drain(self) -> None:
         """From now on, jobs not yet started come back unrun (as released ids)."""
         self.slots.set_draining()
+        self._hand_back(self.gates.take_all())
 
     @property
     def busy(self) -> bool:
@@ -162,12 +184,40 @@ class Runner:
             per_job = elapsed_s / count
             previous = self.seconds_per_job
             self.seconds_per_job = per_job if previous is None else previous + _EWMA_WEIGHT * (per_job - previous)
+        if self.gates.active:
+            # Successors first: their results come back on this same thread,
+            # so they still follow this chunk's to the broker.
+            gone = set(released)
+            self._ended([job[0] for job in chunk.jobs if job[0] not in gone], released)
         _hand_on(chunk, packed, count, released)
 
     def _chunk_failed(self, chunk_id: int, exc: BaseException) -> None:
         chunk = self.book.finish(chunk_id)
         if chunk is not None:
             _hand_on(chunk, _pool_failure(chunk.jobs, exc), len(chunk.jobs), [])
+            if self.gates.active:
+                self._ended([job[0] for job in chunk.jobs], [])
+
+    def _ended(self, ended: list[int], released: list[int]) -> None:
+        """Jobs that ended here (or came back unrun): start their
+        successors, or hand those back with them (gates.py). On the pool's
+        result thread or the monitor: as `_hand_on`, a failure here exits
+        rather than leave a successor waiting for ever."""
+        try:
+            start = self.gates.ended(ended)
+            back = self.gates.handed_back(released) if released else []
+            if start and self.slots.draining:
+                back, start = back + start, []
+            for tag, entry, on_done in start:
+                self._submit(self.book.open(tag, [entry], on_done))
+            self._hand_back(back)
+        except BaseException:
+            log.critical("a successor could not be started; exiting so the broker requeues our jobs", exc_info=True)
+            os._exit(70)
+
+    def _hand_back(self, waiting: list[Waiting]) -> None:
+        for tag, entry, on_done in waiting:
+            on_done(tag, b"", 0, [entry[0]])
 
     def _chunk_lost(self, lost: LostChunk, error_type: str, message: str) -> None:
         """On the monitor thread: fail the job to blame, run the rest again."""
@@ -181,6 +231,8 @@ class Runner:
             failed.append([job[0], False, error_value(E_PROCESS_DIED, text)])
         if failed:
             chunk.on_done(chunk.tag, pack_results(failed, _unencodable), len(failed), [])
+            if self.gates.active:
+                self._ended([entry[0] for entry in failed], [])
         if lost.rerun:
             self._submit(self.book.open(chunk.tag, lost.rerun, chunk.on_done, rerun=True))
 

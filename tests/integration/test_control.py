@@ -323,3 +323,36 @@ def test_cancel_and_retry_by_broker_id_are_the_operators(tmp_path):
                     assert "cancelled 1 waiting" in done.stdout
     finally:
         broker.stop()
+
+
+@pytest.mark.slow
+def test_slots_passed_on_at_workers_keep_a_limit_of_two_through_a_killed_process_a_drain_and_a_kill_9(tmp_path):
+    # Short probes under a limit of 2 on two workers of 2 processes: each
+    # next probe waits at a worker for the one before it (broker/succession.py).
+    # Mid-run a pool process running one is killed, one worker drains away
+    # (handing its waiting successors back), and the broker is killed -9;
+    # no probe ever saw more than 2 running, and every job finished.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    limit = ("--limit", "tests.tasks:concurrency_probe=2")
+    cluster = Cluster(tmp_path, *limit)
+    try:
+        cluster.add_worker(2, *TASKS, name="a")
+        draining = cluster.add_worker(2, *TASKS, name="b")
+        seen = lambda: len((marks / "seen").read_text().split()) if (marks / "seen").exists() else 0  # noqa: E731
+        with Client(cluster.address) as client:
+            retrying = client.with_options(retries=2)  # the killed one runs again
+            futures = [retrying.submit("tests.tasks:concurrency_probe", str(marks), 0.05) for _ in range(60)]
+            wait_until(lambda: seen() >= 10, what="ten probes run")
+            assert client.status()["totals"]["passed_on"] > 0  # the slots did pass on at the workers
+            running = [name for name in os.listdir(marks / "running")]
+            if running:
+                os.kill(int(running[0].split("-")[0]), 9)
+            draining.popen.terminate()
+            wait_until(lambda: seen() >= 25, what="25 probes run")
+            restart(cluster, *limit)
+            counts = [f.result(60) for f in futures]
+        assert max(counts) <= 2 and max_seen(marks) == 2
+        assert draining.popen.wait(20) is not None
+    finally:
+        cluster.stop()

@@ -164,3 +164,27 @@ def test_broker_status_text_shows_limits_and_jobs_waiting_on_them():
     assert "waiting on a limit 2" in text
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith(("fetch", "api"))}
     assert rows == {"fetch": ["1", "1", "2"], "api": ["5/60s", "0", "0"]}  # capacity, held, waiting
+
+
+def test_jobs_of_other_tasks_pass_a_limited_broker_untouched_in_order():
+    # A limit on "fetch" holds back fetch jobs only: "square" jobs submitted
+    # around them all go out, in order, and hold no slot.
+    state = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
+    client(state, C1, "s1")
+    worker(state, W1, tasks=("fetch", "square"), processes=8)
+    state.on_message(W1, Credit(20), 0.1)
+    entries = [[i, "fetch" if i % 3 == 0 else "square", [i], {}, False] for i in range(1, 13)]
+    out = state.on_message(C1, Submit(1, entries), 1.0)
+    sent = [state.jobs[gid] for gid in job_ids(out, W1)]
+    squares = [j.cid for j in sent if j.task == "square"]
+    assert squares == [i for i in range(1, 13) if i % 3]
+    assert [j.cid for j in sent if j.task == "fetch"] == [3]
+    assert all(j.limits is None for j in sent if j.task == "square")
+    assert state.limits.waiting == 3 and state.limits.status(1.0)["fetch"]["held"] == 1
+    # After a restart the same split holds: plain jobs in runs, fetch jobs admitted one at a time.
+    jobs = list(state.jobs.values())
+    for j in jobs:
+        j.limits, j.worker = None, None  # as loaded from the store
+    again = BrokerState("b1", MAX, limits={"fetch": LimitSpec(1)})
+    again.restore(jobs, [], [], 10.0)
+    assert again.ready_count == 9 and again.limits.waiting == 3

@@ -57,7 +57,7 @@ FULL: list[Message] = [
     Error("bad_message", "what went wrong"),
     Submit(1, [JOB, CHUNK_JOB, OPTIONS_JOB]),
     Accepted(1, 3),
-    Jobs([JOB, CHUNK_JOB, OPTIONS_JOB]),
+    Jobs([JOB, CHUNK_JOB, OPTIONS_JOB], holders=[JOB[0]], after=[[OPTIONS_JOB[0], JOB[0]]]),
     Results([RESULT, FAILED], credit=5),
     Results([[1, True, {"nested": [None, 1.5, b"\x00bytes", "é"]}]]),
     Credit(3),
@@ -292,6 +292,7 @@ WRONG_TYPES = [
     ("accepted", "count", False),
     ("accepted", "batch", 1.0),
     ("jobs", "jobs", "x"),
+    ("jobs", "after", {}),
     ("results", "results", {}),
     ("results", "credit", True),
     ("results", "credit", 1.5),
@@ -318,6 +319,14 @@ def test_wrong_field_type(tag, name, value):
     wire = dict(MINIMAL[cls]) | {name: value}
     with pytest.raises(ProtocolError, match=f"field '{name}' must be"):
         decode(body(wire))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("holders", ["1"]), ("holders", [True]), ("after", [[1]]), ("after", [[1, "2"]]), ("after", [5]),
+])
+def test_a_succession_in_jobs_must_be_ids_and_pairs_of_ids(field, value):
+    with pytest.raises(ProtocolError, match=f"jobs: {field} must be"):
+        decode(body({"type": "jobs", "jobs": [], field: value}))
 
 
 @pytest.mark.parametrize("tasks", [[1], ["ok", None], [["square"]], [b"square"]])

@@ -57,6 +57,7 @@ def test_which_entries_are_worth_splicing():
         Results([[1, True, BIG], [2, False, {"type": "E", "message": "m", "traceback": ""}], [3, True, [BIGGER]]], 5),
         Results([[1, True, BIG]]),
         Jobs([[7, "t", [1], {}, False]]),
+        Jobs([[1, "t", [BIG], {}, False], [2, "t", [BIG], {}, False]], holders=[1], after=[[2, 1]]),
     ],
 )
 def test_encode_parts_joins_to_encode(msg):
