@@ -422,7 +422,8 @@ class Client(BrokerRequests):
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
-            if not self._futures:
+            idle = not self._futures
+            if idle:
                 BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
         for future, _, ok, value in futures:
@@ -440,7 +441,9 @@ class Client(BrokerRequests):
             except InvalidStateError:
                 pass
         if self.auto_ack:
-            self._link.ack([entry[0] for entry in results])
+            # Nothing else in flight (a lone job): the ack waits for the
+            # next submit, to travel in the same write (client/acks.py).
+            self._link.ack([entry[0] for entry in results], later=idle)
 
     def _accepted(self, jobs: list[list[Any]]) -> None:
         """On the reader thread: a batch is on the broker's disk. A
