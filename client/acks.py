@@ -28,11 +28,17 @@ MAX_HELD = 64
 
 
 class HeldAcks:
-    """Ids of results to acknowledge with the next frame sent; thread-safe."""
+    """Ids of results to acknowledge with the next frame sent; thread-safe.
+
+    The frame is packed when the ids are held (on the reader thread, which
+    has nothing else to do then), not when it is taken: taking happens on
+    the caller's thread, on the way to the broker with its next submit.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: list[int] = []
+        self._frames: list[bytes] = []  # the `ack` of _ids, packed
 
     def hold(self, ids: list[int]) -> list[int]:
         """Keep `ids` for later; returns what must go now instead (everything
@@ -40,17 +46,19 @@ class HeldAcks:
         with self._lock:
             self._ids += ids
             if len(self._ids) <= MAX_HELD:
+                self._frames = encode_parts(Ack(ids=self._ids))
                 return []
-            ids, self._ids = self._ids, []
+            ids, self._ids, self._frames = self._ids, [], []
         return ids
 
     def take(self, ids: list[int] | None = None) -> list[int]:
         """Everything held (and `ids`, after it), now no longer held."""
         with self._lock:
-            held, self._ids = self._ids, []
+            held, self._ids, self._frames = self._ids, [], []
         return held + (ids or [])
 
     def take_frames(self) -> list[bytes]:
         """The frame of an `ack` of everything held, or [] if none is."""
-        ids = self.take()
-        return encode_parts(Ack(ids=ids)) if ids else []
+        with self._lock:
+            frames, self._ids, self._frames = self._frames, [], []
+        return frames
