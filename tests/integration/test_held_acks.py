@@ -26,8 +26,15 @@ def test_held_acks_go_with_the_next_submit_the_heartbeat_and_close(tmp_path):
         with Client(cluster.address) as client:
             for i in range(5):
                 assert client.submit("square", i).result(WAIT_S) == i * i
-            # Each ack went with the next submit; the last one is held.
-            assert client.status()["results_kept"] == 1
+            # Each ack went with the next submit; the last one is held (unless
+            # a heartbeat took it just now: then again, after one more).
+            kept_now = []
+            for i in range(3):
+                assert client.submit("square", i).result(WAIT_S) == i * i
+                kept_now.append(client.status()["results_kept"])
+                if kept_now[-1] == 1:
+                    break
+            assert kept_now[-1] == 1 and max(kept_now) == 1, kept_now
             # The heartbeat (every 2 s) takes it.
             wait_until(lambda: client.status()["results_kept"] == 0, WAIT_S, "the held ack to go with a heartbeat")
             assert client.submit("square", 7).result(WAIT_S) == 49
