@@ -52,6 +52,7 @@ from sockpool.protocol import (
     Error,
     FrameTooLarge,
     Hello,
+    Jobs,
     Message,
     ProtocolError,
     RetryReply,
@@ -516,12 +517,25 @@ class BrokerServer(LeadershipTerms):
             self.store.write(journal, lambda: self._post_after_commit(out))
             return
         accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
+        rest = [(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))]
+        after = (lambda: self._post_after_commit(accepted)) if accepted else None
+        if not any(isinstance(m, Jobs) for _, m in rest):
+            # Nothing here can fail to send (only `jobs` can, see _post): post
+            # first, then wake the journal's writer, which would otherwise
+            # take the GIL from this thread with a lone job's result still
+            # to write to its client.
+            try:
+                self._post(rest)
+            finally:  # the journal is written whatever posting did
+                if journal or accepted:
+                    self.store.write(journal, after)
+            return
         # The journal goes to the store before anything is posted: posting
         # can fail a job it cannot send (see _post), and that failure's
         # entries must reach the store after this job's `add`, not before.
         if journal or accepted:
-            self.store.write(journal, (lambda: self._post_after_commit(accepted)) if accepted else None)
-        self._post([(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))])
+            self.store.write(journal, after)
+        self._post(rest)
 
     def _on_store_health(self, trouble: StoreTrouble | None) -> None:
         """On the store's writer thread: it cannot write (refuse new jobs,

@@ -422,9 +422,17 @@ class Client(BrokerRequests):
             for future, job_id, ok, value in futures:
                 if future is None and job_id not in self._adopted:
                     self._adopted[job_id] = [job_id, ok, value]
-            if not self._futures:
+            idle = not self._futures
+            if idle:
                 BUSY.discard(self)  # nothing in flight: we may be collected
             self._lock.notify_all()
+        ids = [entry[0] for entry in results]
+        if self.auto_ack and idle:
+            # Nothing else in flight (a lone job): the ack waits for the
+            # next submit, to travel in the same write (client/acks.py);
+            # held before the futures are resolved, so that its frame is
+            # packed before the caller wakes to submit again.
+            self._link.ack(ids, later=True)
         for future, _, ok, value in futures:
             if future is None:
                 continue  # a result we already have, sent again after a reconnect
@@ -439,8 +447,8 @@ class Client(BrokerRequests):
                     future.set_exception(JobFailed(value if isinstance(value, dict) else {"message": value}))
             except InvalidStateError:
                 pass
-        if self.auto_ack:
-            self._link.ack([entry[0] for entry in results])
+        if self.auto_ack and not idle:
+            self._link.ack(ids)
 
     def _accepted(self, jobs: list[list[Any]]) -> None:
         """On the reader thread: a batch is on the broker's disk. A

@@ -65,13 +65,14 @@ from sockpool.protocol.defaults import (
     SUBMIT_FRAME_BYTES,
 )
 from sockpool.protocol.control import Cancel
-from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS
+from sockpool.protocol.messages import E_UNENCODABLE_ARGUMENTS, REFUSALS, encode_parts
 
 from sockpool.protocol.limits import loggable
 from sockpool.net.connection import Connection, NoActiveBroker, connect, new_hello
 from sockpool.net.credentials import Credentials
 from .errors import BrokerRefused
 
+from .acks import HeldAcks
 from .futures import WeakCallback
 from .packing import SUBMIT_OVERHEAD_BYTES, pack_entry, packed_size, submit_frame
 
@@ -151,6 +152,8 @@ class BrokerLink:
         # Client ids of jobs cancelled with `future.cancel()`, for the
         # broker to remove if they still wait: sent in one `cancel`.
         self._cancels: list[int] = []
+        # Acks of lone jobs' results, sent with the next submit (acks.py).
+        self._held_acks = HeldAcks()
         self._closed = False
         self._closing = threading.Event()  # wakes the heartbeat thread to end
         self._conn: Connection | None = None
@@ -177,7 +180,7 @@ class BrokerLink:
                 conn.abort()
                 continue
             try:
-                conn.send(Ping())
+                conn.send_frames([*self._held_acks.take_frames(), *encode_parts(Ping())], _ignore)
             except ConnectionLost:
                 pass  # the reader sees it too
 
@@ -352,6 +355,12 @@ class BrokerLink:
             self._sender_wanted.notify()
         self._closing.set()
         if conn is not None:
+            held = self._held_acks.take_frames()
+            if held:
+                try:
+                    conn.send_frames(held, _ignore)
+                except ConnectionLost:
+                    pass  # the results are sent again to the session's next client, which ignores them
             conn.close()
         for thread in (self._reader, self._sender):
             if thread.is_alive() and thread is not threading.current_thread():
@@ -389,9 +398,13 @@ class BrokerLink:
         return self._conn, batches
 
     def _send_batches(self, conn: Connection, batches: list[int]) -> None:
+        # Held acks go in the same write as the first submit frame.
+        acks = self._held_acks.take_frames()
         try:
             for batch_id in batches:
-                self._send_batch(conn, batch_id)
+                acks = self._send_batch(conn, batch_id, acks)
+            if acks:
+                conn.send_frames(acks, _ignore)
         except ConnectionLost:
             pass  # the reader reconnects and sends them again
         finally:
@@ -400,9 +413,11 @@ class BrokerLink:
                 if self._unsent or self._cancels:
                     self._sender_wanted.notify()  # what came meanwhile is the sender thread's
 
-    def _send_batch(self, conn: Connection, batch_id: int) -> None:
-        """Send one batch in frames under the broker's limit; a job that
-        cannot be sent on its own fails instead of blocking the rest.
+    def _send_batch(self, conn: Connection, batch_id: int, head: list[bytes]) -> list[bytes]:
+        """Send one batch in frames under the broker's limit, `head` (whole
+        frames) written first in the same write; returns `head` if nothing
+        was written, else []. A job that cannot be sent on its own fails
+        instead of blocking the rest.
 
         A batch of small jobs is packed whole, once. Large jobs are packed
         one at a time, each exactly once, and go in frames of about
@@ -411,7 +426,7 @@ class BrokerLink:
         """
         jobs = self._unaccepted.get(batch_id)
         if jobs is None:
-            return  # a reconnect took it back meanwhile
+            return head  # a reconnect took it back meanwhile
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
         if len(jobs) > 1 and not large_value(jobs[0][2]) and packed_size(jobs[0]) * len(jobs) <= limit:
             try:
@@ -422,13 +437,14 @@ class BrokerLink:
             except ProtocolError:
                 body = b""  # one job is at fault: find it, one entry at a time
             if body and len(body) <= limit:
-                conn.send_frames(frame_parts(body), _ignore)
-                return
-        self._send_entries(conn, batch_id, jobs)
+                conn.send_frames([*head, *frame_parts(body)], _ignore)
+                return []
+        return self._send_entries(conn, batch_id, jobs, head)
 
-    def _send_entries(self, conn: Connection, batch_id: int, jobs: list[list[Any]]) -> None:
+    def _send_entries(self, conn: Connection, batch_id: int, jobs: list[list[Any]], head: list[bytes]) -> list[bytes]:
         """Pack and check each job alone; refuse those that cannot go; send
-        the rest as new batches of about SUBMIT_FRAME_BYTES each."""
+        the rest as new batches of about SUBMIT_FRAME_BYTES each, `head`
+        before the first; returns `head` if nothing was written."""
         limit = min(self.welcome.max_frame_bytes, SUBMIT_FRAME_BYTES)
         fit = self.welcome.max_frame_bytes - SUBMIT_OVERHEAD_BYTES
         groups: list[tuple[list[list[Any]], list[list[bytes]]]] = []
@@ -456,7 +472,7 @@ class BrokerLink:
             size += entry_bytes
         with self._lock:
             if self._unaccepted.pop(batch_id, None) is None:
-                return  # a reconnect took it back meanwhile: it resends them all
+                return head  # a reconnect took it back meanwhile: it resends them all
             ids = [next(self._batches) for _ in groups]
             for new_id, (group_jobs, _) in zip(ids, groups):
                 self._unaccepted[new_id] = group_jobs
@@ -466,7 +482,9 @@ class BrokerLink:
         if refused:
             self._on_results(refused)
         for new_id, (_, entries) in zip(ids, groups):
-            conn.send_frames(submit_frame(new_id, entries), _ignore)
+            conn.send_frames([*head, *submit_frame(new_id, entries)], _ignore)
+            head = []
+        return head
 
     def _refuse(self, batch_id: int, error: dict[str, Any]) -> None:
         with self._lock:
@@ -579,9 +597,16 @@ class BrokerLink:
             time.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, cap)
 
-    def ack(self, ids: list[int] | None) -> None:
-        """Tell the broker it may forget these results (None: all of them)."""
-        self.send(Ack(all=True) if ids is None else Ack(ids=ids))
+    def ack(self, ids: list[int] | None, later: bool = False) -> None:
+        """Tell the broker it may forget these results (None: all of them);
+        `later`: with the next frame sent, a heartbeat at the latest (acks.py)."""
+        if ids is None:
+            self._held_acks.take()  # all=True covers them
+            self.send(Ack(all=True))
+            return
+        ids = self._held_acks.hold(ids) if later else self._held_acks.take(ids)
+        if ids:
+            self.send(Ack(ids=ids))
 
 
 # The reply the broker sends to each request.
