@@ -3,7 +3,8 @@ by side (sqlite.py, the default; postgres.py for several brokers on one
 database). The server and the state only see the interface: `restore()`,
 `start()`, `write(journal, after_commit)`, `close()`."""
 
-from .base import GroupCommitStore, Snapshot, StoreTrouble
+from .base import GroupCommitStore, StoreTrouble
+from .rows import Snapshot
 from .leadership import Fenced, Leadership, SoleLeadership
 from .sqlite import DataDirBusy, SqliteStore, default_data_dir
 

@@ -77,7 +77,7 @@ class FinishHolds:
 
         A finish is held only if its job's add is not in the same journal:
         one that finished within the flush that adds it is one finished
-        insert already (base.rows_for). A held finish whose ack comes in a
+        insert already (rows.rows_for). A held finish whose ack comes in a
         later flush is dropped there: that flush's delete is all the row needs.
         """
         room = 0 if everything or self.hold_s <= 0 else self.most - len(self._held)

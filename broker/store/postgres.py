@@ -1,6 +1,6 @@
 """The store on PostgreSQL: several brokers on one database, one active.
 
-The same journal as SQLite (rows from base.rows_for, group commit by the
+The same journal as SQLite (rows from rows.rows_for, group commit by the
 shared writer), in tables prefixed `sockpool_` so the store can share a
 database with other things. The broker creates or migrates the schema at
 start, under an advisory lock so two brokers starting together do not race,
@@ -25,7 +25,8 @@ import psycopg
 
 from sockpool.protocol.defaults import LEASE_TTL_S
 
-from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows
+from .base import GroupCommitStore
+from .rows import Journal, Snapshot, rows_for, snapshot_from_rows
 from .leadership import Fenced
 from .postgres_lease import PostgresLease, connect
 

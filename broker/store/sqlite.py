@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 import msgpack
 
-from .base import GroupCommitStore, Journal, Snapshot, rows_for, snapshot_from_rows, unfinished_from_rows
+from .base import GroupCommitStore
+from .rows import Journal, Snapshot, rows_for, snapshot_from_rows, unfinished_from_rows
 from .blobs import BLOB_FILE_BYTES, BlobFiles
 
 log = logging.getLogger("sockpool.broker.store")

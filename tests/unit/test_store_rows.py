@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from sockpool.broker.records import FailedJob, Job
-from sockpool.broker.store.base import rows_for, snapshot_from_rows
+from sockpool.broker.store.rows import rows_for, snapshot_from_rows
 from sockpool.net.connection import split_addresses
 
 
