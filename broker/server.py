@@ -519,23 +519,18 @@ class BrokerServer(LeadershipTerms):
         accepted = [(c, m) for c, m in out if isinstance(m, (Accepted, ControlReply))]
         rest = [(c, m) for c, m in out if not isinstance(m, (Accepted, ControlReply))]
         after = (lambda: self._post_after_commit(accepted)) if accepted else None
-        if not any(isinstance(m, Jobs) for _, m in rest):
-            # Nothing here can fail to send (only `jobs` can, see _post): post
-            # first, then wake the journal's writer, which would otherwise
-            # take the GIL from this thread with a lone job's result still
-            # to write to its client.
-            try:
-                self._post(rest)
-            finally:  # the journal is written whatever posting did
-                if journal or accepted:
-                    self.store.write(journal, after)
-            return
-        # The journal goes to the store before anything is posted: posting
-        # can fail a job it cannot send (see _post), and that failure's
-        # entries must reach the store after this job's `add`, not before.
-        if journal or accepted:
-            self.store.write(journal, after)
-        self._post(rest)
+        # Post first, then wake the journal's writer, which would otherwise
+        # take the GIL from this thread with a lone job's `jobs` or result
+        # still to write. A job that cannot be sent (see _post) fails only
+        # after the journal is handed over, so its failure's entries reach
+        # the store after its `add`, never before.
+        unsendable: list[tuple[int, list[Any]]] = []
+        try:
+            unsendable = self._post_collecting(rest)
+        finally:  # the journal is written whatever posting did
+            if journal or accepted:
+                self.store.write(journal, after)
+        self._fail_unsendable(unsendable)
 
     def _on_store_health(self, trouble: StoreTrouble | None) -> None:
         """On the store's writer thread: it cannot write (refuse new jobs,
@@ -552,7 +547,13 @@ class BrokerServer(LeadershipTerms):
             self._post(out)
 
     def _post(self, out: list[tuple[int, Message]]) -> None:
+        """Queue messages on the peers' outboxes; call with the lock held."""
+        self._fail_unsendable(self._post_collecting(out))
+
+    def _post_collecting(self, out: list[tuple[int, Message]]) -> list[tuple[int, list[Any]]]:
         """Queue messages on the peers' outboxes; call with the lock held.
+        Returns the job ids, per connection, that cannot be sent at all,
+        for _fail_unsendable once the journal before them is handed over.
 
         A job too large for its worker's frames fails alone (the state
         says so to its submitter); the worker and the rest of the batch go on.
@@ -560,14 +561,20 @@ class BrokerServer(LeadershipTerms):
         leader's state is the truth now.
         """
         if out and not self._leading():
-            return
+            return []
+        unsendable: list[tuple[int, list[Any]]] = []
         for conn_id, msg in out:
             peer = self._peers.get(conn_id)
             if peer is not None:
                 unsent = peer.post(msg)
                 if unsent:
                     log.error("%d job(s) too large to send to %s; failing them", len(unsent), peer.conn.peer)
-                    self._emit(self.state.on_unsendable(conn_id, [entry[0] for entry in unsent], time.time()))
+                    unsendable.append((conn_id, [entry[0] for entry in unsent]))
+        return unsendable
+
+    def _fail_unsendable(self, unsendable: list[tuple[int, list[Any]]]) -> None:
+        for conn_id, job_ids in unsendable:
+            self._emit(self.state.on_unsendable(conn_id, job_ids, time.time()))
 
     def _tick_loop(self) -> None:
         wait_s = TICK_S
