@@ -40,7 +40,7 @@ Control over jobs already sent (cancel, retry from failed) lives in
 broker/control.py, the unique-key index in broker/keys.py. This module
 keeps the entry points and the queue; the rest of the core is split by
 idea, as functions taking the state that `BrokerState` delegates to:
-how a run ends in broker/outcomes.py, handing jobs out to workers in
+admitting and forgetting connections in broker/connections.py, how a run ends in broker/outcomes.py, handing jobs out to workers in
 broker/handout.py, forgetting with time in broker/expiry.py, rebuilding
 after a restart in broker/restore.py, and reporting (status, snapshot,
 failed pages) in broker/status_view.py.
@@ -49,7 +49,6 @@ failed pages) in broker/status_view.py.
 from __future__ import annotations
 
 import random
-import secrets
 from collections import Counter, deque
 from typing import Any
 
@@ -73,13 +72,10 @@ from sockpool.protocol import (
     ProtocolError,
     Release,
     Results,
-    Started,
     StatusReply,
     StatusRequest,
     Submit,
     Tasks,
-    Welcome,
-    check_hello,
     error_value,
 )
 from sockpool.protocol.defaults import (
@@ -92,16 +88,11 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
-from sockpool.protocol.messages import (
-    DEFAULT_QUEUE,
-    E_HANDSHAKE,
-    N_UNSERVED,
-    PROTOCOL_VERSION,
-)
+from sockpool.protocol.messages import N_UNSERVED
 
 from sockpool.protocol.control import Cancel, Retry
 
-from . import admission, control, expiry, handout, operations, outcomes, restore, status_view
+from . import admission, connections, control, expiry, handout, operations, outcomes, restore, status_view
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules
 from .keys import KeyIndex
@@ -109,7 +100,7 @@ from .limits import Limits, LimitSpec
 from .succession import Succession
 from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
-from .schedules import SESSION_PREFIX, Schedules
+from .schedules import Schedules
 from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
 from .unserved import UnservedTasks, waiting_notice
@@ -180,87 +171,12 @@ class BrokerState:
     # -- connections ---------------------------------------------------
 
     def on_hello(self, conn_id: int, hello: Hello, address: str, now: float) -> Outbox:
-        """Admit a new connection. The first reply is a welcome, or an error
-        after which the server closes the connection."""
-        self.now = now
-        refusal = check_hello(hello)
-        if refusal is None and hello.role != ROLE_WORKER and hello.session.startswith(SESSION_PREFIX):
-            refusal = Error(E_HANDSHAKE, f"sessions starting with {SESSION_PREFIX!r} belong to schedules")
-        if refusal is not None:
-            return [(conn_id, refusal)]
-        self.last_seen[conn_id] = now
-        session: Session | None = None
-        if hello.role == ROLE_WORKER:
-            self.workers[conn_id] = WorkerInfo(
-                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
-                queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
-                successors=hello.successors,
-            )
-            self.served.update(set(hello.tasks))
-            self.unserved.joined(hello.tasks, now)
-        else:
-            # A session ID is a bearer capability: whoever names it gets its
-            # results. So a broker-chosen one is 128 bits from the OS's
-            # CSPRNG, never from `self.rng` (a Mersenne Twister, whose next
-            # output 624 observed ones predict).
-            session = self._session(hello.session or new_session_id())
-            session.conn_id = conn_id
-            session.gone_since = None
-            session.abandoned = False
-            self.clients[conn_id] = session
-            if hello.started and not session.wants_started:
-                session.wants_started = True
-                for gid in session.live.values():
-                    self.jobs[gid].notify = True
-            if hello.role == ROLE_OPERATOR:
-                self.operators.add(conn_id)
-        welcome = Welcome(
-            version=PROTOCOL_VERSION,
-            broker=self.name,
-            max_frame_bytes=self.max_frame_bytes,
-            session=session.session_id if session else "",
-            processes=self.total_processes,
-            heartbeat_s=self.heartbeat_s,
-            jobs=len(session.live) + len(session.results) if session else 0,
-        )
-        out: Outbox = [(conn_id, welcome)]
-        if session is not None and session.wants_started:
-            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
-            if running:
-                out.append((conn_id, Started(running)))
-        if session is not None and session.results:
-            # Everything not acknowledged: the client drops what it already has.
-            out.append((conn_id, Results([r.entry for r in session.results.values()])))
-        return out
+        """See `connections.on_hello`."""
+        return connections.on_hello(self, conn_id, hello, address, now)
 
     def on_disconnect(self, conn_id: int, now: float) -> Outbox:
-        """Forget a connection. A worker's jobs go back to the front of the
-        queue; those it was running count as an attempt."""
-        self.now = now
-        self.last_seen.pop(conn_id, None)
-        worker = self.workers.pop(conn_id, None)
-        if worker is not None:
-            self.served.subtract(set(worker.tasks))
-            self.served += Counter()  # drop zero counts
-            out: Outbox = []
-            for task in worker.tasks:
-                if task not in self.served and task in self.dispatcher.by_task and self.unserved.mark(task, now):
-                    out += self._tell_waiting(task)  # its last server left
-            if worker.draining:
-                # Asked to stop, it left what it could not finish in time:
-                # that is no fault of the jobs', so they go back uncharged,
-                # as if released.
-                return out + self.on_release(worker, list(worker.leased))
-            for job in reversed(list(worker.leased.values())):
-                out += self._lost(job, job.gid in worker.running, now)
-            return out + self._dispatch()
-        self.operators.discard(conn_id)
-        session = self.clients.pop(conn_id, None)
-        if session is not None and session.conn_id == conn_id:
-            others = [c for c, s in self.clients.items() if s is session]
-            session.conn_id = others[-1] if others else None
-            session.gone_since = None if others else now
-        return []
+        """See `connections.on_disconnect`."""
+        return connections.on_disconnect(self, conn_id, now)
 
     def role(self, conn_id: int) -> str | None:
         if conn_id in self.workers:
@@ -598,15 +514,6 @@ class BrokerState:
         """See `outcomes.lost`."""
         return outcomes.lost(self, job, was_running, now)
 
-    def _tell_waiting(self, task: str) -> Outbox:
-        """Tell the connected sessions with jobs of `task` queued that they
-        now wait for a worker that serves it."""
-        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
-        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
-        sessions = self.dispatcher.sessions_with_task(task)
-        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
-        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
-
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """See `outcomes.fail_unserved`."""
         return outcomes.fail_unserved(self, task, waited_s, now)
@@ -738,10 +645,3 @@ def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
 
 def broker_full() -> dict[str, Any]:
     return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
-
-
-def new_session_id() -> str:
-    """An unguessable session ID: 128 bits from `secrets`."""
-    return secrets.token_hex(16)
-
-
