@@ -40,10 +40,12 @@ Control over jobs already sent (cancel, retry from failed) lives in
 broker/control.py, the unique-key index in broker/keys.py. This module
 keeps the entry points and the queue; the rest of the core is split by
 idea, as functions taking the state that `BrokerState` delegates to:
-admitting and forgetting connections in broker/connections.py, how a run ends in broker/outcomes.py, handing jobs out to workers in
-broker/handout.py, forgetting with time in broker/expiry.py, rebuilding
-after a restart in broker/restore.py, and reporting (status, snapshot,
-failed pages) in broker/status_view.py.
+admitting and forgetting connections in broker/connections.py, what a
+worker says besides results (credit, tasks, releases) in
+broker/worker_messages.py, how a run ends in broker/outcomes.py, handing
+jobs out to workers in broker/handout.py, forgetting with time in
+broker/expiry.py, rebuilding after a restart in broker/restore.py, and
+reporting (status, snapshot, failed pages) in broker/status_view.py.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ from sockpool.protocol.defaults import (
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
 )
-from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
+from sockpool.protocol.limits import MAX_NESTING
 from sockpool.protocol.messages import N_UNSERVED
 
 from sockpool.protocol.control import Cancel, Retry
 
-from . import admission, connections, control, expiry, handout, operations, outcomes, restore, status_view
+from . import (
+    admission, connections, control, expiry, handout, operations, outcomes, restore, status_view, worker_messages,
+)
 from .dispatch import Dispatcher, DueJobs
 from .firing import fire_schedules
 from .keys import KeyIndex
@@ -365,51 +369,20 @@ class BrokerState:
         return out + self._dispatch()
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
-        if credit < 0:
-            raise ProtocolError("credit must not be negative")
-        if not worker.draining:
-            worker.credit = min(worker.credit + credit, MAX_CREDIT)
-        return self._dispatch()
+        """See `worker_messages.on_credit`."""
+        return worker_messages.on_credit(self, worker, credit)
 
     def on_tasks(self, worker: WorkerInfo, tasks: list[str]) -> Outbox:
-        """More task names for a worker whose hello could not hold them all.
-
-        Raises:
-            ProtocolError: the worker would serve more than MAX_TASKS_PER_WORKER.
-        """
-        new = set(tasks) - worker.tasks
-        if len(worker.tasks) + len(new) > MAX_TASKS_PER_WORKER:
-            raise ProtocolError(f"a worker may serve at most {MAX_TASKS_PER_WORKER} tasks")
-        worker.tasks = worker.tasks | new
-        self.served.update(new)
-        return self._dispatch()
+        """See `worker_messages.on_tasks`."""
+        return worker_messages.on_tasks(self, worker, tasks)
 
     def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:
-        """Jobs the server could not send to this worker (too large for its
-        frames): they fail alone, and the worker gets its credit back."""
-        worker = self.workers.get(conn_id)
-        if worker is None:
-            return []
-        by_session: dict[str, list[list[Any]]] = {}
-        for gid in gids:
-            job = worker.leased.pop(gid, None)
-            if job is None:
-                continue
-            job.worker = None
-            worker.credit += 1
-            error = admission.too_large_to_forward(self.max_frame_bytes)
-            self.stats.remember_failure(job.task, worker.name or worker.address, error, now, session=job.session)
-            self._finish(job, False, error, now, by_session)
-        return self._deliver(by_session) + self._dispatch()
+        """See `worker_messages.on_unsendable`."""
+        return worker_messages.on_unsendable(self, conn_id, gids, now)
 
     def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
-        """The worker hands back jobs it never started: no attempt counted."""
-        for gid in reversed(ids):
-            job = worker.leased.pop(gid, None)
-            if job is not None:
-                job.worker = None
-                self._queue(job, front=True)
-        return self._dispatch()
+        """See `worker_messages.on_release`."""
+        return worker_messages.on_release(self, worker, ids)
 
     def on_results(self, worker: WorkerInfo, msg: Results, now: float) -> Outbox:
         if msg.credit < 0:  # refuse before anything changes: no result is half-handled
