@@ -43,9 +43,11 @@ idea, as functions taking the state that `BrokerState` delegates to:
 admitting and forgetting connections in broker/connections.py, what a
 worker says besides results (credit, tasks, releases) in
 broker/worker_messages.py, how a run ends in broker/outcomes.py, handing
-jobs out to workers in broker/handout.py, forgetting with time in
-broker/expiry.py, rebuilding after a restart in broker/restore.py, and
-reporting (status, snapshot, failed pages) in broker/status_view.py.
+jobs out to workers in broker/handout.py, the ticker's periodic work
+(heartbeats, due jobs, sweeps) in broker/periodic.py, forgetting with
+time in broker/expiry.py, rebuilding after a restart in
+broker/restore.py, and reporting (status, snapshot, failed pages) in
+broker/status_view.py.
 """
 
 from __future__ import annotations
@@ -82,7 +84,6 @@ from sockpool.protocol import (
 )
 from sockpool.protocol.defaults import (
     FAILED_ROW_MAX_BYTES,
-    HEARTBEAT_MISSES,
     HEARTBEAT_S,
     RESULT_TTL_S,
     SESSION_GRACE_S,
@@ -95,10 +96,10 @@ from sockpool.protocol.messages import N_UNSERVED
 from sockpool.protocol.control import Cancel, Retry
 
 from . import (
-    admission, connections, control, expiry, handout, operations, outcomes, restore, status_view, worker_messages,
+    admission, connections, control, expiry, handout, operations, outcomes, periodic, restore, status_view,
+    worker_messages,
 )
 from .dispatch import Dispatcher, DueJobs
-from .firing import fire_schedules
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
 from .succession import Succession
@@ -108,9 +109,6 @@ from .schedules import Schedules
 from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
 from .unserved import UnservedTasks, waiting_notice
-
-# Results and failed jobs past their TTL are swept this often.
-SWEEP_EVERY_S = 60.0
 
 Outbox = list[tuple[int, Message]]
 
@@ -440,39 +438,12 @@ class BrokerState:
         return []
 
     def tick(self, now: float) -> Outbox:
-        """Periodic work: due retries, heartbeats, expiry."""
-        self.now = now
-        out: Outbox = []
-        for job in self.due.pop_due(now):
-            self._queue(job)
-        for job in self.limits.tick(now):
-            self._ready(job)
-        self.stats.sample_queues(now)
-        next_fire = self.schedules.next_due()
-        if next_fire is not None and next_fire <= now:
-            fire_schedules(self, now)
-        if now >= self._next_ping:
-            self._next_ping = now + self.heartbeat_s
-            out += [(conn_id, Ping()) for conn_id in self.last_seen]
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            self._sweep(now)
-        if now >= self._next_abandon_check:
-            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
-            self._abandon_gone_sessions(now)
-        if self.unserved.since:
-            for task, since in self.unserved.due(now, bool(self.workers)):
-                out += self._fail_unserved(task, now - since, now)
-        return out + self._dispatch()
+        """See `periodic.tick`."""
+        return periodic.tick(self, now)
 
     def take_silent_connections(self, now: float) -> list[int]:
-        """Connections that missed HEARTBEAT_MISSES heartbeats, for the server
-        to close (each is reported once; its disconnect follows)."""
-        limit = now - self.heartbeat_s * HEARTBEAT_MISSES
-        silent = [conn_id for conn_id, seen in self.last_seen.items() if seen < limit]
-        for conn_id in silent:
-            del self.last_seen[conn_id]
-        return silent
+        """See `periodic.take_silent_connections`."""
+        return periodic.take_silent_connections(self, now)
 
     # -- failure handling ------------------------------------------------
 
