@@ -43,7 +43,8 @@ idea, as functions taking the state that `BrokerState` delegates to:
 admitting and forgetting connections in broker/connections.py, what a
 worker says besides results (credit, tasks, releases) in
 broker/worker_messages.py, how a run ends in broker/outcomes.py, handing
-jobs out to workers in broker/handout.py, the ticker's periodic work
+jobs out to workers in broker/handout.py, accepting (or refusing) a
+submit's jobs in broker/submission.py, the ticker's periodic work
 (heartbeats, due jobs, sweeps) in broker/periodic.py, forgetting with
 time in broker/expiry.py, rebuilding after a restart in
 broker/restore.py, and reporting (status, snapshot, failed pages) in
@@ -60,7 +61,6 @@ from sockpool.protocol import (
     ROLE_CLIENT,
     ROLE_OPERATOR,
     ROLE_WORKER,
-    Accepted,
     Ack,
     Control,
     Credit,
@@ -70,7 +70,6 @@ from sockpool.protocol import (
     Hello,
     ListFailed,
     Message,
-    Notice,
     Ping,
     Pong,
     ProtocolError,
@@ -80,7 +79,6 @@ from sockpool.protocol import (
     StatusRequest,
     Submit,
     Tasks,
-    error_value,
 )
 from sockpool.protocol.defaults import (
     FAILED_ROW_MAX_BYTES,
@@ -91,24 +89,23 @@ from sockpool.protocol.defaults import (
     UNSERVED_TIMEOUT_S,
 )
 from sockpool.protocol.limits import MAX_NESTING
-from sockpool.protocol.messages import N_UNSERVED
 
 from sockpool.protocol.control import Cancel, Retry
 
 from . import (
     admission, connections, control, expiry, handout, operations, outcomes, periodic, restore, status_view,
-    worker_messages,
+    submission, worker_messages,
 )
 from .dispatch import Dispatcher, DueJobs
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
 from .succession import Succession
-from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
+from .quota import Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
 from .schedules import Schedules
 from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
-from .unserved import UnservedTasks, waiting_notice
+from .unserved import UnservedTasks
 
 Outbox = list[tuple[int, Message]]
 
@@ -271,100 +268,8 @@ class BrokerState:
         return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
 
     def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
-        """Accept a batch of jobs, or refuse some with results saying why.
-
-        A job the session already has (sent again after a reconnect) is not
-        added twice; its `accepted` still waits for the store, like every
-        `accepted`, so it only goes out once the job is on disk.
-        """
-        refused: list[list[Any]] = []
-        follow_out: Outbox = []
-        added = 0
-        unserved: set[str] = set()
-        refusal = self.store_refusal
-        # Jobs that could not travel on to a worker, or be stored, are
-        # refused here, each alone, before anything else sees them.
-        unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
-        ready: list[Job] = []
-        submitted: dict[str, int] = {}  # calls per task
-        now = self.now
-        # Each job's share of the frame it came in, plus what any job costs.
-        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
-        room = self.quota.room(session.session_id, cost)
-        # Read once per frame, not once per job.
-        live, kept, jobs, journal, served = session.live, session.results, self.jobs, self.journal, self.served
-        session_id, notify = session.session_id, session.wants_started
-        limited_tasks = self.limits.tasks  # empty: no job without options is limited
-        for entry in msg.jobs:
-            cid, task = entry[0], entry[1]
-            if cid in live or cid in kept:  # session.holds(cid)
-                continue  # sent again after a reconnect: we have it already
-            why = unfit.get(cid) if unfit else None
-            if why is None and refusal is not None:
-                why = refusal
-            if why is None and added >= room:
-                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
-            if why is not None:
-                refused.append([cid, False, why])
-                self.stats.on_refused(task, why, self.now, session.session_id)
-                continue
-            key = entry[5].get("key") if len(entry) > 5 else None
-            if key is not None and self.keys.holder(key) is not None:
-                follow_out += control.follow(self, session, cid, key)
-                continue
-            if task not in served:
-                unserved.add(task)
-            options = entry[5] if len(entry) > 5 else None
-            if options and "delay" in options:
-                options = due_options(options, self.now)
-            gid = self._next_gid
-            if options:
-                job = Job(gid, session_id, cid, task, entry[2], entry[3], entry[4], options)
-            else:
-                job = Job.plain(gid, session_id, cid, task, entry[2], entry[3], entry[4])
-            job.notify = notify
-            self._next_gid = gid + 1
-            job.cost = cost
-            submitted[task] = submitted.get(task, 0) + job.calls
-            jobs[gid] = job
-            live[cid] = gid
-            journal.append(("add", job))
-            if key is not None:
-                self.keys.hold(key, job.gid, session.session_id, cid)
-            at = job.at if options else None
-            if at is not None and at > now:
-                self.due.push(job, at)
-            elif options or (limited_tasks and task in limited_tasks):
-                # Limits may hold it back: they decide, after the plain jobs
-                # before it, so one session's jobs keep their order.
-                self.dispatcher.add_many(ready, now)
-                ready = []
-                self._queue(job)
-            else:
-                job.queued_at = now
-                if task not in served:
-                    self.unserved.mark(task, now)
-                ready.append(job)
-            added += 1
-        self.dispatcher.add_many(ready, now)
-        for task, calls in submitted.items():  # counted once per task, not per job
-            self.stats.on_submitted(task, calls)
-        self.quota.add(session.session_id, cost, added)
-        self.totals["submitted"] += added
-        self.totals["refused"] += len(refused)
-        conn_id = session.conn_id
-        assert conn_id is not None  # on_message just set it
-        # Refusals first: a client that sees `accepted` knows every fate.
-        out: Outbox = [(conn_id, Results(refused))] if refused else []
-        if refusal is not None and refused:
-            out.append((conn_id, Error(refusal["type"], refusal["message"])))
-        out += follow_out
-        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
-        for task in sorted(unserved):  # never without a word: say what they wait for
-            if task in self.unserved.since:
-                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
-                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
-        return out + self._dispatch()
+        """See `submission.on_submit`."""
+        return submission.on_submit(self, session, msg, frame_bytes)
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
         """See `worker_messages.on_credit`."""
@@ -576,16 +481,3 @@ class BrokerState:
     def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """See `status_view.status`."""
         return status_view.status(self, now, viewer)
-
-
-def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
-    """A job's options with its `delay` turned into an absolute `at`, so that
-    its due time is stored and survives a restart; the later of the two wins."""
-    options = dict(options)
-    at = now + options.pop("delay")
-    options["at"] = max(at, options.get("at", at))
-    return options
-
-
-def broker_full() -> dict[str, Any]:
-    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
