@@ -40,16 +40,20 @@ Control over jobs already sent (cancel, retry from failed) lives in
 broker/control.py, the unique-key index in broker/keys.py. This module
 keeps the entry points and the queue; the rest of the core is split by
 idea, as functions taking the state that `BrokerState` delegates to:
-how a run ends in broker/outcomes.py, handing jobs out to workers in
-broker/handout.py, forgetting with time in broker/expiry.py, rebuilding
-after a restart in broker/restore.py, and reporting (status, snapshot,
-failed pages) in broker/status_view.py.
+admitting and forgetting connections in broker/connections.py, what a
+worker says besides results (credit, tasks, releases) in
+broker/worker_messages.py, how a run ends in broker/outcomes.py, handing
+jobs out to workers in broker/handout.py, accepting (or refusing) a
+submit's jobs in broker/submission.py, the ticker's periodic work
+(heartbeats, due jobs, sweeps) in broker/periodic.py, forgetting with
+time in broker/expiry.py, rebuilding after a restart in
+broker/restore.py, and reporting (status, snapshot, failed pages) in
+broker/status_view.py.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 from collections import Counter, deque
 from typing import Any
 
@@ -57,7 +61,6 @@ from sockpool.protocol import (
     ROLE_CLIENT,
     ROLE_OPERATOR,
     ROLE_WORKER,
-    Accepted,
     Ack,
     Control,
     Credit,
@@ -67,55 +70,42 @@ from sockpool.protocol import (
     Hello,
     ListFailed,
     Message,
-    Notice,
     Ping,
     Pong,
     ProtocolError,
     Release,
     Results,
-    Started,
     StatusReply,
     StatusRequest,
     Submit,
     Tasks,
-    Welcome,
-    check_hello,
-    error_value,
 )
 from sockpool.protocol.defaults import (
     FAILED_ROW_MAX_BYTES,
-    HEARTBEAT_MISSES,
     HEARTBEAT_S,
     RESULT_TTL_S,
     SESSION_GRACE_S,
     UNSERVED_GRACE_S,
     UNSERVED_TIMEOUT_S,
 )
-from sockpool.protocol.limits import MAX_CREDIT, MAX_NESTING, MAX_TASKS_PER_WORKER
-from sockpool.protocol.messages import (
-    DEFAULT_QUEUE,
-    E_HANDSHAKE,
-    N_UNSERVED,
-    PROTOCOL_VERSION,
-)
+from sockpool.protocol.limits import MAX_NESTING
 
 from sockpool.protocol.control import Cancel, Retry
 
-from . import admission, control, expiry, handout, operations, outcomes, restore, status_view
+from . import (
+    admission, connections, control, expiry, handout, operations, outcomes, periodic, restore, status_view,
+    submission, worker_messages,
+)
 from .dispatch import Dispatcher, DueJobs
-from .firing import fire_schedules
 from .keys import KeyIndex
 from .limits import Limits, LimitSpec
 from .succession import Succession
-from .quota import E_BROKER_FULL, JOB_OVERHEAD_BYTES, Quota
+from .quota import Quota
 from .records import FailedJob, Job, Session, StoredResult, WorkerInfo
-from .schedules import SESSION_PREFIX, Schedules
+from .schedules import Schedules
 from .stats import EVERYONE, BrokerStats
 from .status_view import _REPLY_OVERHEAD_BYTES
-from .unserved import UnservedTasks, waiting_notice
-
-# Results and failed jobs past their TTL are swept this often.
-SWEEP_EVERY_S = 60.0
+from .unserved import UnservedTasks
 
 Outbox = list[tuple[int, Message]]
 
@@ -180,87 +170,12 @@ class BrokerState:
     # -- connections ---------------------------------------------------
 
     def on_hello(self, conn_id: int, hello: Hello, address: str, now: float) -> Outbox:
-        """Admit a new connection. The first reply is a welcome, or an error
-        after which the server closes the connection."""
-        self.now = now
-        refusal = check_hello(hello)
-        if refusal is None and hello.role != ROLE_WORKER and hello.session.startswith(SESSION_PREFIX):
-            refusal = Error(E_HANDSHAKE, f"sessions starting with {SESSION_PREFIX!r} belong to schedules")
-        if refusal is not None:
-            return [(conn_id, refusal)]
-        self.last_seen[conn_id] = now
-        session: Session | None = None
-        if hello.role == ROLE_WORKER:
-            self.workers[conn_id] = WorkerInfo(
-                conn_id, hello.name, address, frozenset(hello.tasks), hello.processes, now,
-                queues=tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,), last_seen=now,
-                successors=hello.successors,
-            )
-            self.served.update(set(hello.tasks))
-            self.unserved.joined(hello.tasks, now)
-        else:
-            # A session ID is a bearer capability: whoever names it gets its
-            # results. So a broker-chosen one is 128 bits from the OS's
-            # CSPRNG, never from `self.rng` (a Mersenne Twister, whose next
-            # output 624 observed ones predict).
-            session = self._session(hello.session or new_session_id())
-            session.conn_id = conn_id
-            session.gone_since = None
-            session.abandoned = False
-            self.clients[conn_id] = session
-            if hello.started and not session.wants_started:
-                session.wants_started = True
-                for gid in session.live.values():
-                    self.jobs[gid].notify = True
-            if hello.role == ROLE_OPERATOR:
-                self.operators.add(conn_id)
-        welcome = Welcome(
-            version=PROTOCOL_VERSION,
-            broker=self.name,
-            max_frame_bytes=self.max_frame_bytes,
-            session=session.session_id if session else "",
-            processes=self.total_processes,
-            heartbeat_s=self.heartbeat_s,
-            jobs=len(session.live) + len(session.results) if session else 0,
-        )
-        out: Outbox = [(conn_id, welcome)]
-        if session is not None and session.wants_started:
-            running = [cid for cid, gid in session.live.items() if self.jobs[gid].worker is not None]
-            if running:
-                out.append((conn_id, Started(running)))
-        if session is not None and session.results:
-            # Everything not acknowledged: the client drops what it already has.
-            out.append((conn_id, Results([r.entry for r in session.results.values()])))
-        return out
+        """See `connections.on_hello`."""
+        return connections.on_hello(self, conn_id, hello, address, now)
 
     def on_disconnect(self, conn_id: int, now: float) -> Outbox:
-        """Forget a connection. A worker's jobs go back to the front of the
-        queue; those it was running count as an attempt."""
-        self.now = now
-        self.last_seen.pop(conn_id, None)
-        worker = self.workers.pop(conn_id, None)
-        if worker is not None:
-            self.served.subtract(set(worker.tasks))
-            self.served += Counter()  # drop zero counts
-            out: Outbox = []
-            for task in worker.tasks:
-                if task not in self.served and task in self.dispatcher.by_task and self.unserved.mark(task, now):
-                    out += self._tell_waiting(task)  # its last server left
-            if worker.draining:
-                # Asked to stop, it left what it could not finish in time:
-                # that is no fault of the jobs', so they go back uncharged,
-                # as if released.
-                return out + self.on_release(worker, list(worker.leased))
-            for job in reversed(list(worker.leased.values())):
-                out += self._lost(job, job.gid in worker.running, now)
-            return out + self._dispatch()
-        self.operators.discard(conn_id)
-        session = self.clients.pop(conn_id, None)
-        if session is not None and session.conn_id == conn_id:
-            others = [c for c, s in self.clients.items() if s is session]
-            session.conn_id = others[-1] if others else None
-            session.gone_since = None if others else now
-        return []
+        """See `connections.on_disconnect`."""
+        return connections.on_disconnect(self, conn_id, now)
 
     def role(self, conn_id: int) -> str | None:
         if conn_id in self.workers:
@@ -353,147 +268,24 @@ class BrokerState:
         return [(conn_id, Error(refusal["type"], refusal["message"])) for conn_id in self.clients]
 
     def on_submit(self, session: Session, msg: Submit, frame_bytes: int = 0) -> Outbox:
-        """Accept a batch of jobs, or refuse some with results saying why.
-
-        A job the session already has (sent again after a reconnect) is not
-        added twice; its `accepted` still waits for the store, like every
-        `accepted`, so it only goes out once the job is on disk.
-        """
-        refused: list[list[Any]] = []
-        follow_out: Outbox = []
-        added = 0
-        unserved: set[str] = set()
-        refusal = self.store_refusal
-        # Jobs that could not travel on to a worker, or be stored, are
-        # refused here, each alone, before anything else sees them.
-        unfit = admission.unfit_jobs(msg.jobs, frame_bytes, self.max_frame_bytes)
-        ready: list[Job] = []
-        submitted: dict[str, int] = {}  # calls per task
-        now = self.now
-        # Each job's share of the frame it came in, plus what any job costs.
-        cost = frame_bytes // max(1, len(msg.jobs)) + JOB_OVERHEAD_BYTES
-        room = self.quota.room(session.session_id, cost)
-        # Read once per frame, not once per job.
-        live, kept, jobs, journal, served = session.live, session.results, self.jobs, self.journal, self.served
-        session_id, notify = session.session_id, session.wants_started
-        limited_tasks = self.limits.tasks  # empty: no job without options is limited
-        for entry in msg.jobs:
-            cid, task = entry[0], entry[1]
-            if cid in live or cid in kept:  # session.holds(cid)
-                continue  # sent again after a reconnect: we have it already
-            why = unfit.get(cid) if unfit else None
-            if why is None and refusal is not None:
-                why = refusal
-            if why is None and added >= room:
-                why = self.quota.refusal(session.session_id, cost, added) or broker_full()
-            if why is not None:
-                refused.append([cid, False, why])
-                self.stats.on_refused(task, why, self.now, session.session_id)
-                continue
-            key = entry[5].get("key") if len(entry) > 5 else None
-            if key is not None and self.keys.holder(key) is not None:
-                follow_out += control.follow(self, session, cid, key)
-                continue
-            if task not in served:
-                unserved.add(task)
-            options = entry[5] if len(entry) > 5 else None
-            if options and "delay" in options:
-                options = due_options(options, self.now)
-            gid = self._next_gid
-            if options:
-                job = Job(gid, session_id, cid, task, entry[2], entry[3], entry[4], options)
-            else:
-                job = Job.plain(gid, session_id, cid, task, entry[2], entry[3], entry[4])
-            job.notify = notify
-            self._next_gid = gid + 1
-            job.cost = cost
-            submitted[task] = submitted.get(task, 0) + job.calls
-            jobs[gid] = job
-            live[cid] = gid
-            journal.append(("add", job))
-            if key is not None:
-                self.keys.hold(key, job.gid, session.session_id, cid)
-            at = job.at if options else None
-            if at is not None and at > now:
-                self.due.push(job, at)
-            elif options or (limited_tasks and task in limited_tasks):
-                # Limits may hold it back: they decide, after the plain jobs
-                # before it, so one session's jobs keep their order.
-                self.dispatcher.add_many(ready, now)
-                ready = []
-                self._queue(job)
-            else:
-                job.queued_at = now
-                if task not in served:
-                    self.unserved.mark(task, now)
-                ready.append(job)
-            added += 1
-        self.dispatcher.add_many(ready, now)
-        for task, calls in submitted.items():  # counted once per task, not per job
-            self.stats.on_submitted(task, calls)
-        self.quota.add(session.session_id, cost, added)
-        self.totals["submitted"] += added
-        self.totals["refused"] += len(refused)
-        conn_id = session.conn_id
-        assert conn_id is not None  # on_message just set it
-        # Refusals first: a client that sees `accepted` knows every fate.
-        out: Outbox = [(conn_id, Results(refused))] if refused else []
-        if refusal is not None and refused:
-            out.append((conn_id, Error(refusal["type"], refusal["message"])))
-        out += follow_out
-        out.append((conn_id, Accepted(msg.batch, len(msg.jobs) - len(refused))))
-        for task in sorted(unserved):  # never without a word: say what they wait for
-            if task in self.unserved.since:
-                wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
-                out.append((conn_id, Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))))
-        return out + self._dispatch()
+        """See `submission.on_submit`."""
+        return submission.on_submit(self, session, msg, frame_bytes)
 
     def on_credit(self, worker: WorkerInfo, credit: int) -> Outbox:
-        if credit < 0:
-            raise ProtocolError("credit must not be negative")
-        if not worker.draining:
-            worker.credit = min(worker.credit + credit, MAX_CREDIT)
-        return self._dispatch()
+        """See `worker_messages.on_credit`."""
+        return worker_messages.on_credit(self, worker, credit)
 
     def on_tasks(self, worker: WorkerInfo, tasks: list[str]) -> Outbox:
-        """More task names for a worker whose hello could not hold them all.
-
-        Raises:
-            ProtocolError: the worker would serve more than MAX_TASKS_PER_WORKER.
-        """
-        new = set(tasks) - worker.tasks
-        if len(worker.tasks) + len(new) > MAX_TASKS_PER_WORKER:
-            raise ProtocolError(f"a worker may serve at most {MAX_TASKS_PER_WORKER} tasks")
-        worker.tasks = worker.tasks | new
-        self.served.update(new)
-        return self._dispatch()
+        """See `worker_messages.on_tasks`."""
+        return worker_messages.on_tasks(self, worker, tasks)
 
     def on_unsendable(self, conn_id: int, gids: list[int], now: float) -> Outbox:
-        """Jobs the server could not send to this worker (too large for its
-        frames): they fail alone, and the worker gets its credit back."""
-        worker = self.workers.get(conn_id)
-        if worker is None:
-            return []
-        by_session: dict[str, list[list[Any]]] = {}
-        for gid in gids:
-            job = worker.leased.pop(gid, None)
-            if job is None:
-                continue
-            job.worker = None
-            worker.credit += 1
-            error = admission.too_large_to_forward(self.max_frame_bytes)
-            self.stats.remember_failure(job.task, worker.name or worker.address, error, now, session=job.session)
-            self._finish(job, False, error, now, by_session)
-        return self._deliver(by_session) + self._dispatch()
+        """See `worker_messages.on_unsendable`."""
+        return worker_messages.on_unsendable(self, conn_id, gids, now)
 
     def on_release(self, worker: WorkerInfo, ids: list[int]) -> Outbox:
-        """The worker hands back jobs it never started: no attempt counted."""
-        for gid in reversed(ids):
-            job = worker.leased.pop(gid, None)
-            if job is not None:
-                job.worker = None
-                self._queue(job, front=True)
-        return self._dispatch()
+        """See `worker_messages.on_release`."""
+        return worker_messages.on_release(self, worker, ids)
 
     def on_results(self, worker: WorkerInfo, msg: Results, now: float) -> Outbox:
         if msg.credit < 0:  # refuse before anything changes: no result is half-handled
@@ -551,39 +343,12 @@ class BrokerState:
         return []
 
     def tick(self, now: float) -> Outbox:
-        """Periodic work: due retries, heartbeats, expiry."""
-        self.now = now
-        out: Outbox = []
-        for job in self.due.pop_due(now):
-            self._queue(job)
-        for job in self.limits.tick(now):
-            self._ready(job)
-        self.stats.sample_queues(now)
-        next_fire = self.schedules.next_due()
-        if next_fire is not None and next_fire <= now:
-            fire_schedules(self, now)
-        if now >= self._next_ping:
-            self._next_ping = now + self.heartbeat_s
-            out += [(conn_id, Ping()) for conn_id in self.last_seen]
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            self._sweep(now)
-        if now >= self._next_abandon_check:
-            self._next_abandon_check = now + min(SWEEP_EVERY_S, self.session_grace_s / 4)
-            self._abandon_gone_sessions(now)
-        if self.unserved.since:
-            for task, since in self.unserved.due(now, bool(self.workers)):
-                out += self._fail_unserved(task, now - since, now)
-        return out + self._dispatch()
+        """See `periodic.tick`."""
+        return periodic.tick(self, now)
 
     def take_silent_connections(self, now: float) -> list[int]:
-        """Connections that missed HEARTBEAT_MISSES heartbeats, for the server
-        to close (each is reported once; its disconnect follows)."""
-        limit = now - self.heartbeat_s * HEARTBEAT_MISSES
-        silent = [conn_id for conn_id, seen in self.last_seen.items() if seen < limit]
-        for conn_id in silent:
-            del self.last_seen[conn_id]
-        return silent
+        """See `periodic.take_silent_connections`."""
+        return periodic.take_silent_connections(self, now)
 
     # -- failure handling ------------------------------------------------
 
@@ -597,15 +362,6 @@ class BrokerState:
     def _lost(self, job: Job, was_running: bool, now: float) -> Outbox:
         """See `outcomes.lost`."""
         return outcomes.lost(self, job, was_running, now)
-
-    def _tell_waiting(self, task: str) -> Outbox:
-        """Tell the connected sessions with jobs of `task` queued that they
-        now wait for a worker that serves it."""
-        wait_s = self.unserved.deadline(task, bool(self.workers)) - self.now
-        notice = Notice(N_UNSERVED, waiting_notice(task, self.served, wait_s))
-        sessions = self.dispatcher.sessions_with_task(task)
-        conns = {self.sessions[s].conn_id for s in sessions if s in self.sessions}
-        return [(conn_id, notice) for conn_id in sorted(c for c in conns if c is not None)]
 
     def _fail_unserved(self, task: str, waited_s: float, now: float) -> Outbox:
         """See `outcomes.fail_unserved`."""
@@ -725,23 +481,3 @@ class BrokerState:
     def status(self, now: float, viewer: str | None = EVERYONE) -> dict[str, Any]:
         """See `status_view.status`."""
         return status_view.status(self, now, viewer)
-
-
-def due_options(options: dict[str, Any], now: float) -> dict[str, Any]:
-    """A job's options with its `delay` turned into an absolute `at`, so that
-    its due time is stored and survives a restart; the later of the two wins."""
-    options = dict(options)
-    at = now + options.pop("delay")
-    options["at"] = max(at, options.get("at", at))
-    return options
-
-
-def broker_full() -> dict[str, Any]:
-    return error_value(E_BROKER_FULL, "broker full: submit again once jobs have finished")
-
-
-def new_session_id() -> str:
-    """An unguessable session ID: 128 bits from `secrets`."""
-    return secrets.token_hex(16)
-
-

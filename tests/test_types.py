@@ -19,6 +19,8 @@ STRICT = [
     "sockpool/broker/operations.py", "sockpool/broker/firing.py",
     "sockpool/broker/status_view.py", "sockpool/broker/restore.py", "sockpool/broker/outcomes.py",
     "sockpool/broker/expiry.py", "sockpool/broker/handout.py", "sockpool/broker/succession.py",
+    "sockpool/broker/connections.py", "sockpool/broker/worker_messages.py",
+    "sockpool/broker/periodic.py", "sockpool/broker/submission.py",
 ]
 
 
