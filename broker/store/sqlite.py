@@ -179,38 +179,43 @@ class SqliteStore(GroupCommitStore):
         rows = rows_for(journal, finished_adds=True, followers_stored=self._followers_seen, large_pieces=True)
         db = self._db
         blobs = self._blobs
-        added: list[tuple[Any, ...]] = []
+        # Most jobs have no attempts yet, no detached result and no key:
+        # the columns' defaults; binding fewer values costs less (about
+        # 3.3 -> 2.8 us a row). Split in the same pass that looks for
+        # bodies to write as files (one walk over the rows, not two).
+        plain: list[tuple[Any, ...]] = []
+        full: list[tuple[Any, ...]] = []
         replaced: list[int] = []  # small bodies now in the row of a job that had a file
         new_files: list[int] = []
+        held = blobs.held
         try:
             # A job finishing in this same transaction is in rows.add_finished,
             # not here, with no body: it never gets a file.
             for row in rows.add:
-                gid, body = row[0], row[4]
+                body = row[4]
                 # A list: the pieces of a body holding large bytes, written
                 # where they lie (rows_for's large_pieces), never joined.
                 if type(body) is list or len(body) >= BLOB_FILE_BYTES:
-                    if blobs.write(gid, body):
-                        new_files.append(gid)
+                    if blobs.write(row[0], body):
+                        new_files.append(row[0])
                     row = (*row[:4], b"", *row[5:])
-                elif gid in blobs.held:
-                    replaced.append(gid)
-                added.append(row)
+                elif held and row[0] in held:
+                    replaced.append(row[0])
+                if row[5] == 0 and row[6] == 0 and row[7] is None:
+                    plain.append(row[:5])
+                else:
+                    full.append(row)
             # A job inserted finished replaces whatever row it had, file and all.
-            replaced += [row[0] for row in rows.add_finished if row[0] in blobs.held]
+            if held:
+                replaced += [row[0] for row in rows.add_finished if row[0] in held]
             if new_files:
                 blobs.sync()
             db.execute("BEGIN")
-            # Most jobs have no attempts yet, no detached result and no key:
-            # the columns' defaults; binding fewer values costs less (about
-            # 3.3 -> 2.8 us a row).
-            plain = [row[:5] for row in added if row[5] == 0 and row[6] == 0 and row[7] is None]
             insert_many(db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body) VALUES ", plain)
-            if len(plain) < len(added):
-                insert_many(
-                    db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key) VALUES ",
-                    [row for row in added if not (row[5] == 0 and row[6] == 0 and row[7] is None)],
-                )
+            insert_many(
+                db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key) VALUES ",
+                full,
+            )
             # Finished already: one insert instead of an insert and an update.
             insert_many(
                 db, "INSERT OR REPLACE INTO jobs (gid, session, cid, task, body, attempts, detached, key, ok, result,"
