@@ -170,11 +170,18 @@ def finish_succeeded(
     counted: dict[str, int] = {}  # calls per task
     done = 0
     session = None
+    # The quota is given back once per run of one session's jobs, not per
+    # job: nothing reads it between the jobs of one frame.
+    quota = state.quota
+    quota_session, quota_count, quota_bytes = "", 0, 0
     for job, value in zip(jobs, values):
         if job.options is not None or job.limits or job.followers:
             finish(state, job, True, value, now, by_session)
             continue
         if session is None or session.session_id != job.session:
+            if quota_count:
+                quota.remove_many(quota_session, quota_count, quota_bytes)
+                quota_count = quota_bytes = 0
             session = state.sessions.get(job.session)
             if session is None or session.abandoned or job.session.startswith(SESSION_PREFIX):
                 session = None
@@ -192,9 +199,13 @@ def finish_succeeded(
         sent.append(entry)
         # Only its submitter reads it: the store may hold it for the ack (store/holds.py).
         state.journal.append(("finish", gid, True, value, now, True))
-        state.quota.remove(job.session, job.cost)
+        quota_session = job.session
+        quota_count += 1
+        quota_bytes += job.cost
         counted[job.task] = counted.get(job.task, 0) + job.calls
         done += 1
+    if quota_count:
+        quota.remove_many(quota_session, quota_count, quota_bytes)
     if done:
         state.stats.on_succeeded(counted, now, DEFAULT_QUEUE)  # a plain job's queue
         state.totals["completed"] += done

@@ -99,3 +99,15 @@ class Quota:
             mine[1] -= cost
             if mine[0] <= 0:
                 del self._by_session[session]
+
+    def remove_many(self, session: str, count: int, total: int) -> None:
+        """`remove` for `count` jobs of one session, `total` bytes in all
+        (the successes of one results frame: one call, not one a job)."""
+        self.jobs -= count
+        self.bytes -= total
+        mine = self._by_session.get(session)
+        if mine is not None:
+            mine[0] -= count
+            mine[1] -= total
+            if mine[0] <= 0:
+                del self._by_session[session]

@@ -45,6 +45,26 @@ def test_a_finished_job_makes_room_again():
     assert submit(state, C1, 3, range(3, 4))[0] == 1
 
 
+def test_one_results_frame_of_two_sessions_jobs_gives_each_session_its_room_back():
+    # The successes of a frame give their quota back per run of one
+    # session's jobs (outcomes.finish_succeeded): interleaved sessions,
+    # each run counted to its own session.
+    state = setup(Quota(max_session_jobs=3, max_jobs=5))
+    assert submit(state, C1, 1, range(1, 4))[0] == 3
+    assert submit(state, C2, 1, range(1, 3))[0] == 2
+    assert submit(state, C2, 2, range(3, 4))[0] == 0  # the total is full
+    state.on_hello(W1, Hello(PROTOCOL_VERSION, "worker", tasks=["echo"], processes=1), "h:w", 1.0)
+    [jobs] = [m for c, m in state.on_message(W1, Credit(5), 1.0) if isinstance(m, Jobs)]
+    by_gid = {job.gid: job.session for job in state.jobs.values()}
+    a = [e[0] for e in jobs.jobs if by_gid[e[0]] == "a" * 32]
+    b = [e[0] for e in jobs.jobs if by_gid[e[0]] == "b" * 32]
+    # a, b, a: three runs; a's third job stays running.
+    state.on_message(W1, Results([[a[0], True, 1], [b[0], True, 1], [b[1], True, 1], [a[1], True, 1]]), 2.0)
+    assert (state.quota.jobs, state.quota.bytes) == (1, JOB_OVERHEAD_BYTES)
+    assert submit(state, C2, 3, range(3, 7))[0] == 3  # b's own limit again, not the total
+    assert submit(state, C1, 2, range(4, 7))[0] == 1  # a holds one: the total (5) is reached
+
+
 def test_session_limits_leave_other_sessions_alone():
     state = setup(Quota(max_session_jobs=2))
     assert submit(state, C1, 1, range(1, 5))[0] == 2
